@@ -1,0 +1,14 @@
+// The option-A shortcut of the CIFAR ResNet (He et al. 2016): a parameter-free
+// identity that halves the resolution and pads channels with zeros.
+#pragma once
+
+#include "core/tensor.h"
+
+namespace spruce::ops {
+
+/// x [N, C, H, W] -> [N, out_channels, ceil(H/2), ceil(W/2)]: keeps every
+/// second pixel (rows and columns 0, 2, 4, ...) and puts the C input channels
+/// in the middle, (out_channels - C) / 2 zero channels on each side.
+Tensor shortcut_pad(const Tensor& x, int64_t out_channels);
+
+}  // namespace spruce::ops

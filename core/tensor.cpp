@@ -1,0 +1,184 @@
+// Tensor storage, creation and the autograd entry point.
+#include "core/tensor.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <sstream>
+#include <stdexcept>
+#include <unordered_set>
+
+#include "core/autograd.h"
+#include "core/random.h"
+
+namespace spruce {
+
+int64_t numel_of(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) throw std::invalid_argument("negative dimension in shape " + shape_str(shape));
+    n *= d;
+  }
+  return n;
+}
+
+std::string shape_str(const Shape& shape) {
+  std::ostringstream os;
+  os << '[';
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  os << ']';
+  return os.str();
+}
+
+Storage::Storage(int64_t n) : size_(n) {
+  // Round the byte count up to the alignment, as aligned_alloc requires.
+  const size_t bytes = ((static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float) + 63) / 64) * 64;
+  data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+  if (!data_) throw std::bad_alloc();
+}
+
+Storage::~Storage() { std::free(data_); }
+
+namespace {
+std::shared_ptr<TensorImpl> new_impl(const Shape& shape) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape;
+  impl->storage = std::make_shared<Storage>(numel_of(shape));
+  return impl;
+}
+
+TensorImpl& checked(const std::shared_ptr<TensorImpl>& impl) {
+  if (!impl) throw std::logic_error("use of an undefined Tensor");
+  return *impl;
+}
+}  // namespace
+
+Tensor Tensor::empty(const Shape& shape) { return Tensor(new_impl(shape)); }
+
+Tensor Tensor::zeros(const Shape& shape) { return full(shape, 0.f); }
+
+Tensor Tensor::ones(const Shape& shape) { return full(shape, 1.f); }
+
+Tensor Tensor::full(const Shape& shape, float value) {
+  Tensor t = empty(shape);
+  t.fill_(value);
+  return t;
+}
+
+Tensor Tensor::from_data(const Shape& shape, std::span<const float> values) {
+  if (static_cast<int64_t>(values.size()) != numel_of(shape))
+    throw std::invalid_argument("from_data: " + std::to_string(values.size()) +
+                                " values for shape " + shape_str(shape));
+  Tensor t = empty(shape);
+  std::copy(values.begin(), values.end(), t.data());
+  return t;
+}
+
+Tensor Tensor::from_data(const Shape& shape, std::initializer_list<float> values) {
+  return from_data(shape, std::span<const float>(values.begin(), values.size()));
+}
+
+Tensor Tensor::randn(const Shape& shape, Generator& gen, float mean, float std) {
+  Tensor t = empty(shape);
+  for (float& v : t.span()) v = mean + std * gen.normal();
+  return t;
+}
+
+Tensor Tensor::rand(const Shape& shape, Generator& gen, float lo, float hi) {
+  Tensor t = empty(shape);
+  for (float& v : t.span()) v = gen.uniform(lo, hi);
+  return t;
+}
+
+const Shape& Tensor::shape() const { return checked(impl_).shape; }
+
+int64_t Tensor::size(int64_t d) const {
+  const int64_t n = dim();
+  if (d < 0) d += n;
+  if (d < 0 || d >= n)
+    throw std::out_of_range("dimension " + std::to_string(d) + " out of range for shape " +
+                            shape_str(shape()));
+  return shape()[static_cast<size_t>(d)];
+}
+
+int64_t Tensor::numel() const { return numel_of(shape()); }
+
+float* Tensor::data() { return checked(impl_).storage->data(); }
+
+const float* Tensor::data() const { return checked(impl_).storage->data(); }
+
+float Tensor::item() const {
+  if (numel() != 1) throw std::logic_error("item() on a tensor of shape " + shape_str(shape()));
+  return data()[0];
+}
+
+float Tensor::at(int64_t i) const {
+  if (i < 0 || i >= numel()) throw std::out_of_range("flat index " + std::to_string(i));
+  return data()[i];
+}
+
+Tensor Tensor::clone() const {
+  Tensor t = empty(shape());
+  std::memcpy(t.data(), data(), sizeof(float) * static_cast<size_t>(numel()));
+  return t;
+}
+
+Tensor Tensor::detach() const { return make_view(*this, shape()); }
+
+void Tensor::copy_from(const Tensor& src) {
+  if (src.numel() != numel())
+    throw std::invalid_argument("copy_from: " + shape_str(src.shape()) + " into " + shape_str(shape()));
+  std::memcpy(data(), src.data(), sizeof(float) * static_cast<size_t>(numel()));
+}
+
+void Tensor::fill_(float value) { std::fill_n(data(), numel(), value); }
+
+bool Tensor::shares_storage_with(const Tensor& other) const {
+  return defined() && other.defined() && impl_->storage == other.impl_->storage;
+}
+
+bool Tensor::requires_grad() const { return impl_ && impl_->requires_grad; }
+
+Tensor& Tensor::set_requires_grad(bool value) {
+  checked(impl_).requires_grad = value;
+  return *this;
+}
+
+const Tensor& Tensor::grad() const { return checked(impl_).grad; }
+
+Tensor& Tensor::grad_or_zeros() {
+  TensorImpl& impl = checked(impl_);
+  if (!impl.grad.defined()) impl.grad = zeros(impl.shape);
+  return impl.grad;
+}
+
+void Tensor::zero_grad() { checked(impl_).grad = Tensor(); }
+
+void Tensor::set_grad(const Tensor& g) { checked(impl_).grad = g; }
+
+const std::shared_ptr<Node>& Tensor::grad_fn() const { return checked(impl_).grad_fn; }
+
+void Tensor::set_grad_fn(std::shared_ptr<Node> node) { checked(impl_).grad_fn = std::move(node); }
+
+std::string Tensor::to_string(int64_t max_values) const {
+  if (!defined()) return "Tensor(undefined)";
+  std::ostringstream os;
+  os << "Tensor" << shape_str(shape()) << " {";
+  const int64_t n = std::min(numel(), max_values);
+  for (int64_t i = 0; i < n; ++i) os << (i ? ", " : "") << data()[i];
+  if (numel() > n) os << ", ...";
+  os << '}';
+  return os.str();
+}
+
+Tensor make_view(const Tensor& base, const Shape& shape) {
+  if (numel_of(shape) != base.numel())
+    throw std::invalid_argument("cannot view " + shape_str(base.shape()) + " as " + shape_str(shape));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape;
+  impl->storage = checked(base.impl_).storage;
+  return Tensor(std::move(impl));
+}
+
+}  // namespace spruce

@@ -1,0 +1,2 @@
+// Tests land with the op.
+#include <doctest/doctest.h>
