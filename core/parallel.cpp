@@ -31,7 +31,9 @@ class Pool {
     for (auto& w : workers_) w.join();
     workers_.clear();
     stop_ = false;
-    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { loop(i); });
+    // New workers start at the current generation, so they wait for the next job.
+    const uint64_t start = generation_;
+    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i, start] { loop(i, start); });
   }
 
   void run(int chunks, const std::function<void(int)>& task) {
@@ -53,13 +55,13 @@ class Pool {
     std::unique_lock<std::mutex> lock(mu_);
     done_cv_.wait(lock, [this] { return pending_ == 0; });
     task_ = nullptr;
+    chunks_ = 0;
     if (mine) std::rethrow_exception(mine);
     if (error_) std::rethrow_exception(error_);
   }
 
  private:
-  void loop(int index) {
-    uint64_t seen = 0;
+  void loop(int index, uint64_t seen) {
     while (true) {
       const std::function<void(int)>* task = nullptr;
       {

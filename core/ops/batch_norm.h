@@ -1,4 +1,9 @@
-// Batch normalisation over N, H, W per channel.
+// Batch normalisation over N, H, W per channel (Ioffe & Szegedy 2015).
+//
+// Training mode normalises each channel with its batch mean and biased batch
+// variance and updates the running statistics in place; eval mode uses the
+// running statistics, so the op is a per-channel affine map. Semantics match
+// torch.nn.functional.batch_norm.
 #pragma once
 
 #include "core/tensor.h"
@@ -8,14 +13,19 @@ namespace spruce::ops {
 struct BatchNormOptions {
   bool training = true;
   float momentum = 0.1f;  // running = (1 - momentum) running + momentum batch
-  float eps = 1e-5f;
+  float eps = 1e-5f;      // added to the variance before the square root
 };
 
-/// x [N, C, H, W] (or [N, C]), weight/bias [C] (gamma, beta), running_mean /
-/// running_var [C] buffers, updated in place in training mode with the
-/// unbiased batch variance, as PyTorch does. Training normalises with the
-/// biased batch variance; eval with the running statistics.
-/// Gradients flow to x, weight and bias.
+/// x [N, C, H, W] (or [N, C]) -> same shape.
+/// weight/bias [C] (gamma, beta; either may be undefined, meaning 1 and 0);
+/// running_mean / running_var [C] buffers.
+/// Training: y = (x - mean_B) / sqrt(var_B + eps) * gamma + beta with the
+/// biased batch variance var_B; running_mean/running_var are updated in place
+/// with the batch mean and the *unbiased* batch variance, as PyTorch does
+/// (skipped when they are undefined). Needs more than one value per channel.
+/// Eval: the same formula with running_mean/running_var, which are not touched.
+/// Gradients flow to x, weight and bias: through the batch statistics in
+/// training mode, through the affine map in eval mode.
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
                   Tensor& running_mean, Tensor& running_var, const BatchNormOptions& options);
 

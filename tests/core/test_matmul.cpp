@@ -1,2 +1,47 @@
-// Tests land with the op.
+// matmul and linear: known values and gradient checks.
 #include <doctest/doctest.h>
+
+#include "core/gradcheck.h"
+#include "core/ops/matmul.h"
+#include "core/random.h"
+
+using namespace spruce;
+
+TEST_CASE("matmul and linear known values") {
+  Tensor a = Tensor::from_data({2, 3}, {1, 2, 3, 4, 5, 6});
+  Tensor b = Tensor::from_data({3, 2}, {1, 0, 0, 1, 1, 1});
+  Tensor c = ops::matmul(a, b);
+  CHECK(c.shape() == Shape{2, 2});
+  CHECK(c.at(0) == 4.f);   // 1 + 3
+  CHECK(c.at(1) == 5.f);   // 2 + 3
+  CHECK(c.at(2) == 10.f);  // 4 + 6
+  CHECK(c.at(3) == 11.f);  // 5 + 6
+  // linear: x [1, 3] w [2, 3] b [2]
+  Tensor x = Tensor::from_data({1, 3}, {1, 2, 3});
+  Tensor w = Tensor::from_data({2, 3}, {1, 1, 1, 0, -1, 2});
+  Tensor bias = Tensor::from_data({2}, {0.5f, -1.f});
+  Tensor y = ops::linear(x, w, bias);
+  CHECK(y.at(0) == 6.5f);
+  CHECK(y.at(1) == 3.f);
+  CHECK_THROWS_AS(ops::matmul(a, a), std::invalid_argument);
+  CHECK_THROWS_AS(ops::linear(x, w, Tensor::zeros({3})), std::invalid_argument);
+}
+
+TEST_CASE("matmul and linear gradients for every input") {
+  GradCheckOptions o;
+  o.kink_tolerance = 0;
+  Generator g(5);
+  Tensor a = Tensor::randn({4, 3}, g).set_requires_grad(true);
+  Tensor b = Tensor::randn({3, 5}, g).set_requires_grad(true);
+  auto r = grad_check([](const std::vector<Tensor>& in) { return ops::matmul(in[0], in[1]); }, {a, b}, o);
+  INFO(r.message);
+  CHECK(r.ok);
+  Tensor x = Tensor::randn({4, 3}, g).set_requires_grad(true);
+  Tensor w = Tensor::randn({2, 3}, g).set_requires_grad(true);
+  Tensor bias = Tensor::randn({2}, g).set_requires_grad(true);
+  auto rl = grad_check([](const std::vector<Tensor>& in) { return ops::linear(in[0], in[1], in[2]); },
+                       {x, w, bias}, o);
+  INFO(rl.message);
+  CHECK(rl.ok);
+  CHECK(rl.checked == 12 + 6 + 2);
+}

@@ -1,0 +1,23 @@
+#!/bin/sh
+# Installs the Debian packages spruce needs, only those that are missing.
+# As root it runs apt-get; otherwise through sudo when available; otherwise it
+# prints the command to run and fails.
+set -eu
+packages="g++ meson ninja-build pkg-config libopenblas-dev zlib1g-dev libstb-dev doctest-dev dataset-fashion-mnist"
+missing=""
+for p in $packages; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "spruce: installing missing packages:$missing" >&2
+if [ "$(id -u)" = 0 ]; then
+  sudo=""
+elif command -v sudo >/dev/null 2>&1; then
+  sudo="sudo"
+else
+  echo "spruce: please run as root: apt-get update && apt-get install -y$missing" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq $missing
