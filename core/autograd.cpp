@@ -47,7 +47,10 @@ void Tensor::backward(const Tensor& seed) const {
       throw std::invalid_argument("backward seed of shape " + shape_str(seed.shape()) +
                                   " for a tensor of shape " + shape_str(shape()));
     Tensor& g = root.grad_or_zeros();
-    for (int64_t i = 0; i < numel(); ++i) g.data()[i] += seed.data()[i];
+    float* pg = g.data();
+    const float* ps = seed.data();
+    const int64_t n = numel();
+    for (int64_t i = 0; i < n; ++i) pg[i] += ps[i];
   } else {
     if (numel() != 1)
       throw std::logic_error("backward() without a seed needs a one-element tensor, got " +

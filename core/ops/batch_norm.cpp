@@ -82,8 +82,8 @@ void add_grad_moments(const float* g, const float* x, int64_t n, double mean, do
 }
 }  // namespace
 
-Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                  Tensor& running_mean, Tensor& running_var, const BatchNormOptions& options) {
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
+                  Tensor& running_var, const BatchNormOptions& options) {
   if (x.dim() < 2)
     throw std::invalid_argument("batch_norm: input " + shape_str(x.shape()) +
                                 ", expected [N, C, H, W] or [N, C]");
@@ -96,10 +96,12 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
   check_channel_vector("running_mean", running_mean, C);
   check_channel_vector("running_var", running_var, C);
   if (running_mean.defined() != running_var.defined())
-    throw std::invalid_argument("batch_norm: running_mean and running_var must both be given or both be absent");
+    throw std::invalid_argument(
+        "batch_norm: running_mean and running_var must both be given or both be absent");
   if (options.training && M <= 1)
-    throw std::invalid_argument("batch_norm: expected more than 1 value per channel in training, got input " +
-                                shape_str(x.shape()));
+    throw std::invalid_argument(
+        "batch_norm: expected more than 1 value per channel in training, got input " +
+        shape_str(x.shape()));
   if (!options.training && !running_mean.defined())
     throw std::invalid_argument("batch_norm: eval mode needs running_mean and running_var");
 

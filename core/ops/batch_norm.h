@@ -26,7 +26,7 @@ struct BatchNormOptions {
 /// Eval: the same formula with running_mean/running_var, which are not touched.
 /// Gradients flow to x, weight and bias: through the batch statistics in
 /// training mode, through the affine map in eval mode.
-Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                  Tensor& running_mean, Tensor& running_var, const BatchNormOptions& options);
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
+                  Tensor& running_var, const BatchNormOptions& options);
 
 }  // namespace spruce::ops

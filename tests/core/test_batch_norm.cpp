@@ -1,2 +1,224 @@
-// Tests land with the op.
+// batch_norm: hand-computed forward values, running statistics, eval mode,
+// gradient checks through the batch statistics, precision and determinism.
 #include <doctest/doctest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/gradcheck.h"
+#include "core/ops/batch_norm.h"
+#include "core/parallel.h"
+#include "core/random.h"
+
+using namespace spruce;
+
+namespace {
+void check_values(const Tensor& t, const std::vector<float>& expected, double tol = 1e-5) {
+  REQUIRE(t.numel() == static_cast<int64_t>(expected.size()));
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const float v = t.at(static_cast<int64_t>(i));
+    if (tol == 0)
+      CHECK(v == expected[i]);
+    else
+      CHECK(v == doctest::Approx(expected[i]).epsilon(tol));
+  }
+}
+}  // namespace
+
+TEST_CASE("batch_norm training forward, running statistics and eval on hand-computed values") {
+  // x [N=2, C=1, H=2, W=1] = {1, 3 | 5, 7}: mean 4, biased variance
+  // (9 + 1 + 1 + 9) / 4 = 5, unbiased variance 20 / 3.
+  Tensor x = Tensor::from_data({2, 1, 2, 1}, {1, 3, 5, 7});
+  Tensor gamma = Tensor::from_data({1}, {2});
+  Tensor beta = Tensor::from_data({1}, {0.5f});
+  Tensor rm = Tensor::zeros({1});
+  Tensor rv = Tensor::ones({1});
+  ops::BatchNormOptions opt;  // momentum 0.1, eps 1e-5
+
+  // y = 2 (x - 4) / sqrt(5 + 1e-5) + 0.5
+  Tensor y = ops::batch_norm(x, gamma, beta, rm, rv, opt);
+  CHECK(y.shape() == Shape{2, 1, 2, 1});
+  check_values(y, {-2.18327889f, -0.39442630f, 1.39442630f, 3.18327889f});
+
+  // running_mean = 0.9 * 0 + 0.1 * 4; running_var = 0.9 * 1 + 0.1 * 20/3 (unbiased).
+  CHECK(rm.item() == doctest::Approx(0.4f).epsilon(1e-6));
+  CHECK(rv.item() == doctest::Approx(0.9 + 0.1 * 20.0 / 3.0).epsilon(1e-6));
+
+  // Eval: y = 2 (x - 0.4) / sqrt(1.5666667 + 1e-5) + 0.5; running stats stay as they are.
+  opt.training = false;
+  Tensor y_eval = ops::batch_norm(x, gamma, beta, rm, rv, opt);
+  check_values(y_eval, {1.45871949f, 4.65445114f, 7.85018279f, 11.04591444f});
+  CHECK(rm.item() == doctest::Approx(0.4f).epsilon(1e-6));
+  CHECK(rv.item() == doctest::Approx(1.5666667f).epsilon(1e-6));
+}
+
+TEST_CASE("batch_norm on [N, C] keeps channels apart; weight and bias may be absent") {
+  // Channel 0 = {1, 2, 3}: mean 2, biased variance 2/3.
+  // Channel 1 = {10, 20, 60}: mean 30, biased variance (400 + 100 + 900) / 3.
+  Tensor x = Tensor::from_data({3, 2}, {1, 10, 2, 20, 3, 60});
+  Tensor rm = Tensor::from_data({2}, {1, 2});
+  Tensor rv = Tensor::from_data({2}, {3, 4});
+  ops::BatchNormOptions opt;
+  opt.momentum = 0.5f;
+  Tensor y = ops::batch_norm(x, Tensor(), Tensor(), rm, rv, opt);
+  const float s0 = 1.f / std::sqrt(2.f / 3.f + 1e-5f), s1 = 1.f / std::sqrt(1400.f / 3.f + 1e-5f);
+  check_values(y, {-s0, -20 * s1, 0, -10 * s1, s0, 30 * s1});
+  // Momentum 0.5: halfway between the old value and the batch value (unbiased: 1 and 700).
+  check_values(rm, {1.5f, 16.f});
+  check_values(rv, {2.f, 352.f});
+}
+
+TEST_CASE("batch_norm statistics stay accurate when the mean dwarfs the spread") {
+  Generator gen(7);
+  Tensor x = Tensor::randn({4, 3, 5, 5}, gen, 1e4f, 1.f);
+  Tensor rm = Tensor::zeros({3}), rv = Tensor::ones({3});
+  ops::BatchNormOptions opt;
+  opt.momentum = 1.f;  // running stats become the batch stats
+  Tensor y = ops::batch_norm(x, Tensor(), Tensor(), rm, rv, opt);
+  for (int64_t c = 0; c < 3; ++c) {
+    // Double-precision two-pass reference on the same float values.
+    double m = 0, v = 0, ym = 0, yv = 0;
+    const int64_t M = 4 * 25;
+    for (int64_t n = 0; n < 4; ++n)
+      for (int64_t s = 0; s < 25; ++s) m += x.at((n * 3 + c) * 25 + s);
+    m /= M;
+    for (int64_t n = 0; n < 4; ++n)
+      for (int64_t s = 0; s < 25; ++s) {
+        const double d = x.at((n * 3 + c) * 25 + s) - m;
+        v += d * d;
+        ym += y.at((n * 3 + c) * 25 + s);
+      }
+    v /= M;
+    ym /= M;
+    for (int64_t n = 0; n < 4; ++n)
+      for (int64_t s = 0; s < 25; ++s) {
+        const double d = y.at((n * 3 + c) * 25 + s) - ym;
+        yv += d * d;
+      }
+    yv /= M;
+    CHECK(rm.at(c) == doctest::Approx(m).epsilon(1e-7));
+    CHECK(rv.at(c) == doctest::Approx(v * M / (M - 1)).epsilon(1e-4));
+    CHECK(std::abs(ym) < 1e-3);
+    CHECK(yv == doctest::Approx(v / (v + 1e-5)).epsilon(1e-3));
+  }
+}
+
+TEST_CASE("batch_norm training-mode gradients to x, weight and bias") {
+  Generator gen(11);
+  Tensor x = Tensor::randn({3, 2, 2, 3}, gen);
+  Tensor w = Tensor::randn({2}, gen, 1.f, 0.3f);
+  Tensor b = Tensor::randn({2}, gen);
+  x.set_requires_grad(true);
+  w.set_requires_grad(true);
+  b.set_requires_grad(true);
+  Tensor rm = Tensor::zeros({2}), rv = Tensor::ones({2});
+  GradCheckOptions gc;
+  gc.kink_tolerance = 0;  // smooth everywhere
+  auto r = grad_check(
+      [&](const std::vector<Tensor>& in) {
+        return ops::batch_norm(in[0], in[1], in[2], rm, rv, ops::BatchNormOptions{});
+      },
+      {x, w, b}, gc);
+  CHECK_MESSAGE(r.ok, r.message);
+  CHECK(r.checked == 36 + 2 + 2);
+}
+
+TEST_CASE("batch_norm training-mode gradient of x on [N, C] without weight") {
+  Generator gen(12);
+  Tensor x = Tensor::randn({5, 3}, gen);
+  x.set_requires_grad(true);
+  Tensor rm = Tensor::zeros({3}), rv = Tensor::ones({3});
+  GradCheckOptions gc;
+  gc.kink_tolerance = 0;
+  auto r = grad_check(
+      [&](const std::vector<Tensor>& in) {
+        return ops::batch_norm(in[0], Tensor(), Tensor(), rm, rv, ops::BatchNormOptions{});
+      },
+      {x}, gc);
+  CHECK_MESSAGE(r.ok, r.message);
+  CHECK(r.checked == 15);
+}
+
+TEST_CASE("batch_norm eval-mode gradients, and eval leaves running statistics alone") {
+  Generator gen(13);
+  Tensor x = Tensor::randn({2, 3, 2, 2}, gen);
+  Tensor w = Tensor::randn({3}, gen);
+  Tensor b = Tensor::randn({3}, gen);
+  x.set_requires_grad(true);
+  w.set_requires_grad(true);
+  b.set_requires_grad(true);
+  Tensor rm = Tensor::from_data({3}, {0.3f, -0.2f, 1.f});
+  Tensor rv = Tensor::from_data({3}, {0.5f, 2.f, 1.5f});
+  ops::BatchNormOptions opt;
+  opt.training = false;
+  GradCheckOptions gc;
+  gc.kink_tolerance = 0;
+  auto r = grad_check(
+      [&](const std::vector<Tensor>& in) {
+        return ops::batch_norm(in[0], in[1], in[2], rm, rv, opt);
+      },
+      {x, w, b}, gc);
+  CHECK_MESSAGE(r.ok, r.message);
+  CHECK(r.checked == 24 + 3 + 3);
+  check_values(rm, {0.3f, -0.2f, 1.f}, 0);
+  check_values(rv, {0.5f, 2.f, 1.5f}, 0);
+
+  // Eval d x is the affine factor gamma / sqrt(running_var + eps) per channel.
+  x.zero_grad();
+  Tensor y = ops::batch_norm(x, w, b, rm, rv, opt);
+  y.backward(Tensor::ones(y.shape()));
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const int64_t c = (i / 4) % 3;
+    CHECK(x.grad().at(i) == doctest::Approx(w.at(c) / std::sqrt(rv.at(c) + 1e-5f)).epsilon(1e-6));
+  }
+}
+
+TEST_CASE("batch_norm validates shapes and refuses a single value per channel in training") {
+  Tensor rm = Tensor::zeros({2}), rv = Tensor::ones({2});
+  Tensor none;
+  CHECK_THROWS_AS(ops::batch_norm(Tensor::zeros({4, 3, 2, 2}), Tensor::ones({2}), none, rm, rv, {}),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(ops::batch_norm(Tensor::zeros({1, 2}), none, none, rm, rv, {}),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(ops::batch_norm(Tensor::zeros({4}), none, none, rm, rv, {}),
+                  std::invalid_argument);
+  ops::BatchNormOptions eval;
+  eval.training = false;
+  CHECK(ops::batch_norm(Tensor::ones({1, 2}), none, none, rm, rv, eval).numel() == 2);
+  CHECK_THROWS_AS(ops::batch_norm(Tensor::ones({1, 2}), none, none, none, none, eval),
+                  std::invalid_argument);
+}
+
+TEST_CASE("batch_norm forward and backward are bit-identical for 1 and 2 threads") {
+  // Big enough that the channel loop really splits across threads.
+  Generator gen(21);
+  const Tensor x0 = Tensor::randn({8, 32, 16, 16}, gen);
+  const Tensor w0 = Tensor::randn({32}, gen);
+  const Tensor seed = Tensor::randn(x0.shape(), gen);
+  const int saved = num_threads();
+  std::vector<Tensor> ys, dxs, dws, rms;
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    Tensor x = x0.clone(), w = w0.clone(), b = Tensor::zeros({32});
+    x.set_requires_grad(true);
+    w.set_requires_grad(true);
+    Tensor rm = Tensor::zeros({32}), rv = Tensor::ones({32});
+    Tensor y = ops::batch_norm(x, w, b, rm, rv, {});
+    y.backward(seed);
+    ys.push_back(y);
+    dxs.push_back(x.grad());
+    dws.push_back(w.grad());
+    rms.push_back(rv);
+  }
+  set_num_threads(saved);
+  auto same = [](const Tensor& a, const Tensor& b) {
+    for (int64_t i = 0; i < a.numel(); ++i)
+      if (a.at(i) != b.at(i)) return false;
+    return true;
+  };
+  CHECK(same(ys[0], ys[1]));
+  CHECK(same(dxs[0], dxs[1]));
+  CHECK(same(dws[0], dws[1]));
+  CHECK(same(rms[0], rms[1]));
+}

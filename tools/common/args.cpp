@@ -1,0 +1,237 @@
+// Flag parsing and validation for the tools.
+#include "tools/common/args.h"
+
+#include <cmath>
+#include <cstdio>
+#include <exception>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace spruce::cli {
+namespace {
+std::string join(const std::vector<std::string>& items, const char* sep = ", ") {
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i) out += (i ? sep : "") + items[i];
+  return out;
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> parts;
+  std::string cur;
+  std::istringstream is(s);
+  while (std::getline(is, cur, sep))
+    if (!cur.empty()) parts.push_back(cur);
+  return parts;
+}
+
+double to_double(const std::string& flag, const std::string& v) {
+  size_t used = 0;
+  double d = 0;
+  try {
+    d = std::stod(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != v.size() || v.empty() || !std::isfinite(d))
+    throw UsageError("--" + flag + ": expected a number, got '" + v + "'");
+  return d;
+}
+
+std::string fmt_double(double d) {
+  std::ostringstream os;
+  os << d;
+  return os.str();
+}
+}  // namespace
+
+Args::Args(std::string program, std::string summary)
+    : program_(std::move(program)), summary_(std::move(summary)) {}
+
+void Args::add(Flag flag) {
+  index_[flag.name] = flags_.size();
+  flags_.push_back(std::move(flag));
+}
+
+void Args::add_string(const std::string& name, std::string* target, const std::string& help) {
+  add({name, help, *target, "TEXT", [target](const std::string& v) { *target = v; }});
+}
+
+void Args::add_choice(const std::string& name, std::string* target, std::vector<std::string> choices,
+                      const std::string& help) {
+  const std::string list = join(choices, "|");
+  add({name, help, *target, list, [name, target, choices](const std::string& v) {
+         for (const auto& c : choices)
+           if (c == v) {
+             *target = v;
+             return;
+           }
+         throw UsageError("--" + name + ": unknown value '" + v + "', expected one of: " + join(choices));
+       }});
+}
+
+void Args::add_int(const std::string& name, int64_t* target, const std::string& help, int64_t min,
+                   int64_t max) {
+  add({name, help, std::to_string(*target), "INT", [=](const std::string& v) {
+         size_t used = 0;
+         long long x = 0;
+         try {
+           x = std::stoll(v, &used);
+         } catch (const std::exception&) {
+           used = 0;
+         }
+         if (used != v.size() || v.empty())
+           throw UsageError("--" + name + ": expected an integer, got '" + v + "'");
+         if (x < min || x > max)
+           throw UsageError("--" + name + ": " + v + " is out of range, expected " +
+                            (max == INT64_MAX ? ">= " + std::to_string(min)
+                                              : std::to_string(min) + ".." + std::to_string(max)));
+         *target = x;
+       }});
+}
+
+void Args::add_double(const std::string& name, double* target, const std::string& help, double min,
+                      double max, bool min_exclusive, bool max_exclusive) {
+  add({name, help, fmt_double(*target), "NUM", [=](const std::string& v) {
+         const double d = to_double(name, v);
+         const bool low = min_exclusive ? d <= min : d < min;
+         const bool high = max_exclusive ? d >= max : d > max;
+         if (low || high) {
+           std::string range = std::string(min_exclusive ? "(" : "[") + fmt_double(min) + ", " +
+                               (max >= 1e300 ? "inf" : fmt_double(max)) + (max_exclusive ? ")" : "]");
+           throw UsageError("--" + name + ": " + v + " is out of range, expected a value in " + range);
+         }
+         *target = d;
+       }});
+}
+
+void Args::add_double_list(const std::string& name, std::vector<double>* target, const std::string& help,
+                           double min, double max, bool max_exclusive) {
+  std::vector<std::string> text;
+  for (double d : *target) text.push_back(fmt_double(d));
+  add({name, help, join(text, ","), "NUM,NUM,...", [=](const std::string& v) {
+         std::vector<double> values;
+         for (const auto& part : split(v, ',')) {
+           const double d = to_double(name, part);
+           if (d < min || (max_exclusive ? d >= max : d > max))
+             throw UsageError("--" + name + ": " + part + " is out of range, expected a value in [" +
+                              fmt_double(min) + ", " + fmt_double(max) + (max_exclusive ? ")" : "]"));
+           values.push_back(d);
+         }
+         if (values.empty()) throw UsageError("--" + name + ": expected at least one number");
+         *target = values;
+       }});
+}
+
+void Args::add_string_list(const std::string& name, std::vector<std::string>* target,
+                           const std::string& help, std::vector<std::string> choices) {
+  add({name, help, join(*target, ","), choices.empty() ? "A,B,..." : join(choices, "|") + ",...",
+       [=](const std::string& v) {
+         auto values = split(v, ',');
+         if (values.empty()) throw UsageError("--" + name + ": expected at least one value");
+         for (const auto& item : values) {
+           bool ok = choices.empty();
+           for (const auto& c : choices) ok = ok || c == item;
+           if (!ok)
+             throw UsageError("--" + name + ": unknown value '" + item + "', expected one of: " + join(choices));
+         }
+         *target = values;
+       }});
+}
+
+void Args::add_flag(const std::string& name, bool* target, const std::string& help) {
+  Flag f{name, help, *target ? "on" : "off", "", [=](const std::string& v) {
+           if (v == "true" || v == "1" || v == "on" || v == "yes") *target = true;
+           else if (v == "false" || v == "0" || v == "off" || v == "no") *target = false;
+           else throw UsageError("--" + name + ": expected true or false, got '" + v + "'");
+         }};
+  f.is_switch = true;
+  add(std::move(f));
+}
+
+void Args::set_value(Flag& flag, const std::string& value, const std::string& source) {
+  try {
+    flag.set(value);
+  } catch (const UsageError& e) {
+    if (source.empty()) throw;
+    throw UsageError(source + ": " + e.what());
+  }
+}
+
+bool Args::parse(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      std::fputs(help().c_str(), stdout);
+      return false;
+    }
+    if (arg.rfind("--", 0) != 0)
+      throw UsageError("unexpected argument '" + arg + "' (flags start with --; see --help)");
+    std::string name = arg.substr(2), value;
+    const size_t eq = name.find('=');
+    const bool has_value = eq != std::string::npos;
+    if (has_value) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    }
+    bool negated = false;
+    if (!index_.count(name) && name.rfind("no-", 0) == 0 && index_.count(name.substr(3)) &&
+        flags_[index_[name.substr(3)]].is_switch) {
+      name = name.substr(3);
+      negated = true;
+    }
+    auto it = index_.find(name);
+    if (it == index_.end()) throw UsageError("unknown flag --" + name + " (see --help)");
+    Flag& flag = flags_[it->second];
+    if (flag.is_switch && !has_value) {
+      value = negated ? "false" : "true";
+    } else if (!has_value) {
+      if (i + 1 >= argc) throw UsageError("--" + name + " needs a value");
+      value = argv[++i];
+    }
+    set_value(flag, value, "");
+    given_[name] = true;
+  }
+  return true;
+}
+
+bool Args::given(const std::string& name) const { return given_.count(name) > 0; }
+
+void Args::apply_defaults(const std::vector<std::pair<std::string, std::string>>& settings,
+                          const std::string& source) {
+  for (const auto& [name, value] : settings) {
+    auto it = index_.find(name);
+    if (it == index_.end()) throw UsageError(source + ": unknown setting '" + name + "' (see --help)");
+    if (given(name)) continue;
+    set_value(flags_[it->second], value, source);
+  }
+}
+
+std::string Args::help() const {
+  std::ostringstream os;
+  os << "usage: " << program_ << " [flags]\n\n" << summary_ << "\n\nflags:\n";
+  for (const auto& f : flags_) {
+    std::string left = "  --" + f.name + (f.is_switch ? "" : " " + f.kind);
+    if (left.size() < 34) left.resize(34, ' ');
+    else left += "\n" + std::string(34, ' ');
+    os << left << f.help;
+    if (!f.default_text.empty()) os << " (default: " << f.default_text << ")";
+    os << '\n';
+  }
+  os << "  --help                          show this help\n";
+  return os.str();
+}
+
+int run_tool(const char* program, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "%s: error: %s\n", program, e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", program, e.what());
+    return 1;
+  }
+}
+
+}  // namespace spruce::cli

@@ -1,0 +1,68 @@
+// A small declarative command-line parser shared by the tools.
+//
+// Each tool declares its flags with a default and a help line; parse() fills
+// them in, validates types and ranges, prints --help, and turns every mistake
+// into a spruce::UsageError (the tools exit with status 2 on those).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace spruce::cli {
+
+class Args {
+ public:
+  Args(std::string program, std::string summary);
+
+  /// Declares flags. `name` without dashes ("epochs"); it is given as --epochs VALUE or --epochs=VALUE.
+  void add_string(const std::string& name, std::string* target, const std::string& help);
+  /// A string that must be one of `choices`.
+  void add_choice(const std::string& name, std::string* target, std::vector<std::string> choices,
+                  const std::string& help);
+  void add_int(const std::string& name, int64_t* target, const std::string& help, int64_t min = INT64_MIN,
+               int64_t max = INT64_MAX);
+  void add_double(const std::string& name, double* target, const std::string& help,
+                  double min = -1e300, double max = 1e300, bool min_exclusive = false,
+                  bool max_exclusive = false);
+  /// Comma-separated doubles, each within [min, max) when max_exclusive.
+  void add_double_list(const std::string& name, std::vector<double>* target, const std::string& help,
+                       double min, double max, bool max_exclusive);
+  /// Comma-separated strings, each one of `choices` when choices is not empty.
+  void add_string_list(const std::string& name, std::vector<std::string>* target, const std::string& help,
+                       std::vector<std::string> choices = {});
+  /// A switch: --name sets true, --no-name sets false.
+  void add_flag(const std::string& name, bool* target, const std::string& help);
+
+  /// Parses argv. Returns false when --help was printed (the caller exits 0).
+  /// Throws UsageError for unknown flags, missing or malformed values.
+  bool parse(int argc, char** argv);
+  /// True when the user gave this flag explicitly (recipes: flags override files).
+  bool given(const std::string& name) const;
+  /// Applies "name=value" settings as if they had been given on the command line,
+  /// but only for flags the user did not give (used for recipe files).
+  void apply_defaults(const std::vector<std::pair<std::string, std::string>>& settings,
+                      const std::string& source);
+  std::string help() const;
+
+ private:
+  struct Flag {
+    std::string name, help, default_text, kind;
+    std::function<void(const std::string&)> set;
+    bool is_switch = false;
+  };
+  void add(Flag flag);
+  void set_value(Flag& flag, const std::string& value, const std::string& source);
+  std::string program_, summary_;
+  std::vector<Flag> flags_;
+  std::map<std::string, size_t> index_;
+  std::map<std::string, bool> given_;
+};
+
+/// Runs a tool's main body: prints spruce errors as one line
+/// "<program>: error: ..." and returns 2 for usage errors, 1 for the rest.
+int run_tool(const char* program, const std::function<int()>& body);
+
+}  // namespace spruce::cli
