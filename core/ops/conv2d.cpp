@@ -1,2 +1,667 @@
-// Placeholder until the kernel lands.
+// conv2d: forward and backward of a 2-D cross-correlation with stride, zero
+// padding and groups, on two kernels.
+//
+// Dense and grouped convs (and depthwise ones with a channel multiplier) are
+// lowered with im2col (core/ops/im2col.h) over a chunk of samples so each
+// group is one large cblas_sgemm:
+//   forward   out_g [OCg, nc*P]  = W_g [OCg, Kc] @ col_g [Kc, nc*P]
+//   d_weight  dW_g  [OCg, Kc]   += dout_g [OCg, nc*P] @ col_g^T
+//   d_input   dcol_g [Kc, nc*P]  = W_g^T @ dout_g, then col2im adds into dx
+// A 1x1 stride-1 unpadded conv needs no im2col: when one sample already
+// fills a GEMM, its input plane block is used in place.
+//
+// Depthwise convs (groups == C_in == C_out) run a direct kernel. Each input
+// plane is zero-padded and split into stride x stride "phase" planes
+//   phase[r][t][i][j] = x_padded[i * stride + r][j * stride + t],
+// so every kernel tap reads one phase plane at a constant offset, whatever
+// the stride. The output plane is then computed on a grid of row length Wq
+// (the phase width; columns >= W_out are discarded) as one long contiguous
+// loop per tap, which g++ -O3 vectorises regardless of how narrow the image
+// is. The input gradient is the same kernel in gather form over a zero-framed
+// copy of the output gradient, and the weight gradient is a dot product per
+// tap.
+//
+// Threads: our loops (im2col, col2im, layout copies, depthwise) use
+// parallel_for and never call BLAS; GEMMs are called from the calling thread
+// only. Every sum is owned by one task and runs in a fixed order, so results
+// depend only on the thread count (through OpenBLAS), never on scheduling.
 #include "core/ops/conv2d.h"
+
+#include <cblas.h>
+#include <cstdlib>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/ops/im2col.h"
+#include "core/parallel.h"
+
+namespace spruce::ops {
+namespace {
+
+// ---------------------------------------------------------------------------
+// Shapes
+
+ConvGeometry check_shapes(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                          const Conv2dOptions& o) {
+  auto fail = [&](const std::string& what) {
+    throw std::invalid_argument("conv2d: " + what + " (input " + shape_str(x.shape()) +
+                                ", weight " + shape_str(weight.shape()) + ", bias " +
+                                (bias.defined() ? shape_str(bias.shape()) : "none") +
+                                ", stride " + std::to_string(o.stride) + ", padding " +
+                                std::to_string(o.padding) + ", groups " +
+                                std::to_string(o.groups) + ")");
+  };
+  if (!x.defined() || !weight.defined()) fail("input and weight must be defined");
+  if (x.dim() != 4) fail("input must be [N, C, H, W]");
+  if (weight.dim() != 4) fail("weight must be [C_out, C_in / groups, KH, KW]");
+  if (o.stride < 1) fail("stride must be >= 1");
+  if (o.padding < 0) fail("padding must be >= 0");
+  if (o.groups < 1) fail("groups must be >= 1");
+  ConvGeometry g;
+  g.N = x.size(0), g.C = x.size(1), g.H = x.size(2), g.W = x.size(3);
+  g.OC = weight.size(0), g.KH = weight.size(2), g.KW = weight.size(3);
+  g.stride = o.stride, g.padding = o.padding, g.groups = o.groups;
+  if (g.C % g.groups != 0 || g.OC % g.groups != 0)
+    fail("C_in and C_out must be divisible by groups");
+  if (weight.size(1) * g.groups != g.C) fail("weight dim 1 must be C_in / groups");
+  if (g.KH < 1 || g.KW < 1 || g.OC < 1) fail("empty kernel");
+  if (g.H + 2 * g.padding < g.KH || g.W + 2 * g.padding < g.KW)
+    fail("kernel larger than the padded input");
+  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != g.OC))
+    fail("bias must be [C_out]");
+  g.OH = (g.H + 2 * g.padding - g.KH) / g.stride + 1;
+  g.OW = (g.W + 2 * g.padding - g.KW) / g.stride + 1;
+  return g;
+}
+
+bool is_depthwise(const ConvGeometry& g) { return g.groups == g.C && g.OC == g.C && g.C > 1; }
+
+/// 1x1, stride 1, no padding: the input plane block is already the column matrix.
+bool is_pointwise(const ConvGeometry& g) {
+  return g.KH == 1 && g.KW == 1 && g.stride == 1 && g.padding == 0;
+}
+
+/// Sum of n floats in a fixed order, with 16 independent partial sums so the
+/// loop vectorises (a plain serial sum would not: float adds do not reassociate).
+float lane_sum(const float* a, int64_t n) {
+  float acc[16] = {};
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int l = 0; l < 16; ++l) acc[l] += a[j + l];
+  float s = 0.f;
+  for (; j < n; ++j) s += a[j];
+  for (float v : acc) s += v;
+  return s;
+}
+
+/// d_bias[o] += sum over n and pixels of d_out[n, o, :, :]; one task per channel.
+void bias_backward(const float* d_out, const ConvGeometry& g, float* d_bias) {
+  const int64_t P = g.P();
+  parallel_for(0, g.OC, std::max<int64_t>(1, 16384 / (g.N * P)), [&](int64_t lo, int64_t hi) {
+    for (int64_t o = lo; o < hi; ++o) {
+      double acc = 0.0;
+      for (int64_t n = 0; n < g.N; ++n) acc += lane_sum(d_out + (n * g.OC + o) * P, P);
+      d_bias[o] += static_cast<float>(acc);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Dense and grouped convs: im2col + sgemm over chunks of samples
+
+/// A grow-only, 64-byte aligned buffer: the big im2col scratch is reused from
+/// call to call instead of being reallocated for every layer.
+class Scratch {
+ public:
+  float* get(int64_t n) {
+    if (!buffer_ || buffer_->size() < n) buffer_ = std::make_unique<Storage>(n);
+    return buffer_->data();
+  }
+
+ private:
+  std::unique_ptr<Storage> buffer_;
+};
+
+Scratch& col_scratch() {  // col, or dcol in backward
+  thread_local Scratch s;
+  return s;
+}
+Scratch& out_scratch() {  // out or d_out in [OC, nc * P] layout
+  thread_local Scratch s;
+  return s;
+}
+
+// A GEMM runs best with a wide N (= nc * P): aim for this many columns, but
+// keep the column buffer small enough to stay in the last-level cache.
+const int64_t kTargetCols = getenv("TC") ? atol(getenv("TC")) : 8192;
+const int64_t kColBudget = getenv("CB") ? atol(getenv("CB")) : int64_t{2} << 20;  // floats (8 MB)
+
+/// Samples per chunk: wide enough for an efficient GEMM, bounded by the
+/// scratch budget, and balanced so all chunks have (nearly) the same size.
+int64_t chunk_samples(const ConvGeometry& g) {
+  const int64_t P = g.P();
+  const int64_t rows = std::max(g.C * g.KH * g.KW, g.OC);
+  int64_t nc = std::clamp<int64_t>((kTargetCols + P - 1) / P, 1, g.N);
+  nc = std::max<int64_t>(1, std::min(nc, kColBudget / (rows * P)));
+  const int64_t chunks = (g.N + nc - 1) / nc;
+  return (g.N + chunks - 1) / chunks;
+}
+
+/// out[n0 + n, o, :] = buf[o, n * P : (n + 1) * P] + bias[o] for n < nc.
+void scatter_chunk(const float* buf, const float* bias, const ConvGeometry& g, int64_t n0,
+                   int64_t nc, float* out) {
+  const int64_t P = g.P(), cols = nc * P;
+  parallel_for(0, nc * g.OC, std::max<int64_t>(1, 8192 / P), [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t n = t / g.OC, o = t % g.OC;
+      const float* s = buf + o * cols + n * P;
+      float* d = out + ((n0 + n) * g.OC + o) * P;
+      const float b = bias ? bias[o] : 0.f;
+      for (int64_t p = 0; p < P; ++p) d[p] = s[p] + b;
+    }
+  });
+}
+
+/// buf[o, n * P : (n + 1) * P] = d_out[n0 + n, o, :] for n < nc.
+void gather_chunk(const float* d_out, const ConvGeometry& g, int64_t n0, int64_t nc, float* buf) {
+  const int64_t P = g.P(), cols = nc * P;
+  parallel_for(0, nc * g.OC, std::max<int64_t>(1, 8192 / P), [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t n = t / g.OC, o = t % g.OC;
+      std::memcpy(buf + o * cols + n * P, d_out + ((n0 + n) * g.OC + o) * P,
+                  static_cast<size_t>(P) * sizeof(float));
+    }
+  });
+}
+
+void gemm_forward(const float* x, const float* w, const float* bias, const ConvGeometry& g,
+                  float* out) {
+  const int64_t P = g.P(), OCg = g.OCg(), Kc = g.Kc();
+  const int64_t nc = chunk_samples(g);
+  const bool pointwise = is_pointwise(g);
+  for (int64_t n0 = 0; n0 < g.N; n0 += nc) {
+    const int64_t m = std::min(nc, g.N - n0), cols = m * P;
+    // One sample writes its GEMM result straight into out (rows of P); more
+    // need a [OC, cols] buffer and a scatter.
+    const float* col;
+    if (pointwise && m == 1) {
+      col = x + n0 * g.C * P;
+    } else {
+      float* c = col_scratch().get(g.C * g.KH * g.KW * cols);
+      im2col_chunk(x, g, n0, m, c);
+      col = c;
+    }
+    float* res = m == 1 ? out + n0 * g.OC * P : out_scratch().get(g.OC * cols);
+    for (int64_t gr = 0; gr < g.groups; ++gr)  // res_g [OCg, cols] = W_g [OCg, Kc] @ col_g
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OCg, cols, Kc, 1.f,
+                  w + gr * OCg * Kc, Kc, col + gr * Kc * cols, cols, 0.f, res + gr * OCg * cols,
+                  cols);
+    if (m > 1) {
+      scatter_chunk(res, bias, g, n0, m, out);
+    } else if (bias) {
+      parallel_for(0, g.OC, std::max<int64_t>(1, 8192 / P), [&](int64_t lo, int64_t hi) {
+        for (int64_t o = lo; o < hi; ++o)
+          for (int64_t p = 0; p < P; ++p) res[o * P + p] += bias[o];
+      });
+    }
+  }
+}
+
+/// Adds d_input (when dx) and d_weight (when dw) for the GEMM path.
+void gemm_backward(const float* d_out, const float* x, const float* w, const ConvGeometry& g,
+                   float* dx, float* dw) {
+  const int64_t P = g.P(), OCg = g.OCg(), Kc = g.Kc(), Cg = g.Cg();
+  const int64_t nc = chunk_samples(g);
+  const bool pointwise = is_pointwise(g);
+  for (int64_t n0 = 0; n0 < g.N; n0 += nc) {
+    const int64_t m = std::min(nc, g.N - n0), cols = m * P;
+    const float* gout = d_out + n0 * g.OC * P;  // [OC, cols] as is for one sample
+    if (m > 1) {
+      float* buf = out_scratch().get(g.OC * cols);
+      gather_chunk(d_out, g, n0, m, buf);
+      gout = buf;
+    }
+    if (dw) {
+      const float* col;
+      if (pointwise && m == 1) {
+        col = x + n0 * g.C * P;
+      } else {
+        float* c = col_scratch().get(g.C * g.KH * g.KW * cols);
+        im2col_chunk(x, g, n0, m, c);
+        col = c;
+      }
+      for (int64_t gr = 0; gr < g.groups; ++gr)  // dW_g [OCg, Kc] += dout_g @ col_g^T
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OCg, Kc, cols, 1.f,
+                    gout + gr * OCg * cols, cols, col + gr * Kc * cols, cols, 1.f,
+                    dw + gr * OCg * Kc, Kc);
+    }
+    if (dx) {
+      if (pointwise && m == 1) {
+        float* dxn = dx + n0 * g.C * P;
+        for (int64_t gr = 0; gr < g.groups; ++gr)  // dx_g [Cg, P] += W_g^T @ dout_g
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cg, P, OCg, 1.f,
+                      w + gr * OCg * Kc, Kc, gout + gr * OCg * P, P, 1.f, dxn + gr * Cg * P, P);
+      } else {
+        // The column buffer is free again (d_weight is done with it).
+        float* dcol = col_scratch().get(g.C * g.KH * g.KW * cols);
+        for (int64_t gr = 0; gr < g.groups; ++gr)  // dcol_g [Kc, cols] = W_g^T @ dout_g
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kc, cols, OCg, 1.f,
+                      w + gr * OCg * Kc, Kc, gout + gr * OCg * cols, cols, 0.f,
+                      dcol + gr * Kc * cols, cols);
+        col2im_chunk(dcol, g, n0, m, dx);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Depthwise convs: direct kernel on phase planes
+
+/// dst[j] = (accumulate ? dst[j] : init) + sum_t w[t] * src[t][j] for j < n,
+/// with T a compile-time tap count so the tap loop unrolls and the j loop
+/// vectorises; each output is summed in tap order (deterministic).
+template <int T>
+void taps_block(float* __restrict dst, int64_t n, const float* const* src, const float* w,
+                bool accumulate, float init) {
+  std::array<const float*, T> s;
+  std::array<float, T> wt;
+  for (int t = 0; t < T; ++t) s[t] = src[t], wt[t] = w[t];
+  if (accumulate) {
+    for (int64_t j = 0; j < n; ++j) {
+      float a = dst[j];
+      for (int t = 0; t < T; ++t) a += wt[t] * s[t][j];
+      dst[j] = a;
+    }
+  } else {
+    for (int64_t j = 0; j < n; ++j) {
+      float a = init;
+      for (int t = 0; t < T; ++t) a += wt[t] * s[t][j];
+      dst[j] = a;
+    }
+  }
+}
+
+/// dst[j] = init + sum over `taps` taps of w[t] * src[t][j], in blocks of up
+/// to 9 fused taps (a 3x3 kernel is a single pass over dst).
+void taps_sum(float* dst, int64_t n, const float* const* src, const float* w, int64_t taps,
+              float init) {
+  if (taps == 0) {
+    std::fill(dst, dst + n, init);
+    return;
+  }
+  for (int64_t t0 = 0; t0 < taps; t0 += 9) {
+    const bool acc = t0 > 0;
+    const float* const* s = src + t0;
+    const float* wt = w + t0;
+    switch (std::min<int64_t>(9, taps - t0)) {
+      case 1: taps_block<1>(dst, n, s, wt, acc, init); break;
+      case 2: taps_block<2>(dst, n, s, wt, acc, init); break;
+      case 3: taps_block<3>(dst, n, s, wt, acc, init); break;
+      case 4: taps_block<4>(dst, n, s, wt, acc, init); break;
+      case 5: taps_block<5>(dst, n, s, wt, acc, init); break;
+      case 6: taps_block<6>(dst, n, s, wt, acc, init); break;
+      case 7: taps_block<7>(dst, n, s, wt, acc, init); break;
+      case 8: taps_block<8>(dst, n, s, wt, acc, init); break;
+      default: taps_block<9>(dst, n, s, wt, acc, init); break;
+    }
+  }
+}
+
+// Eight floats as one value (GCC/Clang vector extension; SSE or AVX as the
+// target allows). Used where the auto-vectoriser fails: with one accumulator
+// per tap it vectorises across taps with gathers instead of along j.
+using Vec8 = float __attribute__((vector_size(32)));
+inline Vec8 load8(const float* p) {
+  Vec8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+/// out[t] = sum_j g[j] * src[t][j] for t < T (T compile-time): all taps in one
+/// pass over g, each with 8 lanes; every sum is formed in a fixed order
+/// (lanes, then the tail), so the result does not depend on threads.
+template <int T>
+void taps_dot_block(const float* g, int64_t n, const float* const* src, float* out) {
+  Vec8 acc[T] = {};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const Vec8 gv = load8(g + j);
+    for (int t = 0; t < T; ++t) acc[t] += gv * load8(src[t] + j);
+  }
+  for (int t = 0; t < T; ++t) {
+    float sum = 0.f;
+    for (int64_t k = j; k < n; ++k) sum += g[k] * src[t][k];
+    for (int l = 0; l < 8; ++l) sum += acc[t][l];
+    out[t] = sum;
+  }
+}
+
+/// out[t] = sum_j g[j] * src[t][j] for t < taps, in blocks of up to 9 taps.
+void taps_dot(const float* g, int64_t n, const float* const* src, int64_t taps, float* out) {
+  for (int64_t t0 = 0; t0 < taps; t0 += 9) {
+    const float* const* s = src + t0;
+    float* o = out + t0;
+    switch (std::min<int64_t>(9, taps - t0)) {
+      case 1: taps_dot_block<1>(g, n, s, o); break;
+      case 2: taps_dot_block<2>(g, n, s, o); break;
+      case 3: taps_dot_block<3>(g, n, s, o); break;
+      case 4: taps_dot_block<4>(g, n, s, o); break;
+      case 5: taps_dot_block<5>(g, n, s, o); break;
+      case 6: taps_dot_block<6>(g, n, s, o); break;
+      case 7: taps_dot_block<7>(g, n, s, o); break;
+      case 8: taps_dot_block<8>(g, n, s, o); break;
+      default: taps_dot_block<9>(g, n, s, o); break;
+    }
+  }
+}
+
+/// Where everything lives in the depthwise kernel. A task handles one channel
+/// for a block of B samples. Each sample b gets a slot of S floats in every
+/// buffer, so a whole block is processed by single long loops (small planes,
+/// like MobileNet's 2x2 and 4x4, would otherwise be all loop overhead):
+///   phases  ph[phase][b * S + i * Wq + j], phase = r * PT + t, each phase
+///           region phase_stride = B * S (+ slack) floats long
+///   grid    out_grid[b * S + oh * Wq + ow]: outputs on the Wq-wide grid
+///   G       gb[b * S + g0 + oh * Wq + ow]: the output gradient, inside a zero
+///           frame of TR rows above and below and `lead` floats before
+/// Slot contents outside the image / outside the valid grid are zero, so the
+/// junk that long loops compute between samples is never read back, and the
+/// products that dots pick up there vanish.
+struct DepthwisePlan {
+  ConvGeometry g;
+  int64_t s = 1;             // stride
+  int64_t PR = 1, PT = 1;    // phases used along rows / columns: min(stride, kernel)
+  int64_t Hq = 0, Wq = 0;    // phase plane rows / columns
+  int64_t plane = 0;         // Hq * Wq
+  int64_t TR = 0, lead = 0;  // G frame: rows above/below, floats before
+  int64_t g0 = 0;            // offset of G[0][0] in a slot
+  int64_t S = 0;             // slot size per sample
+  int64_t B = 1;             // samples per block
+  int64_t phase_stride = 0;  // floats per phase region (B slots + overrun slack)
+  int64_t row_floats = 0;    // one padded input row cut to s * Wq (stride > 1 only)
+  int64_t taps = 0;          // KH * KW
+  std::vector<int64_t> tap_offset;  // tap (kh, kw) reads ph + tap_offset[kh * KW + kw] + J
+  // Narrow planes move data through index lists instead of one memcpy per
+  // row, whose call overhead dominates rows of 2 to 8 floats:
+  bool narrow = false;
+  std::vector<int64_t> in_src, in_dst;  // input element in_src[e] -> slot offset in_dst[e]
+  std::vector<int64_t> out_pos;         // output element k -> grid offset in a slot
+
+  explicit DepthwisePlan(const ConvGeometry& geo) : g(geo), s(geo.stride) {
+    PR = std::min(s, g.KH), PT = std::min(s, g.KW);
+    // Output row oh, tap kh reads phase row oh + kh / s (likewise columns).
+    Hq = g.OH + (g.KH - 1) / s, Wq = g.OW + (g.KW - 1) / s;
+    plane = Hq * Wq;
+    TR = (g.KH - 1) / s, lead = (g.KW - 1) / s;
+    g0 = lead + TR * Wq;
+    // A slot holds the framed G (lead + (OH + 2 TR) Wq), which also covers a
+    // phase plane plus the (KW - 1) / s floats a tap reads past its end.
+    S = lead + (Hq + TR) * Wq;
+    // Blocks of ~4K floats per loop; B depends on shapes only, never on threads.
+    B = std::clamp<int64_t>((getenv("BT") ? atol(getenv("BT")) : 4096) / S, 1, g.N);
+    phase_stride = B * S + lead + 1;
+    row_floats = s * Wq;
+    taps = g.KH * g.KW;
+    tap_offset.resize(static_cast<size_t>(taps));
+    for (int64_t kh = 0; kh < g.KH; ++kh)
+      for (int64_t kw = 0; kw < g.KW; ++kw)
+        tap_offset[kh * g.KW + kw] =
+            ((kh % s) * PT + kw % s) * phase_stride + (kh / s) * Wq + kw / s;
+    narrow = g.W < (getenv("NW") ? atol(getenv("NW")) : 16);
+    if (narrow) {
+      for (int64_t r = 0; r < PR; ++r)
+        for (int64_t i = 0; i < Hq; ++i) {
+          const int64_t ih = input_row(r, i);
+          if (ih < 0 || ih >= g.H) continue;
+          for (int64_t t = 0; t < PT; ++t)
+            for (int64_t j = 0; j < Wq; ++j) {
+              const int64_t iw = j * s + t - g.padding;
+              if (iw < 0 || iw >= g.W) continue;
+              in_src.push_back(ih * g.W + iw);
+              in_dst.push_back((r * PT + t) * phase_stride + i * Wq + j);
+            }
+        }
+      for (int64_t oh = 0; oh < g.OH; ++oh)
+        for (int64_t ow = 0; ow < g.OW; ++ow) out_pos.push_back(oh * Wq + ow);
+    }
+  }
+
+  int64_t blocks() const { return (g.N + B - 1) / B; }
+  /// Length of a flat loop over the output grids of `m` samples.
+  int64_t grid_span(int64_t m) const { return (m - 1) * S + g.OH * Wq; }
+  /// Length of a flat loop over the phase planes of `m` samples.
+  int64_t plane_span(int64_t m) const { return (m - 1) * S + plane; }
+  /// Phase row i of row phase r is input row i * s + r - padding (maybe outside).
+  int64_t input_row(int64_t r, int64_t i) const { return i * s + r - g.padding; }
+
+  /// Writes the phase planes of one input plane [H, W] into slot `ph` (phase
+  /// regions phase_stride apart). Only positions inside the image are
+  /// written: the buffer must start zeroed, and the padding frame then stays
+  /// zero for every plane. For stride > 1, `row` (row_floats, zeroed once and
+  /// used only here) holds each input row zero-padded, which a unit-stride
+  /// loop then splits into its column phases.
+  void build_phases(const float* x, float* ph, float* row) const {
+    if (narrow) {
+      for (size_t e = 0; e < in_src.size(); ++e) ph[in_dst[e]] = x[in_src[e]];
+      return;
+    }
+    const int64_t pad = g.padding;
+    // Input columns [0, cols) land at padded positions [pad, pad + cols).
+    const int64_t cols = std::clamp<int64_t>((s == 1 ? Wq : row_floats) - pad, 0, g.W);
+    if (cols == 0) return;
+    for (int64_t r = 0; r < PR; ++r)
+      for (int64_t i = 0; i < Hq; ++i) {
+        const int64_t ih = input_row(r, i);
+        if (ih < 0 || ih >= g.H) continue;
+        float* d = ph + r * PT * phase_stride + i * Wq;  // phase (r, 0)
+        const float* src = x + ih * g.W;
+        if (s == 1) {
+          std::memcpy(d + pad, src, static_cast<size_t>(cols) * sizeof(float));
+          continue;
+        }
+        std::memcpy(row + pad, src, static_cast<size_t>(cols) * sizeof(float));
+        if (s == 2 && PT == 2) {  // the common stride-2 case: a vectorisable de-interleave
+          float* __restrict d0 = d;
+          float* __restrict d1 = d + phase_stride;
+          for (int64_t j = 0; j < Wq; ++j) {
+            d0[j] = row[2 * j];
+            d1[j] = row[2 * j + 1];
+          }
+        } else {
+          for (int64_t t = 0; t < PT; ++t)
+            for (int64_t j = 0; j < Wq; ++j) d[t * phase_stride + j] = row[j * s + t];
+        }
+      }
+  }
+
+  /// out [OH, OW] = the valid part of one output grid (row length Wq).
+  void grid_to_plane(const float* grid, float* out) const {
+    if (narrow) {
+      for (size_t k = 0; k < out_pos.size(); ++k) out[k] = grid[out_pos[k]];
+      return;
+    }
+    for (int64_t oh = 0; oh < g.OH; ++oh)
+      std::memcpy(out + oh * g.OW, grid + oh * Wq, static_cast<size_t>(g.OW) * sizeof(float));
+  }
+
+  /// Writes one output plane [OH, OW] into the valid part of a grid; the
+  /// grid's other positions are left as they are (zero).
+  void plane_to_grid(const float* plane_in, float* grid) const {
+    if (narrow) {
+      for (size_t k = 0; k < out_pos.size(); ++k) grid[out_pos[k]] = plane_in[k];
+      return;
+    }
+    for (int64_t oh = 0; oh < g.OH; ++oh)
+      std::memcpy(grid + oh * Wq, plane_in + oh * g.OW, static_cast<size_t>(g.OW) * sizeof(float));
+  }
+
+  /// dx [H, W] += the phase-plane gradient in slot `dph`: the transpose of
+  /// build_phases, through a padded-row scratch `row` (row_floats) of its own.
+  void add_unphased(const float* dph, float* dx, float* row) const {
+    if (narrow) {  // each input element has exactly one phase position
+      for (size_t e = 0; e < in_src.size(); ++e) dx[in_src[e]] += dph[in_dst[e]];
+      return;
+    }
+    const int64_t pad = g.padding;
+    for (int64_t r = 0; r < PR; ++r)
+      for (int64_t i = 0; i < Hq; ++i) {
+        const int64_t ih = input_row(r, i);
+        if (ih < 0 || ih >= g.H) continue;
+        const float* d = dph + r * PT * phase_stride + i * Wq;
+        const float* padded = d;  // padded row position u = iw + pad
+        int64_t len = Wq;
+        if (s > 1) {
+          if (s == 2 && PT == 2) {
+            for (int64_t j = 0; j < Wq; ++j) {
+              row[2 * j] = d[j];
+              row[2 * j + 1] = d[phase_stride + j];
+            }
+          } else {
+            std::fill(row, row + row_floats, 0.f);  // phases t >= PT receive nothing
+            for (int64_t t = 0; t < PT; ++t)
+              for (int64_t j = 0; j < Wq; ++j) row[j * s + t] = d[t * phase_stride + j];
+          }
+          padded = row;
+          len = row_floats;
+        }
+        float* __restrict out = dx + ih * g.W;
+        const int64_t iw_end = std::clamp<int64_t>(len - pad, 0, g.W);
+        for (int64_t iw = 0; iw < iw_end; ++iw) out[iw] += padded[iw + pad];
+      }
+  }
+};
+
+void depthwise_forward(const float* x, const float* w, const float* bias, const ConvGeometry& g,
+                       float* out) {
+  const DepthwisePlan plan(g);
+  const int64_t HW = g.H * g.W, P = g.P(), Wq = plan.Wq, S = plan.S, KK = plan.taps;
+  const int64_t tasks = plan.blocks() * g.C;
+  parallel_for(0, tasks, std::max<int64_t>(1, 65536 / (plan.B * S * KK)), [&](int64_t lo, int64_t hi) {
+    std::vector<float> ph(static_cast<size_t>(plan.PR * plan.PT * plan.phase_stride), 0.f);
+    std::vector<float> row(static_cast<size_t>(plan.row_floats), 0.f);
+    std::vector<float> grid(static_cast<size_t>(plan.B * S));
+    std::vector<const float*> src(static_cast<size_t>(KK));
+    for (int64_t k = 0; k < KK; ++k) src[k] = ph.data() + plan.tap_offset[k];
+    for (int64_t task = lo; task < hi; ++task) {  // block-major, then channel: memory order
+      const int64_t c = task % g.C, n0 = (task / g.C) * plan.B;
+      const int64_t m = std::min(plan.B, g.N - n0);
+      for (int64_t b = 0; b < m; ++b)
+        plan.build_phases(x + ((n0 + b) * g.C + c) * HW, ph.data() + b * S, row.data());
+      taps_sum(grid.data(), plan.grid_span(m), src.data(), w + c * KK, KK, bias ? bias[c] : 0.f);
+      for (int64_t b = 0; b < m; ++b)
+        plan.grid_to_plane(grid.data() + b * S, out + ((n0 + b) * g.C + c) * P);
+    }
+  });
+}
+
+Scratch& depthwise_scratch() {  // per-block d_weight partial sums
+  thread_local Scratch s;
+  return s;
+}
+
+/// Adds d_input (when dx) and d_weight (when dw). Each (block, channel) task
+/// writes its d_weight contribution to its own slot; the slots are summed
+/// over blocks afterwards in a fixed order, so the result does not depend on
+/// the thread count.
+void depthwise_backward(const float* d_out, const float* x, const float* w,
+                        const ConvGeometry& g, float* dx, float* dw) {
+  const DepthwisePlan plan(g);
+  const int64_t HW = g.H * g.W, P = g.P(), Wq = plan.Wq, S = plan.S, s = plan.s;
+  const int64_t KK = plan.taps, NB = plan.blocks();
+  float* partial = dw ? depthwise_scratch().get(NB * g.C * KK) : nullptr;  // [NB, C, KK]
+  const int64_t work = plan.B * S * KK * ((dw ? 1 : 0) + (dx ? 1 : 0));
+  parallel_for(0, NB * g.C, std::max<int64_t>(1, 65536 / work), [&](int64_t lo, int64_t hi) {
+    const size_t phases = static_cast<size_t>(plan.PR * plan.PT * plan.phase_stride);
+    std::vector<float> ph(dw ? phases : 0, 0.f);
+    std::vector<float> dph(dx ? phases : 0);
+    std::vector<float> row_in(static_cast<size_t>(plan.row_floats), 0.f);
+    std::vector<float> row_out(static_cast<size_t>(plan.row_floats));
+    std::vector<float> gb(static_cast<size_t>(plan.B * S), 0.f);
+    std::vector<const float*> src(static_cast<size_t>(KK)), tap_src(static_cast<size_t>(KK));
+    std::vector<float> wt(static_cast<size_t>(KK));
+    if (dw)
+      for (int64_t k = 0; k < KK; ++k) tap_src[k] = ph.data() + plan.tap_offset[k];
+    float* gfull = gb.data() + plan.g0;  // G[0][0] of sample 0
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t c = task % g.C, nb = task / g.C, n0 = nb * plan.B;
+      const int64_t m = std::min(plan.B, g.N - n0);
+      for (int64_t b = 0; b < m; ++b)
+        plan.plane_to_grid(d_out + ((n0 + b) * g.C + c) * P, gfull + b * S);
+      if (m < plan.B)  // a short last block: clear the slots a longer block left behind
+        std::fill(gb.begin() + m * S, gb.end(), 0.f);
+      if (dw) {  // dW[kh, kw] gets sum_J G[J] * tap_source[J]
+        for (int64_t b = 0; b < m; ++b)
+          plan.build_phases(x + ((n0 + b) * g.C + c) * HW, ph.data() + b * S, row_in.data());
+        taps_dot(gfull, plan.grid_span(m), tap_src.data(), KK, partial + task * KK);
+      }
+      if (dx) {  // phase (r, q) gathers the taps with kh % s == r, kw % s == q
+        const float* wc = w + c * KK;
+        for (int64_t r = 0; r < plan.PR; ++r)
+          for (int64_t q = 0; q < plan.PT; ++q) {
+            int64_t count = 0;
+            for (int64_t kh = r; kh < g.KH; kh += s)
+              for (int64_t kw = q; kw < g.KW; kw += s) {
+                src[count] = gfull - (kh / s) * Wq - kw / s;
+                wt[count++] = wc[kh * g.KW + kw];
+              }
+            taps_sum(dph.data() + (r * plan.PT + q) * plan.phase_stride, plan.plane_span(m),
+                     src.data(), wt.data(), count, 0.f);
+          }
+        for (int64_t b = 0; b < m; ++b)
+          plan.add_unphased(dph.data() + b * S, dx + ((n0 + b) * g.C + c) * HW, row_out.data());
+      }
+    }
+  });
+  if (dw) {
+    parallel_for(0, g.C * KK, std::max<int64_t>(1, 4096 / NB), [&](int64_t lo, int64_t hi) {
+      for (int64_t ck = lo; ck < hi; ++ck) {
+        double acc = 0.0;
+        for (int64_t nb = 0; nb < NB; ++nb) acc += partial[nb * g.C * KK + ck];
+        dw[ck] += static_cast<float>(acc);
+      }
+    });
+  }
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
+              const Conv2dOptions& options) {
+  const ConvGeometry g = check_shapes(x, weight, bias, options);
+  Tensor out = Tensor::empty({g.N, g.OC, g.OH, g.OW});
+  const bool depthwise = is_depthwise(g);
+  const float* b = bias.defined() ? bias.data() : nullptr;
+  if (out.numel() > 0) {
+    if (depthwise)
+      depthwise_forward(x.data(), weight.data(), b, g, out.data());
+    else
+      gemm_forward(x.data(), weight.data(), b, g, out.data());
+  }
+
+  std::vector<Tensor> inputs{x, weight};
+  if (bias.defined()) inputs.push_back(bias);
+  record(out, "conv2d", std::move(inputs),
+         [g, depthwise](const Tensor&, const Tensor& d_out, std::vector<Tensor>& in) {
+           float* dx = in[0].requires_grad() ? in[0].grad_or_zeros().data() : nullptr;
+           float* dw = in[1].requires_grad() ? in[1].grad_or_zeros().data() : nullptr;
+           float* db = in.size() > 2 && in[2].requires_grad() ? in[2].grad_or_zeros().data()
+                                                             : nullptr;
+           if (d_out.numel() == 0) return;
+           if (db) bias_backward(d_out.data(), g, db);
+           if (!dx && !dw) return;
+           if (depthwise)
+             depthwise_backward(d_out.data(), in[0].data(), in[1].data(), g, dx, dw);
+           else
+             gemm_backward(d_out.data(), in[0].data(), in[1].data(), g, dx, dw);
+         });
+  return out;
+}
+
+}  // namespace spruce::ops

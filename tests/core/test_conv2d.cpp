@@ -1,2 +1,353 @@
-// Tests land with the op.
+// conv2d: hand-computed values, a naive 7-loop reference (forward and
+// backward) over many configurations that exercise every fast path (chunked
+// im2col, one-sample GEMM, pointwise, grouped, depthwise phase kernel),
+// gradient checks, gradient accumulation, and shape validation.
 #include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include "core/autograd.h"
+#include "core/gradcheck.h"
+#include "core/ops/conv2d.h"
+#include "core/parallel.h"
+#include "core/random.h"
+
+using namespace spruce;
+using ops::Conv2dOptions;
+
+namespace {
+
+struct Config {
+  int64_t N, C, OC, H, W, KH, KW, stride, padding, groups;
+  bool bias = true;
+};
+
+std::string describe(const Config& c) {
+  std::ostringstream os;
+  os << "N" << c.N << " C" << c.C << "->" << c.OC << " " << c.H << "x" << c.W << " k" << c.KH
+     << "x" << c.KW << " s" << c.stride << " p" << c.padding << " g" << c.groups
+     << (c.bias ? "" : " no-bias");
+  return os.str();
+}
+
+int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p) { return (in + 2 * p - k) / s + 1; }
+
+/// The reference: out[n, o, oh, ow] = b[o] + sum_{ci, kh, kw} x[n, g*Cg + ci, ih, iw] w[o, ci, kh, kw].
+Tensor reference_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Config& c) {
+  const int64_t OH = out_size(c.H, c.KH, c.stride, c.padding);
+  const int64_t OW = out_size(c.W, c.KW, c.stride, c.padding);
+  const int64_t Cg = c.C / c.groups, OCg = c.OC / c.groups;
+  Tensor out = Tensor::zeros({c.N, c.OC, OH, OW});
+  for (int64_t n = 0; n < c.N; ++n)
+    for (int64_t o = 0; o < c.OC; ++o)
+      for (int64_t oh = 0; oh < OH; ++oh)
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          double acc = b.defined() ? b.data()[o] : 0.0;
+          for (int64_t ci = 0; ci < Cg; ++ci)
+            for (int64_t kh = 0; kh < c.KH; ++kh)
+              for (int64_t kw = 0; kw < c.KW; ++kw) {
+                const int64_t ih = oh * c.stride - c.padding + kh;
+                const int64_t iw = ow * c.stride - c.padding + kw;
+                if (ih < 0 || ih >= c.H || iw < 0 || iw >= c.W) continue;
+                const int64_t ic = (o / OCg) * Cg + ci;
+                acc += double(x.data()[((n * c.C + ic) * c.H + ih) * c.W + iw]) *
+                       w.data()[((o * Cg + ci) * c.KH + kh) * c.KW + kw];
+              }
+          out.data()[((n * c.OC + o) * OH + oh) * OW + ow] = static_cast<float>(acc);
+        }
+  return out;
+}
+
+struct RefGrads {
+  Tensor dx, dw, db;
+};
+
+/// The reference backward of the same loops for an upstream gradient d_out.
+RefGrads reference_backward(const Tensor& x, const Tensor& w, const Tensor& d_out,
+                            const Config& c) {
+  const int64_t OH = d_out.size(2), OW = d_out.size(3);
+  const int64_t Cg = c.C / c.groups, OCg = c.OC / c.groups;
+  RefGrads r{Tensor::zeros(x.shape()), Tensor::zeros(w.shape()), Tensor::zeros({c.OC})};
+  for (int64_t n = 0; n < c.N; ++n)
+    for (int64_t o = 0; o < c.OC; ++o)
+      for (int64_t oh = 0; oh < OH; ++oh)
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          const float g = d_out.data()[((n * c.OC + o) * OH + oh) * OW + ow];
+          r.db.data()[o] += g;
+          for (int64_t ci = 0; ci < Cg; ++ci)
+            for (int64_t kh = 0; kh < c.KH; ++kh)
+              for (int64_t kw = 0; kw < c.KW; ++kw) {
+                const int64_t ih = oh * c.stride - c.padding + kh;
+                const int64_t iw = ow * c.stride - c.padding + kw;
+                if (ih < 0 || ih >= c.H || iw < 0 || iw >= c.W) continue;
+                const int64_t xi = ((n * c.C + (o / OCg) * Cg + ci) * c.H + ih) * c.W + iw;
+                const int64_t wi = ((o * Cg + ci) * c.KH + kh) * c.KW + kw;
+                r.dx.data()[xi] += g * w.data()[wi];
+                r.dw.data()[wi] += g * x.data()[xi];
+              }
+        }
+  return r;
+}
+
+/// max |a - b| relative to the size of b.
+double rel_diff(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  double diff = 0, scale = 1;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    diff = std::max(diff, double(std::abs(a.data()[i] - b.data()[i])));
+    scale = std::max(scale, double(std::abs(b.data()[i])));
+  }
+  return diff / scale;
+}
+
+struct Inputs {
+  Tensor x, w, b;
+};
+
+Inputs make_inputs(const Config& c, uint64_t seed) {
+  Generator gen(seed);
+  Inputs in;
+  in.x = Tensor::randn({c.N, c.C, c.H, c.W}, gen);
+  in.w = Tensor::randn({c.OC, c.C / c.groups, c.KH, c.KW}, gen, 0.f, 0.5f);
+  if (c.bias) in.b = Tensor::randn({c.OC}, gen);
+  return in;
+}
+
+Conv2dOptions options_of(const Config& c) { return {c.stride, c.padding, c.groups}; }
+
+/// Fast forward and backward against the reference, for one configuration.
+void check_against_reference(const Config& c) {
+  CAPTURE(describe(c));
+  Inputs in = make_inputs(c, 7);
+  in.x.set_requires_grad(true);
+  in.w.set_requires_grad(true);
+  if (c.bias) in.b.set_requires_grad(true);
+  Tensor out = ops::conv2d(in.x, in.w, in.b, options_of(c));
+  const Tensor ref = reference_forward(in.x, in.w, in.b, c);
+  CHECK(rel_diff(out, ref) < 1e-5);
+
+  Generator gen(11);
+  const Tensor d_out = Tensor::randn(out.shape(), gen);
+  out.backward(d_out);
+  const RefGrads r = reference_backward(in.x, in.w, d_out, c);
+  CHECK(rel_diff(in.x.grad(), r.dx) < 1e-5);
+  CHECK(rel_diff(in.w.grad(), r.dw) < 1e-5);
+  if (c.bias) CHECK(rel_diff(in.b.grad(), r.db) < 1e-5);
+}
+
+/// grad_check on input, weight and bias together.
+void check_gradients(const Config& c) {
+  CAPTURE(describe(c));
+  Inputs in = make_inputs(c, 3);
+  std::vector<Tensor> inputs{in.x.set_requires_grad(true), in.w.set_requires_grad(true)};
+  if (c.bias) inputs.push_back(in.b.set_requires_grad(true));
+  GradCheckOptions o;
+  o.kink_tolerance = 0;  // conv is linear in each input: no kinks
+  o.max_samples = 48;
+  const Conv2dOptions co = options_of(c);
+  auto r = grad_check(
+      [co](const std::vector<Tensor>& t) {
+        return ops::conv2d(t[0], t[1], t.size() > 2 ? t[2] : Tensor(), co);
+      },
+      inputs, o);
+  CHECK_MESSAGE(r.ok, r.message);
+  CHECK(r.checked >= 48);
+}
+
+}  // namespace
+
+TEST_CASE("conv2d forward matches hand-computed values") {
+  SUBCASE("2x2 kernel, padding 1, stride 2, bias") {
+    // Padded input (5x5): a zero frame around 1..9; windows start at 0 and 2.
+    const Tensor x = Tensor::from_data({1, 1, 3, 3}, {1, 2, 3, 4, 5, 6, 7, 8, 9});
+    const Tensor w = Tensor::from_data({1, 1, 2, 2}, {1, 2, 3, 4});
+    const Tensor b = Tensor::from_data({1}, {0.5f});
+    const Tensor out = ops::conv2d(x, w, b, {.stride = 2, .padding = 1});
+    REQUIRE(out.shape() == Shape{1, 1, 2, 2});
+    // [0 0; 0 1] -> 4;  [0 0; 2 3] -> 6 + 12;  [0 4; 0 7] -> 8 + 28;  [5 6; 8 9] -> 5+12+24+36
+    const float expected[] = {4.5f, 18.5f, 36.5f, 77.5f};
+    for (int i = 0; i < 4; ++i) CHECK(out.at(i) == doctest::Approx(expected[i]));
+  }
+  SUBCASE("two input channels, two filters, no padding") {
+    const Tensor x = Tensor::from_data({1, 2, 2, 3}, {1, 2, 3, 4, 5, 6,  //
+                                                      1, 0, 1, 0, 1, 0});
+    // Filter 0: 1x2 [1, -1] on channel 0 and [2, 2] on channel 1; filter 1 only reads channel 1.
+    const Tensor w = Tensor::from_data({2, 2, 1, 2}, {1, -1, 2, 2, 0, 0, 1, 3});
+    const Tensor out = ops::conv2d(x, w);
+    REQUIRE(out.shape() == Shape{1, 2, 2, 2});
+    // Filter 0: (1 - 2) + 2 * 1 everywhere, as every channel-1 pair sums to 1.
+    // Filter 1: [1 0 1] -> 1*1 + 3*0, 0 + 3*1;  [0 1 0] -> 0 + 3*1, 1 + 0.
+    const float expected[] = {1, 1, 1, 1, 1, 3, 3, 1};
+    for (int i = 0; i < 8; ++i) CHECK(out.at(i) == doctest::Approx(expected[i]));
+  }
+  SUBCASE("depthwise 3x3, padding 1") {
+    const Tensor x = Tensor::from_data({1, 2, 2, 2}, {1, 2, 3, 4, 5, 6, 7, 8});
+    Tensor w = Tensor::zeros({2, 1, 3, 3});
+    for (int k = 0; k < 9; ++k) w.data()[k] = 1.f;  // channel 0: box sum of the whole 2x2
+    w.data()[9 + 5] = 1.f;                          // channel 1: the right-hand neighbour
+    const Tensor b = Tensor::from_data({2}, {0.f, -1.f});
+    const Tensor out = ops::conv2d(x, w, b, {.stride = 1, .padding = 1, .groups = 2});
+    REQUIRE(out.shape() == Shape{1, 2, 2, 2});
+    const float expected[] = {10, 10, 10, 10, 6 - 1, 0 - 1, 8 - 1, 0 - 1};
+    for (int i = 0; i < 8; ++i) CHECK(out.at(i) == doctest::Approx(expected[i]));
+  }
+}
+
+TEST_CASE("conv2d forward and backward match the naive reference") {
+  const Config configs[] = {
+      // dense: stride 1/2, padding 0/1, kernel 1/3, non-square input and kernel
+      {3, 4, 6, 7, 5, 3, 3, 1, 1, 1},
+      {3, 4, 6, 7, 5, 3, 3, 2, 1, 1},
+      {3, 4, 6, 7, 5, 3, 3, 2, 0, 1},
+      {3, 4, 6, 7, 5, 1, 1, 1, 0, 1},
+      {3, 4, 6, 7, 5, 1, 1, 2, 0, 1},
+      {3, 4, 6, 7, 5, 1, 1, 1, 1, 1},
+      {3, 3, 5, 6, 9, 3, 2, 1, 1, 1, false},
+      {3, 2, 3, 4, 4, 3, 3, 3, 2, 1},
+      // grouped, and groups == C with a channel multiplier (GEMM path)
+      {3, 4, 6, 6, 9, 3, 3, 1, 0, 2},
+      {3, 6, 6, 7, 5, 3, 3, 2, 1, 3},
+      {3, 4, 4, 7, 5, 1, 1, 1, 0, 2},
+      {3, 3, 6, 7, 5, 3, 3, 1, 1, 3},
+      // depthwise: stride 1/2, padding 0/1/2, kernels 1/3/5, non-square
+      {3, 5, 5, 7, 5, 3, 3, 1, 1, 5},
+      {3, 5, 5, 7, 5, 3, 3, 2, 1, 5},
+      {3, 5, 5, 8, 6, 3, 3, 2, 1, 5},
+      {3, 5, 5, 7, 5, 3, 3, 1, 0, 5},
+      {3, 5, 5, 7, 5, 3, 3, 2, 0, 5, false},
+      {3, 4, 4, 9, 7, 5, 5, 1, 2, 4},
+      {3, 4, 4, 9, 7, 5, 5, 2, 2, 4},
+      {3, 4, 4, 7, 5, 1, 1, 2, 0, 4},
+      {3, 4, 4, 7, 5, 1, 3, 1, 1, 4},
+      {3, 4, 4, 10, 8, 4, 2, 3, 1, 4},
+      {3, 2, 2, 1, 1, 3, 3, 1, 1, 2},
+      // large planes: one sample per GEMM (pointwise in place, and im2col)
+      {2, 3, 4, 96, 96, 1, 1, 1, 0, 1},
+      {2, 2, 3, 92, 92, 3, 3, 1, 1, 1},
+      // several chunks of unequal size (11 samples of 32x32)
+      {11, 2, 3, 32, 32, 3, 3, 1, 1, 1},
+      {11, 3, 4, 32, 32, 1, 1, 1, 0, 1},
+      {11, 3, 3, 32, 32, 3, 3, 2, 1, 3},
+  };
+  for (const Config& c : configs) check_against_reference(c);
+}
+
+TEST_CASE("conv2d gradient checks on input, weight and bias") {
+  check_gradients({2, 3, 4, 5, 6, 3, 3, 1, 1, 1});         // 3x3 stride 1 pad 1
+  check_gradients({2, 3, 4, 7, 6, 3, 3, 2, 1, 1});         // 3x3 stride 2 pad 1
+  check_gradients({2, 3, 4, 5, 6, 1, 1, 1, 0, 1});         // 1x1
+  check_gradients({2, 4, 6, 5, 6, 3, 3, 1, 1, 2});         // groups = 2
+  check_gradients({2, 4, 4, 6, 5, 3, 3, 1, 1, 4});         // depthwise stride 1
+  check_gradients({2, 4, 4, 7, 6, 3, 3, 2, 1, 4});         // depthwise stride 2
+  check_gradients({2, 3, 4, 5, 6, 3, 3, 1, 1, 1, false});  // no bias
+  check_gradients({2, 4, 4, 6, 5, 3, 3, 1, 1, 4, false});  // depthwise, no bias
+}
+
+TEST_CASE("conv2d computes gradients only for inputs that require them") {
+  for (int64_t groups : {1, 4}) {
+    CAPTURE(groups);
+    const Config c{2, 4, 4, 5, 5, 3, 3, 1, 1, groups};
+    Generator gen(5);
+    {  // only the input
+      Inputs in = make_inputs(c, 1);
+      in.x.set_requires_grad(true);
+      Tensor out = ops::conv2d(in.x, in.w, in.b, options_of(c));
+      out.backward(Tensor::randn(out.shape(), gen));
+      CHECK(in.x.grad().defined());
+      CHECK_FALSE(in.w.grad().defined());
+      CHECK_FALSE(in.b.grad().defined());
+    }
+    {  // only weight and bias
+      Inputs in = make_inputs(c, 1);
+      in.w.set_requires_grad(true);
+      in.b.set_requires_grad(true);
+      Tensor out = ops::conv2d(in.x, in.w, in.b, options_of(c));
+      out.backward(Tensor::randn(out.shape(), gen));
+      CHECK_FALSE(in.x.grad().defined());
+      CHECK(in.w.grad().defined());
+      CHECK(in.b.grad().defined());
+    }
+    {  // no graph under NoGradGuard
+      Inputs in = make_inputs(c, 1);
+      in.x.set_requires_grad(true);
+      NoGradGuard guard;
+      Tensor out = ops::conv2d(in.x, in.w, in.b, options_of(c));
+      CHECK_FALSE(out.requires_grad());
+      CHECK(out.grad_fn() == nullptr);
+    }
+  }
+}
+
+TEST_CASE("conv2d backward accumulates into existing gradients") {
+  for (int64_t groups : {1, 2, 4}) {
+    CAPTURE(groups);
+    const Config c{2, 4, 4, 6, 5, 3, 3, 2, 1, groups};
+    Inputs in = make_inputs(c, 9);
+    for (Tensor* t : {&in.x, &in.w, &in.b}) {
+      t->set_requires_grad(true);
+      t->set_grad(Tensor::ones(t->shape()));
+    }
+    Tensor out = ops::conv2d(in.x, in.w, in.b, options_of(c));
+    Generator gen(4);
+    const Tensor d_out = Tensor::randn(out.shape(), gen);
+    out.backward(d_out);
+    const RefGrads r = reference_backward(in.x, in.w, d_out, c);
+    for (auto [got, want] : {std::pair{&in.x, &r.dx}, {&in.w, &r.dw}, {&in.b, &r.db}}) {
+      Tensor expected = want->clone();
+      for (float& v : expected.span()) v += 1.f;
+      CHECK(rel_diff(got->grad(), expected) < 1e-5);
+    }
+  }
+}
+
+TEST_CASE("depthwise conv2d is bit-identical for 1 and 2 threads") {
+  const Config c{4, 8, 8, 12, 10, 3, 3, 2, 1, 8};
+  const int saved = num_threads();
+  std::vector<std::vector<float>> runs;
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    Inputs in = make_inputs(c, 2);
+    in.x.set_requires_grad(true);
+    in.w.set_requires_grad(true);
+    Tensor out = ops::conv2d(in.x, in.w, in.b, options_of(c));
+    Generator gen(8);
+    out.backward(Tensor::randn(out.shape(), gen));
+    std::vector<float> all(out.span().begin(), out.span().end());
+    all.insert(all.end(), in.x.grad().span().begin(), in.x.grad().span().end());
+    all.insert(all.end(), in.w.grad().span().begin(), in.w.grad().span().end());
+    runs.push_back(std::move(all));
+  }
+  set_num_threads(saved);
+  CHECK(runs[0] == runs[1]);
+}
+
+TEST_CASE("conv2d rejects inconsistent shapes with a clear message") {
+  Generator gen(1);
+  const Tensor x = Tensor::randn({2, 4, 5, 5}, gen);
+  auto conv = [&](const Shape& w, const Shape& b, Conv2dOptions o) {
+    return ops::conv2d(x, Tensor::zeros(w), b.empty() ? Tensor() : Tensor::zeros(b), o);
+  };
+  CHECK_THROWS_AS(conv({3, 3, 3, 3}, {}, {}), std::invalid_argument);        // C_in mismatch
+  CHECK_THROWS_AS(conv({3, 4, 3, 3}, {4}, {}), std::invalid_argument);       // bias size
+  CHECK_THROWS_AS(conv({3, 4, 3, 3}, {3, 1}, {}), std::invalid_argument);    // bias rank
+  CHECK_THROWS_AS(conv({3, 2, 3, 3}, {}, {.groups = 2}), std::invalid_argument);  // C_out % groups
+  CHECK_THROWS_AS(conv({4, 1, 3, 3}, {}, {.groups = 3}), std::invalid_argument);  // C_in % groups
+  CHECK_THROWS_AS(conv({4, 4, 7, 7}, {}, {}), std::invalid_argument);        // kernel too big
+  CHECK_THROWS_AS(conv({4, 4, 3, 3}, {}, {.stride = 0}), std::invalid_argument);
+  CHECK_THROWS_AS(conv({4, 4, 3, 3}, {}, {.padding = -1}), std::invalid_argument);
+  CHECK_THROWS_AS(ops::conv2d(Tensor::zeros({4, 5, 5}), Tensor::zeros({4, 4, 3, 3})),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(ops::conv2d(x, Tensor::zeros({4, 4, 3})), std::invalid_argument);
+  try {
+    conv({3, 3, 3, 3}, {}, {});
+    FAIL("no exception");
+  } catch (const std::invalid_argument& e) {
+    const std::string msg = e.what();
+    CHECK(msg.find("[2, 4, 5, 5]") != std::string::npos);
+    CHECK(msg.find("[3, 3, 3, 3]") != std::string::npos);
+  }
+}

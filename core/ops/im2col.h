@@ -1,0 +1,120 @@
+// im2col / col2im over a chunk of samples: the lowering that turns a dense or
+// grouped convolution into one large GEMM per group (see core/ops/conv2d.cpp).
+//
+// For the samples [n0, n0 + nc) the column matrix is
+//   col [C * KH * KW, nc * P],  P = H_out * W_out,
+// where row (c, kh, kw) and column (n - n0) * P + oh * W_out + ow hold
+//   x[n, c, oh * stride - padding + kh, ow * stride - padding + kw]
+// (zero outside the image). Rows of one group are consecutive, so group g is
+// the row block [g * C/groups * KH * KW, (g + 1) * C/groups * KH * KW), and
+// the whole chunk shares one large GEMM N dimension (nc * P) instead of nc
+// small per-sample GEMMs.
+//
+// Header-only: conv2d.cpp is its one user today.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+
+#include "core/parallel.h"
+
+namespace spruce::ops {
+
+/// Sizes of one conv2d call: x [N, C, H, W], weight [OC, C / groups, KH, KW],
+/// out [N, OC, OH, OW].
+struct ConvGeometry {
+  int64_t N = 0, C = 0, H = 0, W = 0;
+  int64_t OC = 0, KH = 0, KW = 0;
+  int64_t stride = 1, padding = 0, groups = 1;
+  int64_t OH = 0, OW = 0;
+
+  int64_t P() const { return OH * OW; }          // output pixels per plane
+  int64_t Cg() const { return C / groups; }      // input channels per group
+  int64_t OCg() const { return OC / groups; }    // output channels per group
+  int64_t Kc() const { return Cg() * KH * KW; }  // GEMM K: col rows per group
+};
+
+/// The output positions o in [0, out_size) whose input position
+/// o * stride - padding + k lies inside [0, size), as [lo, hi).
+inline std::pair<int64_t, int64_t> valid_range(int64_t k, int64_t size, int64_t out_size,
+                                               int64_t stride, int64_t padding) {
+  // Smallest o with o * stride >= bound, for any sign of bound.
+  auto first_at_least = [stride](int64_t bound) {
+    return bound <= 0 ? int64_t{0} : (bound + stride - 1) / stride;
+  };
+  const int64_t lo = std::min(out_size, first_at_least(padding - k));
+  const int64_t hi = std::clamp(first_at_least(size + padding - k), lo, out_size);
+  return {lo, hi};
+}
+
+/// Writes col [C * KH * KW, nc * P] for samples [n0, n0 + nc) of x [N, C, H, W].
+inline void im2col_chunk(const float* x, const ConvGeometry& g, int64_t n0, int64_t nc,
+                         float* col) {
+  const int64_t P = g.P(), cols = nc * P, HW = g.H * g.W;
+  const int64_t rows = g.C * g.KH * g.KW;
+  // One task = one (row, sample) strip of P values; ~4K values per task at least.
+  parallel_for(0, rows * nc, std::max<int64_t>(1, 4096 / P), [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t r = t / nc, n = t % nc;
+      const int64_t kw = r % g.KW, kh = (r / g.KW) % g.KH, c = r / (g.KW * g.KH);
+      const float* plane = x + ((n0 + n) * g.C + c) * HW;
+      float* dst = col + r * cols + n * P;
+      const auto [ow_lo, ow_hi] = valid_range(kw, g.W, g.OW, g.stride, g.padding);
+      for (int64_t oh = 0; oh < g.OH; ++oh) {
+        float* d = dst + oh * g.OW;
+        const int64_t ih = oh * g.stride - g.padding + kh;
+        if (ih < 0 || ih >= g.H) {
+          std::fill(d, d + g.OW, 0.f);
+          continue;
+        }
+        const float* row = plane + ih * g.W;
+        const int64_t shift = kw - g.padding;  // iw = ow * stride + shift
+        std::fill(d, d + ow_lo, 0.f);
+        if (g.stride == 1) {
+          std::memcpy(d + ow_lo, row + ow_lo + shift,
+                      static_cast<size_t>(ow_hi - ow_lo) * sizeof(float));
+        } else {
+          for (int64_t ow = ow_lo; ow < ow_hi; ++ow) d[ow] = row[ow * g.stride + shift];
+        }
+        std::fill(d + ow_hi, d + g.OW, 0.f);
+      }
+    }
+  });
+}
+
+/// Adds col [C * KH * KW, nc * P] back into dx [N, C, H, W] for samples
+/// [n0, n0 + nc): the transpose of im2col_chunk. One task owns one (n, c)
+/// plane, so the sums run in a fixed order whatever the thread count.
+inline void col2im_chunk(const float* col, const ConvGeometry& g, int64_t n0, int64_t nc,
+                         float* dx) {
+  const int64_t P = g.P(), cols = nc * P, HW = g.H * g.W;
+  const int64_t taps = g.KH * g.KW;
+  parallel_for(0, nc * g.C, std::max<int64_t>(1, 4096 / (taps * P)), [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t n = t / g.C, c = t % g.C;
+      float* plane = dx + ((n0 + n) * g.C + c) * HW;
+      for (int64_t kh = 0; kh < g.KH; ++kh) {
+        for (int64_t kw = 0; kw < g.KW; ++kw) {
+          const float* src = col + ((c * g.KH + kh) * g.KW + kw) * cols + n * P;
+          const auto [ow_lo, ow_hi] = valid_range(kw, g.W, g.OW, g.stride, g.padding);
+          for (int64_t oh = 0; oh < g.OH; ++oh) {
+            const int64_t ih = oh * g.stride - g.padding + kh;
+            if (ih < 0 || ih >= g.H) continue;
+            float* row = plane + ih * g.W;
+            const int64_t shift = kw - g.padding;
+            const float* s = src + oh * g.OW;
+            if (g.stride == 1) {
+              for (int64_t ow = ow_lo; ow < ow_hi; ++ow) row[ow + shift] += s[ow];
+            } else {
+              for (int64_t ow = ow_lo; ow < ow_hi; ++ow) row[ow * g.stride + shift] += s[ow];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace spruce::ops

@@ -1,0 +1,36 @@
+// Conv2d: registers weight and bias, forwards through ops::conv2d.
+#include "layers/conv2d.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "layers/init.h"
+
+namespace spruce {
+
+Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size,
+               const ops::Conv2dOptions& options, bool bias, Generator& gen)
+    : in_channels_(in_channels),
+      out_channels_(out_channels),
+      kernel_size_(kernel_size),
+      options_(options) {
+  const int64_t g = options.groups;
+  if (in_channels <= 0 || out_channels <= 0 || kernel_size <= 0 || options.stride <= 0 ||
+      options.padding < 0 || g <= 0 || in_channels % g != 0 || out_channels % g != 0)
+    throw std::invalid_argument(
+        "Conv2d: invalid configuration in=" + std::to_string(in_channels) +
+        " out=" + std::to_string(out_channels) + " kernel=" + std::to_string(kernel_size) +
+        " stride=" + std::to_string(options.stride) +
+        " padding=" + std::to_string(options.padding) + " groups=" + std::to_string(g));
+  Tensor w = Tensor::empty({out_channels, in_channels / g, kernel_size, kernel_size});
+  Tensor b = bias ? Tensor::empty({out_channels}) : Tensor();
+  init::default_weight_and_bias_(w, b, gen);
+  weight_ = register_parameter("weight", w, Prunable::kYes);
+  if (bias) bias_ = register_parameter("bias", b);
+}
+
+Tensor Conv2d::forward(const Tensor& x) {
+  return ops::conv2d(x, masked_parameter("weight"), bias_, options_);
+}
+
+}  // namespace spruce

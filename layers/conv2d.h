@@ -1,0 +1,45 @@
+// Conv2d: a 2-D convolution layer (PyTorch's nn.Conv2d with square kernels),
+// dense, grouped or depthwise.
+#pragma once
+
+#include <cstdint>
+
+#include "core/ops/conv2d.h"
+#include "core/random.h"
+#include "layers/module.h"
+
+namespace spruce {
+
+/// x [N, in_channels, H, W] -> [N, out_channels, H_out, W_out] with
+/// H_out = (H + 2 padding - kernel_size) / stride + 1 (likewise W_out).
+/// Parameters: "weight" [out_channels, in_channels / groups, k, k] (prunable)
+/// and, when `bias`, "bias" [out_channels]. PyTorch's default initialisation:
+/// weight ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in / groups * k * k
+/// (kaiming_uniform, a = sqrt(5)), same bound for the bias.
+/// Example: Conv2d(16, 32, 3, {.stride = 2, .padding = 1}, false, gen).
+class Conv2d : public Module {
+ public:
+  Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size,
+         const ops::Conv2dOptions& options = {}, bool bias = true,
+         Generator& gen = default_generator());
+
+  Tensor forward(const Tensor& x) override;
+
+  Tensor weight() const { return weight_; }
+  /// Undefined when the layer has no bias.
+  Tensor bias() const { return bias_; }
+  int64_t in_channels() const { return in_channels_; }
+  int64_t out_channels() const { return out_channels_; }
+  int64_t kernel_size() const { return kernel_size_; }
+  const ops::Conv2dOptions& options() const { return options_; }
+
+ private:
+  int64_t in_channels_;
+  int64_t out_channels_;
+  int64_t kernel_size_;
+  ops::Conv2dOptions options_;
+  Tensor weight_;  // [C_out, C_in / groups, k, k]
+  Tensor bias_;    // [C_out] or undefined
+};
+
+}  // namespace spruce

@@ -1,0 +1,10 @@
+// Flatten: forwards through ops::flatten.
+#include "layers/flatten.h"
+
+#include "core/ops/shape.h"
+
+namespace spruce {
+
+Tensor Flatten::forward(const Tensor& x) { return ops::flatten(x); }
+
+}  // namespace spruce

@@ -1,0 +1,14 @@
+// Flatten: keeps the batch dimension and flattens the rest (a free view).
+#pragma once
+
+#include "layers/module.h"
+
+namespace spruce {
+
+/// x [N, ...] -> [N, prod(...)]. No parameters.
+class Flatten : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+};
+
+}  // namespace spruce

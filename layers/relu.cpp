@@ -1,0 +1,10 @@
+// ReLU: forwards through ops::relu.
+#include "layers/relu.h"
+
+#include "core/ops/elementwise.h"
+
+namespace spruce {
+
+Tensor ReLU::forward(const Tensor& x) { return ops::relu(x); }
+
+}  // namespace spruce
