@@ -1,6 +1,7 @@
 // Flag parsing and validation for the tools.
 #include "tools/common/args.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <exception>
@@ -38,10 +39,11 @@ double to_double(const std::string& flag, const std::string& v) {
   return d;
 }
 
+/// Shortest text that reads back to the same double.
 std::string fmt_double(double d) {
-  std::ostringstream os;
-  os << d;
-  return os.str();
+  char buf[32];
+  const auto res = std::to_chars(buf, buf + sizeof buf, d);
+  return std::string(buf, res.ptr);
 }
 }  // namespace
 
@@ -54,7 +56,8 @@ void Args::add(Flag flag) {
 }
 
 void Args::add_string(const std::string& name, std::string* target, const std::string& help) {
-  add({name, help, *target, "TEXT", [target](const std::string& v) { *target = v; }});
+  add({name, help, *target, "TEXT", [target](const std::string& v) { *target = v; },
+       [target] { return *target; }});
 }
 
 void Args::add_choice(const std::string& name, std::string* target, std::vector<std::string> choices,
@@ -67,7 +70,8 @@ void Args::add_choice(const std::string& name, std::string* target, std::vector<
              return;
            }
          throw UsageError("--" + name + ": unknown value '" + v + "', expected one of: " + join(choices));
-       }});
+       },
+       [target] { return *target; }});
 }
 
 void Args::add_int(const std::string& name, int64_t* target, const std::string& help, int64_t min,
@@ -87,7 +91,8 @@ void Args::add_int(const std::string& name, int64_t* target, const std::string& 
                             (max == INT64_MAX ? ">= " + std::to_string(min)
                                               : std::to_string(min) + ".." + std::to_string(max)));
          *target = x;
-       }});
+       },
+       [target] { return std::to_string(*target); }});
 }
 
 void Args::add_double(const std::string& name, double* target, const std::string& help, double min,
@@ -102,7 +107,8 @@ void Args::add_double(const std::string& name, double* target, const std::string
            throw UsageError("--" + name + ": " + v + " is out of range, expected a value in " + range);
          }
          *target = d;
-       }});
+       },
+       [target] { return fmt_double(*target); }});
 }
 
 void Args::add_double_list(const std::string& name, std::vector<double>* target, const std::string& help,
@@ -120,6 +126,11 @@ void Args::add_double_list(const std::string& name, std::vector<double>* target,
          }
          if (values.empty()) throw UsageError("--" + name + ": expected at least one number");
          *target = values;
+       },
+       [target] {
+         std::vector<std::string> text;
+         for (double d : *target) text.push_back(fmt_double(d));
+         return join(text, ",");
        }});
 }
 
@@ -136,7 +147,8 @@ void Args::add_string_list(const std::string& name, std::vector<std::string>* ta
              throw UsageError("--" + name + ": unknown value '" + item + "', expected one of: " + join(choices));
          }
          *target = values;
-       }});
+       },
+       [target] { return join(*target, ","); }});
 }
 
 void Args::add_flag(const std::string& name, bool* target, const std::string& help) {
@@ -144,7 +156,8 @@ void Args::add_flag(const std::string& name, bool* target, const std::string& he
            if (v == "true" || v == "1" || v == "on" || v == "yes") *target = true;
            else if (v == "false" || v == "0" || v == "off" || v == "no") *target = false;
            else throw UsageError("--" + name + ": expected true or false, got '" + v + "'");
-         }};
+         },
+         [target] { return std::string(*target ? "true" : "false"); }};
   f.is_switch = true;
   add(std::move(f));
 }
@@ -205,6 +218,12 @@ void Args::apply_defaults(const std::vector<std::pair<std::string, std::string>>
     if (given(name)) continue;
     set_value(flags_[it->second], value, source);
   }
+}
+
+std::vector<std::pair<std::string, std::string>> Args::values() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& f : flags_) out.emplace_back(f.name, f.get());
+  return out;
 }
 
 std::string Args::help() const {

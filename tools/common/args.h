@@ -46,11 +46,15 @@ class Args {
   void apply_defaults(const std::vector<std::pair<std::string, std::string>>& settings,
                       const std::string& source);
   std::string help() const;
+  /// Every flag's current value as text, in declaration order (saved in
+  /// checkpoints so that --resume continues with the same settings).
+  std::vector<std::pair<std::string, std::string>> values() const;
 
  private:
   struct Flag {
     std::string name, help, default_text, kind;
     std::function<void(const std::string&)> set;
+    std::function<std::string()> get;
     bool is_switch = false;
   };
   void add(Flag flag);

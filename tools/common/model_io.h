@@ -1,0 +1,47 @@
+// Models on disk for the tools. A spruce checkpoint (core/io/checkpoint.h)
+// stores the model's registry name and config as metadata and every entry of
+// its state_dict (parameters, buffers, masks) as the tensor "model/<key>";
+// training state (optimizer, loader, RNG) is stored beside it by the train
+// tool. A NumPy .npz holds the state_dict keys alone, so loading one needs
+// the model name and config from the command line.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "core/io/checkpoint.h"
+#include "layers/module.h"
+#include "models/registry.h"
+
+namespace spruce::cli {
+
+struct ModelSpec {
+  std::string name = "resnet20";
+  models::ModelConfig config;
+  /// "resnet20 (in 1, classes 10, shortcut A)" for logs.
+  std::string describe() const;
+};
+
+/// Writes the spec as metadata and the module's state as "model/<key>" tensors.
+void put_model(io::Checkpoint& ckpt, const ModelSpec& spec, const Module& module);
+/// Reads the spec back; FormatError naming the file when it is missing or wrong.
+ModelSpec model_spec_from(const io::Checkpoint& ckpt);
+/// The "model/<key>" tensors as a state dict.
+NamedTensors model_state_from(const io::Checkpoint& ckpt);
+
+struct LoadedModel {
+  ModelSpec spec;
+  std::unique_ptr<Module> module;
+  io::Checkpoint checkpoint;  // empty meta/tensors for .npz files
+};
+
+/// Loads a checkpoint (".ckpt" or any other name) or an ".npz" (which needs
+/// `npz_spec`). The module is rebuilt from the registry and its state loaded
+/// strictly: a checkpoint of another architecture fails with the key named.
+LoadedModel load_model(const std::string& path, const ModelSpec& npz_spec);
+
+/// Exports the module's state_dict to .npz (keys as PyTorch's state_dict;
+/// masks are included as "<param>_mask").
+void export_npz(const std::string& path, const Module& module);
+
+}  // namespace spruce::cli

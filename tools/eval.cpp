@@ -1,0 +1,69 @@
+// spruce-eval: evaluates a checkpoint or .npz on a data set's test split:
+// loss, top-1, per-class accuracy, confusion matrix and per-layer sparsity.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "core/parallel.h"
+#include "tools/common/args.h"
+#include "tools/common/datasets.h"
+#include "tools/common/evaluate.h"
+#include "tools/common/model_io.h"
+#include "tools/common/report.h"
+
+using namespace spruce;
+
+int main(int argc, char** argv) {
+  return cli::run_tool("spruce-eval", [&] {
+    std::string model_path, data = "fashion-mnist", data_dir, split = "test", json_out;
+    cli::ModelSpec npz_spec;
+    npz_spec.config.in_channels = 1;
+    std::string shortcut = "B";
+    double width = 1.0;
+    int64_t batch = 256, threads = default_num_threads(), limit = 0, in_channels = 1, classes = 10;
+    cli::Args args("spruce-eval --model PATH",
+                   "Evaluates a model (spruce checkpoint or NumPy .npz) on a data set: loss, top-1 accuracy,\n"
+                   "per-class accuracy, confusion matrix, and the sparsity of every prunable layer.");
+    args.add_string("model", &model_path, "checkpoint (.ckpt) or .npz file to evaluate");
+    args.add_choice("data", &data, cli::dataset_names(), "data set");
+    args.add_string("data-dir", &data_dir, "data set directory (default: the data set's standard place)");
+    args.add_choice("split", &split, {"test", "train"}, "which split to evaluate on");
+    args.add_int("batch-size", &batch, "evaluation batch size", 1);
+    args.add_int("limit", &limit, "evaluate only the first N samples (0 = all)", 0);
+    args.add_int("threads", &threads, "threads for BLAS and our loops", 1, 256);
+    args.add_string("json", &json_out, "also write the results as JSON to this file");
+    args.add_string("arch", &npz_spec.name, "for .npz files: model name");
+    args.add_int("in-channels", &in_channels, "for .npz files: input channels", 1, 3);
+    args.add_int("num-classes", &classes, "for .npz files: number of classes", 2);
+    args.add_choice("shortcut", &shortcut, {"A", "B"}, "for .npz files: ResNet shortcut option");
+    args.add_double("width", &width, "for .npz files: MobileNet width multiplier", 0, 16, true);
+    if (!args.parse(argc, argv)) return 0;
+    if (model_path.empty()) throw UsageError("--model is required (a checkpoint or .npz file)");
+    if (!std::filesystem::exists(model_path)) throw IoError(model_path + ": no such file");
+    set_num_threads(static_cast<int>(threads));
+    npz_spec.config.in_channels = in_channels;
+    npz_spec.config.num_classes = classes;
+    npz_spec.config.shortcut = shortcut[0];
+    npz_spec.config.width = static_cast<float>(width);
+
+    cli::LoadedModel loaded = cli::load_model(model_path, npz_spec);
+    auto dataset = cli::load_dataset(data, data_dir, split == "train");
+    cli::check_model_fits_data(loaded.spec, *dataset, model_path);
+    std::printf("model   %s  %s, %lld parameters\n", model_path.c_str(), loaded.spec.describe().c_str(),
+                static_cast<long long>(loaded.module->num_parameters()));
+    std::printf("data    %s %s split, %lld samples\n", data.c_str(), split.c_str(),
+                static_cast<long long>(limit > 0 ? std::min(limit, dataset->size()) : dataset->size()));
+    const auto result = cli::evaluate(*loaded.module, dataset,
+                                      cli::eval_transforms(data, dataset->image_shape().channels), batch, limit);
+    std::printf("\nloss %.4f   top-1 %.2f%%\n\n", result.loss, 100 * result.accuracy);
+    cli::print_class_table(result, dataset->class_names());
+    std::printf("\n");
+    cli::print_confusion(result);
+    const auto sparsity = cli::layer_sparsity(*loaded.module);
+    std::printf("\n");
+    cli::print_sparsity_table(sparsity);
+    if (!json_out.empty()) cli::write_eval_json(json_out, model_path, result, dataset->class_names(), sparsity);
+    return 0;
+  });
+}

@@ -1,0 +1,380 @@
+// spruce-train: trains a model from the registry on a data set, with a
+// progress bar, per-epoch logs (CSV and JSON lines), an atomic checkpoint
+// after every epoch (and every --checkpoint-every steps), exact --resume, and
+// optionally a gradual pruning schedule (pruning/schedule.h).
+//
+// Resuming is bit-exact: the checkpoint holds the model (with masks), the
+// optimizer's velocities, the step counters and every setting; batches are a
+// pure function of (seed, epoch, batch index), so the run continues with
+// exactly the batches it would have seen.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/io/checkpoint.h"
+#include "core/ops/loss.h"
+#include "core/parallel.h"
+#include "data/data_loader.h"
+#include "optim/schedule.h"
+#include "optim/sgd.h"
+#include "tools/common/args.h"
+#include "tools/common/datasets.h"
+#include "tools/common/evaluate.h"
+#include "tools/common/json.h"
+#include "tools/common/model_io.h"
+#include "tools/common/progress.h"
+#include "tools/common/report.h"
+
+using namespace spruce;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Settings {
+  std::string model = "resnet20", shortcut = "B", data = "fashion-mnist", data_dir, schedule = "onecycle";
+  std::string out, resume, init;
+  double width = 1.0, lr = 0.1, momentum = 0.9, weight_decay = 5e-4, pct_start = 0.25, min_lr = 0.0;
+  double gamma = 0.1, warmup_epochs = 0;
+  int64_t epochs = 3, batch = 128, crop = 2, seed = 0, threads = default_num_threads();
+  int64_t checkpoint_every = 0, max_steps = 0, train_limit = 0, eval_limit = 0, step_epochs = 0;
+  bool nesterov = true, flip = true, prefetch = true, overwrite = false;
+};
+
+void declare(cli::Args& a, Settings& s) {
+  a.add_choice("model", &s.model, models::model_names(), "model architecture");
+  a.add_choice("shortcut", &s.shortcut, {"A", "B"}, "ResNet shortcut: A zero-pad, B 1x1 conv + BN");
+  a.add_double("width", &s.width, "MobileNet width multiplier", 0, 16, true);
+  a.add_choice("data", &s.data, cli::dataset_names(), "data set");
+  a.add_string("data-dir", &s.data_dir, "data set directory (default: the data set's standard place)");
+  a.add_int("epochs", &s.epochs, "training epochs", 1);
+  a.add_int("batch-size", &s.batch, "mini-batch size", 1);
+  a.add_double("lr", &s.lr, "learning rate (the peak for onecycle)", 0, 1e300, true);
+  a.add_choice("schedule", &s.schedule, optim::schedule_names(), "learning-rate schedule");
+  a.add_double("pct-start", &s.pct_start, "onecycle: fraction of steps spent warming up", 0, 1, true, true);
+  a.add_double("min-lr", &s.min_lr, "cosine: final learning rate", 0);
+  a.add_int("step-epochs", &s.step_epochs, "step: decay every N epochs (0 = at 50% and 75%)", 0);
+  a.add_double("gamma", &s.gamma, "step: decay factor", 0, 1, true);
+  a.add_double("warmup-epochs", &s.warmup_epochs, "linear warm-up length in epochs (0 = none)", 0);
+  a.add_double("momentum", &s.momentum, "SGD momentum", 0, 1, false, true);
+  a.add_flag("nesterov", &s.nesterov, "Nesterov momentum");
+  a.add_double("weight-decay", &s.weight_decay, "L2 weight decay", 0);
+  a.add_int("crop-padding", &s.crop, "random-crop padding in pixels (0 = no crop)", 0, 64);
+  a.add_flag("flip", &s.flip, "random horizontal flips");
+  a.add_int("seed", &s.seed, "seed for initialisation, shuffling and augmentation", 0);
+  a.add_int("threads", &s.threads, "threads for BLAS and our loops", 1, 256);
+  a.add_flag("prefetch", &s.prefetch, "prepare the next batch on a background thread");
+  a.add_string("out", &s.out, "run directory for checkpoints and logs (default: runs/MODEL-DATA)");
+  a.add_flag("overwrite", &s.overwrite, "start afresh even if --out already holds a run");
+  a.add_string("resume", &s.resume, "continue the run in this checkpoint (or run directory) exactly");
+  a.add_string("init", &s.init, "start from this checkpoint's weights and masks (fine-tuning)");
+  a.add_int("checkpoint-every", &s.checkpoint_every, "also checkpoint every N steps (0 = epoch ends only)", 0);
+  a.add_int("max-steps", &s.max_steps, "stop each epoch after N steps (0 = full epochs; for quick tries)", 0);
+  a.add_int("train-limit", &s.train_limit, "train on the first N samples only (0 = all)", 0);
+  a.add_int("eval-limit", &s.eval_limit, "evaluate on the first N test samples only (0 = all)", 0);
+}
+
+/// Per-epoch running sums, saved in mid-epoch checkpoints.
+struct EpochStats {
+  double loss_sum = 0;
+  int64_t correct = 0, seen = 0;
+  double seconds = 0;
+};
+
+std::string exact(double d) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%a", d);  // hex float: reads back bit for bit
+  return buf;
+}
+
+double parse_exact(const io::Checkpoint& ck, const std::string& key) {
+  const std::string& v = ck.meta_value(key);
+  char* end = nullptr;
+  const double d = std::strtod(v.c_str(), &end);
+  if (end == v.c_str() || *end != '\0') throw FormatError(ck.source + ": metadata '" + key + "' is not a number");
+  return d;
+}
+
+int64_t parse_int(const io::Checkpoint& ck, const std::string& key) { return static_cast<int64_t>(parse_exact(ck, key)); }
+
+const char* kCsvHeader = "epoch,step,lr,train_loss,train_acc,test_loss,test_acc,epoch_seconds,img_per_s,sparsity\n";
+
+class Run {
+ public:
+  Run(const Settings& s, cli::Args& args) : s_(s), args_(args) {}
+
+  int main();
+
+ private:
+  void setup_model_and_data();
+  void restore(const io::Checkpoint& ck);
+  void save_checkpoint(const std::string& name) const;
+  void write_logs() const;
+  void train_epoch();
+  void end_epoch();
+
+  const Settings& s_;
+  cli::Args& args_;
+  cli::ModelSpec spec_;
+  std::unique_ptr<Module> model_;
+  std::unique_ptr<optim::Sgd> opt_;
+  std::unique_ptr<optim::LrSchedule> schedule_;
+  std::shared_ptr<data::InMemoryDataset> train_set_, test_set_;
+  std::shared_ptr<const data::Dataset> train_view_;
+  std::unique_ptr<data::DataLoader> loader_;
+  int64_t steps_per_epoch_ = 0, global_step_ = 0, epoch_ = 0, batch_in_epoch_ = 0;
+  EpochStats stats_;
+  std::string csv_, jsonl_;
+  fs::path out_;
+};
+
+void Run::setup_model_and_data() {
+  train_set_ = cli::load_dataset(s_.data, s_.data_dir, true);
+  test_set_ = cli::load_dataset(s_.data, s_.data_dir, false);
+  train_view_ = train_set_;
+  if (s_.train_limit > 0 && s_.train_limit < train_set_->size()) {
+    std::vector<int64_t> first(static_cast<size_t>(s_.train_limit));
+    for (int64_t i = 0; i < s_.train_limit; ++i) first[i] = i;
+    train_view_ = std::make_shared<data::SubsetDataset>(train_set_, std::move(first));
+  }
+  const auto shape = train_set_->image_shape();
+  spec_.name = s_.model;
+  spec_.config.in_channels = shape.channels;
+  spec_.config.num_classes = train_set_->num_classes();
+  spec_.config.shortcut = s_.shortcut[0];
+  spec_.config.width = static_cast<float>(s_.width);
+  spec_.config.seed = static_cast<uint64_t>(s_.seed);
+  model_ = models::build_model(spec_.name, spec_.config);
+  if (!s_.init.empty()) {
+    cli::LoadedModel init = cli::load_model(s_.init, spec_);
+    if (init.spec.name != spec_.name)
+      throw UsageError("--init " + s_.init + " holds a " + init.spec.name + ", not a " + spec_.name);
+    model_->load_state_dict(init.module->state_dict());
+  }
+
+  data::DataLoaderOptions lo;
+  lo.batch_size = s_.batch;
+  lo.shuffle = true;
+  lo.drop_last = false;
+  lo.seed = static_cast<uint64_t>(s_.seed);
+  lo.prefetch = s_.prefetch;
+  lo.transforms = cli::train_transforms(s_.data, shape.channels, s_.crop, s_.flip);
+  loader_ = std::make_unique<data::DataLoader>(train_view_, lo);
+  steps_per_epoch_ = loader_->batches_per_epoch();
+  if (s_.max_steps > 0) steps_per_epoch_ = std::min(steps_per_epoch_, s_.max_steps);
+
+  optim::SgdOptions so;
+  so.lr = s_.lr;
+  so.momentum = s_.momentum;
+  so.nesterov = s_.nesterov;
+  so.weight_decay = s_.weight_decay;
+  if (so.nesterov && so.momentum <= 0) throw UsageError("--nesterov needs --momentum > 0");
+  opt_ = std::make_unique<optim::Sgd>(model_->named_parameters(), so);
+  // Masked weights stay exactly zero, and so does their momentum.
+  opt_->add_post_step_hook([this](optim::Sgd& opt) {
+    model_->apply_masks();
+    for (const auto& [name, mask] : model_->named_masks()) {
+      Tensor v = opt.velocity(name);
+      if (!v.defined()) continue;
+      float* pv = v.data();
+      const float* pm = mask.data();
+      for (int64_t i = 0; i < v.numel(); ++i) pv[i] *= pm[i];
+    }
+  });
+
+  optim::ScheduleOptions sched;
+  sched.lr = s_.lr;
+  sched.total_steps = steps_per_epoch_ * s_.epochs;
+  sched.min_lr = s_.min_lr;
+  sched.gamma = s_.gamma;
+  if (s_.step_epochs > 0) sched.step_size = s_.step_epochs * steps_per_epoch_;
+  else sched.milestones = {sched.total_steps / 2, sched.total_steps * 3 / 4};
+  sched.warmup_steps = static_cast<int64_t>(s_.warmup_epochs * static_cast<double>(steps_per_epoch_));
+  sched.one_cycle.pct_start = s_.pct_start;
+  schedule_ = optim::make_schedule(s_.schedule, sched);
+}
+
+void Run::save_checkpoint(const std::string& name) const {
+  io::Checkpoint ck;
+  ck.set_meta("kind", "spruce-train");
+  for (const auto& [k, v] : args_.values())
+    if (k != "resume" && k != "overwrite") ck.set_meta("args." + k, v);
+  ck.set_meta("train.epoch", std::to_string(epoch_));
+  ck.set_meta("train.batch", std::to_string(batch_in_epoch_));
+  ck.set_meta("train.global_step", std::to_string(global_step_));
+  ck.set_meta("train.optimizer_steps", std::to_string(opt_->steps()));
+  ck.set_meta("train.loss_sum", exact(stats_.loss_sum));
+  ck.set_meta("train.correct", std::to_string(stats_.correct));
+  ck.set_meta("train.seen", std::to_string(stats_.seen));
+  ck.set_meta("train.seconds", exact(stats_.seconds));
+  ck.set_meta("log.csv", csv_);
+  ck.set_meta("log.jsonl", jsonl_);
+  cli::put_model(ck, spec_, *model_);
+  for (const auto& [pname, v] : opt_->state()) ck.set_tensor("optim/" + pname, v);
+  io::save_checkpoint((out_ / name).string(), ck);
+}
+
+void Run::restore(const io::Checkpoint& ck) {
+  model_->load_state_dict(cli::model_state_from(ck));
+  optim::NamedTensors velocity;
+  for (const auto& [name, t] : ck.tensors)
+    if (name.rfind("optim/", 0) == 0) velocity.emplace_back(name.substr(6), t);
+  opt_->load_state(velocity, parse_int(ck, "train.optimizer_steps"), ck.source);
+  epoch_ = parse_int(ck, "train.epoch");
+  batch_in_epoch_ = parse_int(ck, "train.batch");
+  global_step_ = parse_int(ck, "train.global_step");
+  stats_.loss_sum = parse_exact(ck, "train.loss_sum");
+  stats_.correct = parse_int(ck, "train.correct");
+  stats_.seen = parse_int(ck, "train.seen");
+  stats_.seconds = parse_exact(ck, "train.seconds");
+  csv_ = ck.meta_value("log.csv");
+  jsonl_ = ck.meta_value("log.jsonl");
+  loader_->seek(epoch_, batch_in_epoch_);
+}
+
+void Run::write_logs() const {
+  cli::write_text_file((out_ / "log.csv").string(), csv_);
+  cli::write_text_file((out_ / "log.jsonl").string(), jsonl_);
+}
+
+void Run::train_epoch() {
+  cli::ProgressBar bar("epoch " + std::to_string(epoch_ + 1) + "/" + std::to_string(s_.epochs), steps_per_epoch_,
+                       "img/s", s_.batch);
+  const auto start = std::chrono::steady_clock::now();
+  const double seconds_before = stats_.seconds;
+  model_->train();
+  while (batch_in_epoch_ < steps_per_epoch_) {
+    auto batch = loader_->next();
+    if (!batch) break;
+    opt_->set_lr(schedule_->lr_at(global_step_));
+    Tensor logits = (*model_)(batch->images);
+    Tensor loss = ops::cross_entropy(logits, batch->labels);
+    const float l = loss.item();
+    if (!std::isfinite(l))
+      throw Error("loss is " + std::to_string(l) + " at epoch " + std::to_string(epoch_ + 1) + " step " +
+                  std::to_string(batch_in_epoch_ + 1) + " (global step " + std::to_string(global_step_ + 1) +
+                  "); stopped, the last good checkpoint in " + out_.string() + " is kept (try a lower --lr)");
+    model_->zero_grad();
+    loss.backward();
+    opt_->step();
+    const auto n = static_cast<int64_t>(batch->labels.size());
+    stats_.loss_sum += static_cast<double>(l) * static_cast<double>(n);
+    stats_.correct += ops::count_correct(logits, batch->labels);
+    stats_.seen += n;
+    ++batch_in_epoch_;
+    ++global_step_;
+    stats_.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    char extra[128];
+    std::snprintf(extra, sizeof extra, " loss %.4f acc %.2f%% lr %.4g", stats_.loss_sum / static_cast<double>(stats_.seen),
+                  100.0 * static_cast<double>(stats_.correct) / static_cast<double>(stats_.seen), opt_->lr());
+    bar.update(batch_in_epoch_, extra);
+    if (s_.checkpoint_every > 0 && global_step_ % s_.checkpoint_every == 0 && batch_in_epoch_ < steps_per_epoch_)
+      save_checkpoint("last.ckpt");
+  }
+  char extra[128];
+  std::snprintf(extra, sizeof extra, " loss %.4f acc %.2f%%", stats_.loss_sum / std::max<double>(1.0, static_cast<double>(stats_.seen)),
+                100.0 * static_cast<double>(stats_.correct) / std::max<double>(1.0, static_cast<double>(stats_.seen)));
+  bar.finish(extra);
+}
+
+void Run::end_epoch() {
+  const auto result = cli::evaluate(*model_, test_set_, cli::eval_transforms(s_.data, spec_.config.in_channels),
+                                    256, s_.eval_limit);
+  const auto sparsity = cli::layer_sparsity(*model_);
+  const double seen = std::max<double>(1.0, static_cast<double>(stats_.seen));
+  const double train_loss = stats_.loss_sum / seen, train_acc = static_cast<double>(stats_.correct) / seen;
+  const double ips = stats_.seconds > 0 ? static_cast<double>(stats_.seen) / stats_.seconds : 0;
+  char row[256];
+  std::snprintf(row, sizeof row, "%lld,%lld,%.6g,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f,%.6f\n",
+                static_cast<long long>(epoch_ + 1), static_cast<long long>(global_step_), opt_->lr(), train_loss,
+                train_acc, result.loss, result.accuracy, stats_.seconds, ips, sparsity.back().sparsity());
+  csv_ += row;
+  cli::Json j;
+  j.begin_object().field("epoch", epoch_ + 1).field("step", global_step_).field("lr", opt_->lr());
+  j.field("train_loss", train_loss).field("train_acc", train_acc).field("test_loss", result.loss);
+  j.field("test_acc", result.accuracy).field("epoch_seconds", stats_.seconds).field("img_per_s", ips);
+  j.key("sparsity").begin_object();
+  for (const auto& r : sparsity) j.field(r.name, r.sparsity());
+  j.end_object().end_object();
+  jsonl_ += j.str() + "\n";
+  std::printf("epoch %lld/%lld  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.1fs  %.0f img/s\n",
+              static_cast<long long>(epoch_ + 1), static_cast<long long>(s_.epochs), train_loss, 100 * train_acc,
+              result.loss, 100 * result.accuracy, stats_.seconds, ips);
+  std::fflush(stdout);
+  ++epoch_;
+  batch_in_epoch_ = 0;
+  stats_ = {};
+  loader_->seek(epoch_, 0);
+  save_checkpoint("last.ckpt");
+  write_logs();
+}
+
+int Run::main() {
+  set_num_threads(static_cast<int>(s_.threads));
+  out_ = s_.out.empty() ? fs::path("runs") / (s_.model + "-" + s_.data) : fs::path(s_.out);
+  std::unique_ptr<io::Checkpoint> resume_ck;
+  if (!s_.resume.empty()) {
+    fs::path p = s_.resume;
+    if (fs::is_directory(p)) p /= "last.ckpt";
+    resume_ck = std::make_unique<io::Checkpoint>(io::load_checkpoint(p.string()));
+    if (!resume_ck->has_meta("kind") || resume_ck->meta_value("kind") != "spruce-train")
+      throw FormatError(p.string() + ": not a spruce-train checkpoint (metadata 'kind' missing)");
+    if (s_.out.empty()) out_ = p.parent_path();
+  } else if (fs::exists(out_ / "last.ckpt") && !s_.overwrite) {
+    throw UsageError(out_.string() + " already holds a run (last.ckpt); continue it with --resume " + out_.string() +
+                     ", or pass --overwrite or another --out");
+  }
+  std::error_code ec;
+  fs::create_directories(out_, ec);
+  if (ec || !fs::is_directory(out_)) throw IoError(out_.string() + ": cannot create the run directory: " + ec.message());
+
+  setup_model_and_data();
+  if (resume_ck) restore(*resume_ck);
+  else csv_ = kCsvHeader;
+
+  std::printf("model  %s, %lld parameters\n", spec_.describe().c_str(), static_cast<long long>(model_->num_parameters()));
+  std::printf("data   %s: %lld train / %lld test images of %s\n", s_.data.c_str(),
+              static_cast<long long>(train_view_->size()), static_cast<long long>(test_set_->size()),
+              train_set_->image_shape().str().c_str());
+  std::printf("optim  SGD lr %g (%s), momentum %g%s, weight decay %g, batch %lld, %lld steps/epoch, %d threads\n",
+              s_.lr, s_.schedule.c_str(), s_.momentum, s_.nesterov ? " nesterov" : "", s_.weight_decay,
+              static_cast<long long>(s_.batch), static_cast<long long>(steps_per_epoch_), num_threads());
+  std::printf("run    %s%s\n", out_.string().c_str(),
+              resume_ck ? (" (resumed at epoch " + std::to_string(epoch_ + 1) + " step " +
+                           std::to_string(batch_in_epoch_) + ")").c_str()
+                        : "");
+  std::fflush(stdout);
+
+  while (epoch_ < s_.epochs) {
+    train_epoch();
+    end_epoch();
+  }
+  cli::export_npz((out_ / "final.npz").string(), *model_);
+  std::printf("done: %s/last.ckpt, final.npz, log.csv, log.jsonl\n", out_.string().c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return cli::run_tool("spruce-train", [&] {
+    Settings s;
+    cli::Args args("spruce-train", "Trains a model on a data set with SGD; checkpoints every epoch and resumes exactly.");
+    declare(args, s);
+    if (!args.parse(argc, argv)) return 0;
+    if (!s.resume.empty()) {
+      // A resumed run keeps every setting it was started with unless given again.
+      fs::path p = s.resume;
+      if (fs::is_directory(p)) p /= "last.ckpt";
+      const io::Checkpoint ck = io::load_checkpoint(p.string());
+      std::vector<std::pair<std::string, std::string>> saved;
+      for (const auto& [k, v] : ck.meta)
+        if (k.rfind("args.", 0) == 0) saved.emplace_back(k.substr(5), v);
+      args.apply_defaults(saved, p.string());
+    }
+    Run run(s, args);
+    return run.main();
+  });
+}
