@@ -2,11 +2,13 @@
 // padding and groups, on two kernels.
 //
 // Dense and grouped convs (and depthwise ones with a channel multiplier) are
-// lowered with im2col (core/ops/im2col.h) over a chunk of samples so each
-// group is one large cblas_sgemm:
-//   forward   out_g [OCg, nc*P]  = W_g [OCg, Kc] @ col_g [Kc, nc*P]
-//   d_weight  dW_g  [OCg, Kc]   += dout_g [OCg, nc*P] @ col_g^T
-//   d_input   dcol_g [Kc, nc*P]  = W_g^T @ dout_g, then col2im adds into dx
+// lowered with im2col (core/ops/im2col.h) over a chunk of nc samples, so each
+// group is one GEMM with a wide N = nc * P (P = H_out * W_out):
+//   forward   out_g  [OCg, nc*P]  = W_g [OCg, Kc] @ col_g [Kc, nc*P]
+//   d_weight  dW_g   [OCg, Kc]   += dout_g [OCg, nc*P] @ col_g^T
+//   d_input   stride 1, square kernel, padding < kernel: dx = conv(d_out,
+//             flipped W^T), one im2col GEMM with K = OCg * KH * KW; otherwise
+//             dcol_g [Kc, nc*P] = W_g^T @ dout_g, then col2im adds into dx
 // A 1x1 stride-1 unpadded conv needs no im2col: when one sample already
 // fills a GEMM, its input plane block is used in place.
 //
@@ -14,12 +16,13 @@
 // plane is zero-padded and split into stride x stride "phase" planes
 //   phase[r][t][i][j] = x_padded[i * stride + r][j * stride + t],
 // so every kernel tap reads one phase plane at a constant offset, whatever
-// the stride. The output plane is then computed on a grid of row length Wq
-// (the phase width; columns >= W_out are discarded) as one long contiguous
-// loop per tap, which g++ -O3 vectorises regardless of how narrow the image
-// is. The input gradient is the same kernel in gather form over a zero-framed
-// copy of the output gradient, and the weight gradient is a dot product per
-// tap.
+// the stride. Outputs are computed on a grid of row length Wq (the phase
+// width; columns >= W_out are discarded), so a tap is one long contiguous
+// loop, fused over all taps, that g++ -O3 vectorises however narrow the image
+// is; a block of samples of one channel shares each loop, which keeps 2x2 and
+// 4x4 planes from being all loop overhead. The input gradient is the same
+// kernel in gather form over a zero-framed copy of the output gradient, and
+// the weight gradient is one dot product per tap.
 //
 // Threads: our loops (im2col, col2im, layout copies, depthwise) use
 // parallel_for and never call BLAS; GEMMs are called from the calling thread
@@ -28,7 +31,6 @@
 #include "core/ops/conv2d.h"
 
 #include <cblas.h>
-#include <cstdlib>
 
 #include <algorithm>
 #include <array>
@@ -36,6 +38,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/autograd.h"
@@ -53,10 +56,10 @@ ConvGeometry check_shapes(const Tensor& x, const Tensor& weight, const Tensor& b
   auto fail = [&](const std::string& what) {
     throw std::invalid_argument("conv2d: " + what + " (input " + shape_str(x.shape()) +
                                 ", weight " + shape_str(weight.shape()) + ", bias " +
-                                (bias.defined() ? shape_str(bias.shape()) : "none") +
-                                ", stride " + std::to_string(o.stride) + ", padding " +
-                                std::to_string(o.padding) + ", groups " +
-                                std::to_string(o.groups) + ")");
+                                (bias.defined() ? shape_str(bias.shape()) : "none") + ", stride " +
+                                std::to_string(o.stride) + ", padding " +
+                                std::to_string(o.padding) + ", groups " + std::to_string(o.groups) +
+                                ")");
   };
   if (!x.defined() || !weight.defined()) fail("input and weight must be defined");
   if (x.dim() != 4) fail("input must be [N, C, H, W]");
@@ -74,8 +77,7 @@ ConvGeometry check_shapes(const Tensor& x, const Tensor& weight, const Tensor& b
   if (g.KH < 1 || g.KW < 1 || g.OC < 1) fail("empty kernel");
   if (g.H + 2 * g.padding < g.KH || g.W + 2 * g.padding < g.KW)
     fail("kernel larger than the padded input");
-  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != g.OC))
-    fail("bias must be [C_out]");
+  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != g.OC)) fail("bias must be [C_out]");
   g.OH = (g.H + 2 * g.padding - g.KH) / g.stride + 1;
   g.OW = (g.W + 2 * g.padding - g.KW) / g.stride + 1;
   return g;
@@ -129,54 +131,64 @@ class Scratch {
   std::unique_ptr<Storage> buffer_;
 };
 
-Scratch& col_scratch() {  // col, or dcol in backward
+Scratch& col_scratch() {  // im2col of x or of d_out, or dcol
   thread_local Scratch s;
   return s;
 }
-Scratch& out_scratch() {  // out or d_out in [OC, nc * P] layout
+Scratch& out_scratch() {  // GEMM results and d_out in chunk layout [rows, nc * plane]
   thread_local Scratch s;
   return s;
 }
 
 // A GEMM runs best with a wide N (= nc * P): aim for this many columns, but
 // keep the column buffer small enough to stay in the last-level cache.
-const int64_t kTargetCols = getenv("TC") ? atol(getenv("TC")) : 8192;
-const int64_t kColBudget = getenv("CB") ? atol(getenv("CB")) : int64_t{2} << 20;  // floats (8 MB)
+constexpr int64_t kTargetCols = 4096;
+constexpr int64_t kColBudget = int64_t{2} << 20;  // floats (8 MB)
 
 /// Samples per chunk: wide enough for an efficient GEMM, bounded by the
 /// scratch budget, and balanced so all chunks have (nearly) the same size.
 int64_t chunk_samples(const ConvGeometry& g) {
   const int64_t P = g.P();
-  const int64_t rows = std::max(g.C * g.KH * g.KW, g.OC);
+  // Rows of the biggest chunk buffer: im2col of x or of d_out (see gemm_backward).
+  const int64_t rows = std::max(g.C, g.OC) * g.KH * g.KW;
   int64_t nc = std::clamp<int64_t>((kTargetCols + P - 1) / P, 1, g.N);
   nc = std::max<int64_t>(1, std::min(nc, kColBudget / (rows * P)));
   const int64_t chunks = (g.N + nc - 1) / nc;
   return (g.N + chunks - 1) / chunks;
 }
 
-/// out[n0 + n, o, :] = buf[o, n * P : (n + 1) * P] + bias[o] for n < nc.
-void scatter_chunk(const float* buf, const float* bias, const ConvGeometry& g, int64_t n0,
-                   int64_t nc, float* out) {
-  const int64_t P = g.P(), cols = nc * P;
-  parallel_for(0, nc * g.OC, std::max<int64_t>(1, 8192 / P), [&](int64_t lo, int64_t hi) {
+/// Chunk layout [rows, nc * plane] <-> tensor layout [N, rows, plane] for the
+/// samples [n0, n0 + nc): one task per (sample, row) strip of `plane` floats.
+enum class Strip { kAssign, kAccumulate };
+
+/// dst[n0 + n, r, :] (+)= buf[r, n * plane : (n + 1) * plane] (+ bias[r]).
+void chunk_to_tensor(const float* buf, const float* bias, int64_t rows, int64_t plane, int64_t n0,
+                     int64_t nc, Strip mode, float* dst) {
+  const int64_t cols = nc * plane;
+  parallel_for(0, nc * rows, std::max<int64_t>(1, 8192 / plane), [&](int64_t lo, int64_t hi) {
     for (int64_t t = lo; t < hi; ++t) {
-      const int64_t n = t / g.OC, o = t % g.OC;
-      const float* s = buf + o * cols + n * P;
-      float* d = out + ((n0 + n) * g.OC + o) * P;
-      const float b = bias ? bias[o] : 0.f;
-      for (int64_t p = 0; p < P; ++p) d[p] = s[p] + b;
+      const int64_t n = t / rows, r = t % rows;
+      const float* s = buf + r * cols + n * plane;
+      float* d = dst + ((n0 + n) * rows + r) * plane;
+      const float b = bias ? bias[r] : 0.f;
+      if (mode == Strip::kAccumulate) {
+        for (int64_t p = 0; p < plane; ++p) d[p] += s[p];
+      } else {
+        for (int64_t p = 0; p < plane; ++p) d[p] = s[p] + b;
+      }
     }
   });
 }
 
-/// buf[o, n * P : (n + 1) * P] = d_out[n0 + n, o, :] for n < nc.
-void gather_chunk(const float* d_out, const ConvGeometry& g, int64_t n0, int64_t nc, float* buf) {
-  const int64_t P = g.P(), cols = nc * P;
-  parallel_for(0, nc * g.OC, std::max<int64_t>(1, 8192 / P), [&](int64_t lo, int64_t hi) {
+/// buf[r, n * plane : (n + 1) * plane] = src[n0 + n, r, :].
+void tensor_to_chunk(const float* src, int64_t rows, int64_t plane, int64_t n0, int64_t nc,
+                     float* buf) {
+  const int64_t cols = nc * plane;
+  parallel_for(0, nc * rows, std::max<int64_t>(1, 8192 / plane), [&](int64_t lo, int64_t hi) {
     for (int64_t t = lo; t < hi; ++t) {
-      const int64_t n = t / g.OC, o = t % g.OC;
-      std::memcpy(buf + o * cols + n * P, d_out + ((n0 + n) * g.OC + o) * P,
-                  static_cast<size_t>(P) * sizeof(float));
+      const int64_t n = t / rows, r = t % rows;
+      std::memcpy(buf + r * cols + n * plane, src + ((n0 + n) * rows + r) * plane,
+                  static_cast<size_t>(plane) * sizeof(float));
     }
   });
 }
@@ -200,11 +212,10 @@ void gemm_forward(const float* x, const float* w, const float* bias, const ConvG
     }
     float* res = m == 1 ? out + n0 * g.OC * P : out_scratch().get(g.OC * cols);
     for (int64_t gr = 0; gr < g.groups; ++gr)  // res_g [OCg, cols] = W_g [OCg, Kc] @ col_g
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OCg, cols, Kc, 1.f,
-                  w + gr * OCg * Kc, Kc, col + gr * Kc * cols, cols, 0.f, res + gr * OCg * cols,
-                  cols);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OCg, cols, Kc, 1.f, w + gr * OCg * Kc,
+                  Kc, col + gr * Kc * cols, cols, 0.f, res + gr * OCg * cols, cols);
     if (m > 1) {
-      scatter_chunk(res, bias, g, n0, m, out);
+      chunk_to_tensor(res, bias, g.OC, P, n0, m, Strip::kAssign, out);
     } else if (bias) {
       parallel_for(0, g.OC, std::max<int64_t>(1, 8192 / P), [&](int64_t lo, int64_t hi) {
         for (int64_t o = lo; o < hi; ++o)
@@ -214,26 +225,62 @@ void gemm_forward(const float* x, const float* w, const float* bias, const ConvG
   }
 }
 
+/// A stride-1 conv with a square kernel and padding < kernel has d_input =
+/// conv(d_out, flipped and transposed weight, padding K - 1 - padding): an
+/// im2col GEMM with K = C_out * KH * KW, instead of the col2im route whose
+/// GEMM has K = C_out / groups (thin, memory-bound) and writes a column
+/// matrix KH * KW times larger than dx.
+bool transposed_input_grad(const ConvGeometry& g) {
+  return g.stride == 1 && g.KH == g.KW && g.padding < g.KH && !is_pointwise(g);
+}
+
 /// Adds d_input (when dx) and d_weight (when dw) for the GEMM path.
 void gemm_backward(const float* d_out, const float* x, const float* w, const ConvGeometry& g,
                    float* dx, float* dw) {
-  const int64_t P = g.P(), OCg = g.OCg(), Kc = g.Kc(), Cg = g.Cg();
+  const int64_t P = g.P(), HW = g.H * g.W, OCg = g.OCg(), Kc = g.Kc(), Cg = g.Cg();
+  const int64_t KK = g.KH * g.KW;
   const int64_t nc = chunk_samples(g);
   const bool pointwise = is_pointwise(g);
+  const bool transposed = dx && transposed_input_grad(g);
+
+  // For the transposed route: the conv that maps d_out to dx, and its weight
+  // wt_g [Cg, OCg * KK] with wt_g[ci, (o, kh, kw)] = W[g * OCg + o, ci, K-1-kh, K-1-kw].
+  ConvGeometry gt = g;
+  std::vector<float> wt;
+  if (transposed) {
+    gt.C = g.OC, gt.H = g.OH, gt.W = g.OW, gt.OC = g.C;
+    gt.padding = g.KH - 1 - g.padding;
+    gt.OH = g.H, gt.OW = g.W;
+    wt.resize(static_cast<size_t>(g.C * OCg * KK));
+    for (int64_t gr = 0; gr < g.groups; ++gr)
+      for (int64_t ci = 0; ci < Cg; ++ci)
+        for (int64_t o = 0; o < OCg; ++o)
+          for (int64_t k = 0; k < KK; ++k)
+            wt[((gr * Cg + ci) * OCg + o) * KK + k] =
+                w[((gr * OCg + o) * Cg + ci) * KK + KK - 1 - k];
+  }
+
   for (int64_t n0 = 0; n0 < g.N; n0 += nc) {
     const int64_t m = std::min(nc, g.N - n0), cols = m * P;
-    const float* gout = d_out + n0 * g.OC * P;  // [OC, cols] as is for one sample
-    if (m > 1) {
-      float* buf = out_scratch().get(g.OC * cols);
-      gather_chunk(d_out, g, n0, m, buf);
-      gout = buf;
-    }
+    // d_out of the chunk as [OC, cols]: as is for one sample, else gathered.
+    const float* gout = nullptr;
+    auto chunk_grad = [&] {
+      if (gout) return;
+      if (m == 1) {
+        gout = d_out + n0 * g.OC * P;
+      } else {
+        float* buf = out_scratch().get(g.OC * cols);
+        tensor_to_chunk(d_out, g.OC, P, n0, m, buf);
+        gout = buf;
+      }
+    };
     if (dw) {
+      chunk_grad();
       const float* col;
       if (pointwise && m == 1) {
         col = x + n0 * g.C * P;
       } else {
-        float* c = col_scratch().get(g.C * g.KH * g.KW * cols);
+        float* c = col_scratch().get(g.C * KK * cols);
         im2col_chunk(x, g, n0, m, c);
         col = c;
       }
@@ -242,27 +289,45 @@ void gemm_backward(const float* d_out, const float* x, const float* w, const Con
                     gout + gr * OCg * cols, cols, col + gr * Kc * cols, cols, 1.f,
                     dw + gr * OCg * Kc, Kc);
     }
-    if (dx) {
-      if (pointwise && m == 1) {
-        float* dxn = dx + n0 * g.C * P;
-        for (int64_t gr = 0; gr < g.groups; ++gr)  // dx_g [Cg, P] += W_g^T @ dout_g
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cg, P, OCg, 1.f,
-                      w + gr * OCg * Kc, Kc, gout + gr * OCg * P, P, 1.f, dxn + gr * Cg * P, P);
-      } else {
-        // The column buffer is free again (d_weight is done with it).
-        float* dcol = col_scratch().get(g.C * g.KH * g.KW * cols);
-        for (int64_t gr = 0; gr < g.groups; ++gr)  // dcol_g [Kc, cols] = W_g^T @ dout_g
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kc, cols, OCg, 1.f,
-                      w + gr * OCg * Kc, Kc, gout + gr * OCg * cols, cols, 0.f,
-                      dcol + gr * Kc * cols, cols);
-        col2im_chunk(dcol, g, n0, m, dx);
-      }
+    if (!dx) continue;
+    // The column buffer is free again below: d_weight is done with it.
+    if (transposed) {
+      const int64_t tcols = m * HW, tK = OCg * KK;
+      float* col = col_scratch().get(g.OC * KK * tcols);
+      im2col_chunk(d_out, gt, n0, m, col);  // [OC * KK, m * H * W]
+      // One sample accumulates straight into dx; more go through a buffer.
+      // (The buffer may reuse out_scratch: d_weight is done with gout.)
+      float* res = m == 1 ? dx + n0 * g.C * HW : out_scratch().get(g.C * tcols);
+      for (int64_t gr = 0; gr < g.groups; ++gr)  // dx_g [Cg, tcols] (+)= wt_g @ col_g
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cg, tcols, tK, 1.f,
+                    wt.data() + gr * Cg * tK, tK, col + gr * tK * tcols, tcols, m == 1 ? 1.f : 0.f,
+                    res + gr * Cg * tcols, tcols);
+      if (m > 1) chunk_to_tensor(res, nullptr, g.C, HW, n0, m, Strip::kAccumulate, dx);
+    } else if (pointwise && m == 1) {
+      chunk_grad();
+      float* dxn = dx + n0 * g.C * P;
+      for (int64_t gr = 0; gr < g.groups; ++gr)  // dx_g [Cg, P] += W_g^T @ dout_g
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cg, P, OCg, 1.f, w + gr * OCg * Kc, Kc,
+                    gout + gr * OCg * P, P, 1.f, dxn + gr * Cg * P, P);
+    } else {
+      chunk_grad();
+      float* dcol = col_scratch().get(g.C * KK * cols);
+      for (int64_t gr = 0; gr < g.groups; ++gr)  // dcol_g [Kc, cols] = W_g^T @ dout_g
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kc, cols, OCg, 1.f, w + gr * OCg * Kc,
+                    Kc, gout + gr * OCg * cols, cols, 0.f, dcol + gr * Kc * cols, cols);
+      col2im_chunk(dcol, g, n0, m, dx);
     }
   }
 }
 
 // ---------------------------------------------------------------------------
 // Depthwise convs: direct kernel on phase planes
+
+// Samples of one channel are grouped so one loop spans ~this many floats
+// (big planes: one sample per loop; 4x4 planes: about ten).
+constexpr int64_t kDepthwiseBlockFloats = 512;
+// Below this input width, data moves through index lists, not row memcpys.
+constexpr int64_t kNarrowWidth = 16;
 
 /// dst[j] = (accumulate ? dst[j] : init) + sum_t w[t] * src[t][j] for j < n,
 /// with T a compile-time tap count so the tap loop unrolls and the j loop
@@ -288,29 +353,29 @@ void taps_block(float* __restrict dst, int64_t n, const float* const* src, const
   }
 }
 
+// Taps fused into one loop (register budget: 9 sources, 9 weights, a sum).
+constexpr int kMaxFused = 9;
+
+/// taps_block<1> ... taps_block<kMaxFused>, indexed by tap count - 1.
+template <int... I>
+constexpr auto taps_block_table(std::integer_sequence<int, I...>) {
+  return std::array{&taps_block<I + 1>...};
+}
+constexpr auto kTapsBlock = taps_block_table(std::make_integer_sequence<int, kMaxFused>{});
+
 /// dst[j] = init + sum over `taps` taps of w[t] * src[t][j], in blocks of up
-/// to 9 fused taps (a 3x3 kernel is a single pass over dst).
+/// to kMaxFused fused taps (a 3x3 kernel is a single pass over dst).
 void taps_sum(float* dst, int64_t n, const float* const* src, const float* w, int64_t taps,
               float init) {
   if (taps == 0) {
     std::fill(dst, dst + n, init);
     return;
   }
-  for (int64_t t0 = 0; t0 < taps; t0 += 9) {
+  for (int64_t t0 = 0; t0 < taps; t0 += kMaxFused) {
     const bool acc = t0 > 0;
     const float* const* s = src + t0;
     const float* wt = w + t0;
-    switch (std::min<int64_t>(9, taps - t0)) {
-      case 1: taps_block<1>(dst, n, s, wt, acc, init); break;
-      case 2: taps_block<2>(dst, n, s, wt, acc, init); break;
-      case 3: taps_block<3>(dst, n, s, wt, acc, init); break;
-      case 4: taps_block<4>(dst, n, s, wt, acc, init); break;
-      case 5: taps_block<5>(dst, n, s, wt, acc, init); break;
-      case 6: taps_block<6>(dst, n, s, wt, acc, init); break;
-      case 7: taps_block<7>(dst, n, s, wt, acc, init); break;
-      case 8: taps_block<8>(dst, n, s, wt, acc, init); break;
-      default: taps_block<9>(dst, n, s, wt, acc, init); break;
-    }
+    kTapsBlock[std::min<int64_t>(kMaxFused, taps - t0) - 1](dst, n, s, wt, acc, init);
   }
 }
 
@@ -343,22 +408,18 @@ void taps_dot_block(const float* g, int64_t n, const float* const* src, float* o
   }
 }
 
-/// out[t] = sum_j g[j] * src[t][j] for t < taps, in blocks of up to 9 taps.
+template <int... I>
+constexpr auto taps_dot_table(std::integer_sequence<int, I...>) {
+  return std::array{&taps_dot_block<I + 1>...};
+}
+constexpr auto kTapsDotBlock = taps_dot_table(std::make_integer_sequence<int, kMaxFused>{});
+
+/// out[t] = sum_j g[j] * src[t][j] for t < taps, in blocks of up to kMaxFused taps.
 void taps_dot(const float* g, int64_t n, const float* const* src, int64_t taps, float* out) {
-  for (int64_t t0 = 0; t0 < taps; t0 += 9) {
+  for (int64_t t0 = 0; t0 < taps; t0 += kMaxFused) {
     const float* const* s = src + t0;
     float* o = out + t0;
-    switch (std::min<int64_t>(9, taps - t0)) {
-      case 1: taps_dot_block<1>(g, n, s, o); break;
-      case 2: taps_dot_block<2>(g, n, s, o); break;
-      case 3: taps_dot_block<3>(g, n, s, o); break;
-      case 4: taps_dot_block<4>(g, n, s, o); break;
-      case 5: taps_dot_block<5>(g, n, s, o); break;
-      case 6: taps_dot_block<6>(g, n, s, o); break;
-      case 7: taps_dot_block<7>(g, n, s, o); break;
-      case 8: taps_dot_block<8>(g, n, s, o); break;
-      default: taps_dot_block<9>(g, n, s, o); break;
-    }
+    kTapsDotBlock[std::min<int64_t>(kMaxFused, taps - t0) - 1](g, n, s, o);
   }
 }
 
@@ -376,17 +437,17 @@ void taps_dot(const float* g, int64_t n, const float* const* src, int64_t taps, 
 /// products that dots pick up there vanish.
 struct DepthwisePlan {
   ConvGeometry g;
-  int64_t s = 1;             // stride
-  int64_t PR = 1, PT = 1;    // phases used along rows / columns: min(stride, kernel)
-  int64_t Hq = 0, Wq = 0;    // phase plane rows / columns
-  int64_t plane = 0;         // Hq * Wq
-  int64_t TR = 0, lead = 0;  // G frame: rows above/below, floats before
-  int64_t g0 = 0;            // offset of G[0][0] in a slot
-  int64_t S = 0;             // slot size per sample
-  int64_t B = 1;             // samples per block
-  int64_t phase_stride = 0;  // floats per phase region (B slots + overrun slack)
-  int64_t row_floats = 0;    // one padded input row cut to s * Wq (stride > 1 only)
-  int64_t taps = 0;          // KH * KW
+  int64_t s = 1;                    // stride
+  int64_t PR = 1, PT = 1;           // phases used along rows / columns: min(stride, kernel)
+  int64_t Hq = 0, Wq = 0;           // phase plane rows / columns
+  int64_t plane = 0;                // Hq * Wq
+  int64_t TR = 0, lead = 0;         // G frame: rows above/below, floats before
+  int64_t g0 = 0;                   // offset of G[0][0] in a slot
+  int64_t S = 0;                    // slot size per sample
+  int64_t B = 1;                    // samples per block
+  int64_t phase_stride = 0;         // floats per phase region (B slots + overrun slack)
+  int64_t row_floats = 0;           // one padded input row cut to s * Wq (stride > 1 only)
+  int64_t taps = 0;                 // KH * KW
   std::vector<int64_t> tap_offset;  // tap (kh, kw) reads ph + tap_offset[kh * KW + kw] + J
   // Narrow planes move data through index lists instead of one memcpy per
   // row, whose call overhead dominates rows of 2 to 8 floats:
@@ -404,8 +465,8 @@ struct DepthwisePlan {
     // A slot holds the framed G (lead + (OH + 2 TR) Wq), which also covers a
     // phase plane plus the (KW - 1) / s floats a tap reads past its end.
     S = lead + (Hq + TR) * Wq;
-    // Blocks of ~4K floats per loop; B depends on shapes only, never on threads.
-    B = std::clamp<int64_t>((getenv("BT") ? atol(getenv("BT")) : 4096) / S, 1, g.N);
+    // B depends on shapes only, never on threads: d_weight sums stay fixed.
+    B = std::clamp<int64_t>(kDepthwiseBlockFloats / S, 1, g.N);
     phase_stride = B * S + lead + 1;
     row_floats = s * Wq;
     taps = g.KH * g.KW;
@@ -414,7 +475,7 @@ struct DepthwisePlan {
       for (int64_t kw = 0; kw < g.KW; ++kw)
         tap_offset[kh * g.KW + kw] =
             ((kh % s) * PT + kw % s) * phase_stride + (kh / s) * Wq + kw / s;
-    narrow = g.W < (getenv("NW") ? atol(getenv("NW")) : 16);
+    narrow = g.W < kNarrowWidth;
     if (narrow) {
       for (int64_t r = 0; r < PR; ++r)
         for (int64_t i = 0; i < Hq; ++i) {
@@ -541,24 +602,26 @@ struct DepthwisePlan {
 void depthwise_forward(const float* x, const float* w, const float* bias, const ConvGeometry& g,
                        float* out) {
   const DepthwisePlan plan(g);
-  const int64_t HW = g.H * g.W, P = g.P(), Wq = plan.Wq, S = plan.S, KK = plan.taps;
+  const int64_t HW = g.H * g.W, P = g.P(), S = plan.S, KK = plan.taps;
   const int64_t tasks = plan.blocks() * g.C;
-  parallel_for(0, tasks, std::max<int64_t>(1, 65536 / (plan.B * S * KK)), [&](int64_t lo, int64_t hi) {
-    std::vector<float> ph(static_cast<size_t>(plan.PR * plan.PT * plan.phase_stride), 0.f);
-    std::vector<float> row(static_cast<size_t>(plan.row_floats), 0.f);
-    std::vector<float> grid(static_cast<size_t>(plan.B * S));
-    std::vector<const float*> src(static_cast<size_t>(KK));
-    for (int64_t k = 0; k < KK; ++k) src[k] = ph.data() + plan.tap_offset[k];
-    for (int64_t task = lo; task < hi; ++task) {  // block-major, then channel: memory order
-      const int64_t c = task % g.C, n0 = (task / g.C) * plan.B;
-      const int64_t m = std::min(plan.B, g.N - n0);
-      for (int64_t b = 0; b < m; ++b)
-        plan.build_phases(x + ((n0 + b) * g.C + c) * HW, ph.data() + b * S, row.data());
-      taps_sum(grid.data(), plan.grid_span(m), src.data(), w + c * KK, KK, bias ? bias[c] : 0.f);
-      for (int64_t b = 0; b < m; ++b)
-        plan.grid_to_plane(grid.data() + b * S, out + ((n0 + b) * g.C + c) * P);
-    }
-  });
+  parallel_for(
+      0, tasks, std::max<int64_t>(1, 65536 / (plan.B * S * KK)), [&](int64_t lo, int64_t hi) {
+        std::vector<float> ph(static_cast<size_t>(plan.PR * plan.PT * plan.phase_stride), 0.f);
+        std::vector<float> row(static_cast<size_t>(plan.row_floats), 0.f);
+        std::vector<float> grid(static_cast<size_t>(plan.B * S));
+        std::vector<const float*> src(static_cast<size_t>(KK));
+        for (int64_t k = 0; k < KK; ++k) src[k] = ph.data() + plan.tap_offset[k];
+        for (int64_t task = lo; task < hi; ++task) {  // block-major, then channel: memory order
+          const int64_t c = task % g.C, n0 = (task / g.C) * plan.B;
+          const int64_t m = std::min(plan.B, g.N - n0);
+          for (int64_t b = 0; b < m; ++b)
+            plan.build_phases(x + ((n0 + b) * g.C + c) * HW, ph.data() + b * S, row.data());
+          taps_sum(grid.data(), plan.grid_span(m), src.data(), w + c * KK, KK,
+                   bias ? bias[c] : 0.f);
+          for (int64_t b = 0; b < m; ++b)
+            plan.grid_to_plane(grid.data() + b * S, out + ((n0 + b) * g.C + c) * P);
+        }
+      });
 }
 
 Scratch& depthwise_scratch() {  // per-block d_weight partial sums
@@ -570,8 +633,8 @@ Scratch& depthwise_scratch() {  // per-block d_weight partial sums
 /// writes its d_weight contribution to its own slot; the slots are summed
 /// over blocks afterwards in a fixed order, so the result does not depend on
 /// the thread count.
-void depthwise_backward(const float* d_out, const float* x, const float* w,
-                        const ConvGeometry& g, float* dx, float* dw) {
+void depthwise_backward(const float* d_out, const float* x, const float* w, const ConvGeometry& g,
+                        float* dx, float* dw) {
   const DepthwisePlan plan(g);
   const int64_t HW = g.H * g.W, P = g.P(), Wq = plan.Wq, S = plan.S, s = plan.s;
   const int64_t KK = plan.taps, NB = plan.blocks();
@@ -594,8 +657,6 @@ void depthwise_backward(const float* d_out, const float* x, const float* w,
       const int64_t m = std::min(plan.B, g.N - n0);
       for (int64_t b = 0; b < m; ++b)
         plan.plane_to_grid(d_out + ((n0 + b) * g.C + c) * P, gfull + b * S);
-      if (m < plan.B)  // a short last block: clear the slots a longer block left behind
-        std::fill(gb.begin() + m * S, gb.end(), 0.f);
       if (dw) {  // dW[kh, kw] gets sum_J G[J] * tap_source[J]
         for (int64_t b = 0; b < m; ++b)
           plan.build_phases(x + ((n0 + b) * g.C + c) * HW, ph.data() + b * S, row_in.data());
@@ -651,8 +712,8 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
          [g, depthwise](const Tensor&, const Tensor& d_out, std::vector<Tensor>& in) {
            float* dx = in[0].requires_grad() ? in[0].grad_or_zeros().data() : nullptr;
            float* dw = in[1].requires_grad() ? in[1].grad_or_zeros().data() : nullptr;
-           float* db = in.size() > 2 && in[2].requires_grad() ? in[2].grad_or_zeros().data()
-                                                             : nullptr;
+           float* db =
+               in.size() > 2 && in[2].requires_grad() ? in[2].grad_or_zeros().data() : nullptr;
            if (d_out.numel() == 0) return;
            if (db) bias_backward(d_out.data(), g, db);
            if (!dx && !dw) return;

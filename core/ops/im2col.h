@@ -49,6 +49,32 @@ inline std::pair<int64_t, int64_t> valid_range(int64_t k, int64_t size, int64_t 
   return {lo, hi};
 }
 
+/// One im2col strip [OH, OW] of tap (kh, kw) for a stride-1 conv whose output
+/// is as wide as its input ("same" padding, e.g. 3x3 with padding 1): then
+/// strip[oh, ow] = plane[(oh + kh - padding) * W + ow + (kw - padding)], so
+/// the valid rows are one contiguous copy of the plane, after which only the
+/// |kw - padding| columns that wrapped around a row edge are zeroed.
+inline void same_width_strip(const float* plane, const ConvGeometry& g, int64_t kh, int64_t kw,
+                             float* dst) {
+  const int64_t W = g.W, shift = kw - g.padding;
+  const int64_t oh_lo = std::clamp<int64_t>(g.padding - kh, 0, g.OH);
+  const int64_t oh_hi = std::clamp<int64_t>(g.H + g.padding - kh, oh_lo, g.OH);
+  std::fill(dst, dst + oh_lo * W, 0.f);
+  std::fill(dst + oh_hi * W, dst + g.OH * W, 0.f);
+  if (oh_hi == oh_lo) return;
+  // Flat source range, clipped to the plane (what falls outside is a wrapped column).
+  const int64_t begin = (oh_lo + kh - g.padding) * W + shift;
+  const int64_t end = begin + (oh_hi - oh_lo) * W;
+  const int64_t from = std::max<int64_t>(begin, 0), to = std::min(end, g.H * W);
+  float* d = dst + oh_lo * W;
+  std::memcpy(d + (from - begin), plane + from, static_cast<size_t>(to - from) * sizeof(float));
+  for (int64_t oh = 0; oh < oh_hi - oh_lo; ++oh) {
+    float* row = d + oh * W;
+    if (shift < 0) std::fill(row, row + std::min(-shift, W), 0.f);
+    if (shift > 0) std::fill(row + std::max<int64_t>(W - shift, 0), row + W, 0.f);
+  }
+}
+
 /// Writes col [C * KH * KW, nc * P] for samples [n0, n0 + nc) of x [N, C, H, W].
 inline void im2col_chunk(const float* x, const ConvGeometry& g, int64_t n0, int64_t nc,
                          float* col) {
@@ -61,6 +87,10 @@ inline void im2col_chunk(const float* x, const ConvGeometry& g, int64_t n0, int6
       const int64_t kw = r % g.KW, kh = (r / g.KW) % g.KH, c = r / (g.KW * g.KH);
       const float* plane = x + ((n0 + n) * g.C + c) * HW;
       float* dst = col + r * cols + n * P;
+      if (g.stride == 1 && g.OW == g.W) {
+        same_width_strip(plane, g, kh, kw, dst);
+        continue;
+      }
       const auto [ow_lo, ow_hi] = valid_range(kw, g.W, g.OW, g.stride, g.padding);
       for (int64_t oh = 0; oh < g.OH; ++oh) {
         float* d = dst + oh * g.OW;

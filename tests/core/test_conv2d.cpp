@@ -28,15 +28,16 @@ struct Config {
 
 std::string describe(const Config& c) {
   std::ostringstream os;
-  os << "N" << c.N << " C" << c.C << "->" << c.OC << " " << c.H << "x" << c.W << " k" << c.KH
-     << "x" << c.KW << " s" << c.stride << " p" << c.padding << " g" << c.groups
+  os << "N" << c.N << " C" << c.C << "->" << c.OC << " " << c.H << "x" << c.W << " k" << c.KH << "x"
+     << c.KW << " s" << c.stride << " p" << c.padding << " g" << c.groups
      << (c.bias ? "" : " no-bias");
   return os.str();
 }
 
 int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p) { return (in + 2 * p - k) / s + 1; }
 
-/// The reference: out[n, o, oh, ow] = b[o] + sum_{ci, kh, kw} x[n, g*Cg + ci, ih, iw] w[o, ci, kh, kw].
+/// The reference: out[n, o, oh, ow] = b[o] + sum_{ci, kh, kw} x[n, g*Cg + ci, ih, iw] w[o, ci, kh,
+/// kw].
 Tensor reference_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Config& c) {
   const int64_t OH = out_size(c.H, c.KH, c.stride, c.padding);
   const int64_t OW = out_size(c.W, c.KW, c.stride, c.padding);
@@ -225,6 +226,17 @@ TEST_CASE("conv2d forward and backward match the naive reference") {
       {3, 4, 4, 7, 5, 1, 3, 1, 1, 4},
       {3, 4, 4, 10, 8, 4, 2, 3, 1, 4},
       {3, 2, 2, 1, 1, 3, 3, 1, 1, 2},
+      // depthwise on wide planes (row copies, not index lists), several sample
+      // blocks with a short last one, strides above the kernel size
+      {2, 3, 3, 20, 17, 3, 3, 1, 1, 3},
+      {9, 3, 3, 2, 16, 3, 3, 1, 1, 3},
+      {13, 2, 2, 3, 20, 3, 3, 2, 1, 2},
+      {11, 4, 4, 4, 4, 3, 3, 1, 1, 4},
+      {2, 2, 2, 9, 20, 2, 2, 3, 1, 2},
+      {2, 2, 2, 6, 18, 1, 1, 2, 0, 2},
+      {2, 2, 2, 3, 17, 1, 1, 1, 2, 2},
+      // dense stride 1 with padding >= kernel: the col2im route for d_input
+      {2, 3, 4, 5, 6, 3, 3, 1, 2, 1},
       // large planes: one sample per GEMM (pointwise in place, and im2col)
       {2, 3, 4, 96, 96, 1, 1, 1, 0, 1},
       {2, 2, 3, 92, 92, 3, 3, 1, 1, 1},
@@ -331,12 +343,12 @@ TEST_CASE("conv2d rejects inconsistent shapes with a clear message") {
   auto conv = [&](const Shape& w, const Shape& b, Conv2dOptions o) {
     return ops::conv2d(x, Tensor::zeros(w), b.empty() ? Tensor() : Tensor::zeros(b), o);
   };
-  CHECK_THROWS_AS(conv({3, 3, 3, 3}, {}, {}), std::invalid_argument);        // C_in mismatch
-  CHECK_THROWS_AS(conv({3, 4, 3, 3}, {4}, {}), std::invalid_argument);       // bias size
-  CHECK_THROWS_AS(conv({3, 4, 3, 3}, {3, 1}, {}), std::invalid_argument);    // bias rank
+  CHECK_THROWS_AS(conv({3, 3, 3, 3}, {}, {}), std::invalid_argument);             // C_in mismatch
+  CHECK_THROWS_AS(conv({3, 4, 3, 3}, {4}, {}), std::invalid_argument);            // bias size
+  CHECK_THROWS_AS(conv({3, 4, 3, 3}, {3, 1}, {}), std::invalid_argument);         // bias rank
   CHECK_THROWS_AS(conv({3, 2, 3, 3}, {}, {.groups = 2}), std::invalid_argument);  // C_out % groups
   CHECK_THROWS_AS(conv({4, 1, 3, 3}, {}, {.groups = 3}), std::invalid_argument);  // C_in % groups
-  CHECK_THROWS_AS(conv({4, 4, 7, 7}, {}, {}), std::invalid_argument);        // kernel too big
+  CHECK_THROWS_AS(conv({4, 4, 7, 7}, {}, {}), std::invalid_argument);             // kernel too big
   CHECK_THROWS_AS(conv({4, 4, 3, 3}, {}, {.stride = 0}), std::invalid_argument);
   CHECK_THROWS_AS(conv({4, 4, 3, 3}, {}, {.padding = -1}), std::invalid_argument);
   CHECK_THROWS_AS(ops::conv2d(Tensor::zeros({4, 5, 5}), Tensor::zeros({4, 4, 3, 3})),
