@@ -3,7 +3,7 @@
 # As root it runs apt-get; otherwise through sudo when available; otherwise it
 # prints the command to run and fails.
 set -eu
-packages="g++ meson ninja-build pkg-config libopenblas-dev zlib1g-dev libstb-dev doctest-dev dataset-fashion-mnist"
+packages="g++ meson ninja-build pkg-config libopenblas-dev zlib1g-dev libstb-dev doctest-dev libyaml-cpp-dev dataset-fashion-mnist"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,0 +1,57 @@
+// One pruning step (DESIGN.md, "Selection", "Report"), the same for every
+// pruner: prepare the statistic, score, select the weights to remove so that
+// the target sparsity is met exactly, let the pruner update and zero them,
+// then mark them in the masks and re-zero every masked weight. Masks only
+// ever lose ones: pruned weights stay pruned.
+//
+// A gradual schedule or a one-shot prune split into k steps is a sequence of
+// prune_step calls with rising targets (and fresh gradients in between).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pruning/fisher_gradients.h"
+#include "pruning/prunable_set.h"
+#include "pruning/pruner.h"
+#include "pruning/selection.h"
+
+namespace spruce::pruning {
+
+struct PruneStepOptions {
+  double sparsity = 0.5;  // target fraction of pruned weights, in [0, 1]
+  Selection selection = Selection::Global;
+  FisherOptions fisher;
+};
+
+struct LayerReport {
+  std::string name;
+  int64_t size = 0;
+  int64_t pruned_before = 0;
+  int64_t pruned_after = 0;
+  double sparsity = 0.0;        // pruned_after / size
+  double predicted_loss = 0.0;  // LossPrediction::predicted of this layer
+  double quadratic_loss = 0.0;  // LossPrediction::quadratic of this layer
+};
+
+struct PruneReport {
+  std::string pruner;
+  std::vector<LayerReport> layers;
+  int64_t size = 0;
+  int64_t pruned_before = 0;
+  int64_t pruned_after = 0;
+  double sparsity = 0.0;
+  double predicted_loss = 0.0;  // sums over layers (NaN for magnitude)
+  double quadratic_loss = 0.0;
+  double inverse_seconds = 0.0;  // prepare(): the block inverse, the Fisher diagonal, ...
+  double update_seconds = 0.0;   // the pruner's weight update
+  double total_seconds = 0.0;
+};
+
+/// Prunes `set` to options.sparsity with `pruner`. grads: [m, d], required
+/// when pruner.needs_fisher(); it must stay alive for the call.
+PruneReport prune_step(Pruner& pruner, PrunableSet& set, const GradientBank* grads,
+                       const PruneStepOptions& options);
+
+}  // namespace spruce::pruning

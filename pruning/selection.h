@@ -1,0 +1,33 @@
+// Which weights to prune next (DESIGN.md, "Selection"): the ones with the
+// smallest statistic ρ among those still unpruned, until a target sparsity is
+// reached, counting weights pruned before.
+//
+//   Global    one threshold over all d weights: round(s·d) pruned in total,
+//             layer sparsities come out of ρ.
+//   PerLayer  each layer l on its own: round(s·d_l) pruned in layer l.
+//
+// Ties in ρ are broken by flat index (lower index pruned first), so the
+// choice is deterministic. Pruned weights stay pruned: if a layer (or the
+// whole set) is already past the target, nothing more is pruned there.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "pruning/prunable_set.h"
+
+namespace spruce::pruning {
+
+enum class Selection { Global, PerLayer };
+
+/// round(sparsity · n), half away from zero. sparsity in [0, 1].
+int64_t target_count(double sparsity, int64_t n);
+
+/// Flat indices to prune now, ascending. scores: [d] (entries of pruned
+/// weights are ignored). Throws std::invalid_argument on a sparsity outside
+/// [0, 1], a size mismatch, or a NaN score of an unpruned weight.
+std::vector<int64_t> select_to_prune(const PrunableSet& set, std::span<const double> scores,
+                                     double sparsity, Selection mode);
+
+}  // namespace spruce::pruning

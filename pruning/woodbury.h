@@ -1,0 +1,102 @@
+// Block-diagonal inverse of the damped empirical Fisher (DESIGN.md,
+// "Woodbury recursion", "Fast and equal forms", "Blocks"). For every block b,
+//
+//   F_b = λI + (1/m) Σ_i g_{i,b} g_{i,b}ᵀ          (n × n, n <= c)
+//
+// with G = [g_1 … g_m] restricted to the block (n × m). The definition is the
+// rank-1 Woodbury recursion F_0⁻¹ = λ⁻¹I, u = F⁻¹g_i,
+// F⁻¹ ← F⁻¹ − uuᵀ/(m + g_iᵀu) (woodbury_rank1_inverse, the reference). The
+// library computes the same matrix with BLAS-3 work in double precision (λ is
+// tiny next to GGᵀ/m: float32 would lose it), by one of:
+//
+//   Direct     F = λI + GGᵀ/m by syrk, inverse by Cholesky.     ~ n²m/2 + n³/2
+//   Recursion  k gradients at a time (G_k: n×k),                 ~ 3n²m/2
+//              F⁻¹ ← F⁻¹ − F⁻¹G_k (mI_k + G_kᵀF⁻¹G_k)⁻¹ G_kᵀF⁻¹
+//   Gram       F⁻¹ = λ⁻¹(I − G(mλI_m + GᵀG)⁻¹Gᵀ) = λ⁻¹(I − BBᵀ),  ~ m²n + m³/6
+//              B = G L⁻ᵀ with LLᵀ = mλI_m + GᵀG (n × m).
+//
+// Direct and Recursion blocks are stored dense, as float [n, n]. Gram blocks
+// are stored as their factor B (double [n, m]): when m < n that is the same
+// inverse in less memory (n·m instead of n²) and it is never expanded, which
+// makes large blocks with few gradients (c = 1000, m = 100) an order of
+// magnitude cheaper. Memory stays O(min(c, m)·d). Auto picks Gram when
+// 2m <= n (cheaper and smaller), else Direct. Consumers go through the
+// representation-neutral accessors below (diagonal, gather, multiply).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "pruning/blocks.h"
+#include "pruning/fisher_gradients.h"
+
+namespace spruce::pruning {
+
+enum class InverseMethod { Auto, Direct, Gram, Recursion };
+
+struct InverseOptions {
+  double damp = 1e-5;  // λ > 0
+  InverseMethod method = InverseMethod::Auto;
+  int64_t chunk = 32;  // k, gradients per Recursion step (>= 1)
+};
+
+/// F_b⁻¹ for a partition of w into blocks, each dense or factored.
+class BlockInverse {
+ public:
+  BlockInverse() = default;
+
+  const std::vector<Block>& blocks() const { return blocks_; }
+  int64_t num_blocks() const { return static_cast<int64_t>(blocks_.size()); }
+  /// d, the number of weights covered.
+  int64_t dim() const { return blocks_.empty() ? 0 : blocks_.back().end; }
+  double damp() const { return damp_; }
+  /// Whether block b is kept as its Woodbury factor B (else dense).
+  bool factored(int64_t b) const { return factored_[static_cast<size_t>(b)] != 0; }
+  /// [F⁻¹]_qq for every flat index q. [d]
+  const std::vector<float>& diagonal() const { return diag_; }
+
+  /// [F_b⁻¹]_{QQ} for local indices idx (0 <= idx < n_b), in double. out: [q, q]
+  void gather(int64_t b, std::span<const int64_t> idx, double* out) const;
+  /// Solves [F_b⁻¹]_{QQ} y = rhs for local indices idx, in place, in double
+  /// (Cholesky; for a factored block with q > m, the m×m Woodbury form
+  /// λ(I + B_Q(I − B_QᵀB_Q)⁻¹B_Qᵀ)). rhs: [q]. Throws spruce::Error if the
+  /// system is not numerically positive definite.
+  void solve(int64_t b, std::span<const int64_t> idx, double* rhs) const;
+  /// out = F_b⁻¹[:, idx] · y, in double. y: [q], out: [n_b]
+  void multiply(int64_t b, std::span<const int64_t> idx, const double* y, double* out) const;
+  /// The whole F_b⁻¹, expanded (tests, inspection). [n_b, n_b] row-major
+  std::vector<float> dense(int64_t b) const;
+  /// Bytes held by the inverses (dense blocks, factors and the diagonal).
+  int64_t memory_bytes() const;
+
+ private:
+  friend BlockInverse block_fisher_inverse(const GradientBank&, std::vector<Block>,
+                                           const InverseOptions&, std::span<const float>);
+  std::vector<Block> blocks_;
+  double damp_ = 0.0;
+  int64_t rank_ = 0;               // m, the columns of every factor
+  std::vector<uint8_t> factored_;  // per block
+  std::vector<int64_t> offset_;    // per block: start in dense_ or factor_
+  std::vector<float> dense_;       // dense blocks, row-major [n, n] each
+  std::vector<double> factor_;     // factored blocks, B row-major [n, m] each
+  std::vector<float> diag_;        // [d]
+};
+
+/// F_b⁻¹ for every block, from the bank's m gradients (m = grads.rows()).
+/// Blocks must tile [0, d) in order. mask: empty, or [d] with 0 for pruned
+/// weights, whose gradient entries are taken as zero (they then decouple:
+/// row and column q of F⁻¹ become e_q/λ). Throws std::invalid_argument on bad
+/// options or sizes, spruce::Error when a block is not positive definite.
+BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> blocks,
+                                  const InverseOptions& options, std::span<const float> mask = {});
+
+/// The method Auto uses for a block of n weights and m gradients.
+InverseMethod cheapest_method(int64_t m, int64_t n);
+
+/// The definition, kept as the reference: the plain rank-1 Woodbury
+/// recursion in double. gt: [m, n] with row stride ld. Returns F⁻¹ [n, n].
+std::vector<double> woodbury_rank1_inverse(const float* gt, int64_t m, int64_t n, int64_t ld,
+                                           double damp);
+
+}  // namespace spruce::pruning

@@ -1,0 +1,57 @@
+// Pruning a model from the tools: the shared flags for Fisher sampling and
+// pruning methods, Fisher-gradient collection on a data set with a progress
+// bar, and one-shot pruning in one or k steps. Used by spruce-prune,
+// spruce-compare and the gradual schedule of spruce-train.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "data/transforms.h"
+#include "layers/module.h"
+#include "pruning/fisher_gradients.h"
+#include "pruning/prunable_set.h"
+#include "pruning/prune_step.h"
+#include "pruning/pruner_registry.h"
+#include "tools/common/args.h"
+
+namespace spruce::cli {
+
+/// How Fisher gradients are sampled and the Fisher is damped/blocked.
+struct FisherSettings {
+  int64_t samples = 400;    // m: gradients
+  int64_t batch = 1;        // b: samples averaged into each gradient
+  double damp = 1e-5;       // λ
+  int64_t block_size = 100; // c
+  int64_t seed = 0;
+};
+
+/// Declares --fisher-samples, --fisher-batch, --damp, --block-size (and --fisher-seed when with_seed).
+void add_fisher_flags(Args& args, FisherSettings& settings, bool with_seed = true);
+
+/// Collects settings.samples gradients of `set`'s weights on fresh training
+/// samples drawn with `seed`, with a progress bar; returns the [m, d] bank.
+pruning::GradientBank collect_gradients(Module& model, const pruning::PrunableSet& set,
+                                        std::shared_ptr<const data::Dataset> train,
+                                        const data::TransformList& transforms, const FisherSettings& settings,
+                                        uint64_t seed, bool progress = true);
+
+/// One-shot pruning to `sparsity` in `steps` equal steps (steps > 1 re-collects
+/// the gradients at the current weights before each step). Returns one
+/// report per step; collection time is added to each report's total.
+struct StepResult {
+  pruning::PruneReport report;
+  double collect_seconds = 0;
+};
+std::vector<StepResult> prune_one_shot(Module& model, pruning::PrunableSet& set, const pruning::PruningMethod& method,
+                                       double sparsity, int64_t steps, std::shared_ptr<const data::Dataset> train,
+                                       const data::TransformList& transforms, const FisherSettings& fisher,
+                                       bool progress = true);
+
+/// Prints a per-layer table of a pruning step.
+void print_prune_report(const pruning::PruneReport& report);
+
+}  // namespace spruce::cli

@@ -1,0 +1,225 @@
+// spruce-compare: one trained checkpoint, pruning methods x sparsities x
+// seeds, one-shot (no fine-tuning). Prints a table of test top-1 (mean and
+// spread over seeds), a table of measured vs predicted loss increase, and
+// writes results.csv, results.json and accuracy.svg (top-1 against sparsity,
+// one line per method, the dense model dashed).
+//
+// For each seed the Fisher gradients are collected once at the dense weights
+// and shared by every method and sparsity (with --steps > 1 each run
+// re-collects at its current weights, as spruce-prune does).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "core/error.h"
+#include "core/parallel.h"
+#include "models/registry.h"
+#include "pruning/model_pruning.h"
+#include "tools/common/args.h"
+#include "tools/common/datasets.h"
+#include "tools/common/evaluate.h"
+#include "tools/common/json.h"
+#include "tools/common/model_io.h"
+#include "tools/common/pruning_run.h"
+#include "tools/common/report.h"
+#include "tools/common/svg_plot.h"
+
+using namespace spruce;
+namespace fs = std::filesystem;
+
+namespace {
+struct Row {
+  std::string method;
+  int64_t seed = 0;
+  double target = 0, sparsity = 0, top1 = 0, loss = 0, predicted = 0, collect_s = 0, inverse_s = 0, total_s = 0;
+};
+
+double mean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? NAN : s / static_cast<double>(v.size());
+}
+
+double stddev(const std::vector<double>& v) {
+  if (v.size() < 2) return 0;
+  const double m = mean(v);
+  double s = 0;
+  for (double x : v) s += (x - m) * (x - m);
+  return std::sqrt(s / static_cast<double>(v.size() - 1));
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  return cli::run_tool("spruce-compare", [&] {
+    std::string model_path, out = "runs/compare", data = "fashion-mnist", data_dir;
+    std::vector<std::string> methods{"magnitude", "magnitude-layer", "diagfisher", "woodfisher", "woodfisher-layer"};
+    std::vector<double> sparsities{0.5, 0.6, 0.7, 0.8, 0.9, 0.95};
+    std::vector<std::string> seeds_text{"0"};
+    std::vector<std::string> patterns;
+    int64_t steps = 1, threads = default_num_threads(), eval_limit = 0;
+    bool all_layers = false;
+    cli::FisherSettings fisher;
+    cli::Args args("spruce-compare --model CKPT",
+                   "Compares pruning methods one-shot on a trained checkpoint: methods x sparsities x seeds.\n"
+                   "Methods: magnitude|diagfisher|woodfisher, optionally -layer (per-layer selection) and, for\n"
+                   "woodfisher, -summed or -noupdate. Writes results.csv, results.json and accuracy.svg to --out.");
+    args.add_string("model", &model_path, "trained checkpoint");
+    args.add_string_list("methods", &methods, "pruning methods to compare");
+    args.add_double_list("sparsities", &sparsities, "target sparsities", 0, 1, true);
+    args.add_string_list("seeds", &seeds_text, "Fisher sample seeds (one run of every method per seed)");
+    args.add_int("steps", &steps, "prune in k steps, recomputing the Fisher in between", 1, 1000);
+    args.add_string_list("patterns", &patterns, "glob patterns of prunable weights (default: the model's)");
+    args.add_flag("all-layers", &all_layers, "prune every conv and linear weight");
+    cli::add_fisher_flags(args, fisher, false);
+    args.add_choice("data", &data, cli::dataset_names(), "data set (Fisher samples from train, evaluation on test)");
+    args.add_string("data-dir", &data_dir, "data set directory (default: the data set's standard place)");
+    args.add_int("eval-limit", &eval_limit, "evaluate on the first N test samples only (0 = all)", 0);
+    args.add_string("out", &out, "directory for results.csv, results.json and accuracy.svg");
+    args.add_int("threads", &threads, "threads for BLAS and our loops", 1, 256);
+    if (!args.parse(argc, argv)) return 0;
+    if (model_path.empty()) throw UsageError("--model is required (a trained checkpoint)");
+    if (!fs::exists(model_path)) throw IoError(model_path + ": no such file");
+    std::vector<pruning::PruningMethod> parsed;
+    for (const auto& m : methods) parsed.push_back(pruning::parse_method(m));
+    std::vector<int64_t> seeds;
+    for (const auto& s : seeds_text) {
+      try {
+        size_t used = 0;
+        seeds.push_back(std::stoll(s, &used));
+        if (used != s.size() || seeds.back() < 0) throw std::invalid_argument(s);
+      } catch (const std::exception&) {
+        throw UsageError("--seeds: expected non-negative integers, got '" + s + "'");
+      }
+    }
+    std::sort(sparsities.begin(), sparsities.end());
+    set_num_threads(static_cast<int>(threads));
+    std::error_code ec;
+    fs::create_directories(out, ec);
+    if (ec) throw IoError(out + ": cannot create the output directory: " + ec.message());
+
+    cli::LoadedModel loaded = cli::load_model(model_path, {});
+    Module& model = *loaded.module;
+    auto train = cli::load_dataset(data, data_dir, true);
+    auto test = cli::load_dataset(data, data_dir, false);
+    cli::check_model_fits_data(loaded.spec, *train, model_path);
+    const auto tf = cli::eval_transforms(data, train->image_shape().channels);
+    if (all_layers) patterns = {"*"};
+    else if (patterns.empty()) patterns = models::default_prunable_patterns(loaded.spec.name);
+    pruning::PrunableSet set = pruning::attach_masks(model, patterns);
+    NamedTensors snapshot;
+    for (const auto& [k, v] : model.state_dict()) snapshot.emplace_back(k, v.clone());
+
+    std::printf("model   %s  %s, %lld prunable weights in %lld layers\n", model_path.c_str(),
+                loaded.spec.describe().c_str(), static_cast<long long>(set.numel()), static_cast<long long>(set.size()));
+    std::printf("fisher  m=%lld b=%lld damp=%g block=%lld, %lld step(s); %zu method(s) x %zu sparsities x %zu seed(s)\n",
+                static_cast<long long>(fisher.samples), static_cast<long long>(fisher.batch), fisher.damp,
+                static_cast<long long>(fisher.block_size), static_cast<long long>(steps), parsed.size(),
+                sparsities.size(), seeds.size());
+    std::fflush(stdout);
+    const auto dense = cli::evaluate(model, test, tf, 256, eval_limit);
+    std::printf("dense   test loss %.4f  top-1 %.2f%%\n\n", dense.loss, 100 * dense.accuracy);
+    std::printf("%-24s %5s %9s %8s %10s %10s %8s\n", "method", "seed", "sparsity", "top-1", "dL meas.", "dL pred.", "time");
+    std::fflush(stdout);
+
+    const bool any_fisher = std::any_of(parsed.begin(), parsed.end(), [](const auto& m) { return m.pruner != "magnitude"; });
+    std::vector<Row> rows;
+    for (int64_t seed : seeds) {
+      pruning::GradientBank bank(set.numel());
+      double collect_s = 0;
+      cli::FisherSettings f = fisher;
+      f.seed = seed;
+      if (any_fisher && steps == 1) {
+        model.load_state_dict(snapshot);
+        const auto t0 = std::chrono::steady_clock::now();
+        bank = cli::collect_gradients(model, set, train, tf, f, static_cast<uint64_t>(seed) * 1000003ULL + 1);
+        collect_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      }
+      for (const auto& method : parsed) {
+        auto pruner = pruning::make_pruner(method);
+        for (double s : sparsities) {
+          model.load_state_dict(snapshot);
+          Row row{method.name(), seed, s};
+          if (steps == 1) {
+            pruning::PruneStepOptions o;
+            o.sparsity = s;
+            o.selection = method.selection;
+            o.fisher.damp = fisher.damp;
+            o.fisher.block_size = fisher.block_size;
+            const auto rep = pruning::prune_step(*pruner, set, pruner->needs_fisher() ? &bank : nullptr, o);
+            row.sparsity = rep.sparsity;
+            row.predicted = rep.predicted_loss;
+            row.collect_s = pruner->needs_fisher() ? collect_s : 0;
+            row.inverse_s = rep.inverse_seconds;
+            row.total_s = rep.total_seconds + row.collect_s;
+          } else {
+            const auto res = cli::prune_one_shot(model, set, method, s, steps, train, tf, f, false);
+            row.sparsity = res.back().report.sparsity;
+            for (const auto& r : res) {
+              row.predicted += r.report.predicted_loss;
+              row.collect_s += r.collect_seconds;
+              row.inverse_s += r.report.inverse_seconds;
+              row.total_s += r.report.total_seconds;
+            }
+          }
+          const auto ev = cli::evaluate(model, test, tf, 256, eval_limit);
+          row.top1 = ev.accuracy;
+          row.loss = ev.loss;
+          std::printf("%-24s %5lld %8.2f%% %7.2f%% %10.4f %10.4f %7.1fs\n", row.method.c_str(),
+                      static_cast<long long>(seed), 100 * row.sparsity, 100 * row.top1, row.loss - dense.loss,
+                      row.predicted, row.total_s);
+          std::fflush(stdout);
+          rows.push_back(row);
+        }
+      }
+    }
+
+    // Summary: mean top-1 over seeds (± sample std when there are several seeds).
+    std::printf("\ntest top-1 after one-shot pruning (dense %.2f%%)%s\n%-24s", 100 * dense.accuracy,
+                seeds.size() > 1 ? ", mean ± std over seeds" : "", "method");
+    for (double s : sparsities) std::printf(" %13.0f%%", 100 * s);
+    std::printf("\n");
+    cli::Plot plot{"One-shot pruning of " + loaded.spec.name + " on " + data, "sparsity", "test top-1 (%)", {}, {}};
+    plot.references.push_back({"dense", 100 * dense.accuracy});
+    cli::Json j;
+    j.begin_object().field("model", model_path).field("dense_top1", dense.accuracy).field("dense_loss", dense.loss);
+    j.field("fisher_samples", fisher.samples).field("fisher_batch", fisher.batch).field("damp", fisher.damp);
+    j.field("block_size", fisher.block_size).field("steps", steps).key("results").begin_array();
+    for (const auto& method : parsed) {
+      std::printf("%-24s", method.name().c_str());
+      cli::PlotSeries series{method.name(), {}, {}};
+      for (double s : sparsities) {
+        std::vector<double> acc;
+        for (const auto& r : rows)
+          if (r.method == method.name() && r.target == s) acc.push_back(100 * r.top1);
+        if (seeds.size() > 1) std::printf("  %6.2f ± %4.2f", mean(acc), stddev(acc));
+        else std::printf(" %13.2f%%", mean(acc));
+        series.x.push_back(100 * s);
+        series.y.push_back(mean(acc));
+      }
+      std::printf("\n");
+      plot.series.push_back(series);
+    }
+    std::string csv = "method,seed,target_sparsity,sparsity,top1,test_loss,loss_increase,predicted_loss_increase,"
+                      "collect_seconds,inverse_seconds,total_seconds\n";
+    for (const auto& r : rows) {
+      char line[512];
+      std::snprintf(line, sizeof line, "%s,%lld,%.4f,%.6f,%.6f,%.6f,%.6f,%.6g,%.3f,%.3f,%.3f\n", r.method.c_str(),
+                    static_cast<long long>(r.seed), r.target, r.sparsity, r.top1, r.loss, r.loss - dense.loss,
+                    r.predicted, r.collect_s, r.inverse_s, r.total_s);
+      csv += line;
+      j.begin_object().field("method", r.method).field("seed", r.seed).field("target_sparsity", r.target);
+      j.field("sparsity", r.sparsity).field("top1", r.top1).field("test_loss", r.loss);
+      j.field("loss_increase", r.loss - dense.loss).field("predicted_loss_increase", r.predicted);
+      j.field("collect_seconds", r.collect_s).field("inverse_seconds", r.inverse_s).field("total_seconds", r.total_s);
+      j.end_object();
+    }
+    j.end_array().end_object();
+    cli::write_text_file((fs::path(out) / "results.csv").string(), csv);
+    cli::write_text_file((fs::path(out) / "results.json").string(), j.str() + "\n");
+    cli::write_text_file((fs::path(out) / "accuracy.svg").string(), plot.to_svg());
+    std::printf("\nwrote %s/results.csv, results.json, accuracy.svg\n", out.c_str());
+    return 0;
+  });
+}
