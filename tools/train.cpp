@@ -1,7 +1,8 @@
 // spruce-train: trains a model from the registry on a data set, with a
 // progress bar, per-epoch logs (CSV and JSON lines), an atomic checkpoint
 // after every epoch (and every --checkpoint-every steps), exact --resume, and
-// optionally a gradual pruning schedule (pruning/schedule.h).
+// optionally a gradual pruning schedule (pruning/schedule.h) with any pruner.
+// Every flag can also come from a YAML recipe (--recipe, tools/common/recipe.h).
 //
 // Resuming is bit-exact: the checkpoint holds the model (with masks), the
 // optimizer's velocities, the step counters and every setting; batches are a
@@ -18,7 +19,11 @@
 #include "core/ops/loss.h"
 #include "core/parallel.h"
 #include "data/data_loader.h"
+#include "data/data_loader.h"
+#include "models/registry.h"
 #include "optim/schedule.h"
+#include "pruning/model_pruning.h"
+#include "pruning/schedule.h"
 #include "optim/sgd.h"
 #include "tools/common/args.h"
 #include "tools/common/datasets.h"
@@ -26,6 +31,8 @@
 #include "tools/common/json.h"
 #include "tools/common/model_io.h"
 #include "tools/common/progress.h"
+#include "tools/common/pruning_run.h"
+#include "tools/common/recipe.h"
 #include "tools/common/report.h"
 
 using namespace spruce;
@@ -41,6 +48,13 @@ struct Settings {
   int64_t epochs = 3, batch = 128, crop = 2, seed = 0, threads = default_num_threads();
   int64_t checkpoint_every = 0, max_steps = 0, train_limit = 0, eval_limit = 0, step_epochs = 0;
   bool nesterov = true, flip = true, prefetch = true, overwrite = false;
+  // Gradual pruning (off when prune_method is empty).
+  std::string recipe, prune_method, prune_unit = "epoch";
+  int64_t prune_start = 0, prune_end = 0, prune_every = 1, prune_eval_limit = 2000;
+  double initial_sparsity = 0.0, final_sparsity = 0.9, finetune_lr = 0.0;
+  std::vector<std::string> patterns;
+  bool all_layers = false;
+  cli::FisherSettings fisher;
 };
 
 void declare(cli::Args& a, Settings& s) {
@@ -74,6 +88,21 @@ void declare(cli::Args& a, Settings& s) {
   a.add_int("max-steps", &s.max_steps, "stop each epoch after N steps (0 = full epochs; for quick tries)", 0);
   a.add_int("train-limit", &s.train_limit, "train on the first N samples only (0 = all)", 0);
   a.add_int("eval-limit", &s.eval_limit, "evaluate on the first N test samples only (0 = all)", 0);
+  a.add_string("recipe", &s.recipe, "YAML recipe of flag: value settings (flags given here override it)");
+  a.add_string("prune-method", &s.prune_method,
+               "gradual pruning with this method (magnitude|diagfisher|woodfisher[-layer][-summed|-noupdate]); "
+               "empty = dense training");
+  a.add_choice("prune-unit", &s.prune_unit, {"epoch", "step"}, "unit of --prune-start/--prune-end/--prune-every");
+  a.add_int("prune-start", &s.prune_start, "first pruning step (t_0; epoch index from 0, or global step)", 0);
+  a.add_int("prune-end", &s.prune_end, "last pruning step, where --final-sparsity is reached exactly", 0);
+  a.add_int("prune-every", &s.prune_every, "pruning frequency (delta t)", 1);
+  a.add_double("initial-sparsity", &s.initial_sparsity, "target at the first pruning step (s_i)", 0, 1, false, true);
+  a.add_double("final-sparsity", &s.final_sparsity, "target at the last pruning step (s_f)", 0, 1, false, true);
+  a.add_string_list("patterns", &s.patterns, "glob patterns of prunable weights (default: the model's)");
+  a.add_flag("all-layers", &s.all_layers, "prune every conv and linear weight");
+  cli::add_fisher_flags(a, s.fisher, false);
+  a.add_int("prune-eval-limit", &s.prune_eval_limit, "test samples evaluated before/after each pruning step (0 = all)", 0);
+  a.add_double("finetune-lr", &s.finetune_lr, "after the last pruning step, cosine-decay from this LR (0 = keep the schedule)", 0);
 }
 
 /// Per-epoch running sums, saved in mid-epoch checkpoints.
@@ -114,6 +143,10 @@ class Run {
   void write_logs() const;
   void train_epoch();
   void end_epoch();
+  void setup_pruning();
+  /// Prunes when time t (epoch or step, per --prune-unit) is a pruning step.
+  void maybe_prune(int64_t t);
+  double lr_at(int64_t step) const;
 
   const Settings& s_;
   cli::Args& args_;
@@ -126,9 +159,19 @@ class Run {
   std::unique_ptr<data::DataLoader> loader_;
   int64_t steps_per_epoch_ = 0, global_step_ = 0, epoch_ = 0, batch_in_epoch_ = 0;
   EpochStats stats_;
-  std::string csv_, jsonl_;
+  std::string csv_, jsonl_, prune_csv_;
   fs::path out_;
+  // Gradual pruning state; the masks themselves live in the model.
+  std::unique_ptr<pruning::Pruner> pruner_;
+  pruning::PruningMethod method_;
+  pruning::GradualSchedule prune_schedule_;
+  pruning::PrunableSet prunable_;
+  int64_t finetune_start_step_ = -1;
 };
+
+const char* kPruneCsvHeader =
+    "unit,t,epoch,step,target,sparsity,predicted_loss_increase,test_loss_before,test_loss_after,"
+    "test_acc_before,test_acc_after,collect_seconds,inverse_seconds\n";
 
 void Run::setup_model_and_data() {
   train_set_ = cli::load_dataset(s_.data, s_.data_dir, true);
@@ -154,6 +197,8 @@ void Run::setup_model_and_data() {
     model_->load_state_dict(init.module->state_dict());
   }
 
+  setup_pruning();
+
   data::DataLoaderOptions lo;
   lo.batch_size = s_.batch;
   lo.shuffle = true;
@@ -173,6 +218,14 @@ void Run::setup_model_and_data() {
   if (so.nesterov && so.momentum <= 0) throw UsageError("--nesterov needs --momentum > 0");
   opt_ = std::make_unique<optim::Sgd>(model_->named_parameters(), so);
   // Masked weights stay exactly zero, and so does their momentum.
+  if (pruner_) {
+    const int64_t horizon = s_.prune_unit == "epoch" ? s_.epochs : steps_per_epoch_ * s_.epochs;
+    if (s_.prune_end >= horizon)
+      throw UsageError("--prune-end " + std::to_string(s_.prune_end) + " must be before the end of training (" +
+                       std::to_string(horizon) + " " + s_.prune_unit + "s)");
+    if (s_.finetune_lr > 0)
+      finetune_start_step_ = s_.prune_unit == "epoch" ? s_.prune_end * steps_per_epoch_ : s_.prune_end;
+  }
   opt_->add_post_step_hook([this](optim::Sgd& opt) {
     model_->apply_masks();
     for (const auto& [name, mask] : model_->named_masks()) {
@@ -200,7 +253,7 @@ void Run::save_checkpoint(const std::string& name) const {
   io::Checkpoint ck;
   ck.set_meta("kind", "spruce-train");
   for (const auto& [k, v] : args_.values())
-    if (k != "resume" && k != "overwrite") ck.set_meta("args." + k, v);
+    if (k != "resume" && k != "overwrite" && k != "recipe") ck.set_meta("args." + k, v);
   ck.set_meta("train.epoch", std::to_string(epoch_));
   ck.set_meta("train.batch", std::to_string(batch_in_epoch_));
   ck.set_meta("train.global_step", std::to_string(global_step_));
@@ -211,6 +264,7 @@ void Run::save_checkpoint(const std::string& name) const {
   ck.set_meta("train.seconds", exact(stats_.seconds));
   ck.set_meta("log.csv", csv_);
   ck.set_meta("log.jsonl", jsonl_);
+  ck.set_meta("log.prune_csv", prune_csv_);
   cli::put_model(ck, spec_, *model_);
   for (const auto& [pname, v] : opt_->state()) ck.set_tensor("optim/" + pname, v);
   io::save_checkpoint((out_ / name).string(), ck);
@@ -231,12 +285,14 @@ void Run::restore(const io::Checkpoint& ck) {
   stats_.seconds = parse_exact(ck, "train.seconds");
   csv_ = ck.meta_value("log.csv");
   jsonl_ = ck.meta_value("log.jsonl");
+  prune_csv_ = ck.meta_value("log.prune_csv");
   loader_->seek(epoch_, batch_in_epoch_);
 }
 
 void Run::write_logs() const {
   cli::write_text_file((out_ / "log.csv").string(), csv_);
   cli::write_text_file((out_ / "log.jsonl").string(), jsonl_);
+  if (pruner_) cli::write_text_file((out_ / "pruning.csv").string(), prune_csv_);
 }
 
 void Run::train_epoch() {
@@ -244,11 +300,13 @@ void Run::train_epoch() {
                        "img/s", s_.batch);
   const auto start = std::chrono::steady_clock::now();
   const double seconds_before = stats_.seconds;
+  if (batch_in_epoch_ == 0 && s_.prune_unit == "epoch") maybe_prune(epoch_);
   model_->train();
   while (batch_in_epoch_ < steps_per_epoch_) {
+    if (s_.prune_unit == "step") maybe_prune(global_step_);
     auto batch = loader_->next();
     if (!batch) break;
-    opt_->set_lr(schedule_->lr_at(global_step_));
+    opt_->set_lr(lr_at(global_step_));
     Tensor logits = (*model_)(batch->images);
     Tensor loss = ops::cross_entropy(logits, batch->labels);
     const float l = loss.item();
@@ -311,6 +369,77 @@ void Run::end_epoch() {
   write_logs();
 }
 
+void Run::setup_pruning() {
+  if (s_.prune_method.empty()) return;
+  method_ = pruning::parse_method(s_.prune_method);
+  prune_schedule_ = {s_.prune_start, s_.prune_end, s_.prune_every, s_.initial_sparsity, s_.final_sparsity};
+  prune_schedule_.validate();
+  std::vector<std::string> patterns = s_.patterns;
+  if (s_.all_layers) patterns = {"*"};
+  else if (patterns.empty()) patterns = models::default_prunable_patterns(spec_.name);
+  prunable_ = pruning::attach_masks(*model_, patterns);
+  pruner_ = pruning::make_pruner(method_);
+}
+
+double Run::lr_at(int64_t step) const {
+  if (finetune_start_step_ < 0 || step < finetune_start_step_) return schedule_->lr_at(step);
+  const double total = static_cast<double>(steps_per_epoch_ * s_.epochs - finetune_start_step_);
+  const double progress = static_cast<double>(step - finetune_start_step_) / std::max(1.0, total);
+  return 0.5 * s_.finetune_lr * (1 + std::cos(M_PI * progress));
+}
+
+void Run::maybe_prune(int64_t t) {
+  if (!pruner_ || !prune_schedule_.is_step(t)) return;
+  const double target = prune_schedule_.target(t);
+  const auto tf = cli::eval_transforms(s_.data, spec_.config.in_channels);
+  const auto before = cli::evaluate(*model_, test_set_, tf, 256, s_.prune_eval_limit);
+  pruning::GradientBank bank(prunable_.numel());
+  double collect_s = 0;
+  if (pruner_->needs_fisher()) {
+    const auto t0 = std::chrono::steady_clock::now();
+    // Fresh samples at every step, a pure function of (seed, t): resumed runs draw the same.
+    bank = cli::collect_gradients(*model_, prunable_, train_view_, tf, s_.fisher,
+                                  data::derive_seed(static_cast<uint64_t>(s_.seed), {0x9f15, static_cast<uint64_t>(t)}));
+    collect_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  pruning::PruneStepOptions o;
+  o.sparsity = target;
+  o.selection = method_.selection;
+  o.fisher.damp = s_.fisher.damp;
+  o.fisher.block_size = s_.fisher.block_size;
+  const auto report = pruning::prune_step(*pruner_, prunable_, pruner_->needs_fisher() ? &bank : nullptr, o);
+  // Pruned weights are zero now; their momentum must be too.
+  for (const auto& [name, mask] : model_->named_masks()) {
+    Tensor v = opt_->velocity(name);
+    if (!v.defined()) continue;
+    for (int64_t i = 0; i < v.numel(); ++i) v.data()[i] *= mask.data()[i];
+  }
+  const auto after = cli::evaluate(*model_, test_set_, tf, 256, s_.prune_eval_limit);
+  std::printf("prune %s %lld: %s to %.2f%% (target %.2f%%), predicted dL %.4f, test loss %.4f -> %.4f, "
+              "top-1 %.2f%% -> %.2f%%, %.1fs\n",
+              s_.prune_unit.c_str(), static_cast<long long>(t), method_.name().c_str(), 100 * report.sparsity,
+              100 * target, report.predicted_loss, before.loss, after.loss, 100 * before.accuracy,
+              100 * after.accuracy, report.total_seconds + collect_s);
+  std::fflush(stdout);
+  char row[512];
+  std::snprintf(row, sizeof row, "%s,%lld,%lld,%lld,%.6f,%.6f,%.6g,%.6f,%.6f,%.6f,%.6f,%.3f,%.3f\n",
+                s_.prune_unit.c_str(), static_cast<long long>(t), static_cast<long long>(epoch_),
+                static_cast<long long>(global_step_), target, report.sparsity, report.predicted_loss, before.loss,
+                after.loss, before.accuracy, after.accuracy, collect_s, report.inverse_seconds);
+  prune_csv_ += row;
+  cli::Json j;
+  j.begin_object().field("event", "prune").field("unit", s_.prune_unit).field("t", t).field("epoch", epoch_);
+  j.field("step", global_step_).field("method", method_.name()).field("target", target);
+  j.field("sparsity", report.sparsity).field("predicted_loss_increase", report.predicted_loss);
+  j.field("test_loss_before", before.loss).field("test_loss_after", after.loss);
+  j.field("test_acc_before", before.accuracy).field("test_acc_after", after.accuracy);
+  j.field("collect_seconds", collect_s).field("inverse_seconds", report.inverse_seconds);
+  j.key("layers").begin_object();
+  for (const auto& l : report.layers) j.field(l.name, l.sparsity);
+  j.end_object().end_object();
+  jsonl_ += j.str() + "\n";
+}
+
 int Run::main() {
   set_num_threads(static_cast<int>(s_.threads));
   out_ = s_.out.empty() ? fs::path("runs") / (s_.model + "-" + s_.data) : fs::path(s_.out);
@@ -332,7 +461,7 @@ int Run::main() {
 
   setup_model_and_data();
   if (resume_ck) restore(*resume_ck);
-  else csv_ = kCsvHeader;
+  else csv_ = kCsvHeader, prune_csv_ = kPruneCsvHeader;
 
   std::printf("model  %s, %lld parameters\n", spec_.describe().c_str(), static_cast<long long>(model_->num_parameters()));
   std::printf("data   %s: %lld train / %lld test images of %s\n", s_.data.c_str(),
@@ -364,6 +493,7 @@ int main(int argc, char** argv) {
     cli::Args args("spruce-train", "Trains a model on a data set with SGD; checkpoints every epoch and resumes exactly.");
     declare(args, s);
     if (!args.parse(argc, argv)) return 0;
+    if (!s.recipe.empty()) args.apply_defaults(cli::read_recipe(s.recipe), s.recipe);
     if (!s.resume.empty()) {
       // A resumed run keeps every setting it was started with unless given again.
       fs::path p = s.resume;

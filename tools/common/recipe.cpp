@@ -32,7 +32,8 @@ std::vector<std::pair<std::string, std::string>> read_recipe(const std::string& 
       std::string joined;
       for (const auto& e : v) {
         if (!e.IsScalar()) throw FormatError(where + ": expected a list of values");
-        joined += (joined.empty() ? "" : ",") + e.as<std::string>();
+        if (!joined.empty()) joined += ',';
+        joined += e.as<std::string>();
       }
       settings.emplace_back(key, joined);
     } else if (v.IsNull()) {
