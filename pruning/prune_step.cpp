@@ -26,7 +26,7 @@ PruneReport prune_step(Pruner& pruner, PrunableSet& set, const GradientBank* gra
     report.layers.push_back({set.param(l).name, set.param(l).numel(), set.pruned_count(l)});
 
   const auto t_prepare = std::chrono::steady_clock::now();
-  pruner.prepare(set, grads, options.fisher);
+  if (!options.reuse_prepared) pruner.prepare(set, grads, options.fisher);
   report.inverse_seconds = seconds_since(t_prepare);
 
   const std::vector<double> rho = pruner.scores(set);

@@ -23,6 +23,10 @@ struct PruneStepOptions {
   double sparsity = 0.5;  // target fraction of pruned weights, in [0, 1]
   Selection selection = Selection::Global;
   FisherOptions fisher;
+  /// Skip pruner.prepare(): the caller prepared the pruner on the same
+  /// gradients and masks already (one-shot sweeps over several sparsities
+  /// from the same dense weights reuse one inverse).
+  bool reuse_prepared = false;
 };
 
 struct LayerReport {
