@@ -81,7 +81,6 @@ int main(int argc, char** argv) {
     args.add_int("threads", &threads, "threads for BLAS and our loops", 1, 256);
     if (!args.parse(argc, argv)) return 0;
     if (model_path.empty()) throw UsageError("--model is required (a trained checkpoint)");
-    if (!fs::exists(model_path)) throw IoError(model_path + ": no such file");
     std::vector<pruning::PruningMethod> parsed;
     for (const auto& m : methods) parsed.push_back(pruning::parse_method(m));
     std::vector<int64_t> seeds;
@@ -100,15 +99,13 @@ int main(int argc, char** argv) {
     fs::create_directories(out, ec);
     if (ec) throw IoError(out + ": cannot create the output directory: " + ec.message());
 
-    cli::LoadedModel loaded = cli::load_model(model_path, {});
+    cli::PruningSession session = cli::open_pruning_session(model_path, data, data_dir, patterns, all_layers);
+    const cli::LoadedModel& loaded = session.loaded;
     Module& model = *loaded.module;
-    auto train = cli::load_dataset(data, data_dir, true);
-    auto test = cli::load_dataset(data, data_dir, false);
-    cli::check_model_fits_data(loaded.spec, *train, model_path);
-    const auto tf = cli::eval_transforms(data, train->image_shape().channels);
-    if (all_layers) patterns = {"*"};
-    else if (patterns.empty()) patterns = models::default_prunable_patterns(loaded.spec.name);
-    pruning::PrunableSet set = pruning::attach_masks(model, patterns);
+    const auto& train = session.train;
+    const auto& test = session.test;
+    const auto& tf = session.transforms;
+    pruning::PrunableSet& set = session.set;
     NamedTensors snapshot;
     for (const auto& [k, v] : model.state_dict()) snapshot.emplace_back(k, v.clone());
 

@@ -52,19 +52,16 @@ int main(int argc, char** argv) {
     if (!args.parse(argc, argv)) return 0;
     if (model_path.empty()) throw UsageError("--model is required (a trained checkpoint)");
     if (out.empty()) throw UsageError("--out is required (where to write the pruned checkpoint)");
-    if (!std::filesystem::exists(model_path)) throw IoError(model_path + ": no such file");
     const auto method = pruning::parse_method(method_name);
     set_num_threads(static_cast<int>(threads));
 
-    cli::LoadedModel loaded = cli::load_model(model_path, {});
+    cli::PruningSession session = cli::open_pruning_session(model_path, data, data_dir, patterns, all_layers);
+    const cli::LoadedModel& loaded = session.loaded;
     Module& model = *loaded.module;
-    auto train = cli::load_dataset(data, data_dir, true);
-    auto test = cli::load_dataset(data, data_dir, false);
-    cli::check_model_fits_data(loaded.spec, *train, model_path);
-    const auto tf = cli::eval_transforms(data, train->image_shape().channels);
-    if (all_layers) patterns = {"*"};
-    else if (patterns.empty()) patterns = models::default_prunable_patterns(loaded.spec.name);
-    pruning::PrunableSet set = pruning::attach_masks(model, patterns);
+    const auto& train = session.train;
+    const auto& test = session.test;
+    const auto& tf = session.transforms;
+    pruning::PrunableSet& set = session.set;
 
     std::printf("model   %s  %s\n", model_path.c_str(), loaded.spec.describe().c_str());
     std::printf("prune   %s to %.2f%% of %lld weights in %zu layers, %lld step(s)", method.name().c_str(), 100 * sparsity,

@@ -374,10 +374,7 @@ void Run::setup_pruning() {
   method_ = pruning::parse_method(s_.prune_method);
   prune_schedule_ = {s_.prune_start, s_.prune_end, s_.prune_every, s_.initial_sparsity, s_.final_sparsity};
   prune_schedule_.validate();
-  std::vector<std::string> patterns = s_.patterns;
-  if (s_.all_layers) patterns = {"*"};
-  else if (patterns.empty()) patterns = models::default_prunable_patterns(spec_.name);
-  prunable_ = pruning::attach_masks(*model_, patterns);
+  prunable_ = pruning::attach_masks(*model_, cli::prunable_patterns(spec_.name, s_.patterns, s_.all_layers));
   pruner_ = pruning::make_pruner(method_);
 }
 

@@ -4,10 +4,15 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 
+#include "core/error.h"
 #include "data/data_loader.h"
+#include "models/registry.h"
 #include "pruning/model_pruning.h"
+#include "tools/common/datasets.h"
 #include "tools/common/progress.h"
+#include "tools/common/report.h"
 
 namespace spruce::cli {
 
@@ -17,6 +22,27 @@ void add_fisher_flags(Args& args, FisherSettings& s, bool with_seed) {
   args.add_double("damp", &s.damp, "lambda: Fisher damping", 0, 1e300, true);
   args.add_int("block-size", &s.block_size, "c: WoodFisher block size (>= a layer's size: exact per layer)", 1);
   if (with_seed) args.add_int("fisher-seed", &s.seed, "seed of the Fisher samples", 0);
+}
+
+std::vector<std::string> prunable_patterns(const std::string& model_name, const std::vector<std::string>& patterns,
+                                           bool all_layers) {
+  if (all_layers) return {"*"};
+  if (!patterns.empty()) return patterns;
+  return models::default_prunable_patterns(model_name);
+}
+
+PruningSession open_pruning_session(const std::string& model_path, const std::string& data,
+                                    const std::string& data_dir, const std::vector<std::string>& patterns,
+                                    bool all_layers) {
+  if (!std::filesystem::exists(model_path)) throw IoError(model_path + ": no such file");
+  PruningSession s;
+  s.loaded = load_model(model_path, {});
+  s.train = load_dataset(data, data_dir, true);
+  s.test = load_dataset(data, data_dir, false);
+  check_model_fits_data(s.loaded.spec, *s.train, model_path);
+  s.transforms = eval_transforms(data, s.train->image_shape().channels);
+  s.set = pruning::attach_masks(*s.loaded.module, prunable_patterns(s.loaded.spec.name, patterns, all_layers));
+  return s;
 }
 
 pruning::GradientBank collect_gradients(Module& model, const pruning::PrunableSet& set,

@@ -17,6 +17,7 @@
 #include "pruning/prune_step.h"
 #include "pruning/pruner_registry.h"
 #include "tools/common/args.h"
+#include "tools/common/model_io.h"
 
 namespace spruce::cli {
 
@@ -31,6 +32,23 @@ struct FisherSettings {
 
 /// Declares --fisher-samples, --fisher-batch, --damp, --block-size (and --fisher-seed when with_seed).
 void add_fisher_flags(Args& args, FisherSettings& settings, bool with_seed = true);
+
+/// The prunable-weight patterns chosen on the command line: every conv and
+/// linear weight with --all-layers, else --patterns, else the model's default.
+std::vector<std::string> prunable_patterns(const std::string& model_name, const std::vector<std::string>& patterns,
+                                           bool all_layers);
+
+/// A trained checkpoint ready to prune: the model with masks attached to its
+/// prunable weights, the data set's splits and its evaluation transforms.
+struct PruningSession {
+  LoadedModel loaded;
+  std::shared_ptr<data::InMemoryDataset> train, test;
+  data::TransformList transforms;
+  pruning::PrunableSet set;
+};
+PruningSession open_pruning_session(const std::string& model_path, const std::string& data,
+                                    const std::string& data_dir, const std::vector<std::string>& patterns,
+                                    bool all_layers);
 
 /// Collects settings.samples gradients of `set`'s weights on fresh training
 /// samples drawn with `seed`, with a progress bar; returns the [m, d] bank.
