@@ -4,6 +4,7 @@
 // masks) and prints what happened: per-layer sparsity, predicted loss
 // increase, measured test loss and top-1 before and after, and the time spent
 // collecting gradients and inverting the Fisher.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
@@ -87,7 +88,10 @@ int main(int argc, char** argv) {
     std::printf("\n%-8s %10s %8s\n", "", "test loss", "top-1");
     std::printf("%-8s %10.4f %7.2f%%\n", "before", before.loss, 100 * before.accuracy);
     std::printf("%-8s %10.4f %7.2f%%\n", "after", after.loss, 100 * after.accuracy);
-    std::printf("loss increase: measured %.4f, predicted %.4f (quadratic model)\n", after.loss - before.loss, predicted);
+    if (std::isnan(predicted))
+      std::printf("loss increase: measured %.4f (magnitude pruning predicts none)\n", after.loss - before.loss);
+    else
+      std::printf("loss increase: measured %.4f, predicted %.4f (quadratic model)\n", after.loss - before.loss, predicted);
     std::printf("time: %.1fs collecting gradients, %.1fs inverting, %.1fs in all\n", collect, inverse, total);
 
     io::Checkpoint ck;
