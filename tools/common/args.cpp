@@ -138,8 +138,8 @@ void Args::add_string_list(const std::string& name, std::vector<std::string>* ta
                            const std::string& help, std::vector<std::string> choices) {
   add({name, help, join(*target, ","), choices.empty() ? "A,B,..." : join(choices, "|") + ",...",
        [=](const std::string& v) {
+         // An empty value is an empty list (how a saved, unset list flag reads back).
          auto values = split(v, ',');
-         if (values.empty()) throw UsageError("--" + name + ": expected at least one value");
          for (const auto& item : values) {
            bool ok = choices.empty();
            for (const auto& c : choices) ok = ok || c == item;
