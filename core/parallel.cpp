@@ -1,10 +1,20 @@
 // A small persistent pool: n-1 workers plus the calling thread. A job is
-// split into exactly n static chunks; chunk 0 runs on the caller.
+// split into at most n static chunks; chunk 0 runs on the caller.
+//
+// A training step runs a few hundred short parallel regions (every conv,
+// batch norm and elementwise op), so a worker that has just finished a chunk
+// spins briefly for the next job before it blocks on a condition variable,
+// and the caller spins briefly for the workers before blocking: a futex
+// wake-up costs tens of microseconds, more on a busy machine. The spins are
+// short (kSpin) so that an idle pool costs nothing.
 #include "core/parallel.h"
 
 #include <cblas.h>
+#include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -15,6 +25,21 @@
 namespace spruce {
 namespace {
 
+constexpr auto kSpin = std::chrono::microseconds(50);
+
+/// Spins until pred() or kSpin has passed; returns pred().
+template <class Pred>
+bool spin_until(Pred pred) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpin;
+  while (true) {
+    for (int i = 0; i < 32; ++i) {
+      if (pred()) return true;
+      _mm_pause();
+    }
+    if (std::chrono::steady_clock::now() > deadline) return pred();
+  }
+}
+
 class Pool {
  public:
   ~Pool() { resize(1); }
@@ -24,26 +49,37 @@ class Pool {
   void resize(int n) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-      ++generation_;
+      stop_.store(true);
+      generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     for (auto& w : workers_) w.join();
     workers_.clear();
-    stop_ = false;
+    stop_.store(false);
     // New workers start at the current generation, so they wait for the next job.
-    const uint64_t start = generation_;
+    const uint64_t start = generation_.load();
     for (int i = 1; i < n; ++i) workers_.emplace_back([this, i, start] { loop(i, start); });
   }
 
   void run(int chunks, const std::function<void(int)>& task) {
+    // One job at a time: a second outside thread (say, a data-loader
+    // thread) that finds the pool busy runs its chunks itself, in order.
+    std::unique_lock<std::mutex> busy(run_mu_, std::try_to_lock);
+    if (!busy) {
+      for (int c = 0; c < chunks; ++c) task(c);
+      return;
+    }
+    task_.store(&task, std::memory_order_relaxed);
+    chunks_.store(chunks, std::memory_order_relaxed);
+    error_ = nullptr;
+    // Every worker acknowledges every job, even one it sits out, so none can
+    // lag behind into the next job with a stale view of this one.
+    pending_.store(size() - 1, std::memory_order_relaxed);
     {
+      // Under the lock, so a worker about to block sees either the new
+      // generation or the notification.
       std::lock_guard<std::mutex> lock(mu_);
-      task_ = &task;
-      chunks_ = chunks;
-      pending_ = chunks - 1;
-      error_ = nullptr;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     std::exception_ptr mine;
@@ -52,10 +88,11 @@ class Pool {
     } catch (...) {
       mine = std::current_exception();
     }
-    std::unique_lock<std::mutex> lock(mu_);
-    done_cv_.wait(lock, [this] { return pending_ == 0; });
-    task_ = nullptr;
-    chunks_ = 0;
+    auto done = [this] { return pending_.load(std::memory_order_acquire) == 0; };
+    if (!spin_until(done)) {
+      std::unique_lock<std::mutex> lock(mu_);
+      done_cv_.wait(lock, done);
+    }
     if (mine) std::rethrow_exception(mine);
     if (error_) std::rethrow_exception(error_);
   }
@@ -63,36 +100,40 @@ class Pool {
  private:
   void loop(int index, uint64_t seen) {
     while (true) {
-      const std::function<void(int)>* task = nullptr;
-      {
+      auto fresh = [&] { return generation_.load(std::memory_order_acquire) != seen; };
+      if (!spin_until(fresh)) {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
-        if (stop_) return;
-        seen = generation_;
-        if (index >= chunks_) continue;
-        task = task_;
+        cv_.wait(lock, [&] { return stop_.load() || fresh(); });
       }
-      std::exception_ptr err;
-      try {
-        (*task)(index);
-      } catch (...) {
-        err = std::current_exception();
+      if (stop_.load()) return;
+      seen = generation_.load(std::memory_order_acquire);
+      if (index < chunks_.load(std::memory_order_relaxed)) {
+        try {
+          (*task_.load(std::memory_order_relaxed))(index);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(mu_);
+          if (!error_) error_ = std::current_exception();
+        }
       }
-      std::lock_guard<std::mutex> lock(mu_);
-      if (err && !error_) error_ = err;
-      if (--pending_ == 0) done_cv_.notify_one();
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(mu_);
+        done_cv_.notify_one();
+      }
     }
   }
 
   std::vector<std::thread> workers_;
+  std::mutex run_mu_;  // held by the thread whose job the pool is running
   std::mutex mu_;
   std::condition_variable cv_, done_cv_;
-  const std::function<void(int)>* task_ = nullptr;
-  int chunks_ = 0;
-  int pending_ = 0;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
-  std::exception_ptr error_;
+  // Written by run() before the generation is bumped (release) and read by
+  // workers after they see it (acquire).
+  std::atomic<const std::function<void(int)>*> task_{nullptr};
+  std::atomic<int> chunks_{0};
+  std::exception_ptr error_;  // first worker exception; guarded by mu_
+  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> stop_{false};
 };
 
 Pool& pool() {
@@ -120,7 +161,7 @@ int default_num_threads() {
 void set_num_threads(int n) {
   n = std::max(1, n);
   g_threads = n;
-  openblas_set_num_threads(n);
+  openblas_set_num_threads(1);
   if (pool().size() != n) pool().resize(n);
 }
 
@@ -128,6 +169,16 @@ int num_threads() {
   ensure_init();
   return g_threads;
 }
+
+bool in_parallel_region() { return t_inside_parallel; }
+
+void ensure_single_threaded_blas() {
+  if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+}
+
+BlasThreadsGuard::BlasThreadsGuard() { openblas_set_num_threads(num_threads()); }
+
+BlasThreadsGuard::~BlasThreadsGuard() { openblas_set_num_threads(1); }
 
 void parallel_for(int64_t begin, int64_t end, int64_t grain,
                   const std::function<void(int64_t, int64_t)>& fn) {

@@ -1,9 +1,13 @@
-// Tensor storage, creation and the autograd entry point.
+// Tensor storage (with a cache of big freed blocks), creation and the
+// autograd entry point.
 #include "core/tensor.h"
+
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <new>
 #include <sstream>
 #include <stdexcept>
@@ -31,14 +35,112 @@ std::string shape_str(const Shape& shape) {
   return os.str();
 }
 
+// ---------------------------------------------------------------------------
+// Big buffers: a cache of freed blocks
+//
+// A training step allocates the same activation and gradient buffers in the
+// same sizes every step and frees them all by the end of backward. Taken from
+// malloc, each big buffer is fresh mmap memory every time: the kernel
+// zero-fills every page on first touch (about a tenth of a ResNet-20 step).
+// Freed big blocks are therefore kept and handed out again for a request of
+// exactly the same (page-rounded) size.
+//
+// The cache is bounded: memory held (live + cached) may exceed the largest
+// amount ever live at once by kHeadroom; beyond that a miss first returns
+// cached blocks to the OS, least recently freed first. Holding exactly the
+// live peak would be too tight: sizes that peak at different moments of a
+// step then evict each other every step (a steady stream of misses), while
+// with the headroom the misses stop after the first step. Measured on
+// ResNet-20 and MobileNetV1 training, the blocks a miss-free step needs are
+// 5-10% above the live peak.
+
+namespace {
+
+constexpr size_t kBigBytes = size_t{256} << 10;  // smaller buffers use aligned_alloc
+constexpr size_t kPage = 4096;
+constexpr double kHeadroom = 1.5;  // held / live peak before a miss releases blocks
+
+class BlockCache {
+ public:
+  void* take(size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      // Most recently freed first: its pages are the likeliest to be in cache.
+      for (size_t i = free_.size(); i-- > 0;) {
+        if (free_[i].bytes != bytes) continue;
+        void* p = free_[i].ptr;
+        cached_ -= bytes;
+        free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(i));
+        live_ += bytes;
+        return p;
+      }
+      const size_t peak = std::max(peak_, live_ + bytes);
+      const double limit = kHeadroom * static_cast<double>(peak);
+      while (!free_.empty() && static_cast<double>(live_ + cached_ + bytes) > limit) {
+        munmap(free_.front().ptr, free_.front().bytes);
+        cached_ -= free_.front().bytes;
+        free_.erase(free_.begin());
+      }
+      live_ += bytes;
+      peak_ = peak;
+    }
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+      std::lock_guard<std::mutex> lock(mu_);
+      live_ -= bytes;
+      throw std::bad_alloc();
+    }
+    return p;
+  }
+
+  void give(void* p, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back({p, bytes});
+    live_ -= bytes;
+    cached_ += bytes;
+  }
+
+ private:
+  struct Block {
+    void* ptr;
+    size_t bytes;
+  };
+  std::mutex mu_;
+  std::vector<Block> free_;  // least recently freed first
+  size_t live_ = 0;          // bytes handed out and not yet given back
+  size_t cached_ = 0;        // bytes in free_
+  size_t peak_ = 0;          // the largest live_ so far
+};
+
+BlockCache& block_cache() {
+  // Never destroyed: Storage objects in other static objects may outlive it.
+  static BlockCache* cache = new BlockCache;
+  return *cache;
+}
+
+size_t storage_bytes(int64_t n) {
+  const size_t bytes = static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float);
+  // Big blocks are whole pages; small ones a multiple of the alignment, as
+  // aligned_alloc requires.
+  return bytes >= kBigBytes ? (bytes + kPage - 1) / kPage * kPage : (bytes + 63) / 64 * 64;
+}
+
+}  // namespace
+
 Storage::Storage(int64_t n) : size_(n) {
-  // Round the byte count up to the alignment, as aligned_alloc requires.
-  const size_t bytes = ((static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float) + 63) / 64) * 64;
-  data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+  const size_t bytes = storage_bytes(n);
+  data_ = static_cast<float*>(bytes >= kBigBytes ? block_cache().take(bytes)
+                                                 : std::aligned_alloc(64, bytes));
   if (!data_) throw std::bad_alloc();
 }
 
-Storage::~Storage() { std::free(data_); }
+Storage::~Storage() {
+  const size_t bytes = storage_bytes(size_);
+  if (bytes >= kBigBytes)
+    block_cache().give(data_, bytes);
+  else
+    std::free(data_);
+}
 
 namespace {
 std::shared_ptr<TensorImpl> new_impl(const Shape& shape) {

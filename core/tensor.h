@@ -23,6 +23,8 @@ int64_t numel_of(const Shape& shape);
 std::string shape_str(const Shape& shape);
 
 /// A 64-byte aligned float buffer. Tensors share it through shared_ptr.
+/// Big buffers are recycled: a freed one is kept for the next request of the
+/// same size (core/tensor.cpp), so contents start undefined either way.
 class Storage {
  public:
   explicit Storage(int64_t n);

@@ -29,4 +29,12 @@ struct BatchNormOptions {
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
                   Tensor& running_var, const BatchNormOptions& options);
 
+/// relu(y) for a y that batch_norm produced with a graph node: the same
+/// values, recorded as one fused node that differentiates relu(batch_norm(x))
+/// straight from batch_norm's inputs and the ReLU mask, so y need not be kept
+/// for the backward. Returns an undefined tensor when y is not such an output
+/// (grad mode off, or made by another op). ops::relu calls it; y itself and
+/// its own node are unchanged, so other uses of y still differentiate.
+Tensor relu_of_batch_norm(const Tensor& y);
+
 }  // namespace spruce::ops

@@ -24,13 +24,15 @@
 // kernel in gather form over a zero-framed copy of the output gradient, and
 // the weight gradient is one dot product per tap.
 //
-// Threads: our loops (im2col, col2im, layout copies, depthwise) use
-// parallel_for and never call BLAS; GEMMs are called from the calling thread
-// only. Every sum is owned by one task and runs in a fixed order, so results
-// depend only on the thread count (through OpenBLAS), never on scheduling.
+// Threads: with enough samples, each thread owns a contiguous range of them
+// and runs im2col, its GEMMs (single-threaded OpenBLAS) and the layout copies
+// for that range alone, so a conv direction is one parallel region; d_weight
+// is summed per range and the ranges are added in order. With few samples
+// (per-sample Fisher gradients) the copies run in parallel_for and each GEMM
+// is split over the pool (core/ops/gemm.h). Every sum is owned by one task and
+// runs in a fixed order, so results depend only on the thread count, never
+// on scheduling.
 #include "core/ops/conv2d.h"
-
-#include <cblas.h>
 
 #include <algorithm>
 #include <array>
@@ -42,7 +44,9 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/ops/gemm.h"
 #include "core/ops/im2col.h"
+#include "core/ops/mac_counter.h"
 #include "core/parallel.h"
 
 namespace spruce::ops {
@@ -131,6 +135,7 @@ class Scratch {
   std::unique_ptr<Storage> buffer_;
 };
 
+// Per thread: each pool thread lowers its own samples into its own buffers.
 Scratch& col_scratch() {  // im2col of x or of d_out, or dcol
   thread_local Scratch s;
   return s;
@@ -139,22 +144,55 @@ Scratch& out_scratch() {  // GEMM results and d_out in chunk layout [rows, nc * 
   thread_local Scratch s;
   return s;
 }
+Scratch& partial_scratch() {  // per-range d_weight partial sums (calling thread)
+  thread_local Scratch s;
+  return s;
+}
 
-// A GEMM runs best with a wide N (= nc * P): aim for this many columns, but
-// keep the column buffer small enough to stay in the last-level cache.
-constexpr int64_t kTargetCols = 4096;
-constexpr int64_t kColBudget = int64_t{2} << 20;  // floats (8 MB)
+// A GEMM runs well from about this many columns (N = nc * P); a sample with
+// at least kDirectCols output pixels is a GEMM of its own, written straight
+// into the output without the chunk layout's gather and scatter. Chunks stay
+// small enough (kColBudget) for one thread's column buffer to stay in cache.
+constexpr int64_t kTargetCols = 2048;
+constexpr int64_t kDirectCols = 512;
+constexpr int64_t kColBudget = int64_t{1} << 20;  // floats (4 MB)
 
-/// Samples per chunk: wide enough for an efficient GEMM, bounded by the
-/// scratch budget, and balanced so all chunks have (nearly) the same size.
-int64_t chunk_samples(const ConvGeometry& g) {
+/// Samples per chunk for a range of `count` samples: wide enough for an
+/// efficient GEMM, bounded by the scratch budget, balanced so all chunks
+/// have (nearly) the same size.
+int64_t chunk_samples(const ConvGeometry& g, int64_t count) {
   const int64_t P = g.P();
-  // Rows of the biggest chunk buffer: im2col of x or of d_out (see gemm_backward).
+  if (P >= kDirectCols) return 1;
+  // Rows of the biggest chunk buffer: im2col of x or of d_out (see backward_range).
   const int64_t rows = std::max(g.C, g.OC) * g.KH * g.KW;
-  int64_t nc = std::clamp<int64_t>((kTargetCols + P - 1) / P, 1, g.N);
+  int64_t nc = std::clamp<int64_t>((kTargetCols + P - 1) / P, 1, count);
   nc = std::max<int64_t>(1, std::min(nc, kColBudget / (rows * P)));
-  const int64_t chunks = (g.N + nc - 1) / nc;
-  return (g.N + chunks - 1) / chunks;
+  const int64_t chunks = (count + nc - 1) / nc;
+  return (count + chunks - 1) / chunks;
+}
+
+/// How many contiguous sample ranges run side by side, one per thread. Each
+/// thread lowers, multiplies (single-threaded OpenBLAS) and copies back its
+/// own samples: one parallel region per conv direction, and a thread reads
+/// what it has just written while it is still in its cache. With too few
+/// samples to share out evenly there is one range, whose copies run in
+/// parallel_for and whose GEMMs are split over the pool by ops::sgemm.
+int64_t sample_ranges(const ConvGeometry& g) {
+  const int64_t t = num_threads();
+  return t > 1 && (g.N % t == 0 || g.N >= 4 * t) ? t : 1;
+}
+
+/// Calls fn(r, lo, hi) for the sample ranges, in parallel when there are several.
+template <class Fn>
+void for_sample_ranges(const ConvGeometry& g, const Fn& fn) {
+  const int64_t parts = sample_ranges(g);
+  if (parts == 1) {
+    fn(int64_t{0}, int64_t{0}, g.N);
+    return;
+  }
+  parallel_for(0, parts, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) fn(p, p * g.N / parts, (p + 1) * g.N / parts);
+  });
 }
 
 /// Chunk layout [rows, nc * plane] <-> tensor layout [N, rows, plane] for the
@@ -193,13 +231,14 @@ void tensor_to_chunk(const float* src, int64_t rows, int64_t plane, int64_t n0, 
   });
 }
 
-void gemm_forward(const float* x, const float* w, const float* bias, const ConvGeometry& g,
-                  float* out) {
+/// out[n] = W * im2col(x[n]) (+ bias) for the samples [n_lo, n_hi).
+void forward_range(const float* x, const float* w, const float* bias, const ConvGeometry& g,
+                   int64_t n_lo, int64_t n_hi, float* out) {
   const int64_t P = g.P(), OCg = g.OCg(), Kc = g.Kc();
-  const int64_t nc = chunk_samples(g);
+  const int64_t nc = chunk_samples(g, n_hi - n_lo);
   const bool pointwise = is_pointwise(g);
-  for (int64_t n0 = 0; n0 < g.N; n0 += nc) {
-    const int64_t m = std::min(nc, g.N - n0), cols = m * P;
+  for (int64_t n0 = n_lo; n0 < n_hi; n0 += nc) {
+    const int64_t m = std::min(nc, n_hi - n0), cols = m * P;
     // One sample writes its GEMM result straight into out (rows of P); more
     // need a [OC, cols] buffer and a scatter.
     const float* col;
@@ -212,8 +251,8 @@ void gemm_forward(const float* x, const float* w, const float* bias, const ConvG
     }
     float* res = m == 1 ? out + n0 * g.OC * P : out_scratch().get(g.OC * cols);
     for (int64_t gr = 0; gr < g.groups; ++gr)  // res_g [OCg, cols] = W_g [OCg, Kc] @ col_g
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OCg, cols, Kc, 1.f, w + gr * OCg * Kc,
-                  Kc, col + gr * Kc * cols, cols, 0.f, res + gr * OCg * cols, cols);
+      sgemm(false, false, OCg, cols, Kc, 1.f, w + gr * OCg * Kc, Kc, col + gr * Kc * cols, cols,
+            0.f, res + gr * OCg * cols, cols);
     if (m > 1) {
       chunk_to_tensor(res, bias, g.OC, P, n0, m, Strip::kAssign, out);
     } else if (bias) {
@@ -225,6 +264,13 @@ void gemm_forward(const float* x, const float* w, const float* bias, const ConvG
   }
 }
 
+void gemm_forward(const float* x, const float* w, const float* bias, const ConvGeometry& g,
+                  float* out) {
+  for_sample_ranges(g, [&](int64_t, int64_t lo, int64_t hi) {
+    forward_range(x, w, bias, g, lo, hi, out);
+  });
+}
+
 /// A stride-1 conv with a square kernel and padding < kernel has d_input =
 /// conv(d_out, flipped and transposed weight, padding K - 1 - padding): an
 /// im2col GEMM with K = C_out * KH * KW, instead of the col2im route whose
@@ -234,34 +280,31 @@ bool transposed_input_grad(const ConvGeometry& g) {
   return g.stride == 1 && g.KH == g.KW && g.padding < g.KH && !is_pointwise(g);
 }
 
-/// Adds d_input (when dx) and d_weight (when dw) for the GEMM path.
-void gemm_backward(const float* d_out, const float* x, const float* w, const ConvGeometry& g,
-                   float* dx, float* dw) {
+/// What the backward of one conv needs, shared by its sample ranges.
+struct BackwardPlan {
+  const float* d_out = nullptr;
+  const float* x = nullptr;
+  const float* w = nullptr;
+  ConvGeometry g;
+  bool transposed = false;
+  ConvGeometry gt;        // the conv mapping d_out to dx (transposed route)
+  std::vector<float> wt;  // its weight, wt_g [Cg, OCg * KK]
+};
+
+/// Adds d_input (when dx) and d_weight (when dw, which receives this range's
+/// sum over samples) for the samples [n_lo, n_hi).
+void backward_range(const BackwardPlan& bp, int64_t n_lo, int64_t n_hi, float* dx, float* dw) {
+  const ConvGeometry& g = bp.g;
+  const float* d_out = bp.d_out;
+  const float* x = bp.x;
+  const float* w = bp.w;
   const int64_t P = g.P(), HW = g.H * g.W, OCg = g.OCg(), Kc = g.Kc(), Cg = g.Cg();
   const int64_t KK = g.KH * g.KW;
-  const int64_t nc = chunk_samples(g);
+  const int64_t nc = chunk_samples(g, n_hi - n_lo);
   const bool pointwise = is_pointwise(g);
-  const bool transposed = dx && transposed_input_grad(g);
 
-  // For the transposed route: the conv that maps d_out to dx, and its weight
-  // wt_g [Cg, OCg * KK] with wt_g[ci, (o, kh, kw)] = W[g * OCg + o, ci, K-1-kh, K-1-kw].
-  ConvGeometry gt = g;
-  std::vector<float> wt;
-  if (transposed) {
-    gt.C = g.OC, gt.H = g.OH, gt.W = g.OW, gt.OC = g.C;
-    gt.padding = g.KH - 1 - g.padding;
-    gt.OH = g.H, gt.OW = g.W;
-    wt.resize(static_cast<size_t>(g.C * OCg * KK));
-    for (int64_t gr = 0; gr < g.groups; ++gr)
-      for (int64_t ci = 0; ci < Cg; ++ci)
-        for (int64_t o = 0; o < OCg; ++o)
-          for (int64_t k = 0; k < KK; ++k)
-            wt[((gr * Cg + ci) * OCg + o) * KK + k] =
-                w[((gr * OCg + o) * Cg + ci) * KK + KK - 1 - k];
-  }
-
-  for (int64_t n0 = 0; n0 < g.N; n0 += nc) {
-    const int64_t m = std::min(nc, g.N - n0), cols = m * P;
+  for (int64_t n0 = n_lo; n0 < n_hi; n0 += nc) {
+    const int64_t m = std::min(nc, n_hi - n0), cols = m * P;
     // d_out of the chunk as [OC, cols]: as is for one sample, else gathered.
     const float* gout = nullptr;
     auto chunk_grad = [&] {
@@ -285,38 +328,81 @@ void gemm_backward(const float* d_out, const float* x, const float* w, const Con
         col = c;
       }
       for (int64_t gr = 0; gr < g.groups; ++gr)  // dW_g [OCg, Kc] += dout_g @ col_g^T
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OCg, Kc, cols, 1.f,
-                    gout + gr * OCg * cols, cols, col + gr * Kc * cols, cols, 1.f,
-                    dw + gr * OCg * Kc, Kc);
+        sgemm(false, true, OCg, Kc, cols, 1.f, gout + gr * OCg * cols, cols, col + gr * Kc * cols,
+              cols, 1.f, dw + gr * OCg * Kc, Kc);
     }
     if (!dx) continue;
     // The column buffer is free again below: d_weight is done with it.
-    if (transposed) {
+    if (bp.transposed) {
       const int64_t tcols = m * HW, tK = OCg * KK;
       float* col = col_scratch().get(g.OC * KK * tcols);
-      im2col_chunk(d_out, gt, n0, m, col);  // [OC * KK, m * H * W]
+      im2col_chunk(d_out, bp.gt, n0, m, col);  // [OC * KK, m * H * W]
       // One sample accumulates straight into dx; more go through a buffer.
       // (The buffer may reuse out_scratch: d_weight is done with gout.)
       float* res = m == 1 ? dx + n0 * g.C * HW : out_scratch().get(g.C * tcols);
       for (int64_t gr = 0; gr < g.groups; ++gr)  // dx_g [Cg, tcols] (+)= wt_g @ col_g
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cg, tcols, tK, 1.f,
-                    wt.data() + gr * Cg * tK, tK, col + gr * tK * tcols, tcols, m == 1 ? 1.f : 0.f,
-                    res + gr * Cg * tcols, tcols);
+        sgemm(false, false, Cg, tcols, tK, 1.f, bp.wt.data() + gr * Cg * tK, tK,
+              col + gr * tK * tcols, tcols, m == 1 ? 1.f : 0.f, res + gr * Cg * tcols, tcols);
       if (m > 1) chunk_to_tensor(res, nullptr, g.C, HW, n0, m, Strip::kAccumulate, dx);
     } else if (pointwise && m == 1) {
       chunk_grad();
       float* dxn = dx + n0 * g.C * P;
       for (int64_t gr = 0; gr < g.groups; ++gr)  // dx_g [Cg, P] += W_g^T @ dout_g
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cg, P, OCg, 1.f, w + gr * OCg * Kc, Kc,
-                    gout + gr * OCg * P, P, 1.f, dxn + gr * Cg * P, P);
+        sgemm(true, false, Cg, P, OCg, 1.f, w + gr * OCg * Kc, Kc, gout + gr * OCg * P, P, 1.f,
+              dxn + gr * Cg * P, P);
     } else {
       chunk_grad();
       float* dcol = col_scratch().get(g.C * KK * cols);
       for (int64_t gr = 0; gr < g.groups; ++gr)  // dcol_g [Kc, cols] = W_g^T @ dout_g
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kc, cols, OCg, 1.f, w + gr * OCg * Kc,
-                    Kc, gout + gr * OCg * cols, cols, 0.f, dcol + gr * Kc * cols, cols);
+        sgemm(true, false, Kc, cols, OCg, 1.f, w + gr * OCg * Kc, Kc, gout + gr * OCg * cols, cols,
+              0.f, dcol + gr * Kc * cols, cols);
       col2im_chunk(dcol, g, n0, m, dx);
     }
+  }
+}
+
+/// Adds d_input (when dx) and d_weight (when dw) for the GEMM path. With
+/// several sample ranges, each range sums its d_weight into its own slot and
+/// the slots are added to dw in range order afterwards, so the result does
+/// not depend on scheduling.
+void gemm_backward(const float* d_out, const float* x, const float* w, const ConvGeometry& g,
+                   float* dx, float* dw) {
+  const int64_t Cg = g.Cg(), OCg = g.OCg(), KK = g.KH * g.KW;
+  BackwardPlan bp;
+  bp.d_out = d_out, bp.x = x, bp.w = w, bp.g = g;
+  bp.transposed = dx && transposed_input_grad(g);
+  if (bp.transposed) {
+    // wt_g[ci, (o, kh, kw)] = W[g * OCg + o, ci, K-1-kh, K-1-kw]
+    ConvGeometry& gt = bp.gt;
+    gt = g;
+    gt.C = g.OC, gt.H = g.OH, gt.W = g.OW, gt.OC = g.C;
+    gt.padding = g.KH - 1 - g.padding;
+    gt.OH = g.H, gt.OW = g.W;
+    bp.wt.resize(static_cast<size_t>(g.C * OCg * KK));
+    for (int64_t gr = 0; gr < g.groups; ++gr)
+      for (int64_t ci = 0; ci < Cg; ++ci)
+        for (int64_t o = 0; o < OCg; ++o)
+          for (int64_t k = 0; k < KK; ++k)
+            bp.wt[((gr * Cg + ci) * OCg + o) * KK + k] =
+                w[((gr * OCg + o) * Cg + ci) * KK + KK - 1 - k];
+  }
+  const int64_t parts = sample_ranges(g), wsize = g.OC * g.Kc();
+  float* partial = nullptr;  // [parts, OC * Kc]
+  if (dw && parts > 1) {
+    partial = partial_scratch().get(parts * wsize);
+    std::fill(partial, partial + parts * wsize, 0.f);
+  }
+  for_sample_ranges(g, [&](int64_t r, int64_t lo, int64_t hi) {
+    backward_range(bp, lo, hi, dx, partial ? partial + r * wsize : dw);
+  });
+  if (partial) {
+    parallel_for(0, wsize, 4096, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        float s = partial[i];
+        for (int64_t r = 1; r < parts; ++r) s += partial[r * wsize + i];
+        dw[i] += s;
+      }
+    });
   }
 }
 
@@ -696,6 +782,7 @@ void depthwise_backward(const float* d_out, const float* x, const float* w, cons
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
               const Conv2dOptions& options) {
   const ConvGeometry g = check_shapes(x, weight, bias, options);
+  count_macs(g.N * g.OC * g.P() * g.Kc());
   Tensor out = Tensor::empty({g.N, g.OC, g.OH, g.OW});
   const bool depthwise = is_depthwise(g);
   const float* b = bias.defined() ? bias.data() : nullptr;

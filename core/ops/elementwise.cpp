@@ -1,9 +1,17 @@
 // Elementwise ops: forward and backward side by side.
+//
+// Every loop copies its pointers into __restrict locals first: through the
+// lambda's by-reference captures g++ cannot prove that a store to the output
+// leaves the input pointers unchanged, reloads them every iteration and does
+// not vectorise. A backward writes a gradient through grad_for_write: into a
+// fresh gradient it assigns, into an existing one it adds.
 #include "core/ops/elementwise.h"
 
 #include <stdexcept>
 
 #include "core/autograd.h"
+#include "core/ops/batch_norm.h"
+#include "core/ops/grad_buffer.h"
 #include "core/parallel.h"
 
 namespace spruce::ops {
@@ -16,28 +24,47 @@ void check_same_shape(const char* op, const Tensor& a, const Tensor& b) {
                                 shape_str(b.shape()) + " differ");
 }
 
-/// dst[i] += s * src[i] over the whole tensor.
-void accumulate(Tensor& dst, const Tensor& src, float s = 1.f) {
-  float* d = dst.data();
-  const float* g = src.data();
-  parallel_for(0, dst.numel(), kGrain, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) d[i] += s * g[i];
+/// out[i] = f(a[i], b[i]) over n elements, in parallel.
+template <class F>
+void map2(int64_t n, const float* a, const float* b, float* out, F f) {
+  parallel_for(0, n, kGrain, [=](int64_t lo, int64_t hi) {
+    const float* __restrict pa = a;
+    const float* __restrict pb = b;
+    float* __restrict po = out;
+    for (int64_t i = lo; i < hi; ++i) po[i] = f(pa[i], pb[i]);
   });
+}
+
+/// grad(t) (+)= f(a[i], b[i]): assigned into a fresh gradient, added otherwise.
+template <class F>
+void grad_map2(Tensor& t, const float* a, const float* b, F f) {
+  bool fresh = false;
+  float* d = grad_for_write(t, fresh);
+  parallel_for(0, t.numel(), kGrain, [=](int64_t lo, int64_t hi) {
+    const float* __restrict pa = a;
+    const float* __restrict pb = b;
+    float* __restrict pd = d;
+    if (fresh) {
+      for (int64_t i = lo; i < hi; ++i) pd[i] = f(pa[i], pb[i]);
+    } else {
+      for (int64_t i = lo; i < hi; ++i) pd[i] += f(pa[i], pb[i]);
+    }
+  });
+}
+
+/// grad(t) (+)= s * g.
+void grad_scaled(Tensor& t, const Tensor& g, float s) {
+  grad_map2(t, g.data(), g.data(), [s](float v, float) { return s * v; });
 }
 }  // namespace
 
 Tensor add(const Tensor& a, const Tensor& b) {
   check_same_shape("add", a, b);
   Tensor out = Tensor::empty(a.shape());
-  const float* pa = a.data();
-  const float* pb = b.data();
-  float* po = out.data();
-  parallel_for(0, out.numel(), kGrain, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) po[i] = pa[i] + pb[i];
-  });
+  map2(out.numel(), a.data(), b.data(), out.data(), [](float x, float y) { return x + y; });
   record(out, "add", {a, b}, [](const Tensor&, const Tensor& d_out, std::vector<Tensor>& in) {
     for (Tensor& t : in)
-      if (t.requires_grad()) accumulate(t.grad_or_zeros(), d_out);
+      if (t.requires_grad()) grad_scaled(t, d_out, 1.f);
   });
   return out;
 }
@@ -45,15 +72,10 @@ Tensor add(const Tensor& a, const Tensor& b) {
 Tensor sub(const Tensor& a, const Tensor& b) {
   check_same_shape("sub", a, b);
   Tensor out = Tensor::empty(a.shape());
-  const float* pa = a.data();
-  const float* pb = b.data();
-  float* po = out.data();
-  parallel_for(0, out.numel(), kGrain, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) po[i] = pa[i] - pb[i];
-  });
+  map2(out.numel(), a.data(), b.data(), out.data(), [](float x, float y) { return x - y; });
   record(out, "sub", {a, b}, [](const Tensor&, const Tensor& d_out, std::vector<Tensor>& in) {
-    if (in[0].requires_grad()) accumulate(in[0].grad_or_zeros(), d_out);
-    if (in[1].requires_grad()) accumulate(in[1].grad_or_zeros(), d_out, -1.f);
+    if (in[0].requires_grad()) grad_scaled(in[0], d_out, 1.f);
+    if (in[1].requires_grad()) grad_scaled(in[1], d_out, -1.f);
   });
   return out;
 }
@@ -61,56 +83,34 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 Tensor mul(const Tensor& a, const Tensor& b) {
   check_same_shape("mul", a, b);
   Tensor out = Tensor::empty(a.shape());
-  const float* pa = a.data();
-  const float* pb = b.data();
-  float* po = out.data();
-  parallel_for(0, out.numel(), kGrain, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) po[i] = pa[i] * pb[i];
-  });
+  map2(out.numel(), a.data(), b.data(), out.data(), [](float x, float y) { return x * y; });
   record(out, "mul", {a, b}, [](const Tensor&, const Tensor& d_out, std::vector<Tensor>& in) {
-    const float* g = d_out.data();
     // d a = g * b, d b = g * a
-    for (int k = 0; k < 2; ++k) {
-      if (!in[k].requires_grad()) continue;
-      float* d = in[k].grad_or_zeros().data();
-      const float* other = in[1 - k].data();
-      parallel_for(0, d_out.numel(), kGrain, [&](int64_t lo, int64_t hi) {
-        for (int64_t i = lo; i < hi; ++i) d[i] += g[i] * other[i];
-      });
-    }
+    for (int k = 0; k < 2; ++k)
+      if (in[k].requires_grad())
+        grad_map2(in[k], d_out.data(), in[1 - k].data(), [](float g, float o) { return g * o; });
   });
   return out;
 }
 
 Tensor scale(const Tensor& a, float s) {
   Tensor out = Tensor::empty(a.shape());
-  const float* pa = a.data();
-  float* po = out.data();
-  parallel_for(0, out.numel(), kGrain, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) po[i] = s * pa[i];
-  });
+  map2(out.numel(), a.data(), a.data(), out.data(), [s](float x, float) { return s * x; });
   record(out, "scale", {a}, [s](const Tensor&, const Tensor& d_out, std::vector<Tensor>& in) {
-    accumulate(in[0].grad_or_zeros(), d_out, s);
+    grad_scaled(in[0], d_out, s);
   });
   return out;
 }
 
 Tensor relu(const Tensor& x) {
+  // After a batch norm, one fused node differentiates both (batch_norm.cpp).
+  if (Tensor fused = relu_of_batch_norm(x); fused.defined()) return fused;
   Tensor out = Tensor::empty(x.shape());
-  const float* px = x.data();
-  float* po = out.data();
-  parallel_for(0, out.numel(), kGrain, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) po[i] = px[i] > 0.f ? px[i] : 0.f;
-  });
-  // The output is enough: x > 0 exactly where out > 0.
+  map2(out.numel(), x.data(), x.data(), out.data(), [](float v, float) { return v > 0.f ? v : 0.f; });
+  // The output is enough: x > 0 exactly where out > 0. A select, not a
+  // branch: it vectorises, and the signs are unpredictable.
   record(out, "relu", {x}, [](const Tensor& out, const Tensor& d_out, std::vector<Tensor>& in) {
-    float* d = in[0].grad_or_zeros().data();
-    const float* po = out.data();
-    const float* g = d_out.data();
-    parallel_for(0, out.numel(), kGrain, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i)
-        if (po[i] > 0.f) d[i] += g[i];
-    });
+    grad_map2(in[0], out.data(), d_out.data(), [](float o, float g) { return o > 0.f ? g : 0.f; });
   });
   return out;
 }
@@ -136,18 +136,10 @@ Tensor mean(const Tensor& x) {
 Tensor mul_mask(const Tensor& x, const Tensor& mask) {
   check_same_shape("mul_mask", x, mask);
   Tensor out = Tensor::empty(x.shape());
-  const float* px = x.data();
-  const float* pm = mask.data();
-  float* po = out.data();
-  parallel_for(0, out.numel(), kGrain, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) po[i] = px[i] * pm[i];
-  });
+  map2(out.numel(), x.data(), mask.data(), out.data(), [](float v, float m) { return v * m; });
   // The mask is a constant: only x is an input of the node.
   record(out, "mul_mask", {x}, [mask](const Tensor&, const Tensor& d_out, std::vector<Tensor>& in) {
-    float* d = in[0].grad_or_zeros().data();
-    const float* g = d_out.data();
-    const float* pm = mask.data();
-    for (int64_t i = 0; i < d_out.numel(); ++i) d[i] += g[i] * pm[i];
+    grad_map2(in[0], d_out.data(), mask.data(), [](float g, float m) { return g * m; });
   });
   return out;
 }

@@ -1,11 +1,11 @@
-// matmul and linear on cblas_sgemm (row-major).
+// matmul and linear on ops::sgemm (row-major, split over spruce's threads).
 #include "core/ops/matmul.h"
-
-#include <cblas.h>
 
 #include <stdexcept>
 
 #include "core/autograd.h"
+#include "core/ops/gemm.h"
+#include "core/ops/mac_counter.h"
 
 namespace spruce::ops {
 
@@ -13,15 +13,16 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   if (a.dim() != 2 || b.dim() != 2 || a.size(1) != b.size(0))
     throw std::invalid_argument("matmul: shapes " + shape_str(a.shape()) + " and " + shape_str(b.shape()));
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  count_macs(M * K * N);
   Tensor out = Tensor::empty({M, N});
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.f, a.data(), K, b.data(), N,
+  sgemm(false, false, M, N, K, 1.f, a.data(), K, b.data(), N,
               0.f, out.data(), N);
   record(out, "matmul", {a, b}, [M, K, N](const Tensor&, const Tensor& d_out, std::vector<Tensor>& in) {
     if (in[0].requires_grad())  // d a [M, K] += d_out [M, N] @ b^T
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, K, N, 1.f, d_out.data(), N,
+      sgemm(false, true, M, K, N, 1.f, d_out.data(), N,
                   in[1].data(), N, 1.f, in[0].grad_or_zeros().data(), K);
     if (in[1].requires_grad())  // d b [K, N] += a^T @ d_out
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, M, 1.f, in[0].data(), K,
+      sgemm(true, false, K, N, M, 1.f, in[0].data(), K,
                   d_out.data(), N, 1.f, in[1].grad_or_zeros().data(), N);
   });
   return out;
@@ -35,6 +36,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   if (bias.defined() && (bias.dim() != 1 || bias.size(0) != Out))
     throw std::invalid_argument("linear: bias " + shape_str(bias.shape()) + " for " +
                                 std::to_string(Out) + " outputs");
+  count_macs(N * In * Out);
   Tensor out = Tensor::empty({N, Out});
   float* po = out.data();
   if (bias.defined()) {
@@ -42,7 +44,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
       for (int64_t o = 0; o < Out; ++o) po[n * Out + o] = bias.data()[o];
   }
   // out [N, Out] (+)= x [N, In] @ weight^T
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, Out, In, 1.f, x.data(), In,
+  sgemm(false, true, N, Out, In, 1.f, x.data(), In,
               weight.data(), In, bias.defined() ? 1.f : 0.f, po, Out);
   std::vector<Tensor> inputs{x, weight};
   if (bias.defined()) inputs.push_back(bias);
@@ -50,10 +52,10 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
          [N, In, Out](const Tensor&, const Tensor& d_out, std::vector<Tensor>& in) {
            const float* g = d_out.data();
            if (in[0].requires_grad())  // d x [N, In] += d_out @ weight
-             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, In, Out, 1.f, g, Out,
+             sgemm(false, false, N, In, Out, 1.f, g, Out,
                          in[1].data(), In, 1.f, in[0].grad_or_zeros().data(), In);
            if (in[1].requires_grad())  // d weight [Out, In] += d_out^T @ x
-             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Out, In, N, 1.f, g, Out,
+             sgemm(true, false, Out, In, N, 1.f, g, Out,
                          in[0].data(), In, 1.f, in[1].grad_or_zeros().data(), In);
            if (in.size() > 2 && in[2].requires_grad()) {
              float* db = in[2].grad_or_zeros().data();

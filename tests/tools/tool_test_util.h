@@ -1,0 +1,200 @@
+// Helpers for the end-to-end tests of the tool binaries: a self-deleting
+// temporary folder, byte-exact file reads and writes, a tiny MNIST-format data
+// set written by the test itself, and run() which starts a built tool with
+// posix_spawn (no shell, so arguments need no quoting) and captures its exit
+// status, the signal that killed it, stdout and stderr.
+//
+// The binaries' paths come from meson as compile definitions (SPRUCE_TRAIN_BIN,
+// SPRUCE_EVAL_BIN, SPRUCE_KILL_SHIM), so the tests always run the tools of the
+// build directory they were built in.
+#pragma once
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <utility>
+#include <vector>
+
+extern char** environ;
+
+namespace spruce::tools_test {
+
+namespace fs = std::filesystem;
+
+inline const std::string kTrain = SPRUCE_TRAIN_BIN;
+inline const std::string kEval = SPRUCE_EVAL_BIN;
+inline const std::string kKillShim = SPRUCE_KILL_SHIM;
+
+/// A new folder under the system temp dir, removed with its content at scope end.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "spruce_tools_XXXXXX").string();
+    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+inline std::vector<uint8_t> read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  REQUIRE_MESSAGE(in.good(), "cannot read " << path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+inline std::string read_text(const std::string& path) {
+  const std::vector<uint8_t> b = read_bytes(path);
+  return {b.begin(), b.end()};
+}
+
+inline void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  REQUIRE(out.good());
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
+  REQUIRE(out.good());
+}
+
+inline void put_be32(std::vector<uint8_t>& out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(v >> shift));
+}
+
+/// Writes an MNIST-format data set to `dir`: train-{images-idx3,labels-idx1}-ubyte
+/// with `train` random 28x28 images, t10k-* with `test`. Pixels and labels come
+/// from a fixed xorshift stream, so every run of the test sees the same data.
+inline void write_mnist(const fs::path& dir, uint32_t train = 96, uint32_t test = 32) {
+  fs::create_directories(dir);
+  uint64_t state = 0x9e3779b97f4a7c15ull;
+  auto next = [&state] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  for (const auto& [prefix, n] :
+       {std::pair<std::string, uint32_t>{"train", train}, {"t10k", test}}) {
+    std::vector<uint8_t> images, labels;
+    put_be32(images, 0x00000803u);
+    put_be32(images, n);
+    put_be32(images, 28);
+    put_be32(images, 28);
+    for (uint32_t i = 0; i < n * 28 * 28; ++i) images.push_back(static_cast<uint8_t>(next() >> 56));
+    put_be32(labels, 0x00000801u);
+    put_be32(labels, n);
+    for (uint32_t i = 0; i < n; ++i) labels.push_back(static_cast<uint8_t>(next() % 10));
+    write_bytes((dir / (prefix + "-images-idx3-ubyte")).string(), images);
+    write_bytes((dir / (prefix + "-labels-idx1-ubyte")).string(), labels);
+  }
+}
+
+/// How a tool run ended and what it printed.
+struct RunResult {
+  int exit_code = -1;  // -1 when killed by a signal
+  int signal = 0;      // the signal that ended it, 0 when it exited
+  std::string out, err;
+};
+
+/// Non-empty lines of `text`.
+inline std::vector<std::string> lines(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    if (end > start) out.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+/// Runs `program` with `args`, stdin from /dev/null and the current environment
+/// plus `env` ("NAME=value", replacing a variable of the same name). stdout and
+/// stderr go to files in a private folder and are returned as text.
+inline RunResult run(const std::string& program, const std::vector<std::string>& args,
+                     const std::vector<std::string>& env = {}) {
+  TempDir io;
+  const std::string out_path = io.file("stdout"), err_path = io.file("stderr");
+  std::vector<std::string> argv_s{program};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  std::vector<std::string> env_s;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string var = *e;
+    const std::string name = var.substr(0, var.find('='));
+    bool replaced = false;
+    for (const auto& add : env) replaced = replaced || add.substr(0, add.find('=')) == name;
+    if (!replaced) env_s.push_back(var);
+  }
+  env_s.insert(env_s.end(), env.begin(), env.end());
+  std::vector<char*> envp;
+  for (auto& e : env_s) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  REQUIRE(posix_spawn_file_actions_init(&actions) == 0);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, program.c_str(), &actions, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  REQUIRE_MESSAGE(rc == 0, "cannot start " << program << ": " << std::strerror(rc));
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) REQUIRE(errno == EINTR);
+
+  RunResult r;
+  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
+  r.out = read_text(out_path);
+  r.err = read_text(err_path);
+  return r;
+}
+
+/// Environment that makes a tool SIGKILL itself at its `n`-th checkpoint
+/// (counting renames onto a file named last.ckpt), "before" or "after" the
+/// rename (see kill_after_checkpoint.cpp). Under AddressSanitizer the shim is
+/// not the first library loaded, which ASan would refuse by default.
+inline std::vector<std::string> kill_at_checkpoint(int n, const std::string& when) {
+  std::string asan = "verify_asan_link_order=0";
+  if (const char* prev = std::getenv("ASAN_OPTIONS"); prev != nullptr && *prev != '\0')
+    asan = std::string(prev) + ":" + asan;
+  return {"LD_PRELOAD=" + kKillShim, "SPRUCE_KILL_AT_CHECKPOINT=" + std::to_string(n),
+          "SPRUCE_KILL_WHEN=" + when, "ASAN_OPTIONS=" + asan};
+}
+
+/// True when `text` starts with `prefix`.
+inline bool starts_with(const std::string& text, const std::string& prefix) {
+  return text.rfind(prefix, 0) == 0;
+}
+
+inline bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+}  // namespace spruce::tools_test
