@@ -17,9 +17,13 @@
 // node): no activation-sized buffer is saved.
 //
 // Memory order: with big planes (S >= kLongPlane) a thread walks one channel
-// at a time; with small ones (MobileNet's 2x2 and 4x4) it walks sample by
-// sample across its whole channel range, which reads memory contiguously
-// instead of S floats per cache-line visit and per call.
+// at a time, plane by plane. With small ones (MobileNet's 2x2 and 4x4) a
+// plane is too short for a loop of its own: a thread walks sample by sample
+// over its whole channel range, one contiguous row of width * S floats, with
+// per-channel constants expanded to per-position arrays and per-position
+// partial sums that are folded into channel sums at the end. Each channel's
+// sum still runs in one fixed order (over samples, then positions), which
+// the thread count does not change.
 //
 // BN + ReLU: relu() of a batch_norm output asks relu_of_batch_norm to fuse
 // the two backwards. The fused node differentiates z = relu(bn(x)) directly
@@ -30,6 +34,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -55,63 +60,192 @@ void check_channel_vector(const char* what, const Tensor& t, int64_t C) {
                                 std::to_string(C) + "]");
 }
 
-/// Calls seg(c, offset) for every (n, c) plane of the channels [c0, c1), in
-/// sample order for each channel; the planes of one channel are always
-/// visited in the order n = 0, 1, ..., so per-channel sums do not depend on
-/// the traversal below.
-template <class Seg>
-void for_planes(int64_t N, int64_t C, int64_t S, int64_t c0, int64_t c1, const Seg& seg) {
-  if (S >= kLongPlane) {
-    for (int64_t c = c0; c < c1; ++c)
-      for (int64_t n = 0; n < N; ++n) seg(c, (n * C + c) * S);
-  } else {
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t c = c0; c < c1; ++c) seg(c, (n * C + c) * S);
-  }
+/// Per-channel values repeated S times: channel c of [c0, c0 + width) fills
+/// positions [(c - c0) S, (c - c0 + 1) S) of a small-plane row.
+template <class T>
+std::vector<T> expand(const std::vector<T>& per_channel, int64_t S) {
+  std::vector<T> out(per_channel.size() * static_cast<size_t>(S));
+  for (size_t i = 0; i < out.size(); ++i) out[i] = per_channel[i / static_cast<size_t>(S)];
+  return out;
 }
 
-/// s1 += sum (p[i] - shift), s2 += sum (p[i] - shift)^2 over n values.
-/// Four independent double lanes break the add dependency chain; the order
-/// is fixed, so the result is deterministic.
+/// Folds per-position sums of a small-plane row into per-channel sums.
+void fold(const std::vector<double>& per_position, int64_t S, std::vector<double>& per_channel) {
+  for (size_t i = 0; i < per_position.size(); ++i)
+    per_channel[i / static_cast<size_t>(S)] += per_position[i];
+}
+
+// Four doubles as one value (GCC/Clang vector extension): g++ does not
+// vectorise the float-to-double sums below on its own.
+using Vec4d = double __attribute__((vector_size(32)));
+using Vec4f = float __attribute__((vector_size(16)));
+
+inline Vec4d load4(const float* p) {
+  Vec4f v;
+  std::memcpy(&v, p, sizeof v);
+  return __builtin_convertvector(v, Vec4d);
+}
+
+inline double lanes_sum(Vec4d v) { return (v[0] + v[1]) + (v[2] + v[3]); }
+
+/// s1 += sum (p[i] - shift), s2 += sum (p[i] - shift)^2 over n values, in
+/// two vectors of four double lanes; the order is fixed, so the result is
+/// deterministic.
 void add_shifted_moments(const float* __restrict p, int64_t n, double shift, double& s1,
                          double& s2) {
-  double a[4] = {0, 0, 0, 0}, b[4] = {0, 0, 0, 0};
+  Vec4d a0 = {}, a1 = {}, b0 = {}, b1 = {};
+  const Vec4d sh = {shift, shift, shift, shift};
   int64_t i = 0;
-  for (; i + 4 <= n; i += 4)
-    for (int k = 0; k < 4; ++k) {
-      const double d = static_cast<double>(p[i + k]) - shift;
-      a[k] += d;
-      b[k] += d * d;
-    }
+  for (; i + 8 <= n; i += 8) {
+    const Vec4d d0 = load4(p + i) - sh, d1 = load4(p + i + 4) - sh;
+    a0 += d0, a1 += d1;
+    b0 += d0 * d0, b1 += d1 * d1;
+  }
+  double ta = 0, tb = 0;
   for (; i < n; ++i) {
     const double d = static_cast<double>(p[i]) - shift;
-    a[0] += d;
-    b[0] += d * d;
+    ta += d;
+    tb += d * d;
   }
-  s1 += (a[0] + a[1]) + (a[2] + a[3]);
-  s2 += (b[0] + b[1]) + (b[2] + b[3]);
+  s1 += lanes_sum(a0 + a1) + ta;
+  s2 += lanes_sum(b0 + b1) + tb;
 }
 
-/// sg += sum g'[i], sgx += sum g'[i] * (x[i] - mean) over n values (same
-/// lanes), where g' = g, or g masked by z > 0 when z is given (fused ReLU).
+/// The upstream gradient as batch norm sees it: g, or g where z > 0 when a
+/// ReLU is fused (Masked). A select, so the loops vectorise.
+template <bool Masked>
+inline float grad_in(const float* __restrict g, const float* __restrict z, int64_t j) {
+  if constexpr (Masked) return z[j] > 0.f ? g[j] : 0.f;
+  return g[j];
+}
+
+/// Four consecutive g' values (see grad_in) as doubles.
+template <bool Masked>
+inline Vec4d grad4(const float* __restrict g, const float* __restrict z, int64_t j) {
+  Vec4f v;
+  std::memcpy(&v, g + j, sizeof v);
+  if constexpr (Masked) {
+    Vec4f m;
+    std::memcpy(&m, z + j, sizeof m);
+    v = m > 0.f ? v : Vec4f{};
+  }
+  return __builtin_convertvector(v, Vec4d);
+}
+
+/// sg += sum g'[i], sgx += sum g'[i] * (x[i] - mean) over n values (same lanes).
+template <bool Masked>
 void add_grad_moments(const float* __restrict g, const float* __restrict x,
                       const float* __restrict z, int64_t n, double mean, double& sg, double& sgx) {
-  double a[4] = {0, 0, 0, 0}, b[4] = {0, 0, 0, 0};
+  Vec4d a0 = {}, a1 = {}, b0 = {}, b1 = {};
+  const Vec4d mu = {mean, mean, mean, mean};
   int64_t i = 0;
-  auto grad = [&](int64_t j) -> double { return z && !(z[j] > 0.f) ? 0.0 : g[j]; };
-  for (; i + 4 <= n; i += 4)
-    for (int k = 0; k < 4; ++k) {
-      const double gk = grad(i + k);
-      a[k] += gk;
-      b[k] += gk * (static_cast<double>(x[i + k]) - mean);
-    }
-  for (; i < n; ++i) {
-    const double gk = grad(i);
-    a[0] += gk;
-    b[0] += gk * (static_cast<double>(x[i]) - mean);
+  for (; i + 8 <= n; i += 8) {
+    const Vec4d g0 = grad4<Masked>(g, z, i), g1 = grad4<Masked>(g, z, i + 4);
+    a0 += g0, a1 += g1;
+    b0 += g0 * (load4(x + i) - mu), b1 += g1 * (load4(x + i + 4) - mu);
   }
-  sg += (a[0] + a[1]) + (a[2] + a[3]);
-  sgx += (b[0] + b[1]) + (b[2] + b[3]);
+  double ta = 0, tb = 0;
+  for (; i < n; ++i) {
+    const double gk = grad_in<Masked>(g, z, i);
+    ta += gk;
+    tb += gk * (static_cast<double>(x[i]) - mean);
+  }
+  sg += lanes_sum(a0 + a1) + ta;
+  sgx += lanes_sum(b0 + b1) + tb;
+}
+
+/// Per-channel sums of g' and g' (x - mean) for the channels [c0, c1).
+template <bool Masked>
+void grad_sums(const float* g, const float* x, const float* z, const std::vector<double>& mean,
+               int64_t N, int64_t C, int64_t S, int64_t c0, int64_t c1, std::vector<double>& sg,
+               std::vector<double>& sgx) {
+  if (S >= kLongPlane) {
+    for (int64_t c = c0; c < c1; ++c)
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t off = (n * C + c) * S;
+        add_grad_moments<Masked>(g + off, x + off, Masked ? z + off : nullptr, S,
+                                 mean[static_cast<size_t>(c)], sg[c - c0], sgx[c - c0]);
+      }
+    return;
+  }
+  const std::vector<double> mu = expand(
+      std::vector<double>(mean.begin() + c0, mean.begin() + c1), S);
+  const int64_t L = (c1 - c0) * S;
+  std::vector<double> a(static_cast<size_t>(L), 0.0), b(static_cast<size_t>(L), 0.0);
+  double* __restrict pa = a.data();
+  double* __restrict pb = b.data();
+  const double* __restrict pm = mu.data();
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t off = (n * C + c0) * S;
+    const float* __restrict gr = g + off;
+    const float* __restrict xr = x + off;
+    const float* __restrict zr = Masked ? z + off : nullptr;
+    int64_t j = 0;
+    for (; j + 4 <= L; j += 4) {
+      Vec4d va, vb, vm;
+      std::memcpy(&va, pa + j, sizeof va);
+      std::memcpy(&vb, pb + j, sizeof vb);
+      std::memcpy(&vm, pm + j, sizeof vm);
+      const Vec4d gj = grad4<Masked>(gr, zr, j);
+      va += gj;
+      vb += gj * (load4(xr + j) - vm);
+      std::memcpy(pa + j, &va, sizeof va);
+      std::memcpy(pb + j, &vb, sizeof vb);
+    }
+    for (; j < L; ++j) {
+      const double gj = grad_in<Masked>(gr, zr, j);
+      pa[j] += gj;
+      pb[j] += gj * (static_cast<double>(xr[j]) - pm[j]);
+    }
+  }
+  fold(a, S, sg);
+  fold(b, S, sgx);
+}
+
+/// dx (+)= A g' + B (x - mean) + K per channel, for the channels [c0, c1).
+template <bool Masked>
+void grad_input(const float* g, const float* x, const float* z, int64_t N, int64_t C, int64_t S,
+                int64_t c0, const std::vector<float>& A, const std::vector<float>& B,
+                const std::vector<float>& K, const std::vector<float>& mu, bool fresh, float* dx) {
+  // One row: len floats from offset off with constants a, b, k, m (scalars
+  // per channel, or per-position arrays for small planes: stride 1 or 0).
+  auto row = [&](int64_t off, int64_t len, const float* a, const float* b, const float* k,
+                 const float* m, int64_t step) {
+    const float* __restrict gi = g + off;
+    const float* __restrict xi = x + off;
+    const float* __restrict zi = Masked ? z + off : nullptr;
+    float* __restrict di = dx + off;
+    if (step == 0) {
+      const float av = *a, bv = *b, kv = *k, mv = *m;
+      if (fresh)
+        for (int64_t j = 0; j < len; ++j)
+          di[j] = av * grad_in<Masked>(gi, zi, j) + bv * (xi[j] - mv) + kv;
+      else
+        for (int64_t j = 0; j < len; ++j)
+          di[j] += av * grad_in<Masked>(gi, zi, j) + bv * (xi[j] - mv) + kv;
+      return;
+    }
+    const float* __restrict av = a;
+    const float* __restrict bv = b;
+    const float* __restrict kv = k;
+    const float* __restrict mv = m;
+    if (fresh)
+      for (int64_t j = 0; j < len; ++j)
+        di[j] = av[j] * grad_in<Masked>(gi, zi, j) + bv[j] * (xi[j] - mv[j]) + kv[j];
+    else
+      for (int64_t j = 0; j < len; ++j)
+        di[j] += av[j] * grad_in<Masked>(gi, zi, j) + bv[j] * (xi[j] - mv[j]) + kv[j];
+  };
+  const int64_t width = static_cast<int64_t>(A.size());
+  if (S >= kLongPlane) {
+    for (int64_t i = 0; i < width; ++i)
+      for (int64_t n = 0; n < N; ++n)
+        row((n * C + c0 + i) * S, S, &A[i], &B[i], &K[i], &mu[i], 0);
+    return;
+  }
+  const auto Ae = expand(A, S), Be = expand(B, S), Ke = expand(K, S), Me = expand(mu, S);
+  for (int64_t n = 0; n < N; ++n)
+    row((n * C + c0) * S, width * S, Ae.data(), Be.data(), Ke.data(), Me.data(), 1);
 }
 
 /// The backward of one batch_norm call, and what it keeps: sizes and the
@@ -140,12 +274,13 @@ struct BatchNormBackward {
     const bool need_sums = dw || db || (dx && training);
     parallel_for(0, C, channel_grain(M), [&](int64_t c0, int64_t c1) {
       const size_t width = static_cast<size_t>(c1 - c0);
-      std::vector<double> sg(width, 0.0), sgx(width, 0.0);  // sum g, sum g * (x - mean)
-      if (need_sums)
-        for_planes(N, C, S, c0, c1, [&](int64_t c, int64_t off) {
-          add_grad_moments(g + off, px + off, z ? z + off : nullptr, S,
-                           mean[static_cast<size_t>(c)], sg[c - c0], sgx[c - c0]);
-        });
+      std::vector<double> sg(width, 0.0), sgx(width, 0.0);  // sum g', sum g' (x - mean)
+      if (need_sums) {
+        if (z)
+          grad_sums<true>(g, px, z, mean, N, C, S, c0, c1, sg, sgx);
+        else
+          grad_sums<false>(g, px, z, mean, N, C, S, c0, c1, sg, sgx);
+      }
       // d x = A g' + B (x - mean) + K: the formula above with per-channel
       // constants A = gamma invstd, B = -A invstd^2 sum(g' (x - mean)) / M,
       // K = -A sum(g') / M (B = K = 0 in eval mode).
@@ -166,27 +301,10 @@ struct BatchNormBackward {
         mu[i] = static_cast<float>(mean[static_cast<size_t>(c)]);
       }
       if (!dx) return;
-      for_planes(N, C, S, c0, c1, [&](int64_t c, int64_t off) {
-        const size_t i = static_cast<size_t>(c - c0);
-        const float a = A[i], b = B[i], k = K[i], m = mu[i];
-        const float* __restrict gi = g + off;
-        const float* __restrict xi = px + off;
-        float* __restrict di = dx + off;
-        if (z) {
-          const float* __restrict zi = z + off;
-          if (fresh) {
-            for (int64_t s = 0; s < S; ++s)
-              di[s] = a * (zi[s] > 0.f ? gi[s] : 0.f) + b * (xi[s] - m) + k;
-          } else {
-            for (int64_t s = 0; s < S; ++s)
-              di[s] += a * (zi[s] > 0.f ? gi[s] : 0.f) + b * (xi[s] - m) + k;
-          }
-        } else if (fresh) {
-          for (int64_t s = 0; s < S; ++s) di[s] = a * gi[s] + b * (xi[s] - m) + k;
-        } else {
-          for (int64_t s = 0; s < S; ++s) di[s] += a * gi[s] + b * (xi[s] - m) + k;
-        }
-      });
+      if (z)
+        grad_input<true>(g, px, z, N, C, S, c0, A, B, K, mu, fresh, dx);
+      else
+        grad_input<false>(g, px, z, N, C, S, c0, A, B, K, mu, fresh, dx);
     });
   }
 };
@@ -242,19 +360,39 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
   parallel_for(0, C, channel_grain(M), [&](int64_t c0, int64_t c1) {
     const size_t width = static_cast<size_t>(c1 - c0);
     std::vector<double> s1(width, 0.0), s2(width, 0.0);
-    if (training)
-      // Shift by one sample of the channel so E[d^2] - E[d]^2 does not
-      // cancel catastrophically when |mean| >> std.
-      for_planes(N, C, S, c0, c1, [&](int64_t c, int64_t off) {
-        add_shifted_moments(px + off, S, px[c * S], s1[c - c0], s2[c - c0]);
-      });
+    // Shift by one sample of the channel so E[d^2] - E[d]^2 does not cancel
+    // catastrophically when |mean| >> std.
+    std::vector<double> shift(width);
+    for (int64_t c = c0; c < c1; ++c) shift[static_cast<size_t>(c - c0)] = px[c * S];
+    if (training && S >= kLongPlane) {
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t n = 0; n < N; ++n)
+          add_shifted_moments(px + (n * C + c) * S, S, shift[c - c0], s1[c - c0], s2[c - c0]);
+    } else if (training) {
+      const std::vector<double> sh = expand(shift, S);
+      const int64_t L = static_cast<int64_t>(sh.size());
+      std::vector<double> a(sh.size(), 0.0), b(sh.size(), 0.0);
+      double* __restrict pa = a.data();
+      double* __restrict pb = b.data();
+      const double* __restrict ps = sh.data();
+      for (int64_t n = 0; n < N; ++n) {
+        const float* __restrict xr = px + (n * C + c0) * S;
+        for (int64_t j = 0; j < L; ++j) {
+          const double d = static_cast<double>(xr[j]) - ps[j];
+          pa[j] += d;
+          pb[j] += d * d;
+        }
+      }
+      fold(a, S, s1);
+      fold(b, S, s2);
+    }
     std::vector<float> A(width), Bf(width), mu(width);
     for (int64_t c = c0; c < c1; ++c) {
       const size_t i = static_cast<size_t>(c - c0);
       double m, var;
       if (training) {
         const double m1 = s1[i] / static_cast<double>(M);
-        m = px[c * S] + m1;
+        m = shift[i] + m1;
         var = std::max(0.0, s2[i] / static_cast<double>(M) - m1 * m1);  // biased
         if (rm) {
           const double unbiased = var * static_cast<double>(M) / static_cast<double>(M - 1);
@@ -274,13 +412,28 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
       mu[i] = static_cast<float>(m);
       Bf[i] = pb ? pb[c] : 0.f;
     }
-    for_planes(N, C, S, c0, c1, [&](int64_t c, int64_t off) {
-      const size_t i = static_cast<size_t>(c - c0);
-      const float a = A[i], m = mu[i], b = Bf[i];
-      const float* __restrict xi = px + off;
-      float* __restrict yo = po + off;
-      for (int64_t s = 0; s < S; ++s) yo[s] = (xi[s] - m) * a + b;
-    });
+    if (S >= kLongPlane) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const size_t i = static_cast<size_t>(c - c0);
+        const float a = A[i], m = mu[i], b = Bf[i];
+        for (int64_t n = 0; n < N; ++n) {
+          const float* __restrict xi = px + (n * C + c) * S;
+          float* __restrict yo = po + (n * C + c) * S;
+          for (int64_t s = 0; s < S; ++s) yo[s] = (xi[s] - m) * a + b;
+        }
+      }
+    } else {
+      const auto Ae = expand(A, S), Me = expand(mu, S), Be = expand(Bf, S);
+      const int64_t L = static_cast<int64_t>(Ae.size());
+      const float* __restrict av = Ae.data();
+      const float* __restrict mv = Me.data();
+      const float* __restrict bv = Be.data();
+      for (int64_t n = 0; n < N; ++n) {
+        const float* __restrict xr = px + (n * C + c0) * S;
+        float* __restrict yr = po + (n * C + c0) * S;
+        for (int64_t j = 0; j < L; ++j) yr[j] = (xr[j] - mv[j]) * av[j] + bv[j];
+      }
+    }
   });
 
   record(out, "batch_norm", {x, weight, bias}, std::move(saved));

@@ -44,7 +44,9 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/ops/conv2d_direct.h"
 #include "core/ops/gemm.h"
+#include "core/ops/grad_buffer.h"
 #include "core/ops/im2col.h"
 #include "core/ops/mac_counter.h"
 #include "core/parallel.h"
@@ -199,20 +201,26 @@ void for_sample_ranges(const ConvGeometry& g, const Fn& fn) {
 /// samples [n0, n0 + nc): one task per (sample, row) strip of `plane` floats.
 enum class Strip { kAssign, kAccumulate };
 
+// The copies below run row by row of the chunk layout: a chunk row is one
+// contiguous run of nc * plane floats, the tensor side nc strips of `plane`
+// floats rows * plane apart. With MobileNet's 2x2 and 4x4 planes a strip is
+// 4 or 16 floats, so the strip loop is inlined (no memcpy call per strip).
+
 /// dst[n0 + n, r, :] (+)= buf[r, n * plane : (n + 1) * plane] (+ bias[r]).
 void chunk_to_tensor(const float* buf, const float* bias, int64_t rows, int64_t plane, int64_t n0,
                      int64_t nc, Strip mode, float* dst) {
-  const int64_t cols = nc * plane;
-  parallel_for(0, nc * rows, std::max<int64_t>(1, 8192 / plane), [&](int64_t lo, int64_t hi) {
-    for (int64_t t = lo; t < hi; ++t) {
-      const int64_t n = t / rows, r = t % rows;
-      const float* s = buf + r * cols + n * plane;
-      float* d = dst + ((n0 + n) * rows + r) * plane;
+  const int64_t cols = nc * plane, stride = rows * plane;
+  parallel_for(0, rows, std::max<int64_t>(1, 8192 / cols), [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
       const float b = bias ? bias[r] : 0.f;
-      if (mode == Strip::kAccumulate) {
-        for (int64_t p = 0; p < plane; ++p) d[p] += s[p];
-      } else {
-        for (int64_t p = 0; p < plane; ++p) d[p] = s[p] + b;
+      for (int64_t n = 0; n < nc; ++n) {
+        const float* __restrict s = buf + r * cols + n * plane;
+        float* __restrict d = dst + (n0 + n) * stride + r * plane;
+        if (mode == Strip::kAccumulate) {
+          for (int64_t p = 0; p < plane; ++p) d[p] += s[p];
+        } else {
+          for (int64_t p = 0; p < plane; ++p) d[p] = s[p] + b;
+        }
       }
     }
   });
@@ -221,14 +229,24 @@ void chunk_to_tensor(const float* buf, const float* bias, int64_t rows, int64_t 
 /// buf[r, n * plane : (n + 1) * plane] = src[n0 + n, r, :].
 void tensor_to_chunk(const float* src, int64_t rows, int64_t plane, int64_t n0, int64_t nc,
                      float* buf) {
-  const int64_t cols = nc * plane;
-  parallel_for(0, nc * rows, std::max<int64_t>(1, 8192 / plane), [&](int64_t lo, int64_t hi) {
-    for (int64_t t = lo; t < hi; ++t) {
-      const int64_t n = t / rows, r = t % rows;
-      std::memcpy(buf + r * cols + n * plane, src + ((n0 + n) * rows + r) * plane,
-                  static_cast<size_t>(plane) * sizeof(float));
-    }
+  const int64_t cols = nc * plane, stride = rows * plane;
+  parallel_for(0, rows, std::max<int64_t>(1, 8192 / cols), [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r)
+      for (int64_t n = 0; n < nc; ++n) {
+        const float* __restrict s = src + (n0 + n) * stride + r * plane;
+        float* __restrict d = buf + r * cols + n * plane;
+        for (int64_t p = 0; p < plane; ++p) d[p] = s[p];
+      }
   });
+}
+
+/// The column matrix of a chunk: im2col, or for a 1x1 stride-1 unpadded conv
+/// the input itself in chunk layout.
+void lower_chunk(const float* x, const ConvGeometry& g, int64_t n0, int64_t m, float* col) {
+  if (is_pointwise(g))
+    tensor_to_chunk(x, g.C, g.P(), n0, m, col);
+  else
+    im2col_chunk(x, g, n0, m, col);
 }
 
 /// out[n] = W * im2col(x[n]) (+ bias) for the samples [n_lo, n_hi).
@@ -246,7 +264,7 @@ void forward_range(const float* x, const float* w, const float* bias, const Conv
       col = x + n0 * g.C * P;
     } else {
       float* c = col_scratch().get(g.C * g.KH * g.KW * cols);
-      im2col_chunk(x, g, n0, m, c);
+      lower_chunk(x, g, n0, m, c);
       col = c;
     }
     float* res = m == 1 ? out + n0 * g.OC * P : out_scratch().get(g.OC * cols);
@@ -266,8 +284,12 @@ void forward_range(const float* x, const float* w, const float* bias, const Conv
 
 void gemm_forward(const float* x, const float* w, const float* bias, const ConvGeometry& g,
                   float* out) {
+  const bool direct = direct::supports(g);
   for_sample_ranges(g, [&](int64_t, int64_t lo, int64_t hi) {
-    forward_range(x, w, bias, g, lo, hi, out);
+    if (direct)
+      direct::forward(x, w, bias, g, lo, hi, out);
+    else
+      forward_range(x, w, bias, g, lo, hi, out);
   });
 }
 
@@ -287,6 +309,7 @@ struct BackwardPlan {
   const float* w = nullptr;
   ConvGeometry g;
   bool transposed = false;
+  bool dx_fresh = false;  // dx is uninitialised: assign instead of adding
   ConvGeometry gt;        // the conv mapping d_out to dx (transposed route)
   std::vector<float> wt;  // its weight, wt_g [Cg, OCg * KK]
 };
@@ -324,7 +347,7 @@ void backward_range(const BackwardPlan& bp, int64_t n_lo, int64_t n_hi, float* d
         col = x + n0 * g.C * P;
       } else {
         float* c = col_scratch().get(g.C * KK * cols);
-        im2col_chunk(x, g, n0, m, c);
+        lower_chunk(x, g, n0, m, c);
         col = c;
       }
       for (int64_t gr = 0; gr < g.groups; ++gr)  // dW_g [OCg, Kc] += dout_g @ col_g^T
@@ -332,45 +355,54 @@ void backward_range(const BackwardPlan& bp, int64_t n_lo, int64_t n_hi, float* d
               cols, 1.f, dw + gr * OCg * Kc, Kc);
     }
     if (!dx) continue;
+    // A fresh dx is assigned: GEMMs with beta 0, copies in kAssign mode.
+    const float beta = bp.dx_fresh ? 0.f : 1.f;
+    const Strip mode = bp.dx_fresh ? Strip::kAssign : Strip::kAccumulate;
     // The column buffer is free again below: d_weight is done with it.
     if (bp.transposed) {
       const int64_t tcols = m * HW, tK = OCg * KK;
       float* col = col_scratch().get(g.OC * KK * tcols);
       im2col_chunk(d_out, bp.gt, n0, m, col);  // [OC * KK, m * H * W]
-      // One sample accumulates straight into dx; more go through a buffer.
+      // One sample goes straight into dx; more go through a buffer.
       // (The buffer may reuse out_scratch: d_weight is done with gout.)
       float* res = m == 1 ? dx + n0 * g.C * HW : out_scratch().get(g.C * tcols);
       for (int64_t gr = 0; gr < g.groups; ++gr)  // dx_g [Cg, tcols] (+)= wt_g @ col_g
         sgemm(false, false, Cg, tcols, tK, 1.f, bp.wt.data() + gr * Cg * tK, tK,
-              col + gr * tK * tcols, tcols, m == 1 ? 1.f : 0.f, res + gr * Cg * tcols, tcols);
-      if (m > 1) chunk_to_tensor(res, nullptr, g.C, HW, n0, m, Strip::kAccumulate, dx);
-    } else if (pointwise && m == 1) {
+              col + gr * tK * tcols, tcols, m == 1 ? beta : 0.f, res + gr * Cg * tcols, tcols);
+      if (m > 1) chunk_to_tensor(res, nullptr, g.C, HW, n0, m, mode, dx);
+    } else if (pointwise) {
+      // dx_g [Cg, cols] (+)= W_g^T @ dout_g: straight into dx for one sample,
+      // else through a buffer in chunk layout.
       chunk_grad();
-      float* dxn = dx + n0 * g.C * P;
-      for (int64_t gr = 0; gr < g.groups; ++gr)  // dx_g [Cg, P] += W_g^T @ dout_g
-        sgemm(true, false, Cg, P, OCg, 1.f, w + gr * OCg * Kc, Kc, gout + gr * OCg * P, P, 1.f,
-              dxn + gr * Cg * P, P);
+      float* res = m == 1 ? dx + n0 * g.C * P : col_scratch().get(g.C * cols);
+      for (int64_t gr = 0; gr < g.groups; ++gr)
+        sgemm(true, false, Cg, cols, OCg, 1.f, w + gr * OCg * Kc, Kc, gout + gr * OCg * cols, cols,
+              m == 1 ? beta : 0.f, res + gr * Cg * cols, cols);
+      if (m > 1) chunk_to_tensor(res, nullptr, g.C, P, n0, m, mode, dx);
     } else {
       chunk_grad();
       float* dcol = col_scratch().get(g.C * KK * cols);
       for (int64_t gr = 0; gr < g.groups; ++gr)  // dcol_g [Kc, cols] = W_g^T @ dout_g
         sgemm(true, false, Kc, cols, OCg, 1.f, w + gr * OCg * Kc, Kc, gout + gr * OCg * cols, cols,
               0.f, dcol + gr * Kc * cols, cols);
+      // col2im adds: a fresh dx is zeroed first, chunk by chunk.
+      if (bp.dx_fresh) std::fill(dx + n0 * g.C * HW, dx + (n0 + m) * g.C * HW, 0.f);
       col2im_chunk(dcol, g, n0, m, dx);
     }
   }
 }
 
-/// Adds d_input (when dx) and d_weight (when dw) for the GEMM path. With
-/// several sample ranges, each range sums its d_weight into its own slot and
-/// the slots are added to dw in range order afterwards, so the result does
-/// not depend on scheduling.
+/// Adds d_input (when dx; assigns it when dx_fresh) and d_weight (when dw)
+/// for the GEMM path. With several sample ranges, each range sums its
+/// d_weight into its own slot and the slots are added to dw in range order
+/// afterwards, so the result does not depend on scheduling.
 void gemm_backward(const float* d_out, const float* x, const float* w, const ConvGeometry& g,
-                   float* dx, float* dw) {
+                   float* dx, bool dx_fresh, float* dw) {
   const int64_t Cg = g.Cg(), OCg = g.OCg(), KK = g.KH * g.KW;
   BackwardPlan bp;
-  bp.d_out = d_out, bp.x = x, bp.w = w, bp.g = g;
-  bp.transposed = dx && transposed_input_grad(g);
+  bp.d_out = d_out, bp.x = x, bp.w = w, bp.g = g, bp.dx_fresh = dx_fresh;
+  const bool direct = direct::supports(g);
+  bp.transposed = !direct && dx && transposed_input_grad(g);
   if (bp.transposed) {
     // wt_g[ci, (o, kh, kw)] = W[g * OCg + o, ci, K-1-kh, K-1-kw]
     ConvGeometry& gt = bp.gt;
@@ -393,7 +425,13 @@ void gemm_backward(const float* d_out, const float* x, const float* w, const Con
     std::fill(partial, partial + parts * wsize, 0.f);
   }
   for_sample_ranges(g, [&](int64_t r, int64_t lo, int64_t hi) {
-    backward_range(bp, lo, hi, dx, partial ? partial + r * wsize : dw);
+    float* dw_range = partial ? partial + r * wsize : dw;
+    if (!direct) {
+      backward_range(bp, lo, hi, dx, dw_range);
+      return;
+    }
+    if (dw_range) direct::weight_grad(d_out, x, g, lo, hi, dw_range);
+    if (dx) direct::input_grad(d_out, w, g, lo, hi, dx_fresh, dx);
   });
   if (partial) {
     parallel_for(0, wsize, 4096, [&](int64_t lo, int64_t hi) {
@@ -715,12 +753,13 @@ Scratch& depthwise_scratch() {  // per-block d_weight partial sums
   return s;
 }
 
-/// Adds d_input (when dx) and d_weight (when dw). Each (block, channel) task
+/// Adds d_input (when dx; assigns it when dx_fresh) and d_weight (when dw).
+/// Each (block, channel) task
 /// writes its d_weight contribution to its own slot; the slots are summed
 /// over blocks afterwards in a fixed order, so the result does not depend on
 /// the thread count.
 void depthwise_backward(const float* d_out, const float* x, const float* w, const ConvGeometry& g,
-                        float* dx, float* dw) {
+                        float* dx, bool dx_fresh, float* dw) {
   const DepthwisePlan plan(g);
   const int64_t HW = g.H * g.W, P = g.P(), Wq = plan.Wq, S = plan.S, s = plan.s;
   const int64_t KK = plan.taps, NB = plan.blocks();
@@ -761,8 +800,11 @@ void depthwise_backward(const float* d_out, const float* x, const float* w, cons
             taps_sum(dph.data() + (r * plan.PT + q) * plan.phase_stride, plan.plane_span(m),
                      src.data(), wt.data(), count, 0.f);
           }
-        for (int64_t b = 0; b < m; ++b)
-          plan.add_unphased(dph.data() + b * S, dx + ((n0 + b) * g.C + c) * HW, row_out.data());
+        for (int64_t b = 0; b < m; ++b) {
+          float* plane = dx + ((n0 + b) * g.C + c) * HW;
+          if (dx_fresh) std::fill(plane, plane + HW, 0.f);
+          plan.add_unphased(dph.data() + b * S, plane, row_out.data());
+        }
       }
     }
   });
@@ -787,7 +829,9 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
   const bool depthwise = is_depthwise(g);
   const float* b = bias.defined() ? bias.data() : nullptr;
   if (out.numel() > 0) {
-    if (depthwise)
+    if (depthwise && direct::supports_depthwise(g))
+      direct::depthwise_forward(x.data(), weight.data(), b, g, out.data());
+    else if (depthwise)
       depthwise_forward(x.data(), weight.data(), b, g, out.data());
     else
       gemm_forward(x.data(), weight.data(), b, g, out.data());
@@ -797,17 +841,24 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
   if (bias.defined()) inputs.push_back(bias);
   record(out, "conv2d", std::move(inputs),
          [g, depthwise](const Tensor&, const Tensor& d_out, std::vector<Tensor>& in) {
-           float* dx = in[0].requires_grad() ? in[0].grad_or_zeros().data() : nullptr;
+           bool dx_fresh = false;
+           float* dx = in[0].requires_grad() ? grad_for_write(in[0], dx_fresh) : nullptr;
            float* dw = in[1].requires_grad() ? in[1].grad_or_zeros().data() : nullptr;
            float* db =
                in.size() > 2 && in[2].requires_grad() ? in[2].grad_or_zeros().data() : nullptr;
-           if (d_out.numel() == 0) return;
+           if (d_out.numel() == 0) {  // no samples: nothing to add, a fresh dx is empty
+             if (dx_fresh) std::fill(dx, dx + in[0].numel(), 0.f);
+             return;
+           }
            if (db) bias_backward(d_out.data(), g, db);
            if (!dx && !dw) return;
-           if (depthwise)
-             depthwise_backward(d_out.data(), in[0].data(), in[1].data(), g, dx, dw);
+           if (depthwise && direct::supports_depthwise(g))
+             direct::depthwise_backward(d_out.data(), in[0].data(), in[1].data(), g, dx, dx_fresh,
+                                        dw);
+           else if (depthwise)
+             depthwise_backward(d_out.data(), in[0].data(), in[1].data(), g, dx, dx_fresh, dw);
            else
-             gemm_backward(d_out.data(), in[0].data(), in[1].data(), g, dx, dw);
+             gemm_backward(d_out.data(), in[0].data(), in[1].data(), g, dx, dx_fresh, dw);
          });
   return out;
 }

@@ -1,0 +1,61 @@
+// Direct kernels for stride-1 dense convolutions (ResNet's 3x3 convs) and
+// for depthwise convolutions (MobileNet), used by core/ops/conv2d.cpp in
+// place of im2col + sgemm and of its portable depthwise kernel where the CPU
+// allows (AVX2 + FMA).
+//
+// im2col writes a column matrix KH * KW times the size of the input, and
+// OpenBLAS then copies it once more into its packed panels; with few
+// channels (C_out = 16 or 32) each packed value feeds only C_out
+// multiply-adds, so a ResNet step spent more time moving columns than
+// multiplying. These kernels read the input in place instead: each sample is
+// copied once into a zero-padded plane per channel, where the input of output
+// pixel (oh, ow) under tap (c, kh, kw) sits at a fixed offset from
+// (oh, ow)'s own position, so a run of 8 output pixels of one row reads 8
+// consecutive floats for every tap. See conv2d_direct.cpp for the kernels.
+#pragma once
+
+#include <cstdint>
+
+#include "core/ops/im2col.h"
+
+namespace spruce::ops::direct {
+
+/// Whether the direct kernels handle this conv: built for a CPU with AVX2 and
+/// FMA, stride 1, one group, a kernel larger than 1x1 and padding < kernel
+/// (the transposed conv of the input gradient then has padding >= 0).
+bool supports(const ConvGeometry& g);
+
+/// out[n] = conv(x[n], w) (+ bias) for the samples [n_lo, n_hi).
+/// x [N, C, H, W], w [OC, C, KH, KW], bias [OC] or null, out [N, OC, OH, OW].
+void forward(const float* x, const float* w, const float* bias, const ConvGeometry& g,
+             int64_t n_lo, int64_t n_hi, float* out);
+
+/// dx[n] (+)= the transposed conv of d_out[n] with w for the samples
+/// [n_lo, n_hi): assigned when `fresh`, added otherwise. dx [N, C, H, W].
+void input_grad(const float* d_out, const float* w, const ConvGeometry& g, int64_t n_lo,
+                int64_t n_hi, bool fresh, float* dx);
+
+/// dw += the sum over the samples [n_lo, n_hi) of d_out[n] correlated with
+/// x[n]. dw [OC, C, KH, KW]. Each element is summed in a fixed order (sample,
+/// then pixel), whatever the thread count.
+void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int64_t n_lo,
+                 int64_t n_hi, float* dw);
+
+/// Whether the depthwise kernels below handle this conv: built for AVX2 and
+/// FMA, groups == C_in == C_out, padding smaller than the kernel.
+bool supports_depthwise(const ConvGeometry& g);
+
+/// Depthwise forward: out = conv(x, w) (+ bias), any stride, on tiles of 8
+/// channels interleaved pixel by pixel (see conv2d_direct.cpp).
+/// x [N, C, H, W], w [C, 1, KH, KW], out [N, C, OH, OW].
+void depthwise_forward(const float* x, const float* w, const float* bias, const ConvGeometry& g,
+                       float* out);
+
+/// Depthwise backward: dx (+)= d_input (assigned when dx_fresh; skipped when
+/// dx is null) and dw += d_weight (skipped when null). d_weight is summed per
+/// fixed block of samples and the blocks are added in order, so it does not
+/// depend on the thread count.
+void depthwise_backward(const float* d_out, const float* x, const float* w, const ConvGeometry& g,
+                        float* dx, bool dx_fresh, float* dw);
+
+}  // namespace spruce::ops::direct
