@@ -86,8 +86,12 @@ Decoded decode(const fs::path& p, const std::vector<unsigned char>& bytes, int c
   return out;
 }
 
-// Channels a file has natively, mapped to 1 (grey, grey+alpha) or 3 (RGB, RGBA).
-int native_channels(const fs::path& p, const std::vector<unsigned char>& bytes) {
+// Reads the header only (stbi_info) and checks the declared size against
+// `max_pixels` before anything is decoded: a 20-byte PNM header can declare
+// 10^5 x 10^5 pixels, which stb would allocate before finding the data
+// missing. Returns the channels the file has natively, mapped to 1 (grey,
+// grey+alpha) or 3 (RGB, RGBA).
+int probe(const fs::path& p, const std::vector<unsigned char>& bytes, int64_t max_pixels) {
   int w = 0, h = 0, comp = 0;
   if (bytes.size() > static_cast<size_t>(INT32_MAX) ||
       !stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &comp)) {
@@ -95,6 +99,13 @@ int native_channels(const fs::path& p, const std::vector<unsigned char>& bytes) 
         p.string() + ": cannot decode image (" +
         (bytes.size() > static_cast<size_t>(INT32_MAX) ? "too large" : stbi_failure_reason()) +
         "), expected PNG, JPEG, BMP, TGA, GIF or PNM");
+  }
+  const int64_t pixels = int64_t{w} * int64_t{h};
+  if (w <= 0 || h <= 0 || pixels > max_pixels) {
+    throw FormatError(p.string() + ": image declares " + std::to_string(w) + "x" +
+                      std::to_string(h) + " pixels (WxH, " + std::to_string(pixels) +
+                      " in all), over the limit of " + std::to_string(max_pixels) +
+                      " pixels; shrink the image first");
   }
   return comp >= 3 ? 3 : 1;
 }
@@ -145,6 +156,10 @@ std::vector<uint8_t> resize_bilinear(std::span<const uint8_t> image, const Image
 
 std::shared_ptr<InMemoryDataset> load_image_folder(const std::string& root,
                                                    const ImageFolderOptions& options) {
+  if (options.max_pixels <= 0) {
+    throw UsageError("image folder " + root + ": max_pixels = " + std::to_string(options.max_pixels) +
+                     ", expected > 0");
+  }
   if (options.channels != 0 && options.channels != 1 && options.channels != 3) {
     throw UsageError("image folder " + root + ": channels = " + std::to_string(options.channels) +
                      ", expected 0 (keep), 1 or 3");
@@ -190,9 +205,10 @@ std::shared_ptr<InMemoryDataset> load_image_folder(const std::string& root,
   for (size_t k = 0; k < files_per_class.size(); ++k) {
     for (const fs::path& file : files_per_class[k]) {
       const std::vector<unsigned char> bytes = read_file(file);
+      const int native = probe(file, bytes, options.max_pixels);
       int channels = options.channels;
       if (channels == 0) {
-        channels = native_channels(file, bytes);
+        channels = native;
         if (!first.empty() && channels != shape.channels) {
           throw FormatError(file.string() + ": image has " + std::to_string(channels) +
                             " channel(s) but the first image " + first.string() + " has " +

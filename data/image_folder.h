@@ -18,6 +18,11 @@
 
 namespace spruce::data {
 
+/// The largest image the folder loader decodes, in pixels (width x height):
+/// 2^25, e.g. 8192 x 4096. A few header bytes can declare any size and stb
+/// would allocate it before finding the data missing.
+inline constexpr int64_t kMaxImagePixels = int64_t{1} << 25;
+
 struct ImageFolderOptions {
   /// 0: keep each file's channels (grey -> 1, colour -> 3, alpha dropped) and
   /// require all to agree; 1 or 3: convert every image (luminance or replication).
@@ -25,11 +30,15 @@ struct ImageFolderOptions {
   /// Both 0: no resize. Both > 0: every image is resized to height x width.
   int64_t height = 0;
   int64_t width = 0;
+  /// Images whose header declares more pixels (width x height) are rejected
+  /// with a FormatError before they are decoded.
+  int64_t max_pixels = kMaxImagePixels;
 };
 
 /// Loads every image under root into memory ([N, C, H, W] uint8, labels = class index).
 /// IoError if root or a file cannot be read; FormatError for an undecodable
-/// file, a size or channel mismatch, an empty class folder or no class folders.
+/// file, an image larger than options.max_pixels, a size or channel
+/// mismatch, an empty class folder or no class folders.
 std::shared_ptr<InMemoryDataset> load_image_folder(const std::string& root,
                                                    const ImageFolderOptions& options = {});
 

@@ -12,13 +12,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "core/error.h"
 #include "core/io/checkpoint.h"
 #include "core/ops/loss.h"
 #include "core/parallel.h"
-#include "data/data_loader.h"
 #include "data/data_loader.h"
 #include "models/registry.h"
 #include "optim/schedule.h"
@@ -128,6 +128,71 @@ double parse_exact(const io::Checkpoint& ck, const std::string& key) {
 
 int64_t parse_int(const io::Checkpoint& ck, const std::string& key) { return static_cast<int64_t>(parse_exact(ck, key)); }
 
+// "nan", "inf" or "-inf": printf and std::to_string write "-nan" for a NaN
+// whose sign bit is set, which reads like a negative number.
+std::string non_finite_text(float v) {
+  if (std::isnan(v)) return "nan";
+  return v > 0 ? "inf" : "-inf";
+}
+
+// Flags a resumed run may change: where and how often it writes, what it
+// evaluates for the logs, and where the (same) data lives. Every other flag
+// shapes the trajectory (model, data, batches, optimizer, learning-rate
+// schedule, pruning) and must keep the value the run was started with.
+const std::set<std::string> kResumeMayChange = {"out", "resume", "overwrite", "recipe", "prefetch",
+                                                "eval-limit", "prune-eval-limit", "checkpoint-every",
+                                                "data-dir", "threads"};
+
+// True when the learning rate at a step does not depend on the total number
+// of steps, so --epochs may grow or shrink on --resume: constant, or step
+// decay at a fixed interval, without a fine-tuning cosine after pruning.
+bool schedule_ignores_total(const Settings& s) {
+  return s.finetune_lr == 0 && (s.schedule == "constant" || (s.schedule == "step" && s.step_epochs > 0));
+}
+
+// --resume continues a run exactly as it was started: refuses (a usage
+// error naming the flag, the saved and the given value) every flag given on
+// the command line whose value differs from the one saved in the checkpoint,
+// except those of kResumeMayChange and --epochs with a schedule that does
+// not depend on the total; warns for --threads, which may change the bits.
+void check_resume_settings(const cli::Args& args, const Settings& s,
+                           const std::vector<std::pair<std::string, std::string>>& saved,
+                           const std::string& ckpt) {
+  // --epochs last: whether it may change depends on the others, checked first.
+  std::vector<std::pair<std::string, std::string>> ordered;
+  for (const auto& kv : saved)
+    if (kv.first != "epochs") ordered.push_back(kv);
+  for (const auto& kv : saved)
+    if (kv.first == "epochs") ordered.push_back(kv);
+  for (const auto& [name, was] : ordered) {
+    if (!args.given(name)) continue;
+    const std::string now = args.value(name);
+    if (now == was) continue;
+    if (name == "threads") {
+      std::fprintf(stderr,
+                   "spruce-train: warning: --threads %s differs from the run's %s (saved in %s): it continues, "
+                   "but may not be bit-identical to a run that kept --threads %s\n",
+                   now.c_str(), was.c_str(), ckpt.c_str(), was.c_str());
+      continue;
+    }
+    if (kResumeMayChange.count(name)) continue;
+    if (name == "epochs") {
+      if (schedule_ignores_total(s)) continue;
+      throw UsageError("--epochs " + now + " differs from the run's " + was + " (saved in " + ckpt + "): the " +
+                       s.schedule + (s.finetune_lr > 0 ? " and fine-tuning" : "") +
+                       " learning-rate schedule depends on the total number of steps, so the resumed run would "
+                       "not continue the one started; resume without --epochs, or start a new run with --init " +
+                       ckpt);
+    }
+    throw UsageError("--" + name + " " + (now.empty() ? "''" : now) + " differs from the run's " +
+                     (was.empty() ? "''" : was) + " (saved in " + ckpt +
+                     "): --resume continues a run exactly as it was started, so it may change only --out, "
+                     "--threads, --prefetch, --eval-limit, --prune-eval-limit, --checkpoint-every, --data-dir "
+                     "and --epochs (for a constant or fixed-interval step schedule); start a new run with --init " +
+                     ckpt + " to change it");
+  }
+}
+
 const char* kCsvHeader = "epoch,step,lr,train_loss,train_acc,test_loss,test_acc,epoch_seconds,img_per_s,sparsity\n";
 
 class Run {
@@ -135,6 +200,10 @@ class Run {
   Run(const Settings& s, cli::Args& args) : s_(s), args_(args) {}
 
   int main();
+  /// After a failure: removes the directories main() created if they are
+  /// still empty. A directory that existed before, or holds anything (a
+  /// checkpoint, a log), is never removed.
+  void remove_empty_run_dir() const;
 
  private:
   void setup_model_and_data();
@@ -147,6 +216,8 @@ class Run {
   /// Prunes when time t (epoch or step, per --prune-unit) is a pruning step.
   void maybe_prune(int64_t t);
   double lr_at(int64_t step) const;
+  /// Creates out_ (and missing parents), remembering which ones it created.
+  void create_run_dir();
 
   const Settings& s_;
   cli::Args& args_;
@@ -167,6 +238,7 @@ class Run {
   pruning::GradualSchedule prune_schedule_;
   pruning::PrunableSet prunable_;
   int64_t finetune_start_step_ = -1;
+  std::vector<fs::path> created_dirs_;  // deepest first
 };
 
 const char* kPruneCsvHeader =
@@ -254,6 +326,7 @@ void Run::save_checkpoint(const std::string& name) const {
   ck.set_meta("kind", "spruce-train");
   for (const auto& [k, v] : args_.values())
     if (k != "resume" && k != "overwrite" && k != "recipe") ck.set_meta("args." + k, v);
+  ck.set_meta("train.samples", std::to_string(train_view_->size()));
   ck.set_meta("train.epoch", std::to_string(epoch_));
   ck.set_meta("train.batch", std::to_string(batch_in_epoch_));
   ck.set_meta("train.global_step", std::to_string(global_step_));
@@ -271,6 +344,12 @@ void Run::save_checkpoint(const std::string& name) const {
 }
 
 void Run::restore(const io::Checkpoint& ck) {
+  // Batches are a function of the sample count; other data would be another run.
+  if (ck.has_meta("train.samples") && parse_int(ck, "train.samples") != train_view_->size())
+    throw UsageError("the " + s_.data + " training data in " +
+                     (s_.data_dir.empty() ? cli::default_data_dir(s_.data) : s_.data_dir) + " has " +
+                     std::to_string(train_view_->size()) + " samples, but the run in " + ck.source +
+                     " was trained on " + ck.meta_value("train.samples") + "; --resume needs the same data");
   model_->load_state_dict(cli::model_state_from(ck));
   optim::NamedTensors velocity;
   for (const auto& [name, t] : ck.tensors)
@@ -311,9 +390,12 @@ void Run::train_epoch() {
     Tensor loss = ops::cross_entropy(logits, batch->labels);
     const float l = loss.item();
     if (!std::isfinite(l))
-      throw Error("loss is " + std::to_string(l) + " at epoch " + std::to_string(epoch_ + 1) + " step " +
+      throw Error("loss is " + non_finite_text(l) + " at epoch " + std::to_string(epoch_ + 1) + " step " +
                   std::to_string(batch_in_epoch_ + 1) + " (global step " + std::to_string(global_step_ + 1) +
-                  "); stopped, the last good checkpoint in " + out_.string() + " is kept (try a lower --lr)");
+                  "); stopped, " +
+                  (fs::exists(out_ / "last.ckpt") ? "the last good checkpoint " + (out_ / "last.ckpt").string() + " is kept"
+                                                  : std::string("before the first checkpoint, so nothing is written")) +
+                  " (try a lower --lr)");
     model_->zero_grad();
     loss.backward();
     opt_->step();
@@ -437,6 +519,25 @@ void Run::maybe_prune(int64_t t) {
   jsonl_ += j.str() + "\n";
 }
 
+void Run::create_run_dir() {
+  std::vector<fs::path> missing;
+  std::error_code ec;
+  for (fs::path p = out_; !p.empty() && !fs::exists(p, ec); p = p.parent_path()) {
+    missing.push_back(p);
+    if (p == p.parent_path()) break;
+  }
+  fs::create_directories(out_, ec);
+  if (ec || !fs::is_directory(out_)) throw IoError(out_.string() + ": cannot create the run directory: " + ec.message());
+  created_dirs_ = std::move(missing);
+}
+
+void Run::remove_empty_run_dir() const {
+  std::error_code ec;
+  // fs::remove deletes a directory only when it is empty.
+  for (const fs::path& p : created_dirs_)
+    if (fs::is_directory(p, ec) && fs::is_empty(p, ec) && !fs::remove(p, ec)) break;
+}
+
 int Run::main() {
   set_num_threads(static_cast<int>(s_.threads));
   out_ = s_.out.empty() ? fs::path("runs") / (s_.model + "-" + s_.data) : fs::path(s_.out);
@@ -452,13 +553,12 @@ int Run::main() {
     throw UsageError(out_.string() + " already holds a run (last.ckpt); continue it with --resume " + out_.string() +
                      ", or pass --overwrite or another --out");
   }
-  std::error_code ec;
-  fs::create_directories(out_, ec);
-  if (ec || !fs::is_directory(out_)) throw IoError(out_.string() + ": cannot create the run directory: " + ec.message());
-
+  // Data, model and settings are all checked before the run directory is
+  // created, so a bad input leaves nothing behind.
   setup_model_and_data();
   if (resume_ck) restore(*resume_ck);
   else csv_ = kCsvHeader, prune_csv_ = kPruneCsvHeader;
+  create_run_dir();
 
   std::printf("model  %s, %lld parameters\n", spec_.describe().c_str(), static_cast<long long>(model_->num_parameters()));
   std::printf("data   %s: %lld train / %lld test images of %s\n", s_.data.c_str(),
@@ -477,6 +577,9 @@ int Run::main() {
     train_epoch();
     end_epoch();
   }
+  // A run killed between its last checkpoint and the log files, then resumed,
+  // trains no more: its logs (saved in the checkpoint) are written here.
+  write_logs();
   cli::export_npz((out_ / "final.npz").string(), *model_);
   std::printf("done: %s/last.ckpt, final.npz, log.csv, log.jsonl\n", out_.string().c_str());
   return 0;
@@ -497,11 +600,18 @@ int main(int argc, char** argv) {
       if (fs::is_directory(p)) p /= "last.ckpt";
       const io::Checkpoint ck = io::load_checkpoint(p.string());
       std::vector<std::pair<std::string, std::string>> saved;
+      // --out defaults to the checkpoint's folder (the run may have moved).
       for (const auto& [k, v] : ck.meta)
-        if (k.rfind("args.", 0) == 0) saved.emplace_back(k.substr(5), v);
+        if (k.rfind("args.", 0) == 0 && k != "args.out") saved.emplace_back(k.substr(5), v);
       args.apply_defaults(saved, p.string());
+      check_resume_settings(args, s, saved, p.string());
     }
     Run run(s, args);
-    return run.main();
+    try {
+      return run.main();
+    } catch (...) {
+      run.remove_empty_run_dir();
+      throw;
+    }
   });
 }

@@ -42,6 +42,61 @@ std::string printable(std::span<const uint8_t> bytes) {
   return s;
 }
 
+// The size the file's own length fields declare, walked without trusting
+// the CRC: every count, length and shape read from the bytes present, plus
+// the 4-byte CRC. Returns 0 when the walk stays inside the file; otherwise
+// the number of bytes it needs, and sets `exact` when that is the whole
+// declared size (the walk reached the end of the last tensor), not only a
+// lower bound (it stopped at a length field that points past the end).
+uint64_t declared_size_beyond(std::span<const uint8_t> all, bool& exact) {
+  const uint64_t size = all.size();
+  uint64_t at = 12;  // magic and version, checked by the caller
+  exact = false;
+  // Reads a little-endian integer at `at`, or reports `at + n + 4` as needed.
+  auto get = [&](int n, uint64_t& v) {
+    if (at + n > size) return false;
+    v = 0;
+    for (int i = n - 1; i >= 0; --i) v = (v << 8) | all[at + i];
+    at += n;
+    return true;
+  };
+  auto skip = [&](uint64_t n) {
+    if (n > size - at) return false;
+    at += n;
+    return true;
+  };
+  auto beyond = [&](uint64_t n) {
+    // Saturating: a lying length must not wrap around to a small number.
+    const uint64_t need = n > UINT64_MAX - at - 4 ? UINT64_MAX : at + n + 4;
+    return need > size ? need : 0;
+  };
+  uint64_t count = 0, len = 0;
+  if (!get(4, count)) return beyond(4);
+  for (uint64_t i = 0; i < count; ++i) {
+    if (!get(4, len)) return beyond(4);
+    if (!skip(len)) return beyond(len);
+    if (!get(8, len)) return beyond(8);
+    if (!skip(len)) return beyond(len);
+  }
+  if (!get(4, count)) return beyond(4);
+  for (uint64_t i = 0; i < count; ++i) {
+    uint64_t ndim = 0, dim = 0;
+    if (!get(4, len)) return beyond(4);
+    if (!skip(len)) return beyond(len);
+    if (!get(4, ndim)) return beyond(4);
+    uint64_t bytes = sizeof(float);
+    for (uint64_t d = 0; d < ndim; ++d) {
+      if (!get(8, dim)) return beyond(8);
+      // Negative or overflowing shapes are the parser's to report, with names.
+      if (static_cast<int64_t>(dim) < 0) return 0;
+      bytes = (dim != 0 && bytes > UINT64_MAX / dim) ? UINT64_MAX : bytes * dim;
+    }
+    if (!skip(bytes)) return beyond(bytes);
+  }
+  exact = true;
+  return beyond(0);
+}
+
 }  // namespace
 
 void Checkpoint::set_meta(const std::string& key, std::string value) {
@@ -155,18 +210,25 @@ Checkpoint load_checkpoint(const std::string& path) {
                 ", this build reads up to " + std::to_string(kCheckpointVersion) + ")");
   if (version == 0) header.fail("format version 0 is invalid (expected 1)");
   if (bytes.size() < kMinSize)
-    header.fail("truncated: " + std::to_string(bytes.size()) +
-                " bytes, the smallest checkpoint has " + std::to_string(kMinSize));
-
-  // The CRC comes before the structure so that any damage, including a
-  // truncated file, is reported as what it is rather than as a strange field.
+    header.fail("truncated: expected at least " + std::to_string(kMinSize) + " bytes, file has " +
+                std::to_string(bytes.size()));
+  // The CRC comes before the structure so that any damage is reported as what
+  // it is rather than as a strange field. A cut file fails the CRC too (its
+  // last 4 bytes are data, not a CRC): when the length fields declare more
+  // bytes than the file has, say it is truncated, and by how much.
   const size_t body_size = bytes.size() - 4;
   uint32_t stored_crc;
   std::memcpy(&stored_crc, bytes.data() + body_size, 4);
   const uint32_t crc = crc32_update(0, all.first(body_size));
-  if (crc != stored_crc)
+  if (crc != stored_crc) {
+    bool exact = false;
+    if (const uint64_t need = declared_size_beyond(all, exact); need != 0)
+      header.fail("truncated: expected " + std::string(exact ? "" : "at least ") +
+                  (need == UINT64_MAX ? std::string("2^64") : std::to_string(need)) +
+                  " bytes, file has " + std::to_string(bytes.size()));
     header.fail("CRC mismatch: file is corrupted (stored " + hex32(stored_crc) + ", computed " +
                 hex32(crc) + " over " + std::to_string(body_size) + " bytes)");
+  }
 
   ByteReader r(all.first(body_size), path);
   r.seek(12, "metadata count");

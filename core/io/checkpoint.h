@@ -20,8 +20,10 @@
 //                       numel x float32 data, row-major
 //   end-4   4         u32 CRC-32 (zlib) of every byte before it
 //
-// Loading reads the file, checks the magic, the version, then the CRC, then
-// every length against the bytes that remain before allocating anything.
+// Loading reads the file, checks the magic, the version, then the CRC (a file
+// that fails it and whose length fields declare more bytes than it has is
+// reported as "truncated: expected N bytes, file has M"), then every length
+// against the bytes that remain before allocating anything.
 // Every problem is a one-line FormatError (IoError if the file cannot be read)
 // that names the file.
 #pragma once

@@ -16,54 +16,19 @@
 #include "core/io/checkpoint.h"
 #include "core/io/file.h"
 #include "core/random.h"
+#include "tests/test_util.h"
 
 namespace fs = std::filesystem;
 using namespace spruce;
 using namespace spruce::io;
+using namespace spruce::test;
 
 namespace {
-
-// A fresh directory removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "spruce_ckpt_XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  size_t count() const {
-    return static_cast<size_t>(std::distance(fs::directory_iterator(path), {}));
-  }
-};
-
-std::vector<uint8_t> slurp(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-void dump(const std::string& p, const std::vector<uint8_t>& bytes) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()),
-            static_cast<std::streamsize>(bytes.size()));
-}
 
 // Rewrites the trailing CRC so that a deliberately edited file passes it.
 void fix_crc(std::vector<uint8_t>& bytes) {
   const uint32_t crc = crc32_update(0, {bytes.data(), bytes.size() - 4});
   std::memcpy(bytes.data() + bytes.size() - 4, &crc, 4);
-}
-
-template <class E, class F>
-std::string message_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  FAIL("expected an exception");
-  return {};
 }
 
 bool bit_equal(const Tensor& a, const Tensor& b) {
@@ -140,10 +105,10 @@ TEST_CASE("missing keys and tensors name the file") {
   TempDir dir;
   save_checkpoint(dir.file("a.ckpt"), sample());
   const Checkpoint l = load_checkpoint(dir.file("a.ckpt"));
-  auto m = message_of<FormatError>([&] { l.meta_value("epoch"); });
+  auto m = error_message<FormatError>([&] { l.meta_value("epoch"); });
   CHECK(m.find(dir.file("a.ckpt")) != std::string::npos);
   CHECK(m.find("'epoch'") != std::string::npos);
-  m = message_of<FormatError>([&] { l.tensor("fc.bias"); });
+  m = error_message<FormatError>([&] { l.tensor("fc.bias"); });
   CHECK(m.find(dir.file("a.ckpt")) != std::string::npos);
   CHECK(m.find("'fc.bias'") != std::string::npos);
 }
@@ -152,24 +117,56 @@ TEST_CASE("truncated files throw FormatError naming the file") {
   TempDir dir;
   const std::string p = dir.file("t.ckpt");
   save_checkpoint(p, sample());
-  const auto full = slurp(p);
+  const auto full = read_bytes(p);
   for (size_t keep :
        {size_t{0}, size_t{5}, size_t{11}, size_t{20}, full.size() / 2, full.size() - 1}) {
     CAPTURE(keep);
-    dump(p, std::vector<uint8_t>(full.begin(), full.begin() + static_cast<long>(keep)));
-    const auto m = message_of<FormatError>([&] { load_checkpoint(p); });
+    write_bytes(p, std::vector<uint8_t>(full.begin(), full.begin() + static_cast<long>(keep)));
+    const auto m = error_message<FormatError>([&] { load_checkpoint(p); });
     CHECK(m.find(p) != std::string::npos);
   }
+}
+
+TEST_CASE("a truncated checkpoint says so, with the sizes, rather than CRC mismatch") {
+  TempDir dir;
+  const std::string p = dir.file("t.ckpt");
+  save_checkpoint(p, sample());
+  const auto full = read_bytes(p);
+  const std::string has = " bytes, file has ";
+  // Every cut from the smallest checkpoint size on: inside the metadata, a
+  // tensor's name, shape or data, or the CRC.
+  for (size_t keep = 24; keep < full.size(); ++keep) {
+    CAPTURE(keep);
+    write_bytes(p, std::vector<uint8_t>(full.begin(), full.begin() + static_cast<long>(keep)));
+    const auto m = error_message<FormatError>([&] { load_checkpoint(p); });
+    CHECK(m.find(p + ": truncated: expected ") != std::string::npos);
+    CHECK(m.find(has + std::to_string(keep)) != std::string::npos);
+    CHECK(m.find("CRC") == std::string::npos);
+  }
+  // The last tensor is empty, so a cut inside the CRC leaves every length
+  // field whole: the expected size is then exact.
+  write_bytes(p, std::vector<uint8_t>(full.begin(), full.end() - 3));
+  CHECK(error_message<FormatError>([&] { load_checkpoint(p); }) ==
+        p + ": truncated: expected " + std::to_string(full.size()) + has +
+            std::to_string(full.size() - 3));
+  // Shorter than the fixed fields.
+  write_bytes(p, std::vector<uint8_t>(full.begin(), full.begin() + 20));
+  CHECK(error_message<FormatError>([&] { load_checkpoint(p); }) ==
+        p + ": truncated: expected at least 24" + has + "20");
+  // Cut in the middle: a lower bound.
+  write_bytes(p, std::vector<uint8_t>(full.begin(), full.begin() + static_cast<long>(full.size() / 2)));
+  CHECK(error_message<FormatError>([&] { load_checkpoint(p); }).find(": truncated: expected at least ") !=
+        std::string::npos);
 }
 
 TEST_CASE("a flipped payload byte is a CRC mismatch") {
   TempDir dir;
   const std::string p = dir.file("c.ckpt");
   save_checkpoint(p, sample());
-  auto bytes = slurp(p);
+  auto bytes = read_bytes(p);
   bytes[bytes.size() - 40] ^= 0x01;  // inside the last tensor's data
-  dump(p, bytes);
-  const auto m = message_of<FormatError>([&] { load_checkpoint(p); });
+  write_bytes(p, bytes);
+  const auto m = error_message<FormatError>([&] { load_checkpoint(p); });
   CHECK(m.find(p) != std::string::npos);
   CHECK(m.find("CRC mismatch: file is corrupted") != std::string::npos);
 }
@@ -178,12 +175,12 @@ TEST_CASE("wrong magic and a future version are named as such") {
   TempDir dir;
   const std::string p = dir.file("m.ckpt");
   save_checkpoint(p, sample());
-  auto bytes = slurp(p);
+  auto bytes = read_bytes(p);
 
   auto bad = bytes;
   bad[0] = 'X';
-  dump(p, bad);
-  auto m = message_of<FormatError>([&] { load_checkpoint(p); });
+  write_bytes(p, bad);
+  auto m = error_message<FormatError>([&] { load_checkpoint(p); });
   CHECK(m.find(p) != std::string::npos);
   CHECK(m.find("not a spruce checkpoint") != std::string::npos);
   CHECK(m.find("XPRUCECK") != std::string::npos);
@@ -192,8 +189,8 @@ TEST_CASE("wrong magic and a future version are named as such") {
   const uint32_t v = 7;
   std::memcpy(bad.data() + 8, &v, 4);
   fix_crc(bad);
-  dump(p, bad);
-  m = message_of<FormatError>([&] { load_checkpoint(p); });
+  write_bytes(p, bad);
+  m = error_message<FormatError>([&] { load_checkpoint(p); });
   CHECK(m.find(p) != std::string::npos);
   CHECK(m.find("written by a newer spruce (version 7, this build reads up to 1)") !=
         std::string::npos);
@@ -206,15 +203,15 @@ TEST_CASE("length fields claiming 2^40 bytes are rejected before allocating") {
   c.set_meta("k", "value");
   c.set_tensor("w", Tensor::ones({2, 2}));
   save_checkpoint(p, c);
-  const auto bytes = slurp(p);
+  const auto bytes = read_bytes(p);
   const uint64_t huge = uint64_t{1} << 40;
 
   // Metadata value length: magic 8, version 4, count 4, key length 4, key 1.
   auto bad = bytes;
   std::memcpy(bad.data() + 21, &huge, 8);
   fix_crc(bad);
-  dump(p, bad);
-  auto m = message_of<FormatError>([&] { load_checkpoint(p); });
+  write_bytes(p, bad);
+  auto m = error_message<FormatError>([&] { load_checkpoint(p); });
   CHECK(m.find(p) != std::string::npos);
   CHECK(m.find("1099511627776") != std::string::npos);
   CHECK(m.find("value of metadata 'k'") != std::string::npos);
@@ -224,8 +221,8 @@ TEST_CASE("length fields claiming 2^40 bytes are rejected before allocating") {
   bad = bytes;
   std::memcpy(bad.data() + 34 + 13, &huge, 8);
   fix_crc(bad);
-  dump(p, bad);
-  m = message_of<FormatError>([&] { load_checkpoint(p); });
+  write_bytes(p, bad);
+  m = error_message<FormatError>([&] { load_checkpoint(p); });
   CHECK(m.find(p) != std::string::npos);
   CHECK(m.find("tensor 'w'") != std::string::npos);
 
@@ -234,8 +231,8 @@ TEST_CASE("length fields claiming 2^40 bytes are rejected before allocating") {
   const uint32_t many = 0xffffffffu;
   std::memcpy(bad.data() + 34, &many, 4);
   fix_crc(bad);
-  dump(p, bad);
-  m = message_of<FormatError>([&] { load_checkpoint(p); });
+  write_bytes(p, bad);
+  m = error_message<FormatError>([&] { load_checkpoint(p); });
   CHECK(m.find("tensor count 4294967295") != std::string::npos);
 
   // A negative dimension.
@@ -243,8 +240,8 @@ TEST_CASE("length fields claiming 2^40 bytes are rejected before allocating") {
   const int64_t neg = -2;
   std::memcpy(bad.data() + 34 + 13, &neg, 8);
   fix_crc(bad);
-  dump(p, bad);
-  m = message_of<FormatError>([&] { load_checkpoint(p); });
+  write_bytes(p, bad);
+  m = error_message<FormatError>([&] { load_checkpoint(p); });
   CHECK(m.find("is -2 (expected >= 0)") != std::string::npos);
 }
 
@@ -254,14 +251,14 @@ TEST_CASE("an empty shape whose other dims overflow int64 is rejected") {
   Checkpoint c;
   c.set_tensor("e", Tensor::zeros({0, 1, 1}));
   save_checkpoint(p, c);
-  auto bytes = slurp(p);
+  auto bytes = read_bytes(p);
   // No metadata: tensor count at 16, name length 20, name 24, ndim 25, dims 29, 37, 45.
   const int64_t big = int64_t{1} << 40;
   std::memcpy(bytes.data() + 37, &big, 8);
   std::memcpy(bytes.data() + 45, &big, 8);
   fix_crc(bytes);
-  dump(p, bytes);
-  const auto m = message_of<FormatError>([&] { load_checkpoint(p); });
+  write_bytes(p, bytes);
+  const auto m = error_message<FormatError>([&] { load_checkpoint(p); });
   CHECK(m.find(p) != std::string::npos);
   CHECK(m.find("[0, 1099511627776, 1099511627776] has more elements than int64") !=
         std::string::npos);
@@ -269,15 +266,15 @@ TEST_CASE("an empty shape whose other dims overflow int64 is rejected") {
 
 TEST_CASE("reading a missing file is an IoError") {
   TempDir dir;
-  const auto m = message_of<IoError>([&] { load_checkpoint(dir.file("none.ckpt")); });
+  const auto m = error_message<IoError>([&] { load_checkpoint(dir.file("none.ckpt")); });
   CHECK(m.find(dir.file("none.ckpt")) != std::string::npos);
-  CHECK_THROWS_AS(load_checkpoint(dir.path.string()), IoError);
+  CHECK_THROWS_AS(load_checkpoint(dir.path().string()), IoError);
 }
 
 TEST_CASE("saving into a missing directory throws IoError and leaves no temporary") {
   TempDir dir;
   const std::string p = dir.file("nope/a.ckpt");
-  const auto m = message_of<IoError>([&] { save_checkpoint(p, sample()); });
+  const auto m = error_message<IoError>([&] { save_checkpoint(p, sample()); });
   CHECK(m.find(p) != std::string::npos);
   CHECK(dir.count() == 0);
 }
@@ -289,7 +286,7 @@ TEST_CASE("a save that fails midway leaves the previous checkpoint intact") {
   first.set_meta("epoch", "1");
   first.set_tensor("w", Tensor::full({100}, 1.f));
   save_checkpoint(p, first);
-  const auto before = slurp(p);
+  const auto before = read_bytes(p);
 
   Checkpoint second;
   second.set_meta("epoch", "2");
@@ -297,9 +294,9 @@ TEST_CASE("a save that fails midway leaves the previous checkpoint intact") {
   for (int64_t fail_at : {0, 10, 100, 3000}) {
     CAPTURE(fail_at);
     inject_write_failure_after(fail_at);
-    const auto m = message_of<IoError>([&] { save_checkpoint(p, second); });
+    const auto m = error_message<IoError>([&] { save_checkpoint(p, second); });
     CHECK(m.find(p) != std::string::npos);
-    CHECK(slurp(p) == before);
+    CHECK(read_bytes(p) == before);
     CHECK(dir.count() == 1);
     CHECK(load_checkpoint(p).meta_value("epoch") == "1");
   }

@@ -15,38 +15,14 @@
 #include "core/io/file.h"
 #include "core/io/npz.h"
 #include "core/random.h"
+#include "tests/test_util.h"
 
 namespace fs = std::filesystem;
 using namespace spruce;
 using namespace spruce::io;
+using namespace spruce::test;
 
 namespace {
-
-// A fresh directory removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "spruce_npz_XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  size_t count() const {
-    return static_cast<size_t>(std::distance(fs::directory_iterator(path), {}));
-  }
-};
-
-std::vector<uint8_t> slurp(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-void dump(const std::string& p, const std::vector<uint8_t>& bytes) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()),
-            static_cast<std::streamsize>(bytes.size()));
-}
 
 template <class T>
 T get(const std::vector<uint8_t>& b, size_t off) {
@@ -76,17 +52,6 @@ void patch(std::vector<uint8_t>& b, const std::string& from, const std::string& 
   auto it = std::search(b.begin(), b.end(), from.begin(), from.end());
   REQUIRE(it != b.end());
   std::copy(to.begin(), to.end(), it);
-}
-
-template <class E, class F>
-std::string message_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  FAIL("expected an exception");
-  return {};
 }
 
 bool bit_equal(const Tensor& a, const Tensor& b) {
@@ -149,13 +114,13 @@ TEST_CASE("npz round trip keeps order, names, shapes and bits") {
 
   // A fixed timestamp makes the bytes reproducible.
   write_npz(dir.file("b.npz"), in);
-  CHECK(slurp(dir.file("a.npz")) == slurp(dir.file("b.npz")));
+  CHECK(read_bytes(dir.file("a.npz")) == read_bytes(dir.file("b.npz")));
 }
 
 TEST_CASE("npz entries are .npy 1.0 arrays with a 64-byte aligned header") {
   TempDir dir;
   write_npz(dir.file("h.npz"), {{"w", ramp({2, 3}, 1.f)}});
-  const auto b = slurp(dir.file("h.npz"));
+  const auto b = read_bytes(dir.file("h.npz"));
   CHECK(get<uint32_t>(b, 0) == 0x04034b50u);
   CHECK(get<uint16_t>(b, 8) == 0);  // stored
   const size_t name_len = get<uint16_t>(b, 26);
@@ -218,7 +183,7 @@ np.savez(os.path.join(d, 'plain.npz'), **arrays)
 np.savez_compressed(os.path.join(d, 'compressed.npz'), **arrays)
 np.savez(os.path.join(d, 'ints.npz'), i=np.arange(3))
 )";
-  REQUIRE(run_python(dir, script, dir.path.string()) == 0);
+  REQUIRE(run_python(dir, script, dir.path().string()) == 0);
   for (const char* file : {"plain.npz", "compressed.npz"}) {
     CAPTURE(file);
     const auto t = read_npz(dir.file(file));
@@ -236,7 +201,7 @@ np.savez(os.path.join(d, 'ints.npz'), i=np.arange(3))
     CHECK(t[3].second.dim() == 0);
     CHECK(t[3].second.item() == -2.25f);
   }
-  const auto m = message_of<FormatError>([&] { read_npz(dir.file("ints.npz")); });
+  const auto m = error_message<FormatError>([&] { read_npz(dir.file("ints.npz")); });
   CHECK(m.find(dir.file("ints.npz")) != std::string::npos);
   CHECK(m.find("entry 'i.npy'") != std::string::npos);
   CHECK(m.find("dtype '<i8' is not supported") != std::string::npos);
@@ -247,11 +212,11 @@ TEST_CASE("damaged archives throw FormatError naming the file and the entry") {
   const std::string good = dir.file("good.npz");
   const std::string p = dir.file("bad.npz");
   write_npz(good, {{"w", ramp({2, 3}, 1.f)}});
-  const auto bytes = slurp(good);
+  const auto bytes = read_bytes(good);
 
   auto expect_error = [&](const std::vector<uint8_t>& b, const std::string& needle) {
-    dump(p, b);
-    const auto m = message_of<FormatError>([&] { read_npz(p); });
+    write_bytes(p, b);
+    const auto m = error_message<FormatError>([&] { read_npz(p); });
     CAPTURE(m);
     CHECK(m.find(p) != std::string::npos);
     CHECK(m.find(needle) != std::string::npos);
@@ -315,7 +280,7 @@ TEST_CASE("read_npz follows ZIP64 extra fields and end records") {
   TempDir dir;
   const Tensor w = ramp({3, 5}, 0.5f);
   write_npz(dir.file("a.npz"), {{"layer.w", w}});
-  const auto b = slurp(dir.file("a.npz"));
+  const auto b = read_bytes(dir.file("a.npz"));
   const size_t cd = get<uint32_t>(b, b.size() - 22 + 16);
   const uint64_t size = get<uint32_t>(b, cd + 24);
   const size_t name_len = get<uint16_t>(b, cd + 28);
@@ -367,7 +332,7 @@ TEST_CASE("read_npz follows ZIP64 extra fields and end records") {
   append(uint32_t{0xffffffff});
   append(uint32_t{0xffffffff});
   append(uint16_t{0});
-  dump(dir.file("z64.npz"), z);
+  write_bytes(dir.file("z64.npz"), z);
 
   const auto t = read_npz(dir.file("z64.npz"));
   REQUIRE(t.size() == 1);
@@ -379,31 +344,31 @@ TEST_CASE("read_npz follows ZIP64 extra fields and end records") {
   // Extra field id 1 -> 0: an unknown field that the reader skips.
   std::fill(broken.begin() + static_cast<long>(cd + 46 + name_len),
             broken.begin() + static_cast<long>(cd + 46 + name_len + 2), 0);
-  dump(dir.file("broken.npz"), broken);
-  const auto m = message_of<FormatError>([&] { read_npz(dir.file("broken.npz")); });
+  write_bytes(dir.file("broken.npz"), broken);
+  const auto m = error_message<FormatError>([&] { read_npz(dir.file("broken.npz")); });
   CHECK(m.find("entry 'layer.w.npy': sizes are 0xffffffff but there is no ZIP64 extra field") !=
         std::string::npos);
 }
 
 TEST_CASE("read_npz of a missing file is an IoError") {
   TempDir dir;
-  const auto m = message_of<IoError>([&] { read_npz(dir.file("missing.npz")); });
+  const auto m = error_message<IoError>([&] { read_npz(dir.file("missing.npz")); });
   CHECK(m.find(dir.file("missing.npz")) != std::string::npos);
 }
 
 TEST_CASE("write_npz failures are IoErrors that keep the previous file") {
   TempDir dir;
   const std::string missing = dir.file("no/such/dir.npz");
-  const auto m = message_of<IoError>([&] { write_npz(missing, sample()); });
+  const auto m = error_message<IoError>([&] { write_npz(missing, sample()); });
   CHECK(m.find(missing) != std::string::npos);
   CHECK(dir.count() == 0);
 
   const std::string p = dir.file("w.npz");
   write_npz(p, {{"a", ramp({3}, 1.f)}});
-  const auto before = slurp(p);
+  const auto before = read_bytes(p);
   inject_write_failure_after(200);
   CHECK_THROWS_AS(write_npz(p, sample()), IoError);
-  CHECK(slurp(p) == before);
+  CHECK(read_bytes(p) == before);
   CHECK(dir.count() == 1);
 }
 

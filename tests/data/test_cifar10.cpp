@@ -129,3 +129,39 @@ TEST_CASE("cifar10: size not a multiple of 3073, bad label, empty, missing") {
   CHECK(labels == std::vector<int32_t>{3, 3});
   CHECK(pixels.size() == 2 * 3072);
 }
+
+TEST_CASE("cifar10: truncated gzip batch, another format, flipped label byte, short meta file") {
+  TempDir dir;
+  std::vector<uint8_t> pixels;
+  std::vector<int32_t> labels;
+  const std::string gz = dir.file("batch.bin.gz");
+  // Cut inside the compressed data: the stream ends early.
+  std::vector<uint8_t> compressed = gzip(records({1, 2, 3}));
+  compressed.resize(compressed.size() / 2);
+  write_bytes(gz, compressed);
+  CHECK(contains(error_message<FormatError>([&] { read_cifar10_batch(gz, pixels, labels); }),
+                 gz + ": "));
+  // A whole gzip stream one byte short of two records.
+  std::vector<uint8_t> bytes = records({1, 2});
+  bytes.pop_back();
+  write_gz(gz, bytes);
+  std::string msg = error_message<FormatError>([&] { read_cifar10_batch(gz, pixels, labels); });
+  CHECK(contains(msg, gz + ": uncompressed size 6145 bytes"));
+  // An IDX file given as a batch (CIFAR-10 batches have no magic: the size decides).
+  const std::string idx = dir.file("images.idx");
+  write_bytes(idx, std::vector<uint8_t>{0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 2, 9, 9, 9, 9});
+  msg = error_message<FormatError>([&] { read_cifar10_batch(idx, pixels, labels); });
+  CHECK(contains(msg, idx + ": file size 20 bytes is not a positive multiple"));
+  // A flipped bit in a label byte (the record's header) puts it out of range.
+  bytes = records({1, 2});
+  bytes[kCifar10RecordBytes] ^= 0x80;
+  write_bytes(dir.file("flipped.bin"), bytes);
+  CHECK(contains(error_message<FormatError>(
+                     [&] { read_cifar10_batch(dir.file("flipped.bin"), pixels, labels); }),
+                 "label 130 of record 1"));
+  // A meta file that does not match the 10 labels.
+  const std::string meta = dir.file("batches.meta.txt");
+  write_bytes(meta, {'c', 'a', 't', '\n', 'd', 'o', 'g', '\n'});
+  CHECK(contains(error_message<FormatError>([&] { read_cifar10_meta(meta); }),
+                 meta + ": 2 class names"));
+}

@@ -134,6 +134,29 @@ TEST_CASE("idx: truncated files, plain and gzip") {
   CHECK(contains(error_message<FormatError>([&] { read_idx_images(cut); }), cut));
 }
 
+TEST_CASE("idx: a flipped header byte is a wrong magic or a size mismatch") {
+  TempDir dir;
+  const std::vector<uint8_t> good = idx_images(3, 2, 3, tiny_pixels());
+  const std::string f = dir.file("flipped");
+  // Byte 2 of the magic (the data type): 0x08 -> 0x09.
+  std::vector<uint8_t> bytes = good;
+  bytes[2] ^= 0x01;
+  write_bytes(f, bytes);
+  std::string msg = error_message<FormatError>([&] { read_idx_images(f); });
+  CHECK(contains(msg, f + ": magic number 0x00000903"));
+  // The low byte of the row count: 2 -> 3 rows declared, data for 2.
+  bytes = good;
+  bytes[11] ^= 0x01;
+  write_bytes(f, bytes);
+  msg = error_message<FormatError>([&] { read_idx_images(f); });
+  CHECK(contains(msg, f + ": header declares 3 images of 3x3 (27 bytes of data)"));
+  CHECK(contains(msg, "holds 18 bytes"));
+  // The same flip inside a gzip file: the size is unknown up front, so the
+  // data runs out while reading.
+  write_gz(f + ".gz", bytes);
+  CHECK(contains(error_message<FormatError>([&] { read_idx_images(f + ".gz"); }), f + ".gz: "));
+}
+
 TEST_CASE("idx: a header declaring 2^31 images is rejected without allocating") {
   TempDir dir;
   const std::string plain = dir.file("huge");

@@ -140,6 +140,59 @@ TEST_CASE("image folder: size mismatch, resize target, bad files") {
   CHECK_THROWS_AS(load_image_folder((dir.path() / "none").string()), IoError);
 }
 
+TEST_CASE("image folder: a header declaring a huge image is rejected before decoding") {
+  TempDir dir;
+  const auto root = dir.path() / "root";
+  std::filesystem::create_directories(root / "c");
+  // 18 header bytes declaring 352526 x 232 x 3 bytes (245 MB), then 8 bytes:
+  // stb would allocate the whole image and decode it from nothing.
+  const std::string text = "P6\n352526 232\n255\n" + std::string(8, '\7');
+  const std::vector<uint8_t> ppm(text.begin(), text.end());
+  const std::string f = (root / "c" / "huge.ppm").string();
+  write_bytes(f, ppm);
+  for (int channels : {0, 1, 3}) {
+    CAPTURE(channels);
+    const std::string msg =
+        error_message<FormatError>([&] { load_image_folder(root.string(), {.channels = channels}); });
+    CHECK(contains(msg, f + ": image declares 352526x232 pixels"));
+    CHECK(contains(msg, "over the limit of " + std::to_string(kMaxImagePixels) + " pixels"));
+  }
+
+  // The limit is max_pixels, inclusive: a 2 x 3 image passes at 6, not at 5.
+  std::filesystem::remove(f);
+  write_png(root / "c" / "small.png", 2, 3, 1, make_hwc(2, 3, 1, 0));
+  CHECK(load_image_folder(root.string(), {.max_pixels = 6})->size() == 1);
+  CHECK(contains(error_message<FormatError>(
+                     [&] { load_image_folder(root.string(), {.max_pixels = 5}); }),
+                 "3x2 pixels (WxH, 6 in all), over the limit of 5 pixels"));
+  CHECK_THROWS_AS(load_image_folder(root.string(), {.max_pixels = 0}), UsageError);
+}
+
+TEST_CASE("image folder: truncated, flipped magic, foreign and zero-length files name the file") {
+  TempDir dir;
+  const auto root = dir.path() / "root";
+  write_png(root / "c" / "good.png", 4, 5, 3, make_hwc(4, 5, 3, 1));
+  const std::vector<uint8_t> png = read_bytes((root / "c" / "good.png").string());
+  const std::string bad = (root / "c" / "z.png").string();
+  struct Case {
+    const char* what;
+    std::vector<uint8_t> bytes;
+  };
+  std::vector<uint8_t> flipped = png;
+  flipped[1] ^= 0x01;  // 'P' of the PNG signature
+  const std::string text = "class,label\n";
+  for (const Case& c : {Case{"truncated in the header", {png.begin(), png.begin() + 20}},
+                        Case{"truncated in the data", {png.begin(), png.begin() + png.size() / 2}},
+                        Case{"flipped magic byte", flipped},
+                        Case{"a text file named .png", {text.begin(), text.end()}},
+                        Case{"zero-length", {}}}) {
+    CAPTURE(c.what);
+    write_bytes(bad, c.bytes);
+    const std::string msg = error_message<FormatError>([&] { load_image_folder(root.string()); });
+    CHECK(contains(msg, bad + ": cannot decode image"));
+  }
+}
+
 TEST_CASE("resize_bilinear: known values") {
   // [1, 2, 2] -> [1, 4, 4]: sample positions -0.25 (clamped to 0), 0.25, 0.75, 1.25 (clamped to 1).
   const std::vector<uint8_t> src = {0, 100, 200, 255};

@@ -1,7 +1,6 @@
 // The fuzzed readers and their seed corpus (see fuzz_readers.h).
 #include "tests/fuzz/fuzz_readers.h"
 
-#include <stb_image.h>
 #include <stb_image_write.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -25,9 +24,6 @@ namespace spruce::fuzz {
 namespace {
 
 namespace fs = std::filesystem;
-
-// The largest image read_image decodes (2048 x 2048).
-constexpr int64_t kMaxFuzzedPixels = int64_t{1} << 22;
 
 // A private folder for the scratch files of this process, removed at exit.
 class ScratchDir {
@@ -179,15 +175,6 @@ void read_image(Bytes input) {
   if (input.empty()) return;
   const uint8_t mode = input[0];
   const Bytes body = input.subspan(1);
-  // load_image_folder sets no limit on image size, so a few header bytes can
-  // declare a gigabyte-sized image (a 38-byte PPM header asks for 352526 x 232
-  // x 3 bytes). That is a missing resource limit, not memory corruption, and
-  // such inputs take seconds each: skip them so the fuzzer looks for the latter.
-  int w = 0, h = 0, comp = 0;
-  if (body.size() < static_cast<size_t>(INT32_MAX) &&
-      stbi_info_from_memory(body.data(), static_cast<int>(body.size()), &w, &h, &comp) != 0 &&
-      int64_t{w} * h > kMaxFuzzedPixels)
-    return;
   const fs::path root = scratch() / "images";
   fs::create_directories(root / "c");
   put_file(root / "c" / "x.png", body);  // stb decodes by content, not by name

@@ -8,8 +8,9 @@
 //
 //   idx         bit 0: gzip-compress the rest first; bit 1: label file (else image file)
 //   cifar10     bit 0: gzip-compress the rest first; bit 1: batches.meta.txt (else a batch)
-//   image       mode % 3: channels 0 (keep), 1 or 3; bit 2: resize to 5 x 7; images
-//               declaring more than 2048 x 2048 pixels are skipped (see read_image)
+//   image       mode % 3: channels 0 (keep), 1 or 3; bit 2: resize to 5 x 7 (the
+//               reader's own size limit, data::kMaxImagePixels, rejects huge
+//               declared images before stb allocates them)
 //   checkpoint  bit 0: overwrite the last 4 bytes with the CRC-32 of the others,
 //               so the structure behind the CRC check is reached
 //   npz         mode % 3: 0 the rest is an .npz archive; 1 or 2 the rest is one

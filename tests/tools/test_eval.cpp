@@ -1,7 +1,8 @@
 // spruce-eval end to end: a checkpoint and the .npz exported from the same
 // run evaluate to the same numbers and --json writes the results; a missing
-// file, a truncated checkpoint, a checkpoint with one flipped byte (CRC
-// mismatch), an .npz loaded as the wrong architecture and missing or
+// file, a truncated checkpoint (named as such), a checkpoint of another
+// model, one from a future format version, a checkpoint with one flipped
+// byte (CRC mismatch), an .npz loaded as the wrong architecture and missing or
 // truncated data files each exit with status 1 and one error line naming the
 // file, and write no --json output.
 #include <doctest/doctest.h>
@@ -9,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/io/checkpoint.h"
 #include "tool_test_util.h"
 
 using namespace spruce;
@@ -101,7 +103,25 @@ TEST_CASE("spruce-eval: unreadable models fail with status 1, name the file and 
     const std::string p = dir.file("truncated.ckpt");
     write_bytes(
         p, std::vector<uint8_t>(good.begin(), good.begin() + static_cast<long>(good.size() / 2)));
+    expect_failure(run(kEval, eval_args(p, t.data, {"--json", json})),
+                   {p + ": truncated: expected at least ",
+                    " bytes, file has " + std::to_string(good.size() / 2)},
+                   json);
+  }
+  SUBCASE("checkpoint of another model: metadata says resnet32, tensors are resnet20's") {
+    const std::string p = dir.file("other.ckpt");
+    io::Checkpoint ck = io::load_checkpoint(t.ckpt);
+    ck.set_meta("model.name", "resnet32");
+    io::save_checkpoint(p, ck);
     expect_failure(run(kEval, eval_args(p, t.data, {"--json", json})), {p + ": "}, json);
+  }
+  SUBCASE("checkpoint from a future version") {
+    const std::string p = dir.file("future.ckpt");
+    std::vector<uint8_t> bytes = good;
+    bytes[8] = 9;  // the format version, little-endian u32 after the 8-byte magic
+    write_bytes(p, bytes);
+    expect_failure(run(kEval, eval_args(p, t.data, {"--json", json})),
+                   {p + ": written by a newer spruce (version 9"}, json);
   }
   SUBCASE("empty checkpoint") {
     const std::string p = dir.file("empty.ckpt");

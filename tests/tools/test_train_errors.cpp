@@ -1,17 +1,20 @@
 // spruce-train's failures, seen from outside: a loss that turns NaN/Inf stops
-// the run with exit status 1 and one line naming the step, leaving the last
-// checkpoint byte for byte as it was and still loadable by spruce-eval; an
-// existing run directory without --resume/--overwrite, unknown flags and bad
-// values exit with status 2 and one "spruce-train: error:" line, creating
-// nothing; data errors (missing files, truncated IDX files, plain or gzip)
-// exit with status 1 and name the file (and for Fashion-MNIST the Debian
-// package that provides it).
+// the run with exit status 1 and one line naming the step ("nan"/"inf"),
+// leaving the last checkpoint byte for byte as it was and still loadable by
+// spruce-eval, or no run directory when none was written yet; an existing
+// run directory without --resume/--overwrite, unknown flags, bad values, bad
+// recipe settings, --init of another model and --resume with settings that
+// would change the run exit with status 2 and one "spruce-train: error:"
+// line, creating nothing; data errors (missing files, truncated IDX files,
+// plain or gzip) exit with status 1, name the file (and for Fashion-MNIST the
+// Debian package that provides it) and leave no run directory behind.
 #include <doctest/doctest.h>
-#include <zlib.h>
 
+#include <limits>
 #include <string>
 #include <vector>
 
+#include "core/io/checkpoint.h"
 #include "models/registry.h"
 #include "tool_test_util.h"
 
@@ -67,41 +70,39 @@ void expect_failure(const RunResult& r, const std::vector<std::string>& parts) {
   for (const std::string& p : parts) CHECK_MESSAGE(contains(err[0], p), "missing: " << p);
 }
 
-std::vector<uint8_t> gzip(const std::vector<uint8_t>& bytes) {
-  uLongf size = compressBound(static_cast<uLong>(bytes.size())) + 32;
-  std::vector<uint8_t> out(size);
-  z_stream zs{};
-  REQUIRE(deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) ==
-          Z_OK);  // +16: gzip wrapper
-  zs.next_in = const_cast<Bytef*>(bytes.data());
-  zs.avail_in = static_cast<uInt>(bytes.size());
-  zs.next_out = out.data();
-  zs.avail_out = static_cast<uInt>(out.size());
-  REQUIRE(deflate(&zs, Z_FINISH) == Z_STREAM_END);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
-
 }  // namespace
 
 TEST_CASE("spruce-train: a NaN/Inf loss stops with status 1 and keeps the last checkpoint") {
   TempDir dir;
   write_mnist(dir.path() / "data");
-  const RunResult first = run(kTrain, train_args(dir, "run"));
+  // A constant schedule, so the run may be extended with --resume --epochs 2.
+  const RunResult first = run(kTrain, train_args(dir, "run", {"--schedule", "constant"}));
   INFO("stderr of the first epoch: " << first.err);
   REQUIRE(first.exit_code == 0);
   const std::string ckpt = dir.file("run/last.ckpt");
-  const std::vector<uint8_t> before = read_bytes(ckpt);
   fs::remove(dir.file("run/final.npz"));
 
-  // 1e300 overflows float: the first step makes the weights infinite, so the
-  // loss of a following step is NaN whatever the data.
-  const RunResult blown =
-      run(kTrain, {"--resume", dir.file("run"), "--epochs", "2", "--lr", "1e300"});
-  expect_failure(blown, {"spruce-train: error: loss is ", " at epoch 2 step ", dir.file("run")});
+  // Infinite momentum buffers: the first resumed step still sees the good
+  // weights (a finite loss), its update makes them infinite, so the loss of
+  // the second step is NaN whatever the data.
+  io::Checkpoint poisoned = io::load_checkpoint(ckpt);
+  int buffers = 0;
+  for (auto& [name, t] : poisoned.tensors)
+    if (starts_with(name, "optim/")) {
+      for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = std::numeric_limits<float>::infinity();
+      ++buffers;
+    }
+  REQUIRE(buffers > 0);
+  io::save_checkpoint(ckpt, poisoned);
+  const std::vector<uint8_t> before = read_bytes(ckpt);
+
+  const RunResult blown = run(kTrain, {"--resume", dir.file("run"), "--epochs", "2"});
+  expect_failure(blown, {"spruce-train: error: loss is ", " at epoch 2 step 2 (global step 5)",
+                         "the last good checkpoint " + ckpt + " is kept"});
   const std::string line = error_lines(blown).front();
-  CHECK((contains(line, "nan") || contains(line, "inf")));
+  // "nan" or "inf" as a word, never printf's "-nan".
+  CHECK((contains(line, "loss is nan at") || contains(line, "loss is inf at")));
+  CHECK_FALSE(contains(line, "-nan"));
   CHECK(read_bytes(ckpt) == before);
   CHECK_FALSE(fs::exists(dir.file("run/final.npz")));
 
@@ -110,6 +111,18 @@ TEST_CASE("spruce-train: a NaN/Inf loss stops with status 1 and keeps the last c
   INFO("spruce-eval stderr: " << eval.err);
   CHECK(eval.exit_code == 0);
   CHECK(contains(eval.out, "top-1"));
+}
+
+TEST_CASE("spruce-train: a NaN loss before the first checkpoint leaves no run directory") {
+  TempDir dir;
+  write_mnist(dir.path() / "data");
+  // 1e300 overflows float: the first step makes the weights infinite.
+  const RunResult blown =
+      run(kTrain, train_args(dir, "run", {"--schedule", "constant", "--lr", "1e300"}));
+  expect_failure(blown, {" at epoch 1 step 2 (global step 2); stopped, before the first checkpoint, so nothing is written"});
+  const std::string line = error_lines(blown).front();
+  CHECK((contains(line, "loss is nan at") || contains(line, "loss is inf at")));
+  CHECK_FALSE(fs::exists(dir.file("run")));
 }
 
 TEST_CASE("spruce-train: an existing run directory needs --resume or --overwrite") {
@@ -160,9 +173,14 @@ TEST_CASE("spruce-train: unknown flags and bad values are usage errors (status 2
   }
 }
 
-TEST_CASE("spruce-train: data errors name the file (status 1)") {
+TEST_CASE("spruce-train: data errors name the file (status 1) and create no run directory") {
   TempDir dir;
   fs::create_directories(dir.path() / "empty");
+  // Every subcase fails on its data: the run directory must not appear.
+  struct NoRunDir {
+    const TempDir& dir;
+    ~NoRunDir() { CHECK_FALSE(fs::exists(dir.file("run"))); }
+  } no_run_dir{dir};
 
   SUBCASE("mnist files missing") {
     expect_failure(run(kTrain, train_args(dir, "run", {"--data-dir", dir.file("empty")})),
@@ -191,4 +209,104 @@ TEST_CASE("spruce-train: data errors name the file (status 1)") {
     write_bytes(labels + ".gz", gz);
     expect_failure(run(kTrain, train_args(dir, "run")), {labels + ".gz: ", "truncated"});
   }
+  SUBCASE("nested --out: no parent directory is left either") {
+    expect_failure(run(kTrain, train_args(dir, "a/b/run", {"--data-dir", dir.file("empty")})),
+                   {dir.file("empty/train-images-idx3-ubyte")});
+    CHECK_FALSE(fs::exists(dir.file("a")));
+  }
+  SUBCASE("an --out directory that existed before is kept, with its content") {
+    fs::create_directories(dir.path() / "mine");
+    write_bytes(dir.file("mine/notes.txt"), {'h', 'i'});
+    fs::create_directories(dir.path() / "mine-empty");
+    for (const char* out : {"mine", "mine-empty"}) {
+      expect_failure(run(kTrain, train_args(dir, out, {"--data-dir", dir.file("empty")})),
+                     {dir.file("empty/train-images-idx3-ubyte")});
+      CHECK(fs::is_directory(dir.file(out)));
+    }
+    CHECK(read_text(dir.file("mine/notes.txt")) == "hi");
+  }
+}
+
+TEST_CASE("spruce-train: --init with a checkpoint of another model is a usage error") {
+  TempDir dir;
+  write_mnist(dir.path() / "data");
+  REQUIRE(run(kTrain, train_args(dir, "r20")).exit_code == 0);
+  const std::string ckpt = dir.file("r20/last.ckpt");
+  expect_usage_error(run(kTrain, train_args(dir, "run", {"--init", ckpt, "--model", "resnet32"})),
+                     {"--init " + ckpt, "holds a resnet20, not a resnet32"});
+  CHECK_FALSE(fs::exists(dir.file("run")));
+}
+
+TEST_CASE("spruce-train: recipe errors are one line naming the file and the key (status 2)") {
+  TempDir dir;
+  write_mnist(dir.path() / "data");
+  struct Case {
+    const char* what;
+    std::string yaml;
+    std::vector<std::string> message;
+  };
+  const std::vector<Case> cases{
+      {"unknown key", "epochs: 1\nlearning-rate: 0.1\n", {"unknown setting 'learning-rate'"}},
+      // (keys that train_args does not give: the command line overrides a recipe)
+      {"wrong type", "crop-padding: two\n", {"--crop-padding: expected an integer, got 'two'"}},
+      {"a list for a number", "lr: [0.1, 0.2]\n", {"--lr: expected a number, got '0.1,0.2'"}},
+      {"out of range", "momentum: 1.5\n", {"--momentum: 1.5 is out of range"}},
+      {"unknown choice", "schedule: linear\n", {"--schedule: unknown value 'linear'"}},
+      {"a nested mapping", "lr:\n  peak: 0.1\n", {"line 1: 'lr'", "found a mapping"}},
+      {"no value", "epochs:\n", {"line 1: 'epochs'", "has no value"}},
+      {"not YAML", "epochs: [1, 2\n", {"line "}},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.what);
+    const std::string recipe = dir.file("recipe.yaml");
+    write_bytes(recipe, {c.yaml.begin(), c.yaml.end()});
+    std::vector<std::string> parts{recipe + ": "};
+    parts.insert(parts.end(), c.message.begin(), c.message.end());
+    const RunResult r = run(kTrain, train_args(dir, "run", {"--recipe", recipe}));
+    if (std::string(c.what) == "not YAML" || std::string(c.what) == "a nested mapping" ||
+        std::string(c.what) == "no value")
+      expect_failure(r, parts);  // the file is malformed: a FormatError, status 1
+    else
+      expect_usage_error(r, parts);
+    CHECK_FALSE(fs::exists(dir.file("run")));
+  }
+}
+
+TEST_CASE("spruce-train: --resume refuses settings that would change the run, warns for --threads") {
+  TempDir dir;
+  write_mnist(dir.path() / "data");
+  REQUIRE(run(kTrain, train_args(dir, "run")).exit_code == 0);  // onecycle, 1 epoch
+  const std::string ckpt = dir.file("run/last.ckpt");
+  const std::vector<uint8_t> saved = read_bytes(ckpt);
+  const std::vector<uint8_t> npz = read_bytes(dir.file("run/final.npz"));
+
+  struct Case {
+    std::vector<std::string> flags;
+    std::vector<std::string> message;
+  };
+  const std::vector<Case> cases{
+      {{"--epochs", "2"}, {"--epochs 2 differs from the run's 1 (saved in " + ckpt, "onecycle"}},
+      {{"--epochs", "2", "--schedule", "cosine"}, {"--schedule cosine differs from the run's onecycle"}},
+      {{"--batch-size", "8"}, {"--batch-size 8 differs from the run's 16"}},
+      {{"--max-steps", "2"}, {"--max-steps 2 differs from the run's 3"}},
+      {{"--train-limit", "50"}, {"--train-limit 50 differs from the run's 0"}},
+      {{"--lr", "0.05"}, {"--lr 0.05 differs from the run's 0.1", "--init " + ckpt}},
+      {{"--seed", "1"}, {"--seed 1 differs from the run's 0"}},
+      {{"--model", "resnet32"}, {"--model resnet32 differs from the run's resnet20"}},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.flags.front());
+    std::vector<std::string> args{"--resume", dir.file("run")};
+    args.insert(args.end(), c.flags.begin(), c.flags.end());
+    expect_usage_error(run(kTrain, args), c.message);
+    CHECK(read_bytes(ckpt) == saved);
+  }
+  // The same values as saved are fine; so are --eval-limit and --threads
+  // (with a warning: the bits may differ from a run that kept 1 thread).
+  const RunResult same = run(kTrain, {"--resume", dir.file("run"), "--epochs", "1", "--lr", "0.1",
+                                      "--eval-limit", "16", "--threads", "2"});
+  INFO("stderr: " << same.err);
+  CHECK(same.exit_code == 0);
+  CHECK(contains(same.err, "spruce-train: warning: --threads 2 differs from the run's 1"));
+  CHECK(read_bytes(dir.file("run/final.npz")) == npz);
 }

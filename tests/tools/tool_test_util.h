@@ -1,8 +1,9 @@
-// Helpers for the end-to-end tests of the tool binaries: a self-deleting
-// temporary folder, byte-exact file reads and writes, a tiny MNIST-format data
-// set written by the test itself, and run() which starts a built tool with
-// posix_spawn (no shell, so arguments need no quoting) and captures its exit
-// status, the signal that killed it, stdout and stderr.
+// Helpers for the end-to-end tests of the tool binaries: a tiny MNIST-format
+// data set written by the test itself, and run() which starts a built tool
+// with posix_spawn (no shell, so arguments need no quoting) and captures its
+// exit status, the signal that killed it, stdout and stderr. The generic file
+// helpers (temporary folder, byte-exact reads and writes, gzip) are
+// tests/test_util.h's.
 //
 // The binaries' paths come from meson as compile definitions (SPRUCE_TRAIN_BIN,
 // SPRUCE_EVAL_BIN, SPRUCE_KILL_SHIM), so the tests always run the tools of the
@@ -26,59 +27,17 @@
 #include <utility>
 #include <vector>
 
+#include "tests/test_util.h"
+
 extern char** environ;
 
 namespace spruce::tools_test {
 
-namespace fs = std::filesystem;
+using namespace spruce::test;
 
 inline const std::string kTrain = SPRUCE_TRAIN_BIN;
 inline const std::string kEval = SPRUCE_EVAL_BIN;
 inline const std::string kKillShim = SPRUCE_KILL_SHIM;
-
-/// A new folder under the system temp dir, removed with its content at scope end.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "spruce_tools_XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-inline std::vector<uint8_t> read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  REQUIRE_MESSAGE(in.good(), "cannot read " << path);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-inline std::string read_text(const std::string& path) {
-  const std::vector<uint8_t> b = read_bytes(path);
-  return {b.begin(), b.end()};
-}
-
-inline void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  REQUIRE(out.good());
-  out.write(reinterpret_cast<const char*>(bytes.data()),
-            static_cast<std::streamsize>(bytes.size()));
-  REQUIRE(out.good());
-}
-
-inline void put_be32(std::vector<uint8_t>& out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(v >> shift));
-}
 
 /// Writes an MNIST-format data set to `dir`: train-{images-idx3,labels-idx1}-ubyte
 /// with `train` random 28x28 images, t10k-* with `test`. Pixels and labels come
@@ -186,15 +145,6 @@ inline std::vector<std::string> kill_at_checkpoint(int n, const std::string& whe
     asan = std::string(prev) + ":" + asan;
   return {"LD_PRELOAD=" + kKillShim, "SPRUCE_KILL_AT_CHECKPOINT=" + std::to_string(n),
           "SPRUCE_KILL_WHEN=" + when, "ASAN_OPTIONS=" + asan};
-}
-
-/// True when `text` starts with `prefix`.
-inline bool starts_with(const std::string& text, const std::string& prefix) {
-  return text.rfind(prefix, 0) == 0;
-}
-
-inline bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
 }
 
 }  // namespace spruce::tools_test

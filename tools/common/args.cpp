@@ -210,6 +210,12 @@ bool Args::parse(int argc, char** argv) {
 
 bool Args::given(const std::string& name) const { return given_.count(name) > 0; }
 
+std::string Args::value(const std::string& name) const {
+  auto it = index_.find(name);
+  if (it == index_.end()) throw UsageError("unknown flag --" + name + " (see --help)");
+  return flags_[it->second].get();
+}
+
 void Args::apply_defaults(const std::vector<std::pair<std::string, std::string>>& settings,
                           const std::string& source) {
   for (const auto& [name, value] : settings) {

@@ -41,6 +41,9 @@ class Args {
   bool parse(int argc, char** argv);
   /// True when the user gave this flag explicitly (recipes: flags override files).
   bool given(const std::string& name) const;
+  /// The current value of flag `name` as text (as values() writes it);
+  /// UsageError for an unknown name.
+  std::string value(const std::string& name) const;
   /// Applies "name=value" settings as if they had been given on the command line,
   /// but only for flags the user did not give (used for recipe files).
   void apply_defaults(const std::vector<std::pair<std::string, std::string>>& settings,
