@@ -92,13 +92,6 @@ std::vector<std::string> train_args(const TempDir& dir, const std::string& out, 
   return a;
 }
 
-void expect_success(const RunResult& r) {
-  INFO("stdout: " << r.out);
-  INFO("stderr: " << r.err);
-  REQUIRE(r.signal == 0);
-  REQUIRE(r.exit_code == 0);
-}
-
 std::vector<std::string> split(const std::string& line) {
   std::vector<std::string> cols;
   size_t start = 0;

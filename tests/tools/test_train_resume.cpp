@@ -55,13 +55,6 @@ std::vector<std::string> csv_without_timing(const std::string& path) {
   return rows;
 }
 
-void expect_success(const RunResult& r) {
-  INFO("stdout: " << r.out);
-  INFO("stderr: " << r.err);
-  REQUIRE(r.signal == 0);
-  REQUIRE(r.exit_code == 0);
-}
-
 }  // namespace
 
 TEST_CASE("spruce-train: a run killed at a checkpoint resumes bit-exactly") {

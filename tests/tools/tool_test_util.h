@@ -135,6 +135,14 @@ inline RunResult run(const std::string& program, const std::vector<std::string>&
   return r;
 }
 
+/// Requires a run that exited normally with status 0, showing its output if not.
+inline void expect_success(const RunResult& r) {
+  INFO("stdout: " << r.out);
+  INFO("stderr: " << r.err);
+  REQUIRE(r.signal == 0);
+  REQUIRE(r.exit_code == 0);
+}
+
 /// Environment that makes a tool SIGKILL itself at its `n`-th checkpoint
 /// (counting renames onto a file named last.ckpt), "before" or "after" the
 /// rename (see kill_after_checkpoint.cpp). Under AddressSanitizer the shim is
