@@ -37,6 +37,9 @@ class BatchNorm2d : public Module {
   Tensor num_batches_tracked() const { return num_batches_tracked_; }
   int64_t num_features() const { return num_features_; }
   const BatchNorm2dOptions& options() const { return options_; }
+  /// Changes the running-average factor of later training-mode forwards
+  /// (recalibrate_batch_norm sets 1/k per batch, then restores it).
+  void set_momentum(float momentum) { options_.momentum = momentum; }
 
  private:
   int64_t num_features_;

@@ -6,7 +6,10 @@
 //
 // For each seed the Fisher gradients are collected once at the dense weights
 // and shared by every method and sparsity (with --steps > 1 each run
-// re-collects at its current weights, as spruce-prune does).
+// re-collects at its current weights, as spruce-prune does). With
+// --bn-recalibrate N every pruned model has its batch-norm running statistics
+// re-estimated on N training batches (the same batches for every method and
+// sparsity of a seed) before it is evaluated.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -16,6 +19,7 @@
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "data/data_loader.h"
 #include "models/registry.h"
 #include "pruning/model_pruning.h"
 #include "tools/common/args.h"
@@ -34,7 +38,7 @@ namespace {
 struct Row {
   std::string method;
   int64_t seed = 0;
-  double target = 0, sparsity = 0, top1 = 0, loss = 0, predicted = 0, quadratic = 0, collect_s = 0, inverse_s = 0, total_s = 0;
+  double target = 0, sparsity = 0, top1 = 0, loss = 0, predicted = 0, quadratic = 0, collect_s = 0, inverse_s = 0, total_s = 0, bn_s = 0;
 };
 
 double mean(const std::vector<double>& v) {
@@ -62,6 +66,7 @@ int main(int argc, char** argv) {
     int64_t steps = 1, threads = default_num_threads(), eval_limit = 2000;
     bool all_layers = false;
     cli::FisherSettings fisher;
+    cli::BnRecalibration bn;
     cli::Args args("spruce-compare --model CKPT",
                    "Compares pruning methods one-shot on a trained checkpoint: methods x sparsities x seeds.\n"
                    "Methods: magnitude|diagfisher|woodfisher, optionally -layer (per-layer selection) and, for\n"
@@ -74,6 +79,7 @@ int main(int argc, char** argv) {
     args.add_string_list("patterns", &patterns, "glob patterns of prunable weights (default: the model's)");
     args.add_flag("all-layers", &all_layers, "prune every conv and linear weight");
     cli::add_fisher_flags(args, fisher, false);
+    cli::add_bn_recalibration_flags(args, bn);
     args.add_choice("data", &data, cli::dataset_names(), "data set (Fisher samples from train, evaluation on test)");
     args.add_string("data-dir", &data_dir, "data set directory (default: the data set's standard place)");
     args.add_int("eval-limit", &eval_limit, "evaluate on the first N test samples only (0 = all; the default keeps a sweep to minutes)", 0);
@@ -115,6 +121,9 @@ int main(int argc, char** argv) {
                 static_cast<long long>(fisher.samples), static_cast<long long>(fisher.batch), fisher.damp,
                 static_cast<long long>(fisher.block_size), static_cast<long long>(steps), parsed.size(),
                 sparsities.size(), seeds.size());
+    if (bn.enabled())
+      std::printf("bn      running statistics re-estimated after pruning on %lld batches of %lld training samples\n",
+                  static_cast<long long>(bn.batches), static_cast<long long>(bn.batch));
     std::fflush(stdout);
     const auto dense = cli::evaluate(model, test, tf, 256, eval_limit);
     std::printf("dense   test loss %.4f  top-1 %.2f%%\n\n", dense.loss, 100 * dense.accuracy);
@@ -178,6 +187,8 @@ int main(int argc, char** argv) {
               row.total_s += r.report.total_seconds;
             }
           }
+          // Same batches for every method and sparsity of this seed.
+          row.bn_s = cli::recalibrate_bn(model, train, tf, bn, data::derive_seed(static_cast<uint64_t>(seed), {0xb2ca1}));
           const auto ev = cli::evaluate(model, test, tf, 256, eval_limit);
           row.top1 = ev.accuracy;
           row.loss = ev.loss;
@@ -191,16 +202,19 @@ int main(int argc, char** argv) {
     }
 
     // Summary: mean top-1 over seeds (± sample std when there are several seeds).
-    std::printf("\ntest top-1 after one-shot pruning (dense %.2f%%)%s\n%-24s", 100 * dense.accuracy,
+    std::printf("\ntest top-1 after one-shot pruning%s (dense %.2f%%)%s\n%-24s",
+                bn.enabled() ? " and batch-norm recalibration" : "", 100 * dense.accuracy,
                 seeds.size() > 1 ? ", mean ± std over seeds" : "", "method");
     for (double s : sparsities) std::printf(" %13.0f%%", 100 * s);
     std::printf("\n");
-    cli::Plot plot{"One-shot pruning of " + loaded.spec.name + " on " + data, "sparsity", "test top-1 (%)", {}, {}};
+    cli::Plot plot{"One-shot pruning of " + loaded.spec.name + " on " + data + (bn.enabled() ? ", BN recalibrated" : ""),
+                   "sparsity", "test top-1 (%)", {}, {}};
     plot.references.push_back({"dense", 100 * dense.accuracy});
     cli::Json j;
     j.begin_object().field("model", model_path).field("dense_top1", dense.accuracy).field("dense_loss", dense.loss);
     j.field("fisher_samples", fisher.samples).field("fisher_batch", fisher.batch).field("damp", fisher.damp);
-    j.field("block_size", fisher.block_size).field("steps", steps).key("results").begin_array();
+    j.field("block_size", fisher.block_size).field("steps", steps);
+    j.field("bn_recalibrate", bn.batches).field("bn_batch", bn.batch).key("results").begin_array();
     for (const auto& method : parsed) {
       std::printf("%-24s", method.name().c_str());
       cli::PlotSeries series{method.name(), {}, {}};
@@ -217,18 +231,20 @@ int main(int argc, char** argv) {
       plot.series.push_back(series);
     }
     std::string csv = "method,seed,target_sparsity,sparsity,top1,test_loss,loss_increase,predicted_loss_increase,"
-                      "quadratic_loss_increase,collect_seconds,inverse_seconds,total_seconds\n";
+                      "quadratic_loss_increase,collect_seconds,inverse_seconds,total_seconds,bn_recalibrate,bn_seconds\n";
     for (const auto& r : rows) {
       char line[512];
-      std::snprintf(line, sizeof line, "%s,%lld,%.4f,%.6f,%.6f,%.6f,%.6f,%.6g,%.6g,%.3f,%.3f,%.3f\n", r.method.c_str(),
+      std::snprintf(line, sizeof line, "%s,%lld,%.4f,%.6f,%.6f,%.6f,%.6f,%.6g,%.6g,%.3f,%.3f,%.3f,%lld,%.3f\n", r.method.c_str(),
                     static_cast<long long>(r.seed), r.target, r.sparsity, r.top1, r.loss, r.loss - dense.loss,
-                    r.predicted, r.quadratic, r.collect_s, r.inverse_s, r.total_s);
+                    r.predicted, r.quadratic, r.collect_s, r.inverse_s, r.total_s, static_cast<long long>(bn.batches),
+                    r.bn_s);
       csv += line;
       j.begin_object().field("method", r.method).field("seed", r.seed).field("target_sparsity", r.target);
       j.field("sparsity", r.sparsity).field("top1", r.top1).field("test_loss", r.loss);
       j.field("loss_increase", r.loss - dense.loss).field("predicted_loss_increase", r.predicted);
       j.field("quadratic_loss_increase", r.quadratic);
       j.field("collect_seconds", r.collect_s).field("inverse_seconds", r.inverse_s).field("total_seconds", r.total_s);
+      j.field("bn_seconds", r.bn_s);
       j.end_object();
     }
     j.end_array().end_object();

@@ -3,7 +3,9 @@
 // Fisher recomputed at the current weights. Writes the pruned checkpoint (with
 // masks) and prints what happened: per-layer sparsity, predicted loss
 // increase, measured test loss and top-1 before and after, and the time spent
-// collecting gradients and inverting the Fisher.
+// collecting gradients and inverting the Fisher. With --bn-recalibrate N the
+// batch-norm running statistics are re-estimated on N training batches after
+// pruning (before the 'after' evaluation; the written checkpoint has them).
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -11,6 +13,7 @@
 #include "core/error.h"
 #include "core/io/checkpoint.h"
 #include "core/parallel.h"
+#include "data/data_loader.h"
 #include "models/registry.h"
 #include "pruning/model_pruning.h"
 #include "tools/common/args.h"
@@ -31,6 +34,7 @@ int main(int argc, char** argv) {
     int64_t steps = 1, threads = default_num_threads(), eval_limit = 0;
     bool all_layers = false;
     cli::FisherSettings fisher;
+    cli::BnRecalibration bn;
     cli::Args args("spruce-prune --model CKPT --out PRUNED.ckpt",
                    "One-shot pruning of a trained model to a target sparsity (magnitude, diagonal Fisher or\n"
                    "WoodFisher). Methods: magnitude|diagfisher|woodfisher, optionally -layer (independent\n"
@@ -46,6 +50,7 @@ int main(int argc, char** argv) {
     args.add_string_list("patterns", &patterns, "glob patterns of prunable weights (default: the model's)");
     args.add_flag("all-layers", &all_layers, "prune every conv and linear weight");
     cli::add_fisher_flags(args, fisher);
+    cli::add_bn_recalibration_flags(args, bn);
     args.add_choice("data", &data, cli::dataset_names(), "data set (Fisher samples from train, evaluation on test)");
     args.add_string("data-dir", &data_dir, "data set directory (default: the data set's standard place)");
     args.add_int("eval-limit", &eval_limit, "evaluate on the first N test samples only (0 = all)", 0);
@@ -70,10 +75,15 @@ int main(int argc, char** argv) {
     if (method.pruner != "magnitude")
       std::printf("; Fisher m=%lld b=%lld damp=%g block=%lld", static_cast<long long>(fisher.samples),
                   static_cast<long long>(fisher.batch), fisher.damp, static_cast<long long>(fisher.block_size));
+    if (bn.enabled())
+      std::printf("; batch norm re-estimated on %lld x %lld samples", static_cast<long long>(bn.batches),
+                  static_cast<long long>(bn.batch));
     std::printf("\n");
     std::fflush(stdout);
     const auto before = cli::evaluate(model, test, tf, 256, eval_limit);
     const auto steps_done = cli::prune_one_shot(model, set, method, sparsity, steps, train, tf, fisher);
+    const double bn_seconds =
+        cli::recalibrate_bn(model, train, tf, bn, data::derive_seed(static_cast<uint64_t>(fisher.seed), {0xb2ca1}));
     const auto after = cli::evaluate(model, test, tf, 256, eval_limit);
 
     std::printf("\n");
@@ -92,13 +102,16 @@ int main(int argc, char** argv) {
       std::printf("loss increase: measured %.4f (magnitude pruning predicts none)\n", after.loss - before.loss);
     else
       std::printf("loss increase: measured %.4f, predicted %.4f (quadratic model)\n", after.loss - before.loss, predicted);
-    std::printf("time: %.1fs collecting gradients, %.1fs inverting, %.1fs in all\n", collect, inverse, total);
+    std::printf("time: %.1fs collecting gradients, %.1fs inverting, %.1fs in all", collect, inverse, total);
+    if (bn.enabled()) std::printf("; %.1fs re-estimating batch norm", bn_seconds);
+    std::printf("\n");
 
     io::Checkpoint ck;
     ck.set_meta("kind", "spruce-pruned");
     ck.set_meta("pruned.method", method.name());
     ck.set_meta("pruned.sparsity", std::to_string(steps_done.back().report.sparsity));
     ck.set_meta("pruned.source", model_path);
+    ck.set_meta("pruned.bn_recalibrate", std::to_string(bn.batches));
     cli::put_model(ck, loaded.spec, model);
     io::save_checkpoint(out, ck);
     if (!npz_out.empty()) cli::export_npz(npz_out, model);
@@ -107,6 +120,7 @@ int main(int argc, char** argv) {
       j.begin_object().field("model", model_path).field("method", method.name()).field("sparsity", sparsity);
       j.field("steps", steps).field("fisher_samples", fisher.samples).field("fisher_batch", fisher.batch);
       j.field("damp", fisher.damp).field("block_size", fisher.block_size);
+      j.field("bn_recalibrate", bn.batches).field("bn_batch", bn.batch).field("bn_seconds", bn_seconds);
       j.field("loss_before", before.loss).field("top1_before", before.accuracy);
       j.field("loss_after", after.loss).field("top1_after", after.accuracy).field("predicted_loss_increase", predicted);
       j.field("collect_seconds", collect).field("inverse_seconds", inverse).field("total_seconds", total);

@@ -55,6 +55,7 @@ struct Settings {
   std::vector<std::string> patterns;
   bool all_layers = false;
   cli::FisherSettings fisher;
+  cli::BnRecalibration bn;
 };
 
 void declare(cli::Args& a, Settings& s) {
@@ -101,6 +102,7 @@ void declare(cli::Args& a, Settings& s) {
   a.add_string_list("patterns", &s.patterns, "glob patterns of prunable weights (default: the model's)");
   a.add_flag("all-layers", &s.all_layers, "prune every conv and linear weight");
   cli::add_fisher_flags(a, s.fisher, false);
+  cli::add_bn_recalibration_flags(a, s.bn);
   a.add_int("prune-eval-limit", &s.prune_eval_limit, "test samples evaluated before/after each pruning step (0 = all)", 0);
   a.add_double("finetune-lr", &s.finetune_lr, "after the last pruning step, cosine-decay from this LR (0 = keep the schedule)", 0);
 }
@@ -493,6 +495,9 @@ void Run::maybe_prune(int64_t t) {
     if (!v.defined()) continue;
     for (int64_t i = 0; i < v.numel(); ++i) v.data()[i] *= mask.data()[i];
   }
+  // Optional: batch-norm statistics of the pruned weights, from batches that are a pure function of (seed, t).
+  cli::recalibrate_bn(*model_, train_view_, tf, s_.bn,
+                      data::derive_seed(static_cast<uint64_t>(s_.seed), {0xb2ca1, static_cast<uint64_t>(t)}));
   const auto after = cli::evaluate(*model_, test_set_, tf, 256, s_.prune_eval_limit);
   std::printf("prune %s %lld: %s to %.2f%% (target %.2f%%), predicted dL %.4f, test loss %.4f -> %.4f, "
               "top-1 %.2f%% -> %.2f%%, %.1fs\n",
@@ -513,6 +518,7 @@ void Run::maybe_prune(int64_t t) {
   j.field("test_loss_before", before.loss).field("test_loss_after", after.loss);
   j.field("test_acc_before", before.accuracy).field("test_acc_after", after.accuracy);
   j.field("collect_seconds", collect_s).field("inverse_seconds", report.inverse_seconds);
+  if (s_.bn.enabled()) j.field("bn_recalibrate", s_.bn.batches);
   j.key("layers").begin_object();
   for (const auto& l : report.layers) j.field(l.name, l.sparsity);
   j.end_object().end_object();

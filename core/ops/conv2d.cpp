@@ -11,6 +11,9 @@
 //             dcol_g [Kc, nc*P] = W_g^T @ dout_g, then col2im adds into dx
 // A 1x1 stride-1 unpadded conv needs no im2col: when one sample already
 // fills a GEMM, its input plane block is used in place.
+// With AVX2 + FMA, core/ops/conv2d_direct.h replaces this lowering where it
+// applies: the forward of every one-group conv (any stride; 1x1 on planes of
+// 32+ pixels), and d_input / d_weight of stride-1 convs with kernels > 1x1.
 //
 // Depthwise convs (groups == C_in == C_out) run a direct kernel. Each input
 // plane is zero-padded and split into stride x stride "phase" planes
@@ -284,7 +287,7 @@ void forward_range(const float* x, const float* w, const float* bias, const Conv
 
 void gemm_forward(const float* x, const float* w, const float* bias, const ConvGeometry& g,
                   float* out) {
-  const bool direct = direct::supports(g);
+  const bool direct = direct::supports_forward(g);
   for_sample_ranges(g, [&](int64_t, int64_t lo, int64_t hi) {
     if (direct)
       direct::forward(x, w, bias, g, lo, hi, out);

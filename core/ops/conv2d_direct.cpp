@@ -1,21 +1,24 @@
-// Direct stride-1 conv kernels (see conv2d_direct.h).
+// Direct dense conv kernels (see conv2d_direct.h).
 //
 // Layout. A sample's input is copied into zero-padded planes xp[c] of
 // Hp x Wp floats (Hp = H + 2 pad, Wp = W + 2 pad), one every PS floats
 // (PS >= Hp Wp + 8, so an 8-float load that starts inside a plane stays
-// inside the buffer). Output pixel (oh, ow) has grid position q = oh Wp + ow,
-// and its input under tap k = (c, kh, kw) is xp[q + koff[k]] with
-// koff[k] = c PS + kh Wp + kw. Every output row is cut into pieces of up to 8
-// pixels: a piece is one vector, and its input under a tap one unaligned
-// load (lanes past the row's end read padding or the next row; they are
-// never stored, and in weight_grad they meet zero gradients).
+// inside the buffer). Output pixel (oh, ow) of a stride-s conv has grid
+// position q = oh s Wp + ow s, and its input under tap k = (c, kh, kw) is
+// xp[q + koff[k]] with koff[k] = c PS + kh Wp + kw.
 //
-// forward / input_grad: out[oc, piece] = sum_k W[oc, k] xp[piece.q + koff[k]]
-// on a 6 x 16 register block (6 output channels, two pieces): per tap, 2
-// loads of input, 6 broadcasts of weights packed [oc block][k][6], 12 FMAs.
-// input_grad is the same kernel on the zero-padded output gradient with the
-// flipped, transposed weight (padding KH - 1 - pad), which is the adjoint of
-// a stride-1 conv.
+// forward / input_grad: out[oc, p] = sum_k W[oc, k] xp[q(p) + koff[k]] on a
+// 6 x 16 register block (six consecutive output pixels, 16 output
+// channels): per tap, 2 loads of weights packed [oc block][k][16], 6
+// broadcasts of input, 12 FMAs. The vector lanes are output channels, so no
+// lane is wasted on rows of 28, 14 or 7 pixels and any stride works. The six
+// pixels lie on at most two output rows, each a run in steps of s, so each
+// broadcast is one instruction (base register + tap offset + constant): with
+// six separate pixel pointers the loop was issue-bound at ~70% of the FMA
+// peak. The block goes to a small [pixel][16] buffer and back to NCHW by 8x8
+// transposes. input_grad is the same kernel on the zero-padded output
+// gradient with the flipped, transposed weight (padding KH - 1 - pad), which
+// is the adjoint of a stride-1 conv.
 //
 // weight_grad: dW[oc, k] = sum over samples and pixels p of xp[q(p) + koff[k]]
 // d_out[oc, p], with each sample's d_out transposed to [P, OC] so that output
@@ -26,7 +29,7 @@
 //
 // Threads: a call handles a range of samples. Called from outside a parallel
 // region (one range of few samples, e.g. per-sample Fisher gradients), it
-// splits the output-channel blocks over the pool instead. Every output value
+// splits output-channel blocks (and, forward, pixel ranges) over the pool. Every output value
 // and dW element is computed by one task in a fixed order.
 #include "core/ops/conv2d_direct.h"
 
@@ -47,25 +50,23 @@ namespace spruce::ops::direct {
 #ifdef SPRUCE_DIRECT_CONV
 namespace {
 
-/// Up to 8 consecutive output pixels of one row.
-struct Piece {
-  int32_t q;  // grid position of the first pixel (padded-plane coordinates)
-  int32_t o;  // its offset in the output plane [OH, OW]
-  int32_t n;  // pixels, 1..8 (0 marks an empty partner piece)
-};
-
-/// A stride-1 conv of a C x H x W input padded by `pad`, kernel KH x KW.
+/// A conv of a C x H x W input padded by `pad`, kernel KH x KW, stride s.
 struct Plan {
-  int64_t C, H, W, KH, KW, pad;
+  int64_t C, H, W, KH, KW, pad, s;
   int64_t Hp, Wp, PS, OH, OW, K;
   std::vector<int32_t> koff;  // [K], k = (c * KH + kh) * KW + kw
-  std::vector<Piece> pieces;  // every output row, cut into pieces of <= 8
+  std::vector<int32_t> pixq;  // [OH * OW] grid position of each output pixel
 
-  Plan(int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t p)
-      : C(c), H(h), W(w), KH(kh), KW(kw), pad(p) {
+  // A 1x1 stride-1 unpadded conv reads the sample in place (planes of H W
+  // floats, no copy), and its pixels are one run: q(p) = p.
+  bool in_place = false;
+
+  Plan(int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t p, int64_t stride = 1)
+      : C(c), H(h), W(w), KH(kh), KW(kw), pad(p), s(stride) {
     Hp = H + 2 * pad, Wp = W + 2 * pad;
-    OH = Hp - KH + 1, OW = Wp - KW + 1;
-    PS = (Hp * Wp + 8 + 7) / 8 * 8;
+    OH = (Hp - KH) / s + 1, OW = (Wp - KW) / s + 1;
+    in_place = KH == 1 && KW == 1 && pad == 0 && s == 1;
+    PS = in_place ? H * W : (Hp * Wp + 8 + 7) / 8 * 8;
     K = C * KH * KW;
     koff.resize(static_cast<size_t>(K));
     for (int64_t ci = 0; ci < C; ++ci)
@@ -73,10 +74,10 @@ struct Plan {
         for (int64_t j = 0; j < KW; ++j)
           koff[static_cast<size_t>((ci * KH + i) * KW + j)] =
               static_cast<int32_t>(ci * PS + i * Wp + j);
+    pixq.resize(static_cast<size_t>(OH * OW));
     for (int64_t oh = 0; oh < OH; ++oh)
-      for (int64_t ow = 0; ow < OW; ow += 8)
-        pieces.push_back({static_cast<int32_t>(oh * Wp + ow), static_cast<int32_t>(oh * OW + ow),
-                          static_cast<int32_t>(std::min<int64_t>(8, OW - ow))});
+      for (int64_t ow = 0; ow < OW; ++ow)
+        pixq[static_cast<size_t>(oh * OW + ow)] = static_cast<int32_t>(oh * s * Wp + ow * s);
   }
 
   int64_t P() const { return OH * OW; }
@@ -84,11 +85,13 @@ struct Plan {
 
   /// Copies one sample [C, H, W] into the interior of the padded planes. The
   /// border is never written, so it stays as zeroed by the caller.
-  void fill(const float* x, float* xp) const {
+  void fill(const float* __restrict x, float* __restrict xp) const {
     for (int64_t c = 0; c < C; ++c)
-      for (int64_t ih = 0; ih < H; ++ih)
-        std::memcpy(xp + c * PS + (ih + pad) * Wp + pad, x + (c * H + ih) * W,
-                    static_cast<size_t>(W) * sizeof(float));
+      for (int64_t ih = 0; ih < H; ++ih) {
+        const float* __restrict src = x + (c * H + ih) * W;
+        float* __restrict dst = xp + c * PS + (ih + pad) * Wp + pad;
+        for (int64_t j = 0; j < W; ++j) dst[j] = src[j];
+      }
   }
 };
 
@@ -109,98 +112,214 @@ std::vector<float>& transposed_scratch() {
   return buf;
 }
 
+std::vector<float>& tile_scratch() {
+  thread_local std::vector<float> buf;
+  return buf;
+}
+
 std::vector<float>& accumulator_scratch() {
   thread_local std::vector<float> buf;
   return buf;
 }
 
-alignas(32) constexpr int32_t kMaskTable[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
-                                                0,  0,  0,  0,  0,  0,  0,  0};
-
-/// Lanes [0, n) set.
-inline __m256i tail_mask(int32_t n) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMaskTable + 8 - n));
+/// Transposes 8 vectors of 8 in place: v[i][j] <- v[j][i].
+inline void transpose8(__m256 v[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(v[4], v[5]), t5 = _mm256_unpackhi_ps(v[4], v[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(v[6], v[7]), t7 = _mm256_unpackhi_ps(v[6], v[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  v[0] = _mm256_permute2f128_ps(u0, u4, 0x20), v[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  v[2] = _mm256_permute2f128_ps(u2, u6, 0x20), v[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  v[4] = _mm256_permute2f128_ps(u0, u4, 0x31), v[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  v[6] = _mm256_permute2f128_ps(u2, u6, 0x31), v[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
-/// dst[0, n) (+)= v[0, n).
-template <bool Accumulate>
-inline void store_piece(float* dst, __m256 v, int32_t n) {
-  if (n == 8) {
-    if constexpr (Accumulate) v = _mm256_add_ps(v, _mm256_loadu_ps(dst));
-    _mm256_storeu_ps(dst, v);
-  } else if (n > 0) {
-    const __m256i m = tail_mask(n);
-    if constexpr (Accumulate) v = _mm256_add_ps(v, _mm256_maskload_ps(dst, m));
-    _mm256_maskstore_ps(dst, m, v);
-  }
+/// Writes a 6x16 accumulator tile (pixel-major) to T[96].
+__attribute__((always_inline)) inline void store_tile6x16(float* T, __m256 c00, __m256 c01, __m256 c10,
+                                                          __m256 c11, __m256 c20, __m256 c21,
+                                                          __m256 c30, __m256 c31, __m256 c40,
+                                                          __m256 c41, __m256 c50, __m256 c51) {
+  const __m256 c[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+  for (int i = 0; i < 12; ++i) _mm256_storeu_ps(T + 8 * i, c[i]);
 }
 
-/// Six output channels (rows[r]: output plane, null past C_out; init[r]:
-/// bias or 0) for the pieces a and b.
-template <bool Accumulate>
-void block6x16(const float* xp, const int32_t* koff, int64_t K, const float* wp, const Piece& a,
-               const Piece& b, float* const* rows, const float* init) {
-  __m256 c[6][2];
-  for (int r = 0; r < 6; ++r) c[r][0] = c[r][1] = _mm256_set1_ps(init[r]);
-  const float* pa = xp + a.q;
-  const float* pb = xp + b.q;
+/// T[i][0:16] = init + sum_k xp[q[i] + koff[k]] * wp[k][0:16] for six
+/// output pixels i (grid positions q) and one block of 16 output channels:
+/// per tap two weight vectors, six broadcasts of input, 12 FMAs.
+__attribute__((noinline)) void tile6x16(const float* xp, const int32_t* q, const int32_t* koff, int64_t K,
+                     const float* wp, const float* init16, float* T) {
+  const __m256 i0 = _mm256_loadu_ps(init16), i1 = _mm256_loadu_ps(init16 + 8);
+  __m256 c00 = i0, c01 = i1, c10 = i0, c11 = i1, c20 = i0, c21 = i1;
+  __m256 c30 = i0, c31 = i1, c40 = i0, c41 = i1, c50 = i0, c51 = i1;
+  const float *x0 = xp + q[0], *x1 = xp + q[1], *x2 = xp + q[2];
+  const float *x3 = xp + q[3], *x4 = xp + q[4], *x5 = xp + q[5];
   for (int64_t k = 0; k < K; ++k) {
-    const int32_t off = koff[k];
-    const __m256 b0 = _mm256_loadu_ps(pa + off), b1 = _mm256_loadu_ps(pb + off);
-    const float* wk = wp + 6 * k;
-#pragma GCC unroll 6
-    for (int r = 0; r < 6; ++r) {
-      const __m256 av = _mm256_broadcast_ss(wk + r);
-      c[r][0] = _mm256_fmadd_ps(av, b0, c[r][0]);
-      c[r][1] = _mm256_fmadd_ps(av, b1, c[r][1]);
-    }
+    const int64_t off = koff[k];
+    const __m256 w0 = _mm256_loadu_ps(wp + 16 * k), w1 = _mm256_loadu_ps(wp + 16 * k + 8);
+    __m256 a = _mm256_broadcast_ss(x0 + off);
+    c00 = _mm256_fmadd_ps(a, w0, c00), c01 = _mm256_fmadd_ps(a, w1, c01);
+    a = _mm256_broadcast_ss(x1 + off);
+    c10 = _mm256_fmadd_ps(a, w0, c10), c11 = _mm256_fmadd_ps(a, w1, c11);
+    a = _mm256_broadcast_ss(x2 + off);
+    c20 = _mm256_fmadd_ps(a, w0, c20), c21 = _mm256_fmadd_ps(a, w1, c21);
+    a = _mm256_broadcast_ss(x3 + off);
+    c30 = _mm256_fmadd_ps(a, w0, c30), c31 = _mm256_fmadd_ps(a, w1, c31);
+    a = _mm256_broadcast_ss(x4 + off);
+    c40 = _mm256_fmadd_ps(a, w0, c40), c41 = _mm256_fmadd_ps(a, w1, c41);
+    a = _mm256_broadcast_ss(x5 + off);
+    c50 = _mm256_fmadd_ps(a, w0, c50), c51 = _mm256_fmadd_ps(a, w1, c51);
   }
-  for (int r = 0; r < 6; ++r) {
-    if (!rows[r]) continue;
-    store_piece<Accumulate>(rows[r] + a.o, c[r][0], a.n);
-    store_piece<Accumulate>(rows[r] + b.o, c[r][1], b.n);
+  store_tile6x16(T, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51);
+}
+
+/// tile6x16 for six consecutive output pixels on at most two output rows,
+/// stride S: the first A pixels start at grid position qa, the other 6 - A
+/// at qb (the next row), each run in steps of S. Every broadcast is then a
+/// base register plus the tap offset plus a constant, one instruction; the
+/// loop would otherwise be issue-bound rather than FMA-bound.
+template <int S, int A>
+__attribute__((noinline)) void tile6x16_rows(const float* xp, int32_t qa, int32_t qb,
+                                             const int32_t* koff, int64_t K, const float* wp,
+                                             const float* init16, float* T) {
+  const __m256 i0 = _mm256_loadu_ps(init16), i1 = _mm256_loadu_ps(init16 + 8);
+  __m256 c00 = i0, c01 = i1, c10 = i0, c11 = i1, c20 = i0, c21 = i1;
+  __m256 c30 = i0, c31 = i1, c40 = i0, c41 = i1, c50 = i0, c51 = i1;
+  const float* xa = xp + qa;
+  const float* xb = xp + qb;
+#define SPRUCE_PX(i) ((i) < A ? xa + off + (i) * S : xb + off + ((i) - A) * S)
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t off = koff[k];
+    const __m256 w0 = _mm256_loadu_ps(wp + 16 * k), w1 = _mm256_loadu_ps(wp + 16 * k + 8);
+    __m256 a = _mm256_broadcast_ss(SPRUCE_PX(0));
+    c00 = _mm256_fmadd_ps(a, w0, c00), c01 = _mm256_fmadd_ps(a, w1, c01);
+    a = _mm256_broadcast_ss(SPRUCE_PX(1));
+    c10 = _mm256_fmadd_ps(a, w0, c10), c11 = _mm256_fmadd_ps(a, w1, c11);
+    a = _mm256_broadcast_ss(SPRUCE_PX(2));
+    c20 = _mm256_fmadd_ps(a, w0, c20), c21 = _mm256_fmadd_ps(a, w1, c21);
+    a = _mm256_broadcast_ss(SPRUCE_PX(3));
+    c30 = _mm256_fmadd_ps(a, w0, c30), c31 = _mm256_fmadd_ps(a, w1, c31);
+    a = _mm256_broadcast_ss(SPRUCE_PX(4));
+    c40 = _mm256_fmadd_ps(a, w0, c40), c41 = _mm256_fmadd_ps(a, w1, c41);
+    a = _mm256_broadcast_ss(SPRUCE_PX(5));
+    c50 = _mm256_fmadd_ps(a, w0, c50), c51 = _mm256_fmadd_ps(a, w1, c51);
+  }
+#undef SPRUCE_PX
+  store_tile6x16(T, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51);
+}
+
+using TileFn = void (*)(const float*, int32_t, int32_t, const int32_t*, int64_t, const float*,
+                        const float*, float*);
+
+/// The two-row tile kernel for stride s (1 or 2) and A pixels on the first
+/// row (1..6), or null.
+TileFn rows_kernel(int64_t s, int64_t A) {
+  static constexpr TileFn k1[6] = {tile6x16_rows<1, 1>, tile6x16_rows<1, 2>, tile6x16_rows<1, 3>,
+                                   tile6x16_rows<1, 4>, tile6x16_rows<1, 5>, tile6x16_rows<1, 6>};
+  static constexpr TileFn k2[6] = {tile6x16_rows<2, 1>, tile6x16_rows<2, 2>, tile6x16_rows<2, 3>,
+                                   tile6x16_rows<2, 4>, tile6x16_rows<2, 5>, tile6x16_rows<2, 6>};
+  if (A < 1 || A > 6) return nullptr;
+  return s == 1 ? k1[A - 1] : s == 2 ? k2[A - 1] : nullptr;
+}
+
+/// rows[j][p] (+)= T[p][j] for p < np, j < nj (<= 16); rows[j] = out + j * P.
+template <bool Accumulate>
+void untranspose(const float* T, int64_t np, int64_t nj, float* out, int64_t P) {
+  const int64_t p8 = np / 8 * 8;
+  for (int64_t h = 0; h < 2 && h * 8 < nj; ++h) {
+    const int64_t nh = std::min<int64_t>(8, nj - h * 8);
+    for (int64_t p = 0; p < p8; p += 8) {
+      __m256 v[8];
+      for (int64_t i = 0; i < 8; ++i) v[i] = _mm256_loadu_ps(T + (p + i) * 16 + h * 8);
+      transpose8(v);
+      for (int64_t j = 0; j < nh; ++j) {
+        float* d = out + (h * 8 + j) * P + p;
+        if constexpr (Accumulate) v[j] = _mm256_add_ps(v[j], _mm256_loadu_ps(d));
+        _mm256_storeu_ps(d, v[j]);
+      }
+    }
+    for (int64_t p = p8; p < np; ++p)
+      for (int64_t j = 0; j < nh; ++j) {
+        float& d = out[(h * 8 + j) * P + p];
+        if constexpr (Accumulate) d += T[p * 16 + h * 8 + j];
+        else d = T[p * 16 + h * 8 + j];
+      }
   }
 }
 
-/// out[n] (+)= the conv of in[n] (plan pl, weights packed wp [blocks][K][6],
-/// cout output channels, optional bias) for the samples [n_lo, n_hi).
+/// Weights packed for tile6x16 (blocks of 16 output channels), with the
+/// initial value (bias or 0) of each block's accumulators.
+struct PackedWeights {
+  int64_t cout = 0, K = 0, blocks = 0;
+  std::vector<float> w;     // [blocks][K][16], w(o, k) (zero past cout)
+  std::vector<float> init;  // [blocks][16]
+};
+
+template <class W>
+PackedWeights pack16(int64_t cout, int64_t K, const W& w, const float* bias) {
+  PackedWeights pw;
+  pw.cout = cout, pw.K = K, pw.blocks = (cout + 15) / 16;
+  pw.w.assign(static_cast<size_t>(pw.blocks * K * 16), 0.f);
+  pw.init.assign(static_cast<size_t>(pw.blocks * 16), 0.f);
+  for (int64_t o = 0; o < cout; ++o) {
+    for (int64_t k = 0; k < K; ++k)
+      pw.w[static_cast<size_t>(((o / 16) * K + k) * 16 + o % 16)] = w(o, k);
+    if (bias) pw.init[static_cast<size_t>(o)] = bias[o];
+  }
+  return pw;
+}
+
+/// out[n] (+)= the conv of in[n] (plan pl, packed weights) for the samples
+/// [n_lo, n_hi). Tasks are (block of 16 output channels, range of pixels);
+/// every output value is one task's sum over the taps in order, so the
+/// split never changes a bit. Inside a parallel region (a thread owning a
+/// range of samples) it runs as one task.
 template <bool Accumulate>
-void run_conv(const Plan& pl, const float* in, int64_t in_stride, const std::vector<float>& wp,
-              int64_t cout, const float* bias, int64_t n_lo, int64_t n_hi, float* out) {
-  const int64_t blocks = (cout + 5) / 6, P = pl.P(), K = pl.K;
-  const auto& pieces = pl.pieces;
-  parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    float* xp = zeroed_scratch(padded_scratch(), pl.padded_floats());
+void run_conv(const Plan& pl, const float* in, int64_t in_stride, const PackedWeights& pw,
+              int64_t n_lo, int64_t n_hi, float* out) {
+  const int64_t blocks = pw.blocks, P = pl.P(), K = pl.K, cout = pw.cout;
+  int64_t pchunks = 1;
+  if (!in_parallel_region() && num_threads() > 1)
+    pchunks = std::clamp<int64_t>((2 * num_threads() + blocks - 1) / blocks, 1, (P + 47) / 48);
+  const int64_t chunk = ((P + pchunks - 1) / pchunks + 5) / 6 * 6;
+  pchunks = (P + chunk - 1) / chunk;
+  parallel_for(0, blocks * pchunks, 1, [&](int64_t t0, int64_t t1) {
+    float* xpad = pl.in_place ? nullptr : zeroed_scratch(padded_scratch(), pl.padded_floats());
+    std::vector<float>& tbuf = tile_scratch();
+    if (static_cast<int64_t>(tbuf.size()) < chunk * 16) tbuf.resize(static_cast<size_t>(chunk * 16));
+    float* T = tbuf.data();
     for (int64_t n = n_lo; n < n_hi; ++n) {
-      pl.fill(in + n * in_stride, xp);
-      for (int64_t ob = b0; ob < b1; ++ob) {
-        float* rows[6];
-        float init[6];
-        for (int64_t r = 0; r < 6; ++r) {
-          const int64_t oc = ob * 6 + r;
-          rows[r] = oc < cout ? out + (n * cout + oc) * P : nullptr;
-          init[r] = bias && oc < cout ? bias[oc] : 0.f;
+      const float* xp = xpad;
+      if (pl.in_place)
+        xp = in + n * in_stride;
+      else
+        pl.fill(in + n * in_stride, xpad);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t ob = t / pchunks, pc = t % pchunks;
+        const int64_t p_lo = pc * chunk, p_hi = std::min(P, p_lo + chunk);
+        const float* w = pw.w.data() + ob * K * 16;
+        const float* init = pw.init.data() + ob * 16;
+        for (int64_t p = p_lo; p < p_hi; p += 6) {
+          int32_t q[6];
+          for (int64_t i = 0; i < 6; ++i)  // past the range: repeat the last pixel, dropped
+            q[i] = pl.pixq[static_cast<size_t>(std::min(p + i, p_hi - 1))];
+          float* Tp = T + (p - p_lo) * 16;
+          // The first A pixels on p's row, the rest on the next one.
+          const int64_t A = pl.in_place ? 6 : std::min<int64_t>(6, pl.OW - p % pl.OW);
+          TileFn fn = p + 6 <= p_hi && 6 - A <= pl.OW ? rows_kernel(pl.s, A) : nullptr;
+          if (fn)
+            fn(xp, q[0], q[A % 6], pl.koff.data(), K, w, init, Tp);
+          else
+            tile6x16(xp, q, pl.koff.data(), K, w, init, Tp);
         }
-        const float* w = wp.data() + ob * K * 6;
-        for (size_t i = 0; i < pieces.size(); i += 2) {
-          const Piece& a = pieces[i];
-          const Piece b = i + 1 < pieces.size() ? pieces[i + 1] : Piece{a.q, a.o, 0};
-          block6x16<Accumulate>(xp, pl.koff.data(), K, w, a, b, rows, init);
-        }
+        untranspose<Accumulate>(T, p_hi - p_lo, std::min<int64_t>(16, cout - ob * 16),
+                                out + (n * cout + ob * 16) * P + p_lo, P);
       }
     }
   });
-}
-
-/// Weights as [ceil(cout / 6)][K][6] with w(o, k) the weight of output
-/// channel o and tap k (zero past cout).
-template <class W>
-std::vector<float> pack6(int64_t cout, int64_t K, const W& w) {
-  const int64_t blocks = (cout + 5) / 6;
-  std::vector<float> wp(static_cast<size_t>(blocks * K * 6), 0.f);
-  for (int64_t o = 0; o < cout; ++o)
-    for (int64_t k = 0; k < K; ++k) wp[static_cast<size_t>(((o / 6) * K + k) * 6 + o % 6)] = w(o, k);
-  return wp;
 }
 
 /// acc (a 6 x 16 block in accm: taps x output channels) += sum over the
@@ -245,12 +364,22 @@ bool supports(const ConvGeometry& g) {
   return planes < std::numeric_limits<int32_t>::max() / 2;
 }
 
+bool supports_forward(const ConvGeometry& g) {
+  if (g.groups != 1 || g.stride < 1 || g.padding >= std::min(g.KH, g.KW)) return false;
+  // A 1x1 conv on a small plane wastes much of a 6-pixel tile (2x2: a
+  // third): the GEMM path batches samples into one wide product instead.
+  if (g.KH == 1 && g.KW == 1 && g.OH * g.OW < 32) return false;
+  const int64_t planes = g.C * ((g.H + 2 * g.padding) * (g.W + 2 * g.padding) + 16);
+  return planes < std::numeric_limits<int32_t>::max() / 2;
+}
+
 void forward(const float* x, const float* w, const float* bias, const ConvGeometry& g,
              int64_t n_lo, int64_t n_hi, float* out) {
-  const Plan pl(g.C, g.H, g.W, g.KH, g.KW, g.padding);
+  const Plan pl(g.C, g.H, g.W, g.KH, g.KW, g.padding, g.stride);
   const int64_t K = pl.K;
-  const auto wp = pack6(g.OC, K, [&](int64_t o, int64_t k) { return w[o * K + k]; });
-  run_conv<false>(pl, x, g.C * g.H * g.W, wp, g.OC, bias, n_lo, n_hi, out);
+  const PackedWeights pw =
+      pack16(g.OC, K, [&](int64_t o, int64_t k) { return w[o * K + k]; }, bias);
+  run_conv<false>(pl, x, g.C * g.H * g.W, pw, n_lo, n_hi, out);
 }
 
 void input_grad(const float* d_out, const float* w, const ConvGeometry& g, int64_t n_lo,
@@ -260,15 +389,18 @@ void input_grad(const float* d_out, const float* w, const ConvGeometry& g, int64
   const Plan pl(g.OC, g.OH, g.OW, g.KH, g.KW, g.KH - 1 - g.padding);
   const int64_t KK = g.KH * g.KW;
   // Tap k = (o, kh, kw) of input channel c: W[o, c, KH-1-kh, KW-1-kw].
-  const auto wp = pack6(g.C, pl.K, [&](int64_t c, int64_t k) {
-    const int64_t o = k / KK, t = k % KK;
-    return w[(o * g.C + c) * KK + (KK - 1 - t)];
-  });
+  const PackedWeights pw = pack16(
+      g.C, pl.K,
+      [&](int64_t c, int64_t k) {
+        const int64_t o = k / KK, t = k % KK;
+        return w[(o * g.C + c) * KK + (KK - 1 - t)];
+      },
+      nullptr);
   const int64_t stride = g.OC * g.OH * g.OW;
   if (fresh)
-    run_conv<false>(pl, d_out, stride, wp, g.C, nullptr, n_lo, n_hi, dx);
+    run_conv<false>(pl, d_out, stride, pw, n_lo, n_hi, dx);
   else
-    run_conv<true>(pl, d_out, stride, wp, g.C, nullptr, n_lo, n_hi, dx);
+    run_conv<true>(pl, d_out, stride, pw, n_lo, n_hi, dx);
 }
 
 void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int64_t n_lo,
@@ -351,66 +483,53 @@ struct DwPlan {
   int64_t blocks() const { return (N + B - 1) / B; }
 };
 
-/// Transposes 8 vectors of 8 in place: v[i][j] <- v[j][i].
-inline void transpose8(__m256 v[8]) {
-  const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
-  const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
-  const __m256 t4 = _mm256_unpacklo_ps(v[4], v[5]), t5 = _mm256_unpackhi_ps(v[4], v[5]);
-  const __m256 t6 = _mm256_unpacklo_ps(v[6], v[7]), t7 = _mm256_unpackhi_ps(v[6], v[7]);
-  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  v[0] = _mm256_permute2f128_ps(u0, u4, 0x20), v[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-  v[2] = _mm256_permute2f128_ps(u2, u6, 0x20), v[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-  v[4] = _mm256_permute2f128_ps(u0, u4, 0x31), v[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-  v[6] = _mm256_permute2f128_ps(u2, u6, 0x31), v[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
-
 /// tile[(r0 + i) * tw + c0 + j][0:8] = planes[ch][i][j] for the `cn` (<= 8)
 /// channels of planes [cn, rows, cols] (plane stride rows * cols); lanes
-/// past cn get zeros. Tile positions outside are not touched.
+/// past cn get zeros. Tile positions outside are not touched. A plane is
+/// contiguous, so it is transposed 8 pixels at a time in plane order (rows
+/// shorter than 8, as MobileNet's 7x7, 4x4 and 2x2 planes, stay vectorised)
+/// and each pixel's vector is stored at its tile position.
 void to_tile(const float* planes, int64_t cn, int64_t rows, int64_t cols, int64_t tw, int64_t r0,
              int64_t c0, float* tile) {
-  const int64_t plane = rows * cols, c8 = cols / 8 * 8;
-  for (int64_t i = 0; i < rows; ++i) {
-    float* trow = tile + ((r0 + i) * tw + c0) * 8;
-    for (int64_t j = 0; j < c8; j += 8) {
-      __m256 v[8];
-      for (int64_t ch = 0; ch < 8; ++ch)
-        v[ch] = ch < cn ? _mm256_loadu_ps(planes + ch * plane + i * cols + j) : _mm256_setzero_ps();
-      transpose8(v);
-      for (int64_t k = 0; k < 8; ++k) _mm256_storeu_ps(trow + (j + k) * 8, v[k]);
-    }
-    for (int64_t j = c8; j < cols; ++j)
-      for (int64_t ch = 0; ch < 8; ++ch)
-        trow[j * 8 + ch] = ch < cn ? planes[ch * plane + i * cols + j] : 0.f;
+  const int64_t plane = rows * cols, p8 = plane / 8 * 8;
+  auto at = [&](int64_t l) { return tile + ((r0 + l / cols) * tw + c0 + l % cols) * 8; };
+  for (int64_t l = 0; l < p8; l += 8) {
+    __m256 v[8];
+    for (int64_t ch = 0; ch < 8; ++ch)
+      v[ch] = ch < cn ? _mm256_loadu_ps(planes + ch * plane + l) : _mm256_setzero_ps();
+    transpose8(v);
+    for (int64_t k = 0; k < 8; ++k) _mm256_storeu_ps(at(l + k), v[k]);
+  }
+  for (int64_t l = p8; l < plane; ++l) {
+    float* t = at(l);
+    for (int64_t ch = 0; ch < 8; ++ch) t[ch] = ch < cn ? planes[ch * plane + l] : 0.f;
   }
 }
 
-/// planes[ch][i][j] (+)= tile[(r0 + i) * tw + c0 + j][ch] for ch < cn.
+/// planes[ch][i][j] (+)= tile[(r0 + i) * tw + c0 + j][ch] for ch < cn, in
+/// plane order as to_tile.
 template <bool Accumulate>
 void from_tile(const float* tile, int64_t tw, int64_t r0, int64_t c0, int64_t cn, int64_t rows,
                int64_t cols, float* planes) {
-  const int64_t plane = rows * cols, c8 = cols / 8 * 8;
-  for (int64_t i = 0; i < rows; ++i) {
-    const float* trow = tile + ((r0 + i) * tw + c0) * 8;
-    for (int64_t j = 0; j < c8; j += 8) {
-      __m256 v[8];
-      for (int64_t k = 0; k < 8; ++k) v[k] = _mm256_loadu_ps(trow + (j + k) * 8);
-      transpose8(v);
-      for (int64_t ch = 0; ch < cn; ++ch) {
-        float* d = planes + ch * plane + i * cols + j;
-        if constexpr (Accumulate) v[ch] = _mm256_add_ps(v[ch], _mm256_loadu_ps(d));
-        _mm256_storeu_ps(d, v[ch]);
-      }
+  const int64_t plane = rows * cols, p8 = plane / 8 * 8;
+  auto at = [&](int64_t l) { return tile + ((r0 + l / cols) * tw + c0 + l % cols) * 8; };
+  for (int64_t l = 0; l < p8; l += 8) {
+    __m256 v[8];
+    for (int64_t k = 0; k < 8; ++k) v[k] = _mm256_loadu_ps(at(l + k));
+    transpose8(v);
+    for (int64_t ch = 0; ch < cn; ++ch) {
+      float* d = planes + ch * plane + l;
+      if constexpr (Accumulate) v[ch] = _mm256_add_ps(v[ch], _mm256_loadu_ps(d));
+      _mm256_storeu_ps(d, v[ch]);
     }
-    for (int64_t j = c8; j < cols; ++j)
-      for (int64_t ch = 0; ch < cn; ++ch) {
-        float& d = planes[ch * plane + i * cols + j];
-        if constexpr (Accumulate) d += trow[j * 8 + ch];
-        else d = trow[j * 8 + ch];
-      }
+  }
+  for (int64_t l = p8; l < plane; ++l) {
+    const float* t = at(l);
+    for (int64_t ch = 0; ch < cn; ++ch) {
+      float& d = planes[ch * plane + l];
+      if constexpr (Accumulate) d += t[ch];
+      else d = t[ch];
+    }
   }
 }
 
@@ -626,6 +745,7 @@ void depthwise_backward(const float* d_out, const float* x, const float* w, cons
 #else  // no AVX2 + FMA: conv2d keeps to im2col + sgemm and its portable depthwise kernel
 
 bool supports(const ConvGeometry&) { return false; }
+bool supports_forward(const ConvGeometry&) { return false; }
 bool supports_depthwise(const ConvGeometry&) { return false; }
 void depthwise_forward(const float*, const float*, const float*, const ConvGeometry&, float*) {}
 void depthwise_backward(const float*, const float*, const float*, const ConvGeometry&, float*, bool,

@@ -1,4 +1,5 @@
-// Direct kernels for stride-1 dense convolutions (ResNet's 3x3 convs) and
+// Direct kernels for dense convolutions (ResNet's 3x3 convs: forward at any
+// stride, backward at stride 1) and
 // for depthwise convolutions (MobileNet), used by core/ops/conv2d.cpp in
 // place of im2col + sgemm and of its portable depthwise kernel where the CPU
 // allows (AVX2 + FMA).
@@ -10,8 +11,7 @@
 // multiplying. These kernels read the input in place instead: each sample is
 // copied once into a zero-padded plane per channel, where the input of output
 // pixel (oh, ow) under tap (c, kh, kw) sits at a fixed offset from
-// (oh, ow)'s own position, so a run of 8 output pixels of one row reads 8
-// consecutive floats for every tap. See conv2d_direct.cpp for the kernels.
+// (oh, ow)'s own position. See conv2d_direct.cpp for the kernels.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +24,10 @@ namespace spruce::ops::direct {
 /// FMA, stride 1, one group, a kernel larger than 1x1 and padding < kernel
 /// (the transposed conv of the input gradient then has padding >= 0).
 bool supports(const ConvGeometry& g);
+
+/// Whether forward() handles this conv: AVX2 + FMA, one group, any stride,
+/// padding smaller than the kernel (1x1 stride-1 convs read x in place).
+bool supports_forward(const ConvGeometry& g);
 
 /// out[n] = conv(x[n], w) (+ bias) for the samples [n_lo, n_hi).
 /// x [N, C, H, W], w [OC, C, KH, KW], bias [OC] or null, out [N, OC, OH, OW].

@@ -244,6 +244,17 @@ TEST_CASE("conv2d forward and backward match the naive reference") {
       {11, 2, 3, 32, 32, 3, 3, 1, 1, 1},
       {11, 3, 4, 32, 32, 1, 1, 1, 0, 1},
       {11, 3, 3, 32, 32, 3, 3, 2, 1, 3},
+      // direct channel-block kernel: several blocks of 16 output channels
+      // with a partial last one, rows longer and shorter than a 6-pixel
+      // tile, strides 1/2/3, non-square kernels, one sample (pixel chunks)
+      {5, 5, 35, 11, 9, 3, 3, 1, 1, 1},
+      {5, 5, 35, 11, 9, 3, 3, 2, 1, 1},
+      {3, 4, 17, 13, 14, 3, 3, 3, 1, 1},
+      {3, 3, 18, 7, 7, 3, 3, 2, 1, 1, false},
+      {2, 3, 20, 9, 8, 2, 3, 1, 1, 1},
+      {2, 6, 33, 8, 8, 1, 1, 2, 0, 1},
+      {1, 4, 40, 28, 28, 3, 3, 1, 1, 1},
+      {1, 4, 24, 28, 28, 3, 3, 2, 1, 1},
   };
   for (const Config& c : configs) check_against_reference(c);
 }
@@ -257,6 +268,9 @@ TEST_CASE("conv2d gradient checks on input, weight and bias") {
   check_gradients({2, 4, 4, 7, 6, 3, 3, 2, 1, 4});         // depthwise stride 2
   check_gradients({2, 3, 4, 5, 6, 3, 3, 1, 1, 1, false});  // no bias
   check_gradients({2, 4, 4, 6, 5, 3, 3, 1, 1, 4, false});  // depthwise, no bias
+  check_gradients({2, 3, 20, 9, 7, 3, 3, 1, 1, 1});        // two channel blocks, stride 1
+  check_gradients({2, 3, 20, 9, 7, 3, 3, 2, 1, 1});        // two channel blocks, stride 2
+  check_gradients({1, 2, 18, 8, 9, 3, 3, 1, 1, 1, false}); // one sample: pixel chunks
 }
 
 TEST_CASE("conv2d computes gradients only for inputs that require them") {
@@ -316,25 +330,41 @@ TEST_CASE("conv2d backward accumulates into existing gradients") {
   }
 }
 
+/// Output, then d_input and d_weight where asked, of one forward + backward
+/// of config c on `threads` threads, concatenated.
+static std::vector<float> run_with_threads(const Config& c, int threads, bool with_dx, bool with_dw) {
+  const int saved = num_threads();
+  set_num_threads(threads);
+  Inputs in = make_inputs(c, 2);
+  in.x.set_requires_grad(true);
+  in.w.set_requires_grad(true);
+  Tensor out = ops::conv2d(in.x, in.w, in.b, options_of(c));
+  Generator gen(8);
+  out.backward(Tensor::randn(out.shape(), gen));
+  set_num_threads(saved);
+  std::vector<float> all(out.span().begin(), out.span().end());
+  if (with_dx) all.insert(all.end(), in.x.grad().span().begin(), in.x.grad().span().end());
+  if (with_dw) all.insert(all.end(), in.w.grad().span().begin(), in.w.grad().span().end());
+  return all;
+}
+
 TEST_CASE("depthwise conv2d is bit-identical for 1 and 2 threads") {
   const Config c{4, 8, 8, 12, 10, 3, 3, 2, 1, 8};
-  const int saved = num_threads();
-  std::vector<std::vector<float>> runs;
-  for (int threads : {1, 2}) {
-    set_num_threads(threads);
-    Inputs in = make_inputs(c, 2);
-    in.x.set_requires_grad(true);
-    in.w.set_requires_grad(true);
-    Tensor out = ops::conv2d(in.x, in.w, in.b, options_of(c));
-    Generator gen(8);
-    out.backward(Tensor::randn(out.shape(), gen));
-    std::vector<float> all(out.span().begin(), out.span().end());
-    all.insert(all.end(), in.x.grad().span().begin(), in.x.grad().span().end());
-    all.insert(all.end(), in.w.grad().span().begin(), in.w.grad().span().end());
-    runs.push_back(std::move(all));
+  CHECK(run_with_threads(c, 1, true, true) == run_with_threads(c, 2, true, true));
+}
+
+TEST_CASE("dense direct conv2d output and d_input are bit-identical for 1 and 2 threads") {
+  // N = 4 splits samples over threads; N = 1 splits channel blocks and
+  // pixels. The direct kernels' output and d_input (stride 1) never depend
+  // on the split; d_weight is summed per sample range (ranges added in
+  // order), so it is compared when there is one range.
+  for (const Config& c : {Config{4, 5, 20, 14, 14, 3, 3, 1, 1, 1},
+                          Config{1, 5, 20, 14, 14, 3, 3, 1, 1, 1},
+                          Config{4, 5, 20, 14, 14, 3, 3, 2, 1, 1}}) {
+    const bool with_dx = c.stride == 1, with_dw = c.N == 1;
+    CHECK_MESSAGE(run_with_threads(c, 1, with_dx, with_dw) == run_with_threads(c, 2, with_dx, with_dw),
+                  describe(c));
   }
-  set_num_threads(saved);
-  CHECK(runs[0] == runs[1]);
 }
 
 TEST_CASE("conv2d rejects inconsistent shapes with a clear message") {

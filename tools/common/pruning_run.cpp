@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "data/data_loader.h"
+#include "layers/batch_norm_recalibration.h"
 #include "models/registry.h"
 #include "pruning/model_pruning.h"
 #include "tools/common/datasets.h"
@@ -22,6 +23,21 @@ void add_fisher_flags(Args& args, FisherSettings& s, bool with_seed) {
   args.add_double("damp", &s.damp, "lambda: Fisher damping", 0, 1e300, true);
   args.add_int("block-size", &s.block_size, "c: WoodFisher block size (>= a layer's size: exact per layer)", 1);
   if (with_seed) args.add_int("fisher-seed", &s.seed, "seed of the Fisher samples", 0);
+}
+
+void add_bn_recalibration_flags(Args& args, BnRecalibration& s) {
+  args.add_int("bn-recalibrate", &s.batches,
+               "after pruning, re-estimate batch-norm statistics on N training batches (0 = off)", 0);
+  args.add_int("bn-batch", &s.batch, "samples per batch-norm recalibration batch", 2);
+}
+
+double recalibrate_bn(Module& model, std::shared_ptr<const data::Dataset> train, const data::TransformList& transforms,
+                      const BnRecalibration& settings, uint64_t seed) {
+  if (!settings.enabled()) return 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  data::DataLoader loader = data::make_sample_loader(train, settings.batches, settings.batch, seed, transforms);
+  recalibrate_batch_norm(model, settings.batches, [&] { return loader.next().value().images; });
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 std::vector<std::string> prunable_patterns(const std::string& model_name, const std::vector<std::string>& patterns,

@@ -33,6 +33,24 @@ struct FisherSettings {
 /// Declares --fisher-samples, --fisher-batch, --damp, --block-size (and --fisher-seed when with_seed).
 void add_fisher_flags(Args& args, FisherSettings& settings, bool with_seed = true);
 
+/// Re-estimating batch-norm running statistics after pruning (off by default,
+/// so results stay comparable with runs made without it).
+struct BnRecalibration {
+  int64_t batches = 0;  // training batches; 0 = off
+  int64_t batch = 128;  // samples per batch
+  bool enabled() const { return batches > 0; }
+};
+
+/// Declares --bn-recalibrate and --bn-batch.
+void add_bn_recalibration_flags(Args& args, BnRecalibration& settings);
+
+/// When enabled, replaces every BatchNorm2d's running mean/var of `model` by
+/// their average over settings.batches fresh training batches drawn with
+/// `seed` (eval transforms, no augmentation; layers/batch_norm_recalibration.h).
+/// Parameters and the model's mode are unchanged. Returns the seconds spent.
+double recalibrate_bn(Module& model, std::shared_ptr<const data::Dataset> train, const data::TransformList& transforms,
+                      const BnRecalibration& settings, uint64_t seed);
+
 /// The prunable-weight patterns chosen on the command line: every conv and
 /// linear weight with --all-layers, else --patterns, else the model's default.
 std::vector<std::string> prunable_patterns(const std::string& model_name, const std::vector<std::string>& patterns,
