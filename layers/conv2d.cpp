@@ -29,8 +29,6 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size,
   if (bias) bias_ = register_parameter("bias", b);
 }
 
-Tensor Conv2d::forward(const Tensor& x) {
-  return ops::conv2d(x, masked_parameter("weight"), bias_, options_);
-}
+Tensor Conv2d::forward(const Tensor& x) { return ops::conv2d(x, masked_weight(), bias_, options_); }
 
 }  // namespace spruce

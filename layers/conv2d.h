@@ -26,6 +26,8 @@ class Conv2d : public Module {
   Tensor forward(const Tensor& x) override;
 
   Tensor weight() const { return weight_; }
+  /// The weight as the forward uses it: weight * mask when a mask is attached.
+  Tensor masked_weight() const { return masked_parameter("weight"); }
   /// Undefined when the layer has no bias.
   Tensor bias() const { return bias_; }
   int64_t in_channels() const { return in_channels_; }

@@ -7,8 +7,8 @@
 #include <string>
 
 #include "core/error.h"
-#include "core/ops/elementwise.h"
 #include "core/ops/pooling.h"
+#include "layers/conv_batch_norm.h"
 
 namespace spruce::models {
 namespace {
@@ -36,8 +36,8 @@ DepthwiseSeparableBlock::DepthwiseSeparableBlock(int64_t in_channels, int64_t ou
 }
 
 Tensor DepthwiseSeparableBlock::forward(const Tensor& x) {
-  const Tensor out = ops::relu(bn1_->forward(conv1_->forward(x)));  // [N, in, H_out, W_out]
-  return ops::relu(bn2_->forward(conv2_->forward(out)));            // [N, out, H_out, W_out]
+  const Tensor out = conv_batch_norm(*conv1_, *bn1_, x, Tensor(), true);  // [N, in, H_out, W_out]
+  return conv_batch_norm(*conv2_, *bn2_, out, Tensor(), true);            // [N, out, H_out, W_out]
 }
 
 int64_t MobileNetV1::scaled_channels(int64_t base, float width) {
@@ -72,9 +72,9 @@ MobileNetV1::MobileNetV1(const MobileNetV1Options& options, Generator& gen) : op
 }
 
 Tensor MobileNetV1::forward(const Tensor& x) {
-  Tensor out = ops::relu(bn1_->forward(conv1_->forward(x)));  // [N, 32w, H, W] (stride 1)
-  out = layers_->forward(out);                                // [N, 1024w, H/16, W/16]
-  return linear_->forward(ops::global_avg_pool2d(out));       // [N, 1024w] -> [N, classes]
+  Tensor out = conv_batch_norm(*conv1_, *bn1_, x, Tensor(), true);  // [N, 32w, H, W] (stride 1)
+  out = layers_->forward(out);                                      // [N, 1024w, H/16, W/16]
+  return linear_->forward(ops::global_avg_pool2d(out));             // [N, 1024w] -> [N, classes]
 }
 
 }  // namespace spruce::models

@@ -5,9 +5,9 @@
 #include <string>
 
 #include "core/error.h"
-#include "core/ops/elementwise.h"
 #include "core/ops/pooling.h"
 #include "core/ops/shortcut.h"
+#include "layers/conv_batch_norm.h"
 #include "layers/init.h"
 
 namespace spruce::models {
@@ -34,9 +34,9 @@ BasicBlock::BasicBlock(int64_t in_planes, int64_t planes, int64_t stride, char s
   if (stride == 1 && in_planes == planes) return;
   if (shortcut == 'B') {
     auto proj = std::make_unique<Sequential>();
-    proj->push_back(conv_no_bias(in_planes, planes, 1, stride, 0, gen));
-    proj->push_back(std::make_unique<BatchNorm2d>(planes));
-    projection_ = &register_module("shortcut", std::move(proj));
+    shortcut_conv_ = &proj->push_back(conv_no_bias(in_planes, planes, 1, stride, 0, gen));
+    shortcut_bn_ = &proj->push_back(std::make_unique<BatchNorm2d>(planes));
+    register_module("shortcut", std::move(proj));
     return;
   }
   if (stride != 2 || (planes - in_planes) % 2 != 0 || planes < in_planes)
@@ -48,12 +48,12 @@ BasicBlock::BasicBlock(int64_t in_planes, int64_t planes, int64_t stride, char s
 }
 
 Tensor BasicBlock::forward(const Tensor& x) {
-  Tensor out = ops::relu(bn1_->forward(conv1_->forward(x)));  // [N, planes, H_out, W_out]
-  out = bn2_->forward(conv2_->forward(out));
-  const Tensor residual = projection_        ? projection_->forward(x)
+  const Tensor out =
+      conv_batch_norm(*conv1_, *bn1_, x, Tensor(), true);  // [N, planes, H_out, W_out]
+  const Tensor residual = shortcut_conv_     ? conv_batch_norm(*shortcut_conv_, *shortcut_bn_, x)
                           : pad_to_channels_ ? ops::shortcut_pad(x, pad_to_channels_)
                                              : x;
-  return ops::relu(ops::add(out, residual));
+  return conv_batch_norm(*conv2_, *bn2_, out, residual, true);
 }
 
 ResNet::ResNet(const ResNetOptions& options, Generator& gen) : options_(options) {
@@ -86,11 +86,11 @@ ResNet::ResNet(const ResNetOptions& options, Generator& gen) : options_(options)
 }
 
 Tensor ResNet::forward(const Tensor& x) {
-  Tensor out = ops::relu(bn1_->forward(conv1_->forward(x)));  // [N, 16, H, W]
-  out = layer1_->forward(out);                                // [N, 16, H, W]
-  out = layer2_->forward(out);                                // [N, 32, H/2, W/2]
-  out = layer3_->forward(out);                                // [N, 64, H/4, W/4]
-  return fc_->forward(ops::global_avg_pool2d(out));           // [N, 64] -> [N, classes]
+  Tensor out = conv_batch_norm(*conv1_, *bn1_, x, Tensor(), true);  // [N, 16, H, W]
+  out = layer1_->forward(out);                                      // [N, 16, H, W]
+  out = layer2_->forward(out);                                      // [N, 32, H/2, W/2]
+  out = layer3_->forward(out);                                      // [N, 64, H/4, W/4]
+  return fc_->forward(ops::global_avg_pool2d(out));                 // [N, 64] -> [N, classes]
 }
 
 }  // namespace spruce::models

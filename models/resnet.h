@@ -53,8 +53,9 @@ class BasicBlock : public Module {
   BatchNorm2d* bn1_;
   Conv2d* conv2_;
   BatchNorm2d* bn2_;
-  Sequential* projection_ = nullptr;  // option B where the shape changes: "shortcut"
-  int64_t pad_to_channels_ = 0;       // option A where the shape changes; 0 = identity
+  Conv2d* shortcut_conv_ = nullptr;     // option B where the shape changes: "shortcut.0"
+  BatchNorm2d* shortcut_bn_ = nullptr;  // and "shortcut.1"
+  int64_t pad_to_channels_ = 0;         // option A where the shape changes; 0 = identity
 };
 
 /// x [N, in_channels, H, W] -> logits [N, num_classes]; any H, W >= 1 (the

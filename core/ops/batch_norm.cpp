@@ -440,6 +440,29 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
   return out;
 }
 
+ChannelAffine batch_norm_eval_affine(const Tensor& weight, const Tensor& bias,
+                                     const Tensor& running_mean, const Tensor& running_var,
+                                     float eps) {
+  if (!running_mean.defined() || !running_var.defined() || running_mean.dim() != 1)
+    throw std::invalid_argument("batch_norm_eval_affine: needs running_mean and running_var [C]");
+  const int64_t C = running_mean.size(0);
+  check_channel_vector("weight", weight, C);
+  check_channel_vector("bias", bias, C);
+  check_channel_vector("running_var", running_var, C);
+  ChannelAffine a{Tensor::empty({C}), Tensor::empty({C})};
+  const float* pw = weight.defined() ? weight.data() : nullptr;
+  const float* pb = bias.defined() ? bias.data() : nullptr;
+  const float* rm = running_mean.data();
+  const float* rv = running_var.data();
+  for (int64_t c = 0; c < C; ++c) {
+    // As batch_norm's eval branch: invstd in double from the float variance.
+    const double k = (pw ? pw[c] : 1.0) / std::sqrt(static_cast<double>(rv[c]) + eps);
+    a.scale.data()[c] = static_cast<float>(k);
+    a.shift.data()[c] = static_cast<float>((pb ? pb[c] : 0.0) - rm[c] * k);
+  }
+  return a;
+}
+
 Tensor relu_of_batch_norm(const Tensor& y) {
   if (!y.defined() || !grad_mode_enabled() || !y.grad_fn()) return Tensor();
   const std::shared_ptr<Node>& node = y.grad_fn();

@@ -29,6 +29,20 @@ struct BatchNormOptions {
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
                   Tensor& running_var, const BatchNormOptions& options);
 
+/// The per-channel affine map of eval-mode batch_norm, y = scale * x + shift:
+/// scale = gamma / sqrt(running_var + eps) and shift = beta - running_mean *
+/// scale (each computed in double, rounded once), [C] each. weight / bias
+/// may be undefined (1 and 0); running_mean / running_var [C] are required.
+/// Read from the current values at every call, so a fold into a conv
+/// (conv2d_fused) is never stale. Records no graph.
+struct ChannelAffine {
+  Tensor scale;  // [C]
+  Tensor shift;  // [C]
+};
+ChannelAffine batch_norm_eval_affine(const Tensor& weight, const Tensor& bias,
+                                     const Tensor& running_mean, const Tensor& running_var,
+                                     float eps);
+
 /// relu(y) for a y that batch_norm produced with a graph node: the same
 /// values, recorded as one fused node that differentiates relu(batch_norm(x))
 /// straight from batch_norm's inputs and the ReLU mask, so y need not be kept

@@ -27,6 +27,14 @@
 // kernel in gather form over a zero-framed copy of the output gradient, and
 // the weight gradient is one dot product per tap.
 //
+// Inference (conv2d_fused): every kernel writes its result through a
+// ConvOutput (im2col.h), a per-channel scale and shift, a residual add and a
+// ReLU applied as each value is written, so an eval-mode conv -> batch norm
+// -> add -> relu writes its activation once instead of four times. The direct
+// kernels fold the scale into their packed weights and start from the shift;
+// the GEMM route applies both in its copy back to NCHW; the portable
+// depthwise kernel finishes each plane after it.
+//
 // Threads: with enough samples, each thread owns a contiguous range of them
 // and runs im2col, its GEMMs (single-threaded OpenBLAS) and the layout copies
 // for that range alone, so a conv direction is one parallel region; d_weight
@@ -209,20 +217,37 @@ enum class Strip { kAssign, kAccumulate };
 // floats rows * plane apart. With MobileNet's 2x2 and 4x4 planes a strip is
 // 4 or 16 floats, so the strip loop is inlined (no memcpy call per strip).
 
-/// dst[n0 + n, r, :] (+)= buf[r, n * plane : (n + 1) * plane] (+ bias[r]).
-void chunk_to_tensor(const float* buf, const float* bias, int64_t rows, int64_t plane, int64_t n0,
+/// d[p] = the output transform o of channel r applied to s[p], p < len,
+/// with the residual res[p]: s[p] + shift[r] for a plain conv (a bias), else
+/// o.finish(scale[r] s[p] + shift[r]). s may be d (in place).
+void finish_strip(const ConvOutput& o, int64_t r, const float* s, float* d, const float* res,
+                  int64_t len) {
+  const float b = o.shift ? o.shift[r] : 0.f;
+  if (!o.fused()) {
+    for (int64_t p = 0; p < len; ++p) d[p] = s[p] + b;
+    return;
+  }
+  const float a = o.scale ? o.scale[r] : 1.f;
+  for (int64_t p = 0; p < len; ++p) d[p] = o.finish(s[p] * a + b, res, p);
+}
+
+/// dst[n0 + n, r, :] (+)= buf[r, n * plane : (n + 1) * plane]; assigned
+/// strips are transformed by o (null: copied as they are).
+void chunk_to_tensor(const float* buf, const ConvOutput* o, int64_t rows, int64_t plane, int64_t n0,
                      int64_t nc, Strip mode, float* dst) {
   const int64_t cols = nc * plane, stride = rows * plane;
   parallel_for(0, rows, std::max<int64_t>(1, 8192 / cols), [&](int64_t lo, int64_t hi) {
     for (int64_t r = lo; r < hi; ++r) {
-      const float b = bias ? bias[r] : 0.f;
       for (int64_t n = 0; n < nc; ++n) {
+        const int64_t at = (n0 + n) * stride + r * plane;
         const float* __restrict s = buf + r * cols + n * plane;
-        float* __restrict d = dst + (n0 + n) * stride + r * plane;
+        float* __restrict d = dst + at;
         if (mode == Strip::kAccumulate) {
           for (int64_t p = 0; p < plane; ++p) d[p] += s[p];
+        } else if (o) {
+          finish_strip(*o, r, s, d, o->residual ? o->residual + at : nullptr, plane);
         } else {
-          for (int64_t p = 0; p < plane; ++p) d[p] = s[p] + b;
+          for (int64_t p = 0; p < plane; ++p) d[p] = s[p];
         }
       }
     }
@@ -252,8 +277,8 @@ void lower_chunk(const float* x, const ConvGeometry& g, int64_t n0, int64_t m, f
     im2col_chunk(x, g, n0, m, col);
 }
 
-/// out[n] = W * im2col(x[n]) (+ bias) for the samples [n_lo, n_hi).
-void forward_range(const float* x, const float* w, const float* bias, const ConvGeometry& g,
+/// out[n] = W * im2col(x[n]), transformed by o, for the samples [n_lo, n_hi).
+void forward_range(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
                    int64_t n_lo, int64_t n_hi, float* out) {
   const int64_t P = g.P(), OCg = g.OCg(), Kc = g.Kc();
   const int64_t nc = chunk_samples(g, n_hi - n_lo);
@@ -275,24 +300,27 @@ void forward_range(const float* x, const float* w, const float* bias, const Conv
       sgemm(false, false, OCg, cols, Kc, 1.f, w + gr * OCg * Kc, Kc, col + gr * Kc * cols, cols,
             0.f, res + gr * OCg * cols, cols);
     if (m > 1) {
-      chunk_to_tensor(res, bias, g.OC, P, n0, m, Strip::kAssign, out);
-    } else if (bias) {
+      chunk_to_tensor(res, &o, g.OC, P, n0, m, Strip::kAssign, out);
+    } else if (o.shift || o.fused()) {
       parallel_for(0, g.OC, std::max<int64_t>(1, 8192 / P), [&](int64_t lo, int64_t hi) {
-        for (int64_t o = lo; o < hi; ++o)
-          for (int64_t p = 0; p < P; ++p) res[o * P + p] += bias[o];
+        for (int64_t oc = lo; oc < hi; ++oc) {
+          const int64_t at = (n0 * g.OC + oc) * P;
+          finish_strip(o, oc, res + oc * P, res + oc * P, o.residual ? o.residual + at : nullptr,
+                       P);
+        }
       });
     }
   }
 }
 
-void gemm_forward(const float* x, const float* w, const float* bias, const ConvGeometry& g,
+void gemm_forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
                   float* out) {
   const bool direct = direct::supports_forward(g);
   for_sample_ranges(g, [&](int64_t, int64_t lo, int64_t hi) {
     if (direct)
-      direct::forward(x, w, bias, g, lo, hi, out);
+      direct::forward(x, w, o, g, lo, hi, out);
     else
-      forward_range(x, w, bias, g, lo, hi, out);
+      forward_range(x, w, o, g, lo, hi, out);
   });
 }
 
@@ -726,7 +754,7 @@ struct DepthwisePlan {
   }
 };
 
-void depthwise_forward(const float* x, const float* w, const float* bias, const ConvGeometry& g,
+void depthwise_forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
                        float* out) {
   const DepthwisePlan plan(g);
   const int64_t HW = g.H * g.W, P = g.P(), S = plan.S, KK = plan.taps;
@@ -743,10 +771,15 @@ void depthwise_forward(const float* x, const float* w, const float* bias, const 
           const int64_t m = std::min(plan.B, g.N - n0);
           for (int64_t b = 0; b < m; ++b)
             plan.build_phases(x + ((n0 + b) * g.C + c) * HW, ph.data() + b * S, row.data());
+          // A plain conv starts from its bias; a fused output is finished per plane.
           taps_sum(grid.data(), plan.grid_span(m), src.data(), w + c * KK, KK,
-                   bias ? bias[c] : 0.f);
-          for (int64_t b = 0; b < m; ++b)
-            plan.grid_to_plane(grid.data() + b * S, out + ((n0 + b) * g.C + c) * P);
+                   o.shift && !o.fused() ? o.shift[c] : 0.f);
+          for (int64_t b = 0; b < m; ++b) {
+            const int64_t at = ((n0 + b) * g.C + c) * P;
+            plan.grid_to_plane(grid.data() + b * S, out + at);
+            if (o.fused())
+              finish_strip(o, c, out + at, out + at, o.residual ? o.residual + at : nullptr, P);
+          }
         }
       });
 }
@@ -822,23 +855,27 @@ void depthwise_backward(const float* d_out, const float* x, const float* w, cons
   }
 }
 
+/// out = conv(x, weight) transformed by o, on the kernel that fits g.
+Tensor forward(const Tensor& x, const Tensor& weight, const ConvGeometry& g, const ConvOutput& o) {
+  count_macs(g.N * g.OC * g.P() * g.Kc());
+  Tensor out = Tensor::empty({g.N, g.OC, g.OH, g.OW});
+  if (out.numel() == 0) return out;
+  if (is_depthwise(g) && direct::supports_depthwise(g))
+    direct::depthwise_forward(x.data(), weight.data(), o, g, out.data());
+  else if (is_depthwise(g))
+    depthwise_forward(x.data(), weight.data(), o, g, out.data());
+  else
+    gemm_forward(x.data(), weight.data(), o, g, out.data());
+  return out;
+}
+
 }  // namespace
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
               const Conv2dOptions& options) {
   const ConvGeometry g = check_shapes(x, weight, bias, options);
-  count_macs(g.N * g.OC * g.P() * g.Kc());
-  Tensor out = Tensor::empty({g.N, g.OC, g.OH, g.OW});
   const bool depthwise = is_depthwise(g);
-  const float* b = bias.defined() ? bias.data() : nullptr;
-  if (out.numel() > 0) {
-    if (depthwise && direct::supports_depthwise(g))
-      direct::depthwise_forward(x.data(), weight.data(), b, g, out.data());
-    else if (depthwise)
-      depthwise_forward(x.data(), weight.data(), b, g, out.data());
-    else
-      gemm_forward(x.data(), weight.data(), b, g, out.data());
-  }
+  Tensor out = forward(x, weight, g, {.shift = bias.defined() ? bias.data() : nullptr});
 
   std::vector<Tensor> inputs{x, weight};
   if (bias.defined()) inputs.push_back(bias);
@@ -864,6 +901,31 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
              gemm_backward(d_out.data(), in[0].data(), in[1].data(), g, dx, dx_fresh, dw);
          });
   return out;
+}
+
+Tensor conv2d_fused(const Tensor& x, const Tensor& weight, const ConvEpilogue& epilogue,
+                    const Conv2dOptions& options) {
+  const ConvGeometry g = check_shapes(x, weight, Tensor(), options);
+  const Tensor& scale = epilogue.scale;
+  const Tensor& shift = epilogue.shift;
+  const Tensor& residual = epilogue.residual;
+  auto fail = [&](const std::string& what) {
+    throw std::invalid_argument("conv2d_fused: " + what + " (input " + shape_str(x.shape()) +
+                                ", weight " + shape_str(weight.shape()) + ")");
+  };
+  for (const Tensor* t : {&scale, &shift})
+    if (t->defined() && (t->dim() != 1 || t->size(0) != g.OC))
+      fail("scale and shift must be [C_out], got " + shape_str(t->shape()));
+  if (residual.defined() && residual.shape() != Shape{g.N, g.OC, g.OH, g.OW})
+    fail("residual must be [N, C_out, H_out, W_out], got " + shape_str(residual.shape()));
+  if (any_requires_grad({&x, &weight, &scale, &shift, &residual}))
+    throw std::logic_error(
+        "conv2d_fused: records no graph; call it under NoGradGuard or on tensors that need no "
+        "gradient");
+  auto ptr = [](const Tensor& t) { return t.defined() ? t.data() : nullptr; };
+  return forward(
+      x, weight, g,
+      {.scale = ptr(scale), .shift = ptr(shift), .residual = ptr(residual), .relu = epilogue.relu});
 }
 
 }  // namespace spruce::ops

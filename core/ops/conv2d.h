@@ -22,4 +22,26 @@ struct Conv2dOptions {
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
               const Conv2dOptions& options = {});
 
+/// What conv2d_fused does to each output value before writing it:
+///   out[n, o, :, :] = act(scale[o] * conv[n, o, :, :] + shift[o] + residual[n, o, :, :])
+/// with act = max(., 0) when relu, else the identity.
+struct ConvEpilogue {
+  Tensor scale{};     // [C_out]; undefined means 1
+  Tensor shift{};     // [C_out]; undefined means 0
+  Tensor residual{};  // [N, C_out, H_out, W_out]; undefined means none
+  bool relu = false;
+};
+
+/// Inference conv2d (no bias) with a per-channel affine map, a residual add
+/// and a ReLU applied as each output value is written: the eval-mode
+/// conv -> batch_norm -> add -> relu of a block in one pass over the
+/// output, with the batch norm folded into scale and shift
+/// (batch_norm_eval_affine). Same shapes and kernels as conv2d; equal to
+/// relu(conv2d(x, weight) * scale + shift + residual) up to float rounding
+/// (the direct kernels fold the scale into the weights). It records no graph:
+/// throws std::logic_error when grad mode is on and an input requires a
+/// gradient, std::invalid_argument on inconsistent shapes.
+Tensor conv2d_fused(const Tensor& x, const Tensor& weight, const ConvEpilogue& epilogue,
+                    const Conv2dOptions& options = {});
+
 }  // namespace spruce::ops

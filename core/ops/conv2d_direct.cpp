@@ -20,6 +20,11 @@
 // gradient with the flipped, transposed weight (padding KH - 1 - pad), which
 // is the adjoint of a stride-1 conv.
 //
+// A fused forward (ConvOutput) multiplies the packed weights by its
+// per-channel scale, starts the accumulators at its shift, and adds the
+// residual and applies the ReLU in the 8x8 transposes back to NCHW; the
+// depthwise kernels do the same with their tap vectors and tile transposes.
+//
 // weight_grad: dW[oc, k] = sum over samples and pixels p of xp[q(p) + koff[k]]
 // d_out[oc, p], with each sample's d_out transposed to [P, OC] so that output
 // channels are contiguous: a 6 x 16 block (6 taps, 16 output channels) in
@@ -180,11 +185,34 @@ __attribute__((noinline)) void tile6x16(const float* xp, const int32_t* q, const
 /// stride S: the first A pixels start at grid position qa, the other 6 - A
 /// at qb (the next row), each run in steps of S. Every broadcast is then a
 /// base register plus the tap offset plus a constant, one instruction; the
-/// loop would otherwise be issue-bound rather than FMA-bound.
+/// loop would otherwise be issue-bound rather than FMA-bound. With AVX-512
+/// the 16 channels are one zmm register: per tap one weight load and six
+/// FMAs with an embedded broadcast (7 instructions instead of 20), the same
+/// lane-by-lane sums, so the results are bit-identical; a few percent faster
+/// on the 2-core Zen 4 we measure on.
 template <int S, int A>
 __attribute__((noinline)) void tile6x16_rows(const float* xp, int32_t qa, int32_t qb,
                                              const int32_t* koff, int64_t K, const float* wp,
                                              const float* init16, float* T) {
+#ifdef __AVX512F__
+  __m512 c[6];
+#pragma GCC unroll 6
+  for (int i = 0; i < 6; ++i) c[i] = _mm512_loadu_ps(init16);
+  const float* xa = xp + qa;
+  const float* xb = xp + qb;
+  for (int64_t k = 0; k < K; ++k) {
+    const float* pa = xa + koff[k];
+    const float* pb = xb + koff[k];
+    const __m512 w = _mm512_loadu_ps(wp + 16 * k);
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; ++i) {  // unrolled: each pixel's address is pa or pb + a constant
+      const float* x = i < A ? pa + i * S : pb + (i - A) * S;
+      c[i] = _mm512_fmadd_ps(_mm512_set1_ps(*x), w, c[i]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < 6; ++i) _mm512_storeu_ps(T + 16 * i, c[i]);
+#else
   const __m256 i0 = _mm256_loadu_ps(init16), i1 = _mm256_loadu_ps(init16 + 8);
   __m256 c00 = i0, c01 = i1, c10 = i0, c11 = i1, c20 = i0, c21 = i1;
   __m256 c30 = i0, c31 = i1, c40 = i0, c41 = i1, c50 = i0, c51 = i1;
@@ -209,6 +237,7 @@ __attribute__((noinline)) void tile6x16_rows(const float* xp, int32_t qa, int32_
   }
 #undef SPRUCE_PX
   store_tile6x16(T, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51);
+#endif
 }
 
 using TileFn = void (*)(const float*, int32_t, int32_t, const int32_t*, int64_t, const float*,
@@ -225,9 +254,20 @@ TileFn rows_kernel(int64_t s, int64_t A) {
   return s == 1 ? k1[A - 1] : s == 2 ? k2[A - 1] : nullptr;
 }
 
+/// Eight values of a fused forward finished as ConvOutput::finish does: the
+/// residual res[i..i+8) added (when o has one), then the ReLU (when o asks
+/// for it). max_ps(v, 0) returns 0 for a NaN, as the scalar select does.
+inline __m256 finish8(const ConvOutput& o, __m256 v, const float* res, int64_t i) {
+  if (o.residual) v = _mm256_add_ps(v, _mm256_loadu_ps(res + i));
+  return o.relu ? _mm256_max_ps(v, _mm256_setzero_ps()) : v;
+}
+
 /// rows[j][p] (+)= T[p][j] for p < np, j < nj (<= 16); rows[j] = out + j * P.
+/// Assigned values are finished by `o` with the residual rows res + j * P
+/// (res: the residual at out's position, or null).
 template <bool Accumulate>
-void untranspose(const float* T, int64_t np, int64_t nj, float* out, int64_t P) {
+void untranspose(const float* T, int64_t np, int64_t nj, float* out, int64_t P,
+                 const ConvOutput& o = {}, const float* res = nullptr) {
   const int64_t p8 = np / 8 * 8;
   for (int64_t h = 0; h < 2 && h * 8 < nj; ++h) {
     const int64_t nh = std::min<int64_t>(8, nj - h * 8);
@@ -236,50 +276,55 @@ void untranspose(const float* T, int64_t np, int64_t nj, float* out, int64_t P) 
       for (int64_t i = 0; i < 8; ++i) v[i] = _mm256_loadu_ps(T + (p + i) * 16 + h * 8);
       transpose8(v);
       for (int64_t j = 0; j < nh; ++j) {
-        float* d = out + (h * 8 + j) * P + p;
-        if constexpr (Accumulate) v[j] = _mm256_add_ps(v[j], _mm256_loadu_ps(d));
-        _mm256_storeu_ps(d, v[j]);
+        const int64_t at = (h * 8 + j) * P + p;
+        if constexpr (Accumulate) v[j] = _mm256_add_ps(v[j], _mm256_loadu_ps(out + at));
+        else v[j] = finish8(o, v[j], res, at);
+        _mm256_storeu_ps(out + at, v[j]);
       }
     }
     for (int64_t p = p8; p < np; ++p)
       for (int64_t j = 0; j < nh; ++j) {
-        float& d = out[(h * 8 + j) * P + p];
-        if constexpr (Accumulate) d += T[p * 16 + h * 8 + j];
-        else d = T[p * 16 + h * 8 + j];
+        const int64_t at = (h * 8 + j) * P + p;
+        if constexpr (Accumulate) out[at] += T[p * 16 + h * 8 + j];
+        else out[at] = o.finish(T[p * 16 + h * 8 + j], res, at);
       }
   }
 }
 
 /// Weights packed for tile6x16 (blocks of 16 output channels), with the
-/// initial value (bias or 0) of each block's accumulators.
+/// initial value (shift or 0) of each block's accumulators.
 struct PackedWeights {
   int64_t cout = 0, K = 0, blocks = 0;
   std::vector<float> w;     // [blocks][K][16], w(o, k) (zero past cout)
   std::vector<float> init;  // [blocks][16]
 };
 
+/// Packs w(o, k) * scale[o] (scale null: 1) with start values shift[o]
+/// (null: 0): a per-channel affine map of the output folded into the conv.
 template <class W>
-PackedWeights pack16(int64_t cout, int64_t K, const W& w, const float* bias) {
+PackedWeights pack16(int64_t cout, int64_t K, const W& w, const float* scale, const float* shift) {
   PackedWeights pw;
   pw.cout = cout, pw.K = K, pw.blocks = (cout + 15) / 16;
   pw.w.assign(static_cast<size_t>(pw.blocks * K * 16), 0.f);
   pw.init.assign(static_cast<size_t>(pw.blocks * 16), 0.f);
   for (int64_t o = 0; o < cout; ++o) {
+    const float a = scale ? scale[o] : 1.f;
     for (int64_t k = 0; k < K; ++k)
-      pw.w[static_cast<size_t>(((o / 16) * K + k) * 16 + o % 16)] = w(o, k);
-    if (bias) pw.init[static_cast<size_t>(o)] = bias[o];
+      pw.w[static_cast<size_t>(((o / 16) * K + k) * 16 + o % 16)] = w(o, k) * a;
+    if (shift) pw.init[static_cast<size_t>(o)] = shift[o];
   }
   return pw;
 }
 
 /// out[n] (+)= the conv of in[n] (plan pl, packed weights) for the samples
-/// [n_lo, n_hi). Tasks are (block of 16 output channels, range of pixels);
-/// every output value is one task's sum over the taps in order, so the
+/// [n_lo, n_hi), assigned values finished by o's residual and ReLU. Tasks
+/// are (block of 16 output channels, range of pixels); every output value
+/// is one task's sum over the taps in order, so the
 /// split never changes a bit. Inside a parallel region (a thread owning a
 /// range of samples) it runs as one task.
 template <bool Accumulate>
 void run_conv(const Plan& pl, const float* in, int64_t in_stride, const PackedWeights& pw,
-              int64_t n_lo, int64_t n_hi, float* out) {
+              int64_t n_lo, int64_t n_hi, float* out, const ConvOutput& o = {}) {
   const int64_t blocks = pw.blocks, P = pl.P(), K = pl.K, cout = pw.cout;
   int64_t pchunks = 1;
   if (!in_parallel_region() && num_threads() > 1)
@@ -315,8 +360,9 @@ void run_conv(const Plan& pl, const float* in, int64_t in_stride, const PackedWe
           else
             tile6x16(xp, q, pl.koff.data(), K, w, init, Tp);
         }
-        untranspose<Accumulate>(T, p_hi - p_lo, std::min<int64_t>(16, cout - ob * 16),
-                                out + (n * cout + ob * 16) * P + p_lo, P);
+        const int64_t at = (n * cout + ob * 16) * P + p_lo;
+        untranspose<Accumulate>(T, p_hi - p_lo, std::min<int64_t>(16, cout - ob * 16), out + at, P,
+                                o, o.residual ? o.residual + at : nullptr);
       }
     }
   });
@@ -373,13 +419,13 @@ bool supports_forward(const ConvGeometry& g) {
   return planes < std::numeric_limits<int32_t>::max() / 2;
 }
 
-void forward(const float* x, const float* w, const float* bias, const ConvGeometry& g,
+void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
              int64_t n_lo, int64_t n_hi, float* out) {
   const Plan pl(g.C, g.H, g.W, g.KH, g.KW, g.padding, g.stride);
   const int64_t K = pl.K;
-  const PackedWeights pw =
-      pack16(g.OC, K, [&](int64_t o, int64_t k) { return w[o * K + k]; }, bias);
-  run_conv<false>(pl, x, g.C * g.H * g.W, pw, n_lo, n_hi, out);
+  const PackedWeights pw = pack16(
+      g.OC, K, [&](int64_t oc, int64_t k) { return w[oc * K + k]; }, o.scale, o.shift);
+  run_conv<false>(pl, x, g.C * g.H * g.W, pw, n_lo, n_hi, out, o);
 }
 
 void input_grad(const float* d_out, const float* w, const ConvGeometry& g, int64_t n_lo,
@@ -395,7 +441,7 @@ void input_grad(const float* d_out, const float* w, const ConvGeometry& g, int64
         const int64_t o = k / KK, t = k % KK;
         return w[(o * g.C + c) * KK + (KK - 1 - t)];
       },
-      nullptr);
+      nullptr, nullptr);
   const int64_t stride = g.OC * g.OH * g.OW;
   if (fresh)
     run_conv<false>(pl, d_out, stride, pw, n_lo, n_hi, dx);
@@ -507,10 +553,11 @@ void to_tile(const float* planes, int64_t cn, int64_t rows, int64_t cols, int64_
 }
 
 /// planes[ch][i][j] (+)= tile[(r0 + i) * tw + c0 + j][ch] for ch < cn, in
-/// plane order as to_tile.
+/// plane order as to_tile. Assigned values are finished by `o` with the
+/// residual planes at res (laid out as planes; null when o has none).
 template <bool Accumulate>
 void from_tile(const float* tile, int64_t tw, int64_t r0, int64_t c0, int64_t cn, int64_t rows,
-               int64_t cols, float* planes) {
+               int64_t cols, float* planes, const ConvOutput& o = {}, const float* res = nullptr) {
   const int64_t plane = rows * cols, p8 = plane / 8 * 8;
   auto at = [&](int64_t l) { return tile + ((r0 + l / cols) * tw + c0 + l % cols) * 8; };
   for (int64_t l = 0; l < p8; l += 8) {
@@ -518,17 +565,18 @@ void from_tile(const float* tile, int64_t tw, int64_t r0, int64_t c0, int64_t cn
     for (int64_t k = 0; k < 8; ++k) v[k] = _mm256_loadu_ps(at(l + k));
     transpose8(v);
     for (int64_t ch = 0; ch < cn; ++ch) {
-      float* d = planes + ch * plane + l;
-      if constexpr (Accumulate) v[ch] = _mm256_add_ps(v[ch], _mm256_loadu_ps(d));
-      _mm256_storeu_ps(d, v[ch]);
+      const int64_t i = ch * plane + l;
+      if constexpr (Accumulate) v[ch] = _mm256_add_ps(v[ch], _mm256_loadu_ps(planes + i));
+      else v[ch] = finish8(o, v[ch], res, i);
+      _mm256_storeu_ps(planes + i, v[ch]);
     }
   }
   for (int64_t l = p8; l < plane; ++l) {
     const float* t = at(l);
     for (int64_t ch = 0; ch < cn; ++ch) {
-      float& d = planes[ch * plane + l];
-      if constexpr (Accumulate) d += t[ch];
-      else d = t[ch];
+      const int64_t i = ch * plane + l;
+      if constexpr (Accumulate) planes[i] += t[ch];
+      else planes[i] = o.finish(t[ch], res, i);
     }
   }
 }
@@ -627,13 +675,18 @@ DwKernels kernels_for(int64_t taps) {
   }
 }
 
-/// Weights of channels [c0, c0 + 8) per tap as lanes (zero past C); flipped
-/// (tap t -> KK - 1 - t) for the gather form of d_input.
-void tap_vectors(const float* w, const DwPlan& d, int64_t c0, bool flipped, __m256* wv) {
+/// Weights of channels [c0, c0 + 8) per tap as lanes (zero past C), each
+/// channel's times scale[c] when scale is given (a folded output scale);
+/// flipped (tap t -> KK - 1 - t) for the gather form of d_input.
+void tap_vectors(const float* w, const DwPlan& d, int64_t c0, bool flipped, __m256* wv,
+                 const float* scale = nullptr) {
   for (int64_t t = 0; t < d.KK; ++t) {
     alignas(32) float lanes[8];
-    for (int64_t j = 0; j < 8; ++j)
-      lanes[j] = c0 + j < d.C ? w[(c0 + j) * d.KK + (flipped ? d.KK - 1 - t : t)] : 0.f;
+    for (int64_t j = 0; j < 8; ++j) {
+      const int64_t c = c0 + j;
+      lanes[j] =
+          c < d.C ? w[c * d.KK + (flipped ? d.KK - 1 - t : t)] * (scale ? scale[c] : 1.f) : 0.f;
+    }
     wv[t] = _mm256_load_ps(lanes);
   }
 }
@@ -651,7 +704,7 @@ bool supports_depthwise(const ConvGeometry& g) {
          (taps == 4 || taps == 9 || taps == 16 || taps == 25) && g.KH == g.KW;
 }
 
-void depthwise_forward(const float* x, const float* w, const float* bias, const ConvGeometry& g,
+void depthwise_forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
                        float* out) {
   const DwPlan d(g);
   const DwKernels k = kernels_for(d.KK);
@@ -664,14 +717,16 @@ void depthwise_forward(const float* x, const float* w, const float* bias, const 
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t gr = task % d.groups, n0 = task / d.groups * d.B;
       const int64_t c0 = gr * 8, cn = std::min<int64_t>(8, d.C - c0);
-      tap_vectors(w, d, c0, false, wv);
+      tap_vectors(w, d, c0, false, wv, o.scale);
       alignas(32) float b[8] = {};
-      for (int64_t j = 0; j < cn; ++j) b[j] = bias ? bias[c0 + j] : 0.f;
+      for (int64_t j = 0; j < cn; ++j) b[j] = o.shift ? o.shift[c0 + j] : 0.f;
       const __m256 init = _mm256_load_ps(b);
       for (int64_t n = n0; n < std::min(d.N, n0 + d.B); ++n) {
         to_tile(x + (n * d.C + c0) * HW, cn, d.H, d.W, d.Wp, d.pad, d.pad, xi);
         k.conv(xi, d.Wp, d.s, d.OH, d.OW, d.toff.data(), wv, init, oi);
-        from_tile<false>(oi, d.OW, 0, 0, cn, d.OH, d.OW, out + (n * d.C + c0) * P);
+        const int64_t at = (n * d.C + c0) * P;
+        from_tile<false>(oi, d.OW, 0, 0, cn, d.OH, d.OW, out + at, o,
+                         o.residual ? o.residual + at : nullptr);
       }
     }
   });
@@ -747,10 +802,10 @@ void depthwise_backward(const float* d_out, const float* x, const float* w, cons
 bool supports(const ConvGeometry&) { return false; }
 bool supports_forward(const ConvGeometry&) { return false; }
 bool supports_depthwise(const ConvGeometry&) { return false; }
-void depthwise_forward(const float*, const float*, const float*, const ConvGeometry&, float*) {}
+void depthwise_forward(const float*, const float*, const ConvOutput&, const ConvGeometry&, float*) {}
 void depthwise_backward(const float*, const float*, const float*, const ConvGeometry&, float*, bool,
                         float*) {}
-void forward(const float*, const float*, const float*, const ConvGeometry&, int64_t, int64_t,
+void forward(const float*, const float*, const ConvOutput&, const ConvGeometry&, int64_t, int64_t,
              float*) {}
 void input_grad(const float*, const float*, const ConvGeometry&, int64_t, int64_t, bool, float*) {}
 void weight_grad(const float*, const float*, const ConvGeometry&, int64_t, int64_t, float*) {}

@@ -29,9 +29,11 @@ bool supports(const ConvGeometry& g);
 /// padding smaller than the kernel (1x1 stride-1 convs read x in place).
 bool supports_forward(const ConvGeometry& g);
 
-/// out[n] = conv(x[n], w) (+ bias) for the samples [n_lo, n_hi).
-/// x [N, C, H, W], w [OC, C, KH, KW], bias [OC] or null, out [N, OC, OH, OW].
-void forward(const float* x, const float* w, const float* bias, const ConvGeometry& g,
+/// out[n] = conv(x[n], w), transformed by `o`, for the samples [n_lo, n_hi):
+/// the scale is folded into the packed weights, the shift is the
+/// accumulators' start value, residual and ReLU are applied as the result is
+/// written back. x [N, C, H, W], w [OC, C, KH, KW], out [N, OC, OH, OW].
+void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
              int64_t n_lo, int64_t n_hi, float* out);
 
 /// dx[n] (+)= the transposed conv of d_out[n] with w for the samples
@@ -49,10 +51,10 @@ void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int6
 /// FMA, groups == C_in == C_out, padding smaller than the kernel.
 bool supports_depthwise(const ConvGeometry& g);
 
-/// Depthwise forward: out = conv(x, w) (+ bias), any stride, on tiles of 8
-/// channels interleaved pixel by pixel (see conv2d_direct.cpp).
-/// x [N, C, H, W], w [C, 1, KH, KW], out [N, C, OH, OW].
-void depthwise_forward(const float* x, const float* w, const float* bias, const ConvGeometry& g,
+/// Depthwise forward: out = conv(x, w) transformed by `o` (as forward()),
+/// any stride, on tiles of 8 channels interleaved pixel by pixel (see
+/// conv2d_direct.cpp). x [N, C, H, W], w [C, 1, KH, KW], out [N, C, OH, OW].
+void depthwise_forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
                        float* out);
 
 /// Depthwise backward: dx (+)= d_input (assigned when dx_fresh; skipped when

@@ -36,6 +36,27 @@ struct ConvGeometry {
   int64_t Kc() const { return Cg() * KH * KW; }  // GEMM K: col rows per group
 };
 
+/// What a conv forward does to each output value as it writes it:
+///   out[n, o, p] = act(scale[o] * conv[n, o, p] + shift[o] + residual[n, o, p])
+/// with act = max(., 0) when relu, else the identity; a null scale is 1, a
+/// null shift 0, a null residual nothing. The plain conv2d sets shift = bias
+/// only; conv2d_fused (conv2d.h) uses all of it. residual [N, OC, OH, OW].
+struct ConvOutput {
+  const float* scale = nullptr;
+  const float* shift = nullptr;
+  const float* residual = nullptr;
+  bool relu = false;
+
+  /// Whether anything beyond the shift (a bias) is applied.
+  bool fused() const { return scale || residual || relu; }
+  /// The residual add and the activation of one value, whose residual is
+  /// res[i] (res is read only when there is a residual).
+  float finish(float v, const float* res, int64_t i) const {
+    if (residual) v += res[i];
+    return relu ? (v > 0.f ? v : 0.f) : v;
+  }
+};
+
 /// The output positions o in [0, out_size) whose input position
 /// o * stride - padding + k lies inside [0, size), as [lo, hi).
 inline std::pair<int64_t, int64_t> valid_range(int64_t k, int64_t size, int64_t out_size,

@@ -1,0 +1,27 @@
+// conv_batch_norm: picks the fused inference conv or the plain layer chain.
+#include "layers/conv_batch_norm.h"
+
+#include "core/autograd.h"
+#include "core/ops/batch_norm.h"
+#include "core/ops/conv2d.h"
+#include "core/ops/elementwise.h"
+
+namespace spruce {
+
+Tensor conv_batch_norm(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, const Tensor& residual,
+                       bool relu) {
+  if (bn.is_training() || grad_mode_enabled()) {
+    Tensor out = bn.forward(conv.forward(x));
+    if (residual.defined()) out = ops::add(out, residual);
+    return relu ? ops::relu(out) : out;
+  }
+  ops::ChannelAffine a = ops::batch_norm_eval_affine(bn.weight(), bn.bias(), bn.running_mean(),
+                                                     bn.running_var(), bn.options().eps);
+  // bn(conv + b) = scale conv + (shift + scale b).
+  if (conv.bias().defined()) a.shift = ops::add(a.shift, ops::mul(a.scale, conv.bias()));
+  return ops::conv2d_fused(x, conv.masked_weight(),
+                           {.scale = a.scale, .shift = a.shift, .residual = residual, .relu = relu},
+                           conv.options());
+}
+
+}  // namespace spruce
