@@ -56,6 +56,7 @@
 
 #include "core/autograd.h"
 #include "core/ops/conv2d_direct.h"
+#include "core/ops/conv2d_winograd.h"
 #include "core/ops/gemm.h"
 #include "core/ops/grad_buffer.h"
 #include "core/ops/im2col.h"
@@ -315,9 +316,12 @@ void forward_range(const float* x, const float* w, const ConvOutput& o, const Co
 
 void gemm_forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
                   float* out) {
+  const bool wino = winograd::supports(g);
   const bool direct = direct::supports_forward(g);
   for_sample_ranges(g, [&](int64_t, int64_t lo, int64_t hi) {
-    if (direct)
+    if (wino)
+      winograd::forward(x, w, o, g, lo, hi, out);
+    else if (direct)
       direct::forward(x, w, o, g, lo, hi, out);
     else
       forward_range(x, w, o, g, lo, hi, out);

@@ -1,6 +1,6 @@
 // conv2d_fused and batch_norm_eval_affine: the one-pass inference conv
 // against the plain op sequence conv2d -> batch_norm (eval) -> add -> relu,
-// on every kernel the forward can take (direct dense at stride 1 and 2,
+// on every kernel the forward can take (Winograd, direct dense at stride 1 and 2,
 // direct 1x1 in place, pointwise GEMM on small planes in chunks and one
 // sample at a time, grouped im2col GEMM, direct and portable depthwise),
 // with pruned (zeroed) weights, partial channel blocks, 1 and 2 threads;
@@ -82,6 +82,8 @@ std::string describe(const Case& c, bool residual, bool relu, int threads) {
 TEST_CASE("conv2d_fused matches conv2d -> batch_norm (eval) -> add -> relu on every kernel") {
   const Case cases[] = {
       {4, 3, 16, 9, 9, 3, 3, 1, 1, 1, "direct 3x3"},
+      {4, 16, 32, 9, 7, 3, 3, 1, 1, 1, "Winograd 3x3 (AVX-512), odd plane"},
+      {1, 16, 16, 6, 6, 3, 3, 1, 1, 1, "direct 3x3, one sample"},
       {3, 16, 20, 10, 10, 3, 3, 2, 1, 1, "direct 3x3 stride 2, partial block"},
       {4, 16, 32, 8, 8, 1, 1, 2, 0, 1, "direct 1x1 stride 2 (projection)"},
       {2, 12, 24, 8, 8, 1, 1, 1, 0, 1, "direct 1x1 in place"},

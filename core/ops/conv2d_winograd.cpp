@@ -1,0 +1,254 @@
+// Winograd F(2x2, 3x3) forward (see conv2d_winograd.h).
+//
+// With d a 4x4 input patch, g a 3x3 kernel and the matrices of Lavin and
+// Gray (2015),
+//   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],  G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
+//   A^T = [1 1 1 0; 0 1 -1 -1],
+// the 2x2 outputs of the patch are Y = A^T [(G g G^T) .* (B^T d B)] A. Summed
+// over input channels, the elementwise product becomes, for each of the 16
+// positions xi of the 4x4 transformed patch, a product of matrices:
+//   M[xi][t][oc] = sum_c U[xi][c][oc] V[xi][t][c]      (t: a 2x2 output tile)
+// Per sample:
+//   1. x (NCHW) -> X, zero-padded, 16 channels per pixel vector (8x8 transposes);
+//   2. V = B^T d B for every tile, 16 channels a vector;
+//   3. the 16 products above, on 1..8 tiles x 16 output channels in registers
+//      (per input channel one weight load and an FMA with an embedded
+//      broadcast per tile);
+//   4. Y = A^T M A + shift, 16 output channels a vector, into two output rows
+//      of [pixel][16], which go back to NCHW through lanes::untranspose (with
+//      the residual and ReLU of a fused conv).
+// Layouts (floats): X [CB][Hx][Wx][16], V [16][CB][TB][16], M [16][OB][TB][16],
+// U [16][OB][C][16], with CB = C / 16, OB = OC / 16, and V and M for a block of
+// TB tiles (whole tile rows, about 16 tiles: V and M stay in the L1 cache).
+#include "core/ops/conv2d_winograd.h"
+
+#include "core/ops/conv2d_lanes.h"
+#include "core/parallel.h"
+
+#include <algorithm>
+#include <vector>
+
+namespace spruce::ops::winograd {
+
+#if defined(SPRUCE_DIRECT_CONV) && defined(__AVX512F__)
+namespace {
+
+struct Plan {
+  int64_t C, H, W, OC, CB, OB, TH, TW, Hx, Wx;
+  int64_t RB, TB;  // tile rows per block, tiles per block: V and M hold one block
+  explicit Plan(const ConvGeometry& g)
+      : C(g.C), H(g.H), W(g.W), OC(g.OC), CB(g.C / 16), OB(g.OC / 16) {
+    TH = (H + 1) / 2, TW = (W + 1) / 2;
+    Hx = 2 * TH + 2, Wx = 2 * TW + 2;  // one row / column of padding before, the rest after
+    RB = std::clamp<int64_t>(16 / TW, 1, TH), TB = RB * TW;
+  }
+};
+
+/// U[xi][ob][c][16] = (G g G^T)[xi] of w[oc, c] times scale[oc] (null: 1).
+std::vector<float> transform_weights(const float* w, const float* scale, const Plan& pl) {
+  std::vector<float> U(static_cast<size_t>(16 * pl.OC * pl.C));
+  for (int64_t oc = 0; oc < pl.OC; ++oc)
+    for (int64_t c = 0; c < pl.C; ++c) {
+      const float* k = w + (oc * pl.C + c) * 9;
+      const float a = scale ? scale[oc] : 1.f;
+      float gk[4][3];  // G g
+      for (int j = 0; j < 3; ++j) {
+        gk[0][j] = k[j];
+        gk[1][j] = 0.5f * (k[j] + k[3 + j] + k[6 + j]);
+        gk[2][j] = 0.5f * (k[j] - k[3 + j] + k[6 + j]);
+        gk[3][j] = k[6 + j];
+      }
+      for (int i = 0; i < 4; ++i) {
+        const float u[4] = {gk[i][0], 0.5f * (gk[i][0] + gk[i][1] + gk[i][2]),
+                            0.5f * (gk[i][0] - gk[i][1] + gk[i][2]), gk[i][2]};
+        for (int j = 0; j < 4; ++j)
+          U[static_cast<size_t>((((i * 4 + j) * pl.OB + oc / 16) * pl.C + c) * 16 + oc % 16)] =
+              u[j] * a;
+      }
+    }
+  return U;
+}
+
+/// X[cb][1 + r][1 + col][0:16] = x[16 cb + 0:16][r][col]: one sample into
+/// the interior of the padded pixel-vector buffer (the border stays zero).
+/// Eight pixels of 16 channels at a time, so each pixel's 64 bytes are
+/// written together.
+void fill(const float* x, const Plan& pl, float* X) {
+  const int64_t plane = pl.H * pl.W, p8 = plane / 8 * 8;
+  for (int64_t cb = 0; cb < pl.CB; ++cb) {
+    const float* src = x + cb * 16 * plane;
+    float* dst = X + cb * pl.Hx * pl.Wx * 16;
+    auto at = [&](int64_t l) { return dst + ((1 + l / pl.W) * pl.Wx + 1 + l % pl.W) * 16; };
+    for (int64_t l = 0; l < p8; l += 8) {
+      __m256 lo[8], hi[8];
+      for (int64_t ch = 0; ch < 8; ++ch) {
+        lo[ch] = _mm256_loadu_ps(src + ch * plane + l);
+        hi[ch] = _mm256_loadu_ps(src + (8 + ch) * plane + l);
+      }
+      lanes::transpose8(lo);
+      lanes::transpose8(hi);
+      for (int64_t k = 0; k < 8; ++k) {
+        float* d = at(l + k);
+        _mm256_storeu_ps(d, lo[k]);
+        _mm256_storeu_ps(d + 8, hi[k]);
+      }
+    }
+    for (int64_t l = p8; l < plane; ++l)
+      for (int64_t ch = 0; ch < 16; ++ch) at(l)[ch] = src[ch * plane + l];
+  }
+}
+
+/// V[xi][cb][t] = (B^T d B)[xi] for the tiles t of the tile rows [ty0,
+/// ty1) (t counted from the block's first tile) and every channel block cb.
+void transform_input(const float* X, const Plan& pl, int64_t ty0, int64_t ty1, float* V) {
+  const int64_t xi_stride = pl.CB * pl.TB * 16;
+  for (int64_t cb = 0; cb < pl.CB; ++cb)
+    for (int64_t ty = ty0; ty < ty1; ++ty)
+      for (int64_t tx = 0; tx < pl.TW; ++tx) {
+        const float* d = X + ((cb * pl.Hx + 2 * ty) * pl.Wx + 2 * tx) * 16;
+        __m512 a[4][4];  // B^T d
+        for (int j = 0; j < 4; ++j) {
+          const __m512 d0 = _mm512_loadu_ps(d + j * 16), d1 = _mm512_loadu_ps(d + (pl.Wx + j) * 16);
+          const __m512 d2 = _mm512_loadu_ps(d + (2 * pl.Wx + j) * 16);
+          const __m512 d3 = _mm512_loadu_ps(d + (3 * pl.Wx + j) * 16);
+          a[0][j] = _mm512_sub_ps(d0, d2), a[1][j] = _mm512_add_ps(d1, d2);
+          a[2][j] = _mm512_sub_ps(d2, d1), a[3][j] = _mm512_sub_ps(d1, d3);
+        }
+        float* v = V + (cb * pl.TB + (ty - ty0) * pl.TW + tx) * 16;
+        for (int i = 0; i < 4; ++i) {  // (B^T d) B
+          _mm512_storeu_ps(v + (i * 4 + 0) * xi_stride, _mm512_sub_ps(a[i][0], a[i][2]));
+          _mm512_storeu_ps(v + (i * 4 + 1) * xi_stride, _mm512_add_ps(a[i][1], a[i][2]));
+          _mm512_storeu_ps(v + (i * 4 + 2) * xi_stride, _mm512_sub_ps(a[i][2], a[i][1]));
+          _mm512_storeu_ps(v + (i * 4 + 3) * xi_stride, _mm512_sub_ps(a[i][1], a[i][3]));
+        }
+      }
+}
+
+/// m[i][0:16] = sum_c u[c][0:16] v[cb(c)][i][c % 16] for NT tiles i: v
+/// points at the first tile of channel block 0, blocks cb_stride apart.
+template <int NT>
+void multiply_tiles(const float* v, int64_t cb_stride, int64_t CB, const float* u, float* m) {
+  __m512 acc[NT];
+#pragma GCC unroll 8
+  for (int i = 0; i < NT; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t cb = 0; cb < CB; ++cb, v += cb_stride, u += 256) {
+#pragma GCC unroll 16
+    for (int cc = 0; cc < 16; ++cc) {
+      const __m512 w = _mm512_loadu_ps(u + cc * 16);
+#pragma GCC unroll 8
+      for (int i = 0; i < NT; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(v[i * 16 + cc]), w, acc[i]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < NT; ++i) _mm512_storeu_ps(m + i * 16, acc[i]);
+}
+
+using MultiplyFn = void (*)(const float*, int64_t, int64_t, const float*, float*);
+constexpr MultiplyFn kMultiply[8] = {multiply_tiles<1>, multiply_tiles<2>, multiply_tiles<3>,
+                                     multiply_tiles<4>, multiply_tiles<5>, multiply_tiles<6>,
+                                     multiply_tiles<7>, multiply_tiles<8>};
+
+/// M = U V for the 16 positions, all output-channel blocks and the nt
+/// tiles of a block.
+void multiply(const float* U, const float* V, const Plan& pl, int64_t nt_all, float* M) {
+  const int64_t cb_stride = pl.TB * 16;
+  for (int64_t xi = 0; xi < 16; ++xi)
+    for (int64_t ob = 0; ob < pl.OB; ++ob) {
+      const float* u = U + (xi * pl.OB + ob) * pl.C * 16;
+      float* m = M + (xi * pl.OB + ob) * pl.TB * 16;
+      const float* v = V + xi * pl.CB * pl.TB * 16;
+      for (int64_t t = 0; t < nt_all; t += 8) {
+        const int64_t nt = std::min<int64_t>(8, nt_all - t);
+        kMultiply[nt - 1](v + t * 16, cb_stride, pl.CB, u, m + t * 16);
+      }
+    }
+}
+
+/// out[n] = A^T M A + shift for the tile rows [ty0, ty1), finished by o
+/// (residual, ReLU), in NCHW: one tile row at a time through two
+/// [pixel][16] rows R.
+void transform_output(const float* M, const Plan& pl, const ConvOutput& o, int64_t n,
+                      int64_t ty0, int64_t ty1, float* R, float* out) {
+  const int64_t P = pl.H * pl.W, xi_stride = pl.OB * pl.TB * 16, rw = 2 * pl.TW * 16;
+  for (int64_t ob = 0; ob < pl.OB; ++ob) {
+    const __m512 shift = o.shift ? _mm512_loadu_ps(o.shift + ob * 16) : _mm512_setzero_ps();
+    for (int64_t ty = ty0; ty < ty1; ++ty) {
+      for (int64_t tx = 0; tx < pl.TW; ++tx) {
+        const float* m = M + (ob * pl.TB + (ty - ty0) * pl.TW + tx) * 16;
+        __m512 s[2][4];  // A^T M
+        for (int j = 0; j < 4; ++j) {
+          const __m512 m0 = _mm512_loadu_ps(m + j * xi_stride);
+          const __m512 m1 = _mm512_loadu_ps(m + (4 + j) * xi_stride);
+          const __m512 m2 = _mm512_loadu_ps(m + (8 + j) * xi_stride);
+          const __m512 m3 = _mm512_loadu_ps(m + (12 + j) * xi_stride);
+          s[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+          s[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+        }
+        for (int i = 0; i < 2; ++i) {  // (A^T M) A + shift
+          float* r = R + i * rw + 2 * tx * 16;
+          const __m512 y0 = _mm512_add_ps(_mm512_add_ps(s[i][0], s[i][1]), s[i][2]);
+          const __m512 y1 = _mm512_sub_ps(_mm512_sub_ps(s[i][1], s[i][2]), s[i][3]);
+          _mm512_storeu_ps(r, _mm512_add_ps(y0, shift));
+          _mm512_storeu_ps(r + 16, _mm512_add_ps(y1, shift));
+        }
+      }
+      for (int64_t i = 0; i < 2 && 2 * ty + i < pl.H; ++i) {
+        const int64_t at = (n * pl.OC + ob * 16) * P + (2 * ty + i) * pl.W;
+        lanes::untranspose<false>(R + i * rw, pl.W, 16, out + at, P, o,
+                                  o.residual ? o.residual + at : nullptr);
+      }
+    }
+  }
+}
+
+/// A zeroed buffer of n floats, one per thread, reused from call to call.
+float* zeroed(std::vector<float>& buf, int64_t n) {
+  if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
+  std::fill(buf.begin(), buf.begin() + n, 0.f);
+  return buf.data();
+}
+
+}  // namespace
+
+bool supports(const ConvGeometry& g) {
+  return g.KH == 3 && g.KW == 3 && g.stride == 1 && g.padding == 1 && g.groups == 1 &&
+         g.C % 16 == 0 && g.OC % 16 == 0 && g.C > 0 && g.OC > 0 && g.N >= 2 && g.H >= 2 &&
+         g.W >= 2;
+}
+
+void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
+             int64_t n_lo, int64_t n_hi, float* out) {
+  const Plan pl(g);
+  const std::vector<float> U = transform_weights(w, o.scale, pl);
+  auto run = [&](int64_t lo, int64_t hi) {
+    thread_local std::vector<float> xbuf, vbuf, mbuf, rbuf;
+    float* X = zeroed(xbuf, pl.CB * pl.Hx * pl.Wx * 16);  // border stays zero
+    float* V = zeroed(vbuf, 16 * pl.CB * pl.TB * 16);
+    float* M = zeroed(mbuf, 16 * pl.OB * pl.TB * 16);
+    float* R = zeroed(rbuf, 2 * 2 * pl.TW * 16);
+    for (int64_t n = lo; n < hi; ++n) {
+      fill(x + n * pl.C * pl.H * pl.W, pl, X);
+      for (int64_t ty0 = 0; ty0 < pl.TH; ty0 += pl.RB) {  // blocks of tile rows: V and M stay in cache
+        const int64_t ty1 = std::min(pl.TH, ty0 + pl.RB);
+        transform_input(X, pl, ty0, ty1, V);
+        multiply(U.data(), V, pl, (ty1 - ty0) * pl.TW, M);
+        transform_output(M, pl, o, n, ty0, ty1, R, out);
+      }
+    }
+  };
+  if (in_parallel_region())
+    run(n_lo, n_hi);
+  else
+    parallel_for(n_lo, n_hi, 1, run);
+}
+
+#else  // without AVX-512 the direct kernel handles these convs
+
+bool supports(const ConvGeometry&) { return false; }
+
+void forward(const float*, const float*, const ConvOutput&, const ConvGeometry&, int64_t, int64_t,
+             float*) {}
+
+#endif
+
+}  // namespace spruce::ops::winograd

@@ -1,0 +1,34 @@
+// Winograd F(2x2, 3x3) forward for the dense 3x3 stride-1 convs of ResNets
+// (used by core/ops/conv2d.cpp in place of the direct kernel where the CPU
+// has AVX-512).
+//
+// The direct kernel already runs these convs at about the machine's sgemm
+// rate, so the only way to go faster is to do fewer multiply-adds: each 2x2
+// block of outputs is computed from a 4x4 input patch with 16 products per
+// (input, output) channel pair instead of 36, 2.25x fewer. The transforms
+// are additions, done 16 channels at a time. The results differ from the
+// direct sum by rounding only (a few float ulps of the inputs' scale).
+#pragma once
+
+#include <cstdint>
+
+#include "core/ops/im2col.h"
+
+namespace spruce::ops::winograd {
+
+/// Whether forward() handles this conv: built for AVX-512, kernel 3x3,
+/// stride 1, padding 1, one group, C and OC multiples of 16, and a batch
+/// (N >= 2: a single sample, as in per-sample Fisher gradients, keeps the
+/// direct kernel, which splits one sample over the threads). Depends on the
+/// geometry only, never on the thread count.
+bool supports(const ConvGeometry& g);
+
+/// out[n] = conv(x[n], w), transformed by `o` (ConvOutput: scale folded into
+/// the transformed weights, shift, residual and ReLU applied as the output
+/// is written), for the samples [n_lo, n_hi). x [N, C, H, W], w [OC, C, 3,
+/// 3], out [N, OC, H, W]. Each sample is computed the same way whatever the
+/// split of samples over threads.
+void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
+             int64_t n_lo, int64_t n_hi, float* out);
+
+}  // namespace spruce::ops::winograd

@@ -1,0 +1,146 @@
+// The Winograd F(2x2, 3x3) forward (core/ops/conv2d_winograd) against a
+// double-precision direct sum: exact on small integers (its transforms only
+// halve, so every intermediate is exact), within float rounding on random
+// data, with odd and even planes, several channel blocks, the fused epilogue
+// (scale, shift, residual, ReLU), 1 and 2 threads; and which convs take it.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/ops/conv2d.h"
+#include "core/ops/conv2d_winograd.h"
+#include "core/parallel.h"
+#include "core/random.h"
+
+using namespace spruce;
+
+namespace {
+
+ops::ConvGeometry geometry(int64_t N, int64_t C, int64_t OC, int64_t H, int64_t W) {
+  ops::ConvGeometry g;
+  g.N = N, g.C = C, g.H = H, g.W = W, g.OC = OC, g.KH = 3, g.KW = 3;
+  g.stride = 1, g.padding = 1, g.groups = 1, g.OH = H, g.OW = W;
+  return g;
+}
+
+/// relu?(scale[o] * conv(x, w)[n, o, p] + shift[o] + residual[n, o, p]) in double.
+std::vector<double> reference(const ops::ConvGeometry& g, const float* x, const float* w,
+                              const ops::ConvOutput& o) {
+  std::vector<double> out(static_cast<size_t>(g.N * g.OC * g.H * g.W));
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t oc = 0; oc < g.OC; ++oc)
+      for (int64_t i = 0; i < g.H; ++i)
+        for (int64_t j = 0; j < g.W; ++j) {
+          double s = 0;
+          for (int64_t c = 0; c < g.C; ++c)
+            for (int64_t u = 0; u < 3; ++u)
+              for (int64_t v = 0; v < 3; ++v) {
+                const int64_t ii = i + u - 1, jj = j + v - 1;
+                if (ii < 0 || ii >= g.H || jj < 0 || jj >= g.W) continue;
+                s += double(x[((n * g.C + c) * g.H + ii) * g.W + jj]) *
+                     w[((oc * g.C + c) * 3 + u) * 3 + v];
+              }
+          const int64_t at = ((n * g.OC + oc) * g.H + i) * g.W + j;
+          if (o.scale) s *= o.scale[oc];
+          if (o.shift) s += o.shift[oc];
+          if (o.residual) s += o.residual[at];
+          if (o.relu) s = std::max(s, 0.0);
+          out[static_cast<size_t>(at)] = s;
+        }
+  return out;
+}
+
+std::vector<float> run(const ops::ConvGeometry& g, const std::vector<float>& x,
+                       const std::vector<float>& w, const ops::ConvOutput& o) {
+  std::vector<float> out(static_cast<size_t>(g.N * g.OC * g.H * g.W), -7.f);
+  ops::winograd::forward(x.data(), w.data(), o, g, 0, g.N, out.data());
+  return out;
+}
+
+std::vector<float> random_values(size_t n, Generator& gen, float lo, float hi) {
+  const Tensor t = Tensor::rand({static_cast<int64_t>(n)}, gen, lo, hi);
+  return {t.data(), t.data() + n};
+}
+
+}  // namespace
+
+TEST_CASE("Winograd conv is exact on small integers") {
+  if (!ops::winograd::supports(geometry(2, 16, 16, 8, 8))) return;  // built without AVX-512
+  Generator gen(3);
+  const ops::ConvGeometry g = geometry(3, 32, 32, 7, 9);
+  std::vector<float> x = random_values(static_cast<size_t>(g.N * g.C * g.H * g.W), gen, -4, 4);
+  std::vector<float> w = random_values(static_cast<size_t>(g.OC * g.C * 9), gen, -3, 3);
+  for (float& v : x) v = std::round(v);
+  for (float& v : w) v = std::round(v);
+  const std::vector<double> want = reference(g, x.data(), w.data(), {});
+  const std::vector<float> got = run(g, x, w, {});
+  for (size_t i = 0; i < got.size(); ++i) REQUIRE(double(got[i]) == want[i]);
+}
+
+TEST_CASE("Winograd conv matches the direct sum within float rounding") {
+  if (!ops::winograd::supports(geometry(2, 16, 16, 8, 8))) return;
+  struct Case {
+    int64_t N, C, OC, H, W;
+  };
+  const Case cases[] = {
+      {2, 16, 16, 28, 28},  // ResNet-20 stage 1 on Fashion-MNIST
+      {3, 32, 48, 7, 7},    // odd plane: the last tile row and column half used
+      {2, 64, 16, 5, 8},    // four input blocks, non-square
+      {4, 16, 32, 2, 2},    // one tile
+      {2, 48, 64, 16, 3},
+  };
+  Generator gen(11);
+  const int saved = num_threads();
+  for (const Case& c : cases) {
+    const ops::ConvGeometry g = geometry(c.N, c.C, c.OC, c.H, c.W);
+    const auto x = random_values(static_cast<size_t>(g.N * g.C * g.H * g.W), gen, -1, 1);
+    auto w = random_values(static_cast<size_t>(g.OC * g.C * 9), gen, -0.3f, 0.3f);
+    for (size_t i = 0; i < w.size(); i += 4) w[i] = 0.f;  // pruned weights
+    const auto scale = random_values(static_cast<size_t>(g.OC), gen, 0.5f, 2.f);
+    const auto shift = random_values(static_cast<size_t>(g.OC), gen, -1, 1);
+    const auto res = random_values(static_cast<size_t>(g.N * g.OC * g.H * g.W), gen, -1, 1);
+    const ops::ConvOutput plain{}, fused{scale.data(), shift.data(), res.data(), true};
+    for (const ops::ConvOutput& o : {plain, fused}) {
+      const std::vector<double> want = reference(g, x.data(), w.data(), o);
+      double scale_max = 1;
+      for (const double v : want) scale_max = std::max(scale_max, std::abs(v));
+      for (const int threads : {1, 2}) {
+        set_num_threads(threads);
+        INFO("N" << c.N << " C" << c.C << "->" << c.OC << " " << c.H << "x" << c.W
+                 << (o.relu ? " fused" : "") << " threads " << threads);
+        const std::vector<float> got = run(g, x, w, o);
+        double diff = 0;
+        for (size_t i = 0; i < got.size(); ++i) diff = std::max(diff, std::abs(got[i] - want[i]));
+        CHECK(diff / scale_max < 2e-6);
+      }
+    }
+  }
+  set_num_threads(saved);
+}
+
+TEST_CASE("Winograd takes batched 3x3 stride-1 pad-1 convs of whole channel blocks only") {
+  if (!ops::winograd::supports(geometry(2, 16, 16, 8, 8))) return;
+  CHECK(ops::winograd::supports(geometry(128, 64, 64, 7, 7)));
+  CHECK_FALSE(ops::winograd::supports(geometry(1, 16, 16, 8, 8)));   // one sample: direct
+  CHECK_FALSE(ops::winograd::supports(geometry(2, 3, 16, 8, 8)));    // first conv
+  CHECK_FALSE(ops::winograd::supports(geometry(2, 16, 20, 8, 8)));   // partial output block
+  ops::ConvGeometry g = geometry(2, 16, 16, 8, 8);
+  g.stride = 2, g.OH = g.OW = 4;
+  CHECK_FALSE(ops::winograd::supports(g));
+  g = geometry(2, 16, 16, 8, 8);
+  g.padding = 0, g.OH = g.OW = 6;
+  CHECK_FALSE(ops::winograd::supports(g));
+}
+
+TEST_CASE("conv2d routes to Winograd: its output equals winograd::forward bit for bit") {
+  if (!ops::winograd::supports(geometry(2, 16, 16, 8, 8))) return;
+  Generator gen(5);
+  const Tensor x = Tensor::randn({4, 16, 10, 10}, gen);
+  const Tensor w = Tensor::randn({32, 16, 3, 3}, gen, 0.f, 0.2f);
+  const Tensor y = ops::conv2d(x, w, Tensor(), {.stride = 1, .padding = 1});
+  const std::vector<float> xs(x.data(), x.data() + x.numel()), ws(w.data(), w.data() + w.numel());
+  const std::vector<float> want = run(geometry(4, 16, 32, 10, 10), xs, ws, {});
+  CHECK(std::equal(want.begin(), want.end(), y.data()));
+}
