@@ -437,14 +437,17 @@ void gemm_backward(const float* d_out, const float* x, const float* w, const Con
   BackwardPlan bp;
   bp.d_out = d_out, bp.x = x, bp.w = w, bp.g = g, bp.dx_fresh = dx_fresh;
   const bool direct = direct::supports(g);
+  // The conv mapping d_out to dx (stride 1, square kernel): d_out correlated
+  // with the flipped, transposed weight, padding K - 1 - padding.
+  ConvGeometry& gt = bp.gt;
+  gt = g;
+  gt.C = g.OC, gt.H = g.OH, gt.W = g.OW, gt.OC = g.C;
+  gt.padding = g.KH - 1 - g.padding;
+  gt.OH = g.H, gt.OW = g.W;
+  const bool wino_dx = dx && direct && winograd::supports(gt);
   bp.transposed = !direct && dx && transposed_input_grad(g);
-  if (bp.transposed) {
+  if (bp.transposed || wino_dx) {
     // wt_g[ci, (o, kh, kw)] = W[g * OCg + o, ci, K-1-kh, K-1-kw]
-    ConvGeometry& gt = bp.gt;
-    gt = g;
-    gt.C = g.OC, gt.H = g.OH, gt.W = g.OW, gt.OC = g.C;
-    gt.padding = g.KH - 1 - g.padding;
-    gt.OH = g.H, gt.OW = g.W;
     bp.wt.resize(static_cast<size_t>(g.C * OCg * KK));
     for (int64_t gr = 0; gr < g.groups; ++gr)
       for (int64_t ci = 0; ci < Cg; ++ci)
@@ -466,7 +469,13 @@ void gemm_backward(const float* d_out, const float* x, const float* w, const Con
       return;
     }
     if (dw_range) direct::weight_grad(d_out, x, g, lo, hi, dw_range);
-    if (dx) direct::input_grad(d_out, w, g, lo, hi, dx_fresh, dx);
+    if (wino_dx) {  // added to dx as the conv's residual when dx already holds a gradient
+      ConvOutput add;
+      if (!dx_fresh) add.residual = dx;
+      winograd::forward(d_out, bp.wt.data(), add, gt, lo, hi, dx);
+    } else if (dx) {
+      direct::input_grad(d_out, w, g, lo, hi, dx_fresh, dx);
+    }
   });
   if (partial) {
     parallel_for(0, wsize, 4096, [&](int64_t lo, int64_t hi) {

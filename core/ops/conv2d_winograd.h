@@ -25,7 +25,8 @@ bool supports(const ConvGeometry& g);
 
 /// out[n] = conv(x[n], w), transformed by `o` (ConvOutput: scale folded into
 /// the transformed weights, shift, residual and ReLU applied as the output
-/// is written), for the samples [n_lo, n_hi). x [N, C, H, W], w [OC, C, 3,
+/// is written), for the samples [n_lo, n_hi); o.residual may be out itself
+/// (the conv is then added to out, as conv2d's backward does for d_input). x [N, C, H, W], w [OC, C, 3,
 /// 3], out [N, OC, H, W]. Each sample is computed the same way whatever the
 /// split of samples over threads.
 void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,

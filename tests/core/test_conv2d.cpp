@@ -255,6 +255,10 @@ TEST_CASE("conv2d forward and backward match the naive reference") {
       {2, 6, 33, 8, 8, 1, 1, 2, 0, 1},
       {1, 4, 40, 28, 28, 3, 3, 1, 1, 1},
       {1, 4, 24, 28, 28, 3, 3, 2, 1, 1},
+      // Winograd (AVX-512): forward and d_input (the adjoint conv is again
+      // 3x3 pad 1 of whole 16-channel blocks); odd and even planes
+      {3, 16, 32, 7, 9, 3, 3, 1, 1, 1},
+      {2, 32, 16, 6, 6, 3, 3, 1, 1, 1, false},
   };
   for (const Config& c : configs) check_against_reference(c);
 }
@@ -309,9 +313,12 @@ TEST_CASE("conv2d computes gradients only for inputs that require them") {
 }
 
 TEST_CASE("conv2d backward accumulates into existing gradients") {
-  for (int64_t groups : {1, 2, 4}) {
-    CAPTURE(groups);
-    const Config c{2, 4, 4, 6, 5, 3, 3, 2, 1, groups};
+  const Config configs[] = {{2, 4, 4, 6, 5, 3, 3, 2, 1, 1},
+                            {2, 4, 4, 6, 5, 3, 3, 2, 1, 2},
+                            {2, 4, 4, 6, 5, 3, 3, 2, 1, 4},
+                            {2, 16, 16, 6, 5, 3, 3, 1, 1, 1}};  // Winograd d_input adds
+  for (const Config& c : configs) {
+    INFO(describe(c));
     Inputs in = make_inputs(c, 9);
     for (Tensor* t : {&in.x, &in.w, &in.b}) {
       t->set_requires_grad(true);
