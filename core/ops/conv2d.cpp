@@ -445,6 +445,7 @@ void gemm_backward(const float* d_out, const float* x, const float* w, const Con
   gt.padding = g.KH - 1 - g.padding;
   gt.OH = g.H, gt.OW = g.W;
   const bool wino_dx = dx && direct && winograd::supports(gt);
+  const bool wino_dw = direct && winograd::supports(g);
   bp.transposed = !direct && dx && transposed_input_grad(g);
   if (bp.transposed || wino_dx) {
     // wt_g[ci, (o, kh, kw)] = W[g * OCg + o, ci, K-1-kh, K-1-kw]
@@ -468,7 +469,10 @@ void gemm_backward(const float* d_out, const float* x, const float* w, const Con
       backward_range(bp, lo, hi, dx, dw_range);
       return;
     }
-    if (dw_range) direct::weight_grad(d_out, x, g, lo, hi, dw_range);
+    if (dw_range && wino_dw)
+      winograd::weight_grad(d_out, x, g, lo, hi, dw_range);
+    else if (dw_range)
+      direct::weight_grad(d_out, x, g, lo, hi, dw_range);
     if (wino_dx) {  // added to dx as the conv's residual when dx already holds a gradient
       ConvOutput add;
       if (!dx_fresh) add.residual = dx;

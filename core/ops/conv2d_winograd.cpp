@@ -36,11 +36,15 @@ namespace {
 struct Plan {
   int64_t C, H, W, OC, CB, OB, TH, TW, Hx, Wx;
   int64_t RB, TB;  // tile rows per block, tiles per block: V and M hold one block
+  std::vector<int32_t> at;  // [H * W]: pixel l's vector in a padded buffer, in floats
   explicit Plan(const ConvGeometry& g)
       : C(g.C), H(g.H), W(g.W), OC(g.OC), CB(g.C / 16), OB(g.OC / 16) {
     TH = (H + 1) / 2, TW = (W + 1) / 2;
     Hx = 2 * TH + 2, Wx = 2 * TW + 2;  // one row / column of padding before, the rest after
     RB = std::clamp<int64_t>(16 / TW, 1, TH), TB = RB * TW;
+    at.resize(static_cast<size_t>(H * W));
+    for (int64_t l = 0; l < H * W; ++l)
+      at[static_cast<size_t>(l)] = static_cast<int32_t>(((1 + l / W) * Wx + 1 + l % W) * 16);
   }
 };
 
@@ -69,16 +73,16 @@ std::vector<float> transform_weights(const float* w, const float* scale, const P
   return U;
 }
 
-/// X[cb][1 + r][1 + col][0:16] = x[16 cb + 0:16][r][col]: one sample into
-/// the interior of the padded pixel-vector buffer (the border stays zero).
-/// Eight pixels of 16 channels at a time, so each pixel's 64 bytes are
-/// written together.
-void fill(const float* x, const Plan& pl, float* X) {
+/// X[cb][1 + r][1 + col][0:16] = x[16 cb + 0:16][r][col] for the channel
+/// blocks cb < blocks of one sample's H x W planes: into the interior of the
+/// padded pixel-vector buffer (the border stays zero). Eight pixels of 16
+/// channels at a time, so each pixel's 64 bytes are written together.
+void fill(const float* x, int64_t blocks, const Plan& pl, float* X) {
   const int64_t plane = pl.H * pl.W, p8 = plane / 8 * 8;
-  for (int64_t cb = 0; cb < pl.CB; ++cb) {
+  for (int64_t cb = 0; cb < blocks; ++cb) {
     const float* src = x + cb * 16 * plane;
     float* dst = X + cb * pl.Hx * pl.Wx * 16;
-    auto at = [&](int64_t l) { return dst + ((1 + l / pl.W) * pl.Wx + 1 + l % pl.W) * 16; };
+    auto at = [&](int64_t l) { return dst + pl.at[static_cast<size_t>(l)]; };
     for (int64_t l = 0; l < p8; l += 8) {
       __m256 lo[8], hi[8];
       for (int64_t ch = 0; ch < 8; ++ch) {
@@ -201,6 +205,80 @@ void transform_output(const float* M, const Plan& pl, const ConvOutput& o, int64
   }
 }
 
+// Weight gradient. The forward is linear in g, Y = A^T [(G g G^T) .* V] A,
+// so its adjoint gives, per tile with output gradient D (2x2),
+//   dg = G^T [(A D A^T) .* V] G,
+// and summed over tiles and samples, for each of the 16 positions xi,
+//   S[xi][c][oc] = sum_t V[xi][t][c] Z[xi][t][oc],   Z = A D A^T,
+// a product whose long dimension (tiles x samples) is summed over; dW =
+// G^T S G once at the end. Layouts: D [OB][Hx][Wx][16] (the output gradient
+// as pixel vectors, zero past OH x OW), Z [16][OB][TB][16], S [16][OB][C][16].
+
+/// Z[xi][ob][t] = (A D A^T)[xi] for the tiles of the tile rows [ty0, ty1).
+void transform_gradient(const float* D, const Plan& pl, int64_t ty0, int64_t ty1, float* Z) {
+  const int64_t xi_stride = pl.OB * pl.TB * 16;
+  for (int64_t ob = 0; ob < pl.OB; ++ob)
+    for (int64_t ty = ty0; ty < ty1; ++ty)
+      for (int64_t tx = 0; tx < pl.TW; ++tx) {
+        // The tile's outputs (2 ty + k, 2 tx + l) sit at D[1 + 2 ty + k][1 + 2 tx + l].
+        const float* d = D + ((ob * pl.Hx + 1 + 2 * ty) * pl.Wx + 1 + 2 * tx) * 16;
+        const __m512 d00 = _mm512_loadu_ps(d), d01 = _mm512_loadu_ps(d + 16);
+        const __m512 d10 = _mm512_loadu_ps(d + pl.Wx * 16), d11 = _mm512_loadu_ps(d + (pl.Wx + 1) * 16);
+        // A D: rows D0, D0 + D1, D0 - D1, -D1 (two columns each)
+        const __m512 e[4][2] = {{d00, d01},
+                                {_mm512_add_ps(d00, d10), _mm512_add_ps(d01, d11)},
+                                {_mm512_sub_ps(d00, d10), _mm512_sub_ps(d01, d11)},
+                                {_mm512_sub_ps(_mm512_setzero_ps(), d10),
+                                 _mm512_sub_ps(_mm512_setzero_ps(), d11)}};
+        float* z = Z + (ob * pl.TB + (ty - ty0) * pl.TW + tx) * 16;
+        for (int i = 0; i < 4; ++i) {  // (A D) A^T: columns e0, e0 + e1, e0 - e1, -e1
+          _mm512_storeu_ps(z + (i * 4 + 0) * xi_stride, e[i][0]);
+          _mm512_storeu_ps(z + (i * 4 + 1) * xi_stride, _mm512_add_ps(e[i][0], e[i][1]));
+          _mm512_storeu_ps(z + (i * 4 + 2) * xi_stride, _mm512_sub_ps(e[i][0], e[i][1]));
+          _mm512_storeu_ps(z + (i * 4 + 3) * xi_stride,
+                           _mm512_sub_ps(_mm512_setzero_ps(), e[i][1]));
+        }
+      }
+}
+
+/// s[cc][0:16] += sum over the nt tiles t of v[t][cc] z[t][0:16], for the 16
+/// input channels cc of a block: 16 accumulators, per tile one gradient
+/// load and 16 FMAs with an embedded broadcast.
+void accumulate_tiles(const float* v, const float* z, int64_t nt, float* s) {
+  __m512 acc[16];
+#pragma GCC unroll 16
+  for (int cc = 0; cc < 16; ++cc) acc[cc] = _mm512_loadu_ps(s + cc * 16);
+  for (int64_t t = 0; t < nt; ++t, v += 16, z += 16) {
+    const __m512 g = _mm512_loadu_ps(z);
+#pragma GCC unroll 16
+    for (int cc = 0; cc < 16; ++cc) acc[cc] = _mm512_fmadd_ps(_mm512_set1_ps(v[cc]), g, acc[cc]);
+  }
+#pragma GCC unroll 16
+  for (int cc = 0; cc < 16; ++cc) _mm512_storeu_ps(s + cc * 16, acc[cc]);
+}
+
+/// dw[oc][c] += G^T S[.][c][oc] G (3x3) for every channel pair.
+void add_weight_gradient(const float* S, const Plan& pl, float* dw) {
+  for (int64_t oc = 0; oc < pl.OC; ++oc)
+    for (int64_t c = 0; c < pl.C; ++c) {
+      float m[4][4];
+      for (int xi = 0; xi < 16; ++xi)
+        m[xi / 4][xi % 4] = S[((xi * pl.OB + oc / 16) * pl.C + c) * 16 + oc % 16];
+      float r[3][4];  // G^T m: rows m0 + (m1 + m2) / 2, (m1 - m2) / 2, (m1 + m2) / 2 + m3
+      for (int j = 0; j < 4; ++j) {
+        r[0][j] = m[0][j] + 0.5f * (m[1][j] + m[2][j]);
+        r[1][j] = 0.5f * (m[1][j] - m[2][j]);
+        r[2][j] = 0.5f * (m[1][j] + m[2][j]) + m[3][j];
+      }
+      float* k = dw + (oc * pl.C + c) * 9;
+      for (int i = 0; i < 3; ++i) {  // (G^T m) G
+        k[i * 3 + 0] += r[i][0] + 0.5f * (r[i][1] + r[i][2]);
+        k[i * 3 + 1] += 0.5f * (r[i][1] - r[i][2]);
+        k[i * 3 + 2] += 0.5f * (r[i][1] + r[i][2]) + r[i][3];
+      }
+    }
+}
+
 /// A zeroed buffer of n floats, one per thread, reused from call to call.
 float* zeroed(std::vector<float>& buf, int64_t n) {
   if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
@@ -227,7 +305,7 @@ void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeom
     float* M = zeroed(mbuf, 16 * pl.OB * pl.TB * 16);
     float* R = zeroed(rbuf, 2 * 2 * pl.TW * 16);
     for (int64_t n = lo; n < hi; ++n) {
-      fill(x + n * pl.C * pl.H * pl.W, pl, X);
+      fill(x + n * pl.C * pl.H * pl.W, pl.CB, pl, X);
       for (int64_t ty0 = 0; ty0 < pl.TH; ty0 += pl.RB) {  // blocks of tile rows: V and M stay in cache
         const int64_t ty1 = std::min(pl.TH, ty0 + pl.RB);
         transform_input(X, pl, ty0, ty1, V);
@@ -242,12 +320,47 @@ void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeom
     parallel_for(n_lo, n_hi, 1, run);
 }
 
+void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int64_t n_lo,
+                 int64_t n_hi, float* dw) {
+  const Plan pl(g);
+  // Tasks own output-channel blocks; each sums its part of S over all the
+  // samples in order, so the split over threads never changes a bit.
+  const int64_t tasks = in_parallel_region() ? 1 : pl.OB;
+  std::vector<float> S(static_cast<size_t>(16 * pl.OB * pl.C * 16), 0.f);
+  parallel_for(0, tasks, 1, [&](int64_t k0, int64_t k1) {
+    const int64_t ob0 = tasks == 1 ? 0 : k0, ob1 = tasks == 1 ? pl.OB : k1;
+    thread_local std::vector<float> xbuf, dbuf, vbuf, zbuf;
+    float* X = zeroed(xbuf, pl.CB * pl.Hx * pl.Wx * 16);
+    float* D = zeroed(dbuf, pl.OB * pl.Hx * pl.Wx * 16);
+    float* V = zeroed(vbuf, 16 * pl.CB * pl.TB * 16);
+    float* Z = zeroed(zbuf, 16 * pl.OB * pl.TB * 16);
+    for (int64_t n = n_lo; n < n_hi; ++n) {
+      fill(x + n * pl.C * pl.H * pl.W, pl.CB, pl, X);
+      fill(d_out + n * pl.OC * pl.H * pl.W, pl.OB, pl, D);
+      for (int64_t ty0 = 0; ty0 < pl.TH; ty0 += pl.RB) {
+        const int64_t ty1 = std::min(pl.TH, ty0 + pl.RB), nt = (ty1 - ty0) * pl.TW;
+        transform_input(X, pl, ty0, ty1, V);
+        transform_gradient(D, pl, ty0, ty1, Z);
+        for (int64_t xi = 0; xi < 16; ++xi)
+          for (int64_t ob = ob0; ob < ob1; ++ob)
+            for (int64_t cb = 0; cb < pl.CB; ++cb)
+              accumulate_tiles(V + (xi * pl.CB + cb) * pl.TB * 16,
+                               Z + (xi * pl.OB + ob) * pl.TB * 16, nt,
+                               S.data() + ((xi * pl.OB + ob) * pl.C + cb * 16) * 16);
+      }
+    }
+  });
+  add_weight_gradient(S.data(), pl, dw);
+}
+
 #else  // without AVX-512 the direct kernel handles these convs
 
 bool supports(const ConvGeometry&) { return false; }
 
 void forward(const float*, const float*, const ConvOutput&, const ConvGeometry&, int64_t, int64_t,
              float*) {}
+
+void weight_grad(const float*, const float*, const ConvGeometry&, int64_t, int64_t, float*) {}
 
 #endif
 

@@ -1,6 +1,7 @@
-// Winograd F(2x2, 3x3) forward for the dense 3x3 stride-1 convs of ResNets
-// (used by core/ops/conv2d.cpp in place of the direct kernel where the CPU
-// has AVX-512).
+// Winograd F(2x2, 3x3) for the dense 3x3 stride-1 convs of ResNets, used by
+// core/ops/conv2d.cpp in place of the direct kernels where the CPU has
+// AVX-512: the forward, d_input (the forward of the adjoint conv, again 3x3
+// pad 1) and d_weight (the adjoint of the transforms).
 //
 // The direct kernel already runs these convs at about the machine's sgemm
 // rate, so the only way to go faster is to do fewer multiply-adds: each 2x2
@@ -31,5 +32,14 @@ bool supports(const ConvGeometry& g);
 /// split of samples over threads.
 void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
              int64_t n_lo, int64_t n_hi, float* out);
+
+/// dw += the sum over the samples [n_lo, n_hi) of d_out[n] correlated with
+/// x[n] (the weight gradient of forward(); conv geometry g as for
+/// forward(), which must support it), by the adjoint of the same
+/// transforms: 16 products summed over tiles and samples, then one 4x4 ->
+/// 3x3 transform per channel pair. Each element is summed in a fixed order
+/// whatever the thread count. d_out [N, OC, H, W], dw [OC, C, 3, 3].
+void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int64_t n_lo,
+                 int64_t n_hi, float* dw);
 
 }  // namespace spruce::ops::winograd

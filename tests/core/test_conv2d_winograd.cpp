@@ -2,7 +2,8 @@
 // double-precision direct sum: exact on small integers (its transforms only
 // halve, so every intermediate is exact), within float rounding on random
 // data, with odd and even planes, several channel blocks, the fused epilogue
-// (scale, shift, residual, ReLU), 1 and 2 threads; and which convs take it.
+// (scale, shift, residual, ReLU), 1 and 2 threads; the weight gradient by the
+// adjoint transforms; and which convs take it.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -143,4 +144,50 @@ TEST_CASE("conv2d routes to Winograd: its output equals winograd::forward bit fo
   const std::vector<float> xs(x.data(), x.data() + x.numel()), ws(w.data(), w.data() + w.numel());
   const std::vector<float> want = run(geometry(4, 16, 32, 10, 10), xs, ws, {});
   CHECK(std::equal(want.begin(), want.end(), y.data()));
+}
+
+TEST_CASE("Winograd weight gradient matches the direct sum, the same for 1 and 2 threads") {
+  if (!ops::winograd::supports(geometry(2, 16, 16, 8, 8))) return;
+  struct Case {
+    int64_t N, C, OC, H, W;
+  };
+  const Case cases[] = {{2, 16, 16, 28, 28}, {3, 32, 48, 7, 7}, {2, 16, 32, 5, 8}, {4, 32, 16, 2, 3}};
+  Generator gen(13);
+  const int saved = num_threads();
+  for (const Case& c : cases) {
+    const ops::ConvGeometry g = geometry(c.N, c.C, c.OC, c.H, c.W);
+    const auto x = random_values(static_cast<size_t>(g.N * g.C * g.H * g.W), gen, -1, 1);
+    const auto d = random_values(static_cast<size_t>(g.N * g.OC * g.H * g.W), gen, -1, 1);
+    // dW[oc, c, u, v] = sum_n,i,j d[n, oc, i, j] x[n, c, i + u - 1, j + v - 1]
+    std::vector<double> want(static_cast<size_t>(g.OC * g.C * 9), 0.0);
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t oc = 0; oc < g.OC; ++oc)
+        for (int64_t ci = 0; ci < g.C; ++ci)
+          for (int64_t u = 0; u < 3; ++u)
+            for (int64_t v = 0; v < 3; ++v)
+              for (int64_t i = 0; i < g.H; ++i)
+                for (int64_t j = 0; j < g.W; ++j) {
+                  const int64_t ii = i + u - 1, jj = j + v - 1;
+                  if (ii < 0 || ii >= g.H || jj < 0 || jj >= g.W) continue;
+                  want[static_cast<size_t>(((oc * g.C + ci) * 3 + u) * 3 + v)] +=
+                      double(d[static_cast<size_t>(((n * g.OC + oc) * g.H + i) * g.W + j)]) *
+                      x[static_cast<size_t>(((n * g.C + ci) * g.H + ii) * g.W + jj)];
+                }
+    double scale_max = 1;
+    for (const double v : want) scale_max = std::max(scale_max, std::abs(v));
+    std::vector<std::vector<float>> got;
+    for (const int threads : {1, 2}) {
+      set_num_threads(threads);
+      std::vector<float> dw(want.size(), 0.5f);  // added to, not assigned
+      ops::winograd::weight_grad(d.data(), x.data(), g, 0, g.N, dw.data());
+      double diff = 0;
+      for (size_t i = 0; i < dw.size(); ++i) diff = std::max(diff, std::abs(dw[i] - 0.5 - want[i]));
+      INFO("N" << c.N << " C" << c.C << "->" << c.OC << " " << c.H << "x" << c.W << " threads "
+               << threads);
+      CHECK(diff / scale_max < 2e-6);
+      got.push_back(dw);
+    }
+    CHECK(got[0] == got[1]);
+  }
+  set_num_threads(saved);
 }
