@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -141,9 +142,11 @@ std::string non_finite_text(float v) {
 // evaluates for the logs, and where the (same) data lives. Every other flag
 // shapes the trajectory (model, data, batches, optimizer, learning-rate
 // schedule, pruning) and must keep the value the run was started with.
+// --init is read only when a run starts (a resumed run's weights come from
+// its checkpoint), so it may name another file or none.
 const std::set<std::string> kResumeMayChange = {"out", "resume", "overwrite", "recipe", "prefetch",
                                                 "eval-limit", "prune-eval-limit", "checkpoint-every",
-                                                "data-dir", "threads"};
+                                                "data-dir", "threads", "init"};
 
 // True when the learning rate at a step does not depend on the total number
 // of steps, so --epochs may grow or shrink on --resume: constant, or step
@@ -152,12 +155,19 @@ bool schedule_ignores_total(const Settings& s) {
   return s.finetune_lr == 0 && (s.schedule == "constant" || (s.schedule == "step" && s.step_epochs > 0));
 }
 
+/// A setting the user chose for a resumed run: its value, and where it was
+/// given ("--name" on the command line, or "recipe FILE: name").
+struct Chosen {
+  std::string value, where;
+};
+
 // --resume continues a run exactly as it was started: refuses (a usage
-// error naming the flag, the saved and the given value) every flag given on
-// the command line whose value differs from the one saved in the checkpoint,
-// except those of kResumeMayChange and --epochs with a schedule that does
-// not depend on the total; warns for --threads, which may change the bits.
-void check_resume_settings(const cli::Args& args, const Settings& s,
+// error naming the flag, the saved and the given value) every setting given
+// on the command line or in a --recipe whose value differs from the one
+// saved in the checkpoint, except those of kResumeMayChange and --epochs
+// with a schedule that does not depend on the total; warns for --threads,
+// which may change the bits.
+void check_resume_settings(const std::map<std::string, Chosen>& chosen, const Settings& s,
                            const std::vector<std::pair<std::string, std::string>>& saved,
                            const std::string& ckpt) {
   // --epochs last: whether it may change depends on the others, checked first.
@@ -167,26 +177,28 @@ void check_resume_settings(const cli::Args& args, const Settings& s,
   for (const auto& kv : saved)
     if (kv.first == "epochs") ordered.push_back(kv);
   for (const auto& [name, was] : ordered) {
-    if (!args.given(name)) continue;
-    const std::string now = args.value(name);
+    const auto it = chosen.find(name);
+    if (it == chosen.end()) continue;
+    const std::string& now = it->second.value;
+    const std::string& where = it->second.where;
     if (now == was) continue;
     if (name == "threads") {
       std::fprintf(stderr,
-                   "spruce-train: warning: --threads %s differs from the run's %s (saved in %s): it continues, "
+                   "spruce-train: warning: %s %s differs from the run's %s (saved in %s): it continues, "
                    "but may not be bit-identical to a run that kept --threads %s\n",
-                   now.c_str(), was.c_str(), ckpt.c_str(), was.c_str());
+                   where.c_str(), now.c_str(), was.c_str(), ckpt.c_str(), was.c_str());
       continue;
     }
     if (kResumeMayChange.count(name)) continue;
     if (name == "epochs") {
       if (schedule_ignores_total(s)) continue;
-      throw UsageError("--epochs " + now + " differs from the run's " + was + " (saved in " + ckpt + "): the " +
+      throw UsageError(where + " " + now + " differs from the run's " + was + " (saved in " + ckpt + "): the " +
                        s.schedule + (s.finetune_lr > 0 ? " and fine-tuning" : "") +
                        " learning-rate schedule depends on the total number of steps, so the resumed run would "
                        "not continue the one started; resume without --epochs, or start a new run with --init " +
                        ckpt);
     }
-    throw UsageError("--" + name + " " + (now.empty() ? "''" : now) + " differs from the run's " +
+    throw UsageError(where + " " + (now.empty() ? "''" : now) + " differs from the run's " +
                      (was.empty() ? "''" : was) + " (saved in " + ckpt +
                      "): --resume continues a run exactly as it was started, so it may change only --out, "
                      "--threads, --prefetch, --eval-limit, --prune-eval-limit, --checkpoint-every, --data-dir "
@@ -264,7 +276,7 @@ void Run::setup_model_and_data() {
   spec_.config.width = static_cast<float>(s_.width);
   spec_.config.seed = static_cast<uint64_t>(s_.seed);
   model_ = models::build_model(spec_.name, spec_.config);
-  if (!s_.init.empty()) {
+  if (!s_.init.empty() && s_.resume.empty()) {
     cli::LoadedModel init = cli::load_model(s_.init, spec_);
     if (init.spec.name != spec_.name)
       throw UsageError("--init " + s_.init + " holds a " + init.spec.name + ", not a " + spec_.name);
@@ -599,8 +611,18 @@ int main(int argc, char** argv) {
     cli::Args args("spruce-train", "Trains a model on a data set with SGD; checkpoints every epoch and resumes exactly.");
     declare(args, s);
     if (!args.parse(argc, argv)) return 0;
-    if (!s.recipe.empty()) args.apply_defaults(cli::read_recipe(s.recipe), s.recipe);
+    std::vector<std::pair<std::string, std::string>> recipe;
+    if (!s.recipe.empty()) {
+      recipe = cli::read_recipe(s.recipe);
+      args.apply_defaults(recipe, s.recipe);
+    }
     if (!s.resume.empty()) {
+      // What the user chose: flags, then the recipe's settings not overridden by one.
+      std::map<std::string, Chosen> chosen;
+      for (const auto& [name, value] : args.values())
+        if (args.given(name)) chosen[name] = {value, "--" + name};
+      for (const auto& [name, value] : recipe)
+        if (!args.given(name)) chosen[name] = {args.value(name), "recipe " + s.recipe + ": " + name};
       // A resumed run keeps every setting it was started with unless given again.
       fs::path p = s.resume;
       if (fs::is_directory(p)) p /= "last.ckpt";
@@ -610,7 +632,7 @@ int main(int argc, char** argv) {
       for (const auto& [k, v] : ck.meta)
         if (k.rfind("args.", 0) == 0 && k != "args.out") saved.emplace_back(k.substr(5), v);
       args.apply_defaults(saved, p.string());
-      check_resume_settings(args, s, saved, p.string());
+      check_resume_settings(chosen, s, saved, p.string());
     }
     Run run(s, args);
     try {

@@ -301,8 +301,23 @@ TEST_CASE("spruce-train: --resume refuses settings that would change the run, wa
     expect_usage_error(run(kTrain, args), c.message);
     CHECK(read_bytes(ckpt) == saved);
   }
+  // A recipe's settings count as given: one that differs is refused, naming
+  // the recipe and the key; an --init (read only when a run starts) is not.
+  const std::string recipe = dir.file("resume.yaml");
+  const std::string yaml = "lr: 0.05\ninit: " + dir.file("no-such.ckpt") + "\n";
+  write_bytes(recipe, {yaml.begin(), yaml.end()});
+  expect_usage_error(run(kTrain, {"--resume", dir.file("run"), "--recipe", recipe}),
+                     {"recipe " + recipe + ": lr 0.05 differs from the run's 0.1"});
+  CHECK(read_bytes(ckpt) == saved);
   // The same values as saved are fine; so are --eval-limit and --threads
-  // (with a warning: the bits may differ from a run that kept 1 thread).
+  // (with a warning: the bits may differ from a run that kept 1 thread),
+  // and a recipe that repeats the run's settings with another --init.
+  const std::string same_yaml = "lr: 0.1\nbatch-size: 16\ninit: " + dir.file("no-such.ckpt") + "\n";
+  write_bytes(recipe, {same_yaml.begin(), same_yaml.end()});
+  const RunResult same_recipe = run(kTrain, {"--resume", dir.file("run"), "--recipe", recipe});
+  INFO("stderr: " << same_recipe.err);
+  CHECK(same_recipe.exit_code == 0);
+  CHECK(read_bytes(dir.file("run/final.npz")) == npz);
   const RunResult same = run(kTrain, {"--resume", dir.file("run"), "--epochs", "1", "--lr", "0.1",
                                       "--eval-limit", "16", "--threads", "2"});
   INFO("stderr: " << same.err);
