@@ -53,6 +53,7 @@ namespace spruce::ops::direct {
 using lanes::finish8;
 using lanes::transpose8;
 using lanes::untranspose;
+using lanes::zeroed_scratch;
 
 namespace {
 
@@ -100,13 +101,6 @@ struct Plan {
       }
   }
 };
-
-/// A zeroed buffer of n floats, one per thread, reused from call to call.
-float* zeroed_scratch(std::vector<float>& buf, int64_t n) {
-  if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
-  std::fill(buf.begin(), buf.begin() + n, 0.f);
-  return buf.data();
-}
 
 std::vector<float>& padded_scratch() {
   thread_local std::vector<float> buf;

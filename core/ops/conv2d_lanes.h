@@ -1,6 +1,7 @@
-// 8-lane helpers shared by the channel-lane conv kernels (conv2d_direct.cpp,
-// conv2d_winograd.cpp): they compute with output channels in the vector
-// lanes, and these move results between that layout and NCHW planes.
+// Helpers shared by the channel-lane conv kernels (conv2d_direct.cpp,
+// conv2d_winograd.cpp): they compute with channels in the vector lanes, and
+// these move results between that layout and NCHW planes; plus their
+// per-thread scratch buffers.
 // Only for builds with AVX2 + FMA (SPRUCE_DIRECT_CONV).
 #pragma once
 
@@ -10,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "core/ops/im2col.h"
 
@@ -66,6 +68,14 @@ inline void untranspose(const float* T, int64_t np, int64_t nj, float* out, int6
         else out[at] = o.finish(T[p * 16 + h * 8 + j], res, at);
       }
   }
+}
+
+/// buf (a thread's scratch, reused from call to call) grown to n floats and
+/// zeroed; returns its data.
+inline float* zeroed_scratch(std::vector<float>& buf, int64_t n) {
+  if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
+  std::fill(buf.begin(), buf.begin() + n, 0.f);
+  return buf.data();
 }
 
 }  // namespace spruce::ops::lanes

@@ -279,13 +279,6 @@ void add_weight_gradient(const float* S, const Plan& pl, float* dw) {
     }
 }
 
-/// A zeroed buffer of n floats, one per thread, reused from call to call.
-float* zeroed(std::vector<float>& buf, int64_t n) {
-  if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
-  std::fill(buf.begin(), buf.begin() + n, 0.f);
-  return buf.data();
-}
-
 }  // namespace
 
 bool supports(const ConvGeometry& g) {
@@ -300,10 +293,10 @@ void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeom
   const std::vector<float> U = transform_weights(w, o.scale, pl);
   auto run = [&](int64_t lo, int64_t hi) {
     thread_local std::vector<float> xbuf, vbuf, mbuf, rbuf;
-    float* X = zeroed(xbuf, pl.CB * pl.Hx * pl.Wx * 16);  // border stays zero
-    float* V = zeroed(vbuf, 16 * pl.CB * pl.TB * 16);
-    float* M = zeroed(mbuf, 16 * pl.OB * pl.TB * 16);
-    float* R = zeroed(rbuf, 2 * 2 * pl.TW * 16);
+    float* X = lanes::zeroed_scratch(xbuf, pl.CB * pl.Hx * pl.Wx * 16);  // border stays zero
+    float* V = lanes::zeroed_scratch(vbuf, 16 * pl.CB * pl.TB * 16);
+    float* M = lanes::zeroed_scratch(mbuf, 16 * pl.OB * pl.TB * 16);
+    float* R = lanes::zeroed_scratch(rbuf, 2 * 2 * pl.TW * 16);
     for (int64_t n = lo; n < hi; ++n) {
       fill(x + n * pl.C * pl.H * pl.W, pl.CB, pl, X);
       for (int64_t ty0 = 0; ty0 < pl.TH; ty0 += pl.RB) {  // blocks of tile rows: V and M stay in cache
@@ -330,10 +323,10 @@ void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int6
   parallel_for(0, tasks, 1, [&](int64_t k0, int64_t k1) {
     const int64_t ob0 = tasks == 1 ? 0 : k0, ob1 = tasks == 1 ? pl.OB : k1;
     thread_local std::vector<float> xbuf, dbuf, vbuf, zbuf;
-    float* X = zeroed(xbuf, pl.CB * pl.Hx * pl.Wx * 16);
-    float* D = zeroed(dbuf, pl.OB * pl.Hx * pl.Wx * 16);
-    float* V = zeroed(vbuf, 16 * pl.CB * pl.TB * 16);
-    float* Z = zeroed(zbuf, 16 * pl.OB * pl.TB * 16);
+    float* X = lanes::zeroed_scratch(xbuf, pl.CB * pl.Hx * pl.Wx * 16);
+    float* D = lanes::zeroed_scratch(dbuf, pl.OB * pl.Hx * pl.Wx * 16);
+    float* V = lanes::zeroed_scratch(vbuf, 16 * pl.CB * pl.TB * 16);
+    float* Z = lanes::zeroed_scratch(zbuf, 16 * pl.OB * pl.TB * 16);
     for (int64_t n = n_lo; n < n_hi; ++n) {
       fill(x + n * pl.C * pl.H * pl.W, pl.CB, pl, X);
       fill(d_out + n * pl.OC * pl.H * pl.W, pl.OB, pl, D);
