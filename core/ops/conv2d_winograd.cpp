@@ -1,4 +1,4 @@
-// Winograd F(2x2, 3x3) forward (see conv2d_winograd.h).
+// Winograd F(2x2, 3x3) forward and weight gradient (see conv2d_winograd.h).
 //
 // With d a 4x4 input patch, g a 3x3 kernel and the matrices of Lavin and
 // Gray (2015),
@@ -26,6 +26,7 @@
 #include "core/parallel.h"
 
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 namespace spruce::ops::winograd {
@@ -282,9 +283,11 @@ void add_weight_gradient(const float* S, const Plan& pl, float* dw) {
 }  // namespace
 
 bool supports(const ConvGeometry& g) {
+  // Positions in a padded plane of pixel vectors are int32 (Plan::at).
+  const bool small_plane = (g.H + 3) * (g.W + 3) * 16 < std::numeric_limits<int32_t>::max() / 2;
   return g.KH == 3 && g.KW == 3 && g.stride == 1 && g.padding == 1 && g.groups == 1 &&
          g.C % 16 == 0 && g.OC % 16 == 0 && g.C > 0 && g.OC > 0 && g.N >= 2 && g.H >= 2 &&
-         g.W >= 2;
+         g.W >= 2 && small_plane;
 }
 
 void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
