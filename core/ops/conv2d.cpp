@@ -316,12 +316,13 @@ void forward_range(const float* x, const float* w, const ConvOutput& o, const Co
 
 void gemm_forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
                   float* out) {
-  const bool wino = winograd::supports(g);
+  if (winograd::supports(g)) {  // splits the samples over the threads itself
+    winograd::forward(x, w, o, g, 0, g.N, out);
+    return;
+  }
   const bool direct = direct::supports_forward(g);
   for_sample_ranges(g, [&](int64_t, int64_t lo, int64_t hi) {
-    if (wino)
-      winograd::forward(x, w, o, g, lo, hi, out);
-    else if (direct)
+    if (direct)
       direct::forward(x, w, o, g, lo, hi, out);
     else
       forward_range(x, w, o, g, lo, hi, out);
@@ -473,14 +474,13 @@ void gemm_backward(const float* d_out, const float* x, const float* w, const Con
       winograd::weight_grad(d_out, x, g, lo, hi, dw_range);
     else if (dw_range)
       direct::weight_grad(d_out, x, g, lo, hi, dw_range);
-    if (wino_dx) {  // added to dx as the conv's residual when dx already holds a gradient
-      ConvOutput add;
-      if (!dx_fresh) add.residual = dx;
-      winograd::forward(d_out, bp.wt.data(), add, gt, lo, hi, dx);
-    } else if (dx) {
-      direct::input_grad(d_out, w, g, lo, hi, dx_fresh, dx);
-    }
+    if (dx && !wino_dx) direct::input_grad(d_out, w, g, lo, hi, dx_fresh, dx);
   });
+  if (wino_dx) {  // over all samples at once; added as the conv's residual when dx holds a gradient
+    ConvOutput add;
+    if (!dx_fresh) add.residual = dx;
+    winograd::forward(d_out, bp.wt.data(), add, gt, 0, g.N, dx);
+  }
   if (partial) {
     parallel_for(0, wsize, 4096, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) {

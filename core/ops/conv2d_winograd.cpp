@@ -49,9 +49,9 @@ struct Plan {
   }
 };
 
-/// U[xi][ob][c][16] = (G g G^T)[xi] of w[oc, c] times scale[oc] (null: 1).
-std::vector<float> transform_weights(const float* w, const float* scale, const Plan& pl) {
-  std::vector<float> U(static_cast<size_t>(16 * pl.OC * pl.C));
+/// U[xi][ob][c][16] = (G g G^T)[xi] of w[oc, c] times scale[oc] (null: 1);
+/// U holds 16 OC C floats.
+void transform_weights(const float* w, const float* scale, const Plan& pl, float* U) {
   for (int64_t oc = 0; oc < pl.OC; ++oc)
     for (int64_t c = 0; c < pl.C; ++c) {
       const float* k = w + (oc * pl.C + c) * 9;
@@ -67,11 +67,9 @@ std::vector<float> transform_weights(const float* w, const float* scale, const P
         const float u[4] = {gk[i][0], 0.5f * (gk[i][0] + gk[i][1] + gk[i][2]),
                             0.5f * (gk[i][0] - gk[i][1] + gk[i][2]), gk[i][2]};
         for (int j = 0; j < 4; ++j)
-          U[static_cast<size_t>((((i * 4 + j) * pl.OB + oc / 16) * pl.C + c) * 16 + oc % 16)] =
-              u[j] * a;
+          U[(((i * 4 + j) * pl.OB + oc / 16) * pl.C + c) * 16 + oc % 16] = u[j] * a;
       }
     }
-  return U;
 }
 
 /// X[cb][1 + r][1 + col][0:16] = x[16 cb + 0:16][r][col] for the channel
@@ -293,7 +291,9 @@ bool supports(const ConvGeometry& g) {
 void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
              int64_t n_lo, int64_t n_hi, float* out) {
   const Plan pl(g);
-  const std::vector<float> U = transform_weights(w, o.scale, pl);
+  thread_local std::vector<float> ubuf;  // the calling thread's; the tasks only read it
+  float* U = lanes::zeroed_scratch(ubuf, 16 * pl.OC * pl.C);
+  transform_weights(w, o.scale, pl, U);
   auto run = [&](int64_t lo, int64_t hi) {
     thread_local std::vector<float> xbuf, vbuf, mbuf, rbuf;
     float* X = lanes::zeroed_scratch(xbuf, pl.CB * pl.Hx * pl.Wx * 16);  // border stays zero
@@ -305,7 +305,7 @@ void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeom
       for (int64_t ty0 = 0; ty0 < pl.TH; ty0 += pl.RB) {  // blocks of tile rows: V and M stay in cache
         const int64_t ty1 = std::min(pl.TH, ty0 + pl.RB);
         transform_input(X, pl, ty0, ty1, V);
-        multiply(U.data(), V, pl, (ty1 - ty0) * pl.TW, M);
+        multiply(U, V, pl, (ty1 - ty0) * pl.TW, M);
         transform_output(M, pl, o, n, ty0, ty1, R, out);
       }
     }
@@ -322,7 +322,8 @@ void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int6
   // Tasks own output-channel blocks; each sums its part of S over all the
   // samples in order, so the split over threads never changes a bit.
   const int64_t tasks = in_parallel_region() ? 1 : pl.OB;
-  std::vector<float> S(static_cast<size_t>(16 * pl.OB * pl.C * 16), 0.f);
+  thread_local std::vector<float> sbuf;  // the calling thread's; tasks write disjoint blocks
+  float* S = lanes::zeroed_scratch(sbuf, 16 * pl.OB * pl.C * 16);
   parallel_for(0, tasks, 1, [&](int64_t k0, int64_t k1) {
     const int64_t ob0 = tasks == 1 ? 0 : k0, ob1 = tasks == 1 ? pl.OB : k1;
     thread_local std::vector<float> xbuf, dbuf, vbuf, zbuf;
@@ -342,11 +343,11 @@ void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int6
             for (int64_t cb = 0; cb < pl.CB; ++cb)
               accumulate_tiles(V + (xi * pl.CB + cb) * pl.TB * 16,
                                Z + (xi * pl.OB + ob) * pl.TB * 16, nt,
-                               S.data() + ((xi * pl.OB + ob) * pl.C + cb * 16) * 16);
+                               S + ((xi * pl.OB + ob) * pl.C + cb * 16) * 16);
       }
     }
   });
-  add_weight_gradient(S.data(), pl, dw);
+  add_weight_gradient(S, pl, dw);
 }
 
 #else  // without AVX-512 the direct kernel handles these convs
