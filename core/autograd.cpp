@@ -1,5 +1,5 @@
 // The graph walk behind Tensor::backward().
-#include "core/autograd.h"
+#include "autograd.h"
 
 #include <stdexcept>
 #include <unordered_set>

@@ -1,13 +1,13 @@
 // Central differences against the analytic gradient, on a random projection.
-#include "core/gradcheck.h"
+#include "gradcheck.h"
 
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <sstream>
 
-#include "core/autograd.h"
-#include "core/random.h"
+#include "autograd.h"
+#include "random.h"
 
 namespace spruce {
 namespace {

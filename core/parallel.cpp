@@ -7,7 +7,7 @@
 // and the caller spins briefly for the workers before blocking: a futex
 // wake-up costs tens of microseconds, more on a busy machine. The spins are
 // short (kSpin) so that an idle pool costs nothing.
-#include "core/parallel.h"
+#include "parallel.h"
 
 #include <cblas.h>
 #include <immintrin.h>

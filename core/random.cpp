@@ -1,5 +1,5 @@
 // xoshiro256** (Blackman & Vigna), seeded through splitmix64.
-#include "core/random.h"
+#include "random.h"
 
 #include <cmath>
 

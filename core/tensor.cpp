@@ -1,6 +1,6 @@
 // Tensor storage (with a cache of big freed blocks), creation and the
 // autograd entry point.
-#include "core/tensor.h"
+#include "tensor.h"
 
 #include <sys/mman.h>
 
@@ -13,8 +13,8 @@
 #include <stdexcept>
 #include <unordered_set>
 
-#include "core/autograd.h"
-#include "core/random.h"
+#include "autograd.h"
+#include "random.h"
 
 namespace spruce {
 

@@ -1,5 +1,5 @@
 // ByteSource: plain or gzip file reading with checked sizes (see byte_source.h).
-#include "data/byte_source.h"
+#include "byte_source.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -8,7 +8,7 @@
 #include <system_error>
 #include <utility>
 
-#include "core/error.h"
+#include "../core/error.h"
 
 namespace spruce::data {
 namespace {

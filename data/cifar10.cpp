@@ -1,12 +1,12 @@
 // CIFAR-10 binary batch reader and loader (see cifar10.h).
-#include "data/cifar10.h"
+#include "cifar10.h"
 
 #include <filesystem>
 #include <fstream>
 #include <utility>
 
-#include "core/error.h"
-#include "data/byte_source.h"
+#include "../core/error.h"
+#include "byte_source.h"
 
 namespace spruce::data {
 namespace {

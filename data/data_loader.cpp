@@ -1,5 +1,5 @@
 // DataLoader, its prefetch thread, and seeded sample draws (see data_loader.h).
-#include "data/data_loader.h"
+#include "data_loader.h"
 
 #include <algorithm>
 #include <array>
@@ -11,8 +11,8 @@
 #include <thread>
 #include <utility>
 
-#include "core/error.h"
-#include "core/random.h"
+#include "../core/error.h"
+#include "../core/random.h"
 
 namespace spruce::data {
 namespace {

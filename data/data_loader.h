@@ -23,9 +23,9 @@
 #include <optional>
 #include <vector>
 
-#include "core/tensor.h"
-#include "data/dataset.h"
-#include "data/transforms.h"
+#include "../core/tensor.h"
+#include "dataset.h"
+#include "transforms.h"
 
 namespace spruce::data {
 

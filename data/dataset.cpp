@@ -1,9 +1,9 @@
 // Dataset, InMemoryDataset and SubsetDataset: see dataset.h.
-#include "data/dataset.h"
+#include "dataset.h"
 
 #include <utility>
 
-#include "core/error.h"
+#include "../core/error.h"
 
 namespace spruce::data {
 

@@ -1,12 +1,12 @@
 // IDX readers and the (Fashion-)MNIST loaders (see idx.h).
-#include "data/idx.h"
+#include "idx.h"
 
 #include <cstdio>
 #include <filesystem>
 #include <utility>
 
-#include "core/error.h"
-#include "data/byte_source.h"
+#include "../core/error.h"
+#include "byte_source.h"
 
 namespace spruce::data {
 namespace {

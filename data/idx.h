@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "data/dataset.h"
+#include "dataset.h"
 
 namespace spruce::data {
 

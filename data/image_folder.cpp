@@ -3,7 +3,7 @@
 // Debian's libstb already contains the stb_image implementation (libstb.so
 // exports stbi_load_from_memory), so this file includes only the declarations
 // and never defines STB_IMAGE_IMPLEMENTATION.
-#include "data/image_folder.h"
+#include "image_folder.h"
 
 #include <stb_image.h>
 
@@ -15,7 +15,7 @@
 #include <iterator>
 #include <utility>
 
-#include "core/error.h"
+#include "../core/error.h"
 
 namespace spruce::data {
 namespace {

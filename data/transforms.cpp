@@ -1,11 +1,11 @@
 // Normalize, RandomCrop and RandomHorizontalFlip (see transforms.h).
-#include "data/transforms.h"
+#include "transforms.h"
 
 #include <algorithm>
 #include <cstdio>
 #include <utility>
 
-#include "core/error.h"
+#include "../core/error.h"
 
 namespace spruce::data {
 namespace {

@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "core/random.h"
-#include "data/dataset.h"
+#include "../core/random.h"
+#include "dataset.h"
 
 namespace spruce::data {
 

@@ -1,5 +1,5 @@
 // AvgPool2d: forwards through ops::avg_pool2d.
-#include "layers/avg_pool2d.h"
+#include "avg_pool2d.h"
 
 #include <stdexcept>
 #include <string>

@@ -2,8 +2,8 @@
 // square windows and count_include_pad = true).
 #pragma once
 
-#include "core/ops/pooling.h"
-#include "layers/module.h"
+#include "../core/ops/pooling.h"
+#include "module.h"
 
 namespace spruce {
 

@@ -1,11 +1,11 @@
 // BatchNorm2d: registers gamma, beta and the running statistics, forwards
 // through ops::batch_norm with the module's training flag.
-#include "layers/batch_norm2d.h"
+#include "batch_norm2d.h"
 
 #include <stdexcept>
 #include <string>
 
-#include "core/ops/batch_norm.h"
+#include "../core/ops/batch_norm.h"
 
 namespace spruce {
 

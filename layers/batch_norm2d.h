@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-#include "layers/module.h"
+#include "module.h"
 
 namespace spruce {
 

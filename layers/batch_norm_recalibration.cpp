@@ -1,15 +1,15 @@
 // recalibrate_batch_norm: a cumulative average of batch statistics obtained by
 // giving batch k (1-based) the running-average factor 1/k, so that
 // running_k = (1 - 1/k) running_{k-1} + (1/k) batch_k = mean of batches 1..k.
-#include "layers/batch_norm_recalibration.h"
+#include "batch_norm_recalibration.h"
 
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "core/autograd.h"
-#include "layers/batch_norm2d.h"
+#include "../core/autograd.h"
+#include "batch_norm2d.h"
 
 namespace spruce {
 

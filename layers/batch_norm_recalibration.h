@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <functional>
 
-#include "layers/module.h"
+#include "module.h"
 
 namespace spruce {
 

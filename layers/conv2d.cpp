@@ -1,10 +1,10 @@
 // Conv2d: registers weight and bias, forwards through ops::conv2d.
-#include "layers/conv2d.h"
+#include "conv2d.h"
 
 #include <stdexcept>
 #include <string>
 
-#include "layers/init.h"
+#include "init.h"
 
 namespace spruce {
 

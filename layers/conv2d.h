@@ -4,9 +4,9 @@
 
 #include <cstdint>
 
-#include "core/ops/conv2d.h"
-#include "core/random.h"
-#include "layers/module.h"
+#include "../core/ops/conv2d.h"
+#include "../core/random.h"
+#include "module.h"
 
 namespace spruce {
 

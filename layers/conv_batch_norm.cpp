@@ -1,10 +1,10 @@
 // conv_batch_norm: picks the fused inference conv or the plain layer chain.
-#include "layers/conv_batch_norm.h"
+#include "conv_batch_norm.h"
 
-#include "core/autograd.h"
-#include "core/ops/batch_norm.h"
-#include "core/ops/conv2d.h"
-#include "core/ops/elementwise.h"
+#include "../core/autograd.h"
+#include "../core/ops/batch_norm.h"
+#include "../core/ops/conv2d.h"
+#include "../core/ops/elementwise.h"
 
 namespace spruce {
 

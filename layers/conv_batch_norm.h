@@ -2,9 +2,9 @@
 // and MobileNet's blocks, with a one-pass path for inference.
 #pragma once
 
-#include "core/tensor.h"
-#include "layers/batch_norm2d.h"
-#include "layers/conv2d.h"
+#include "../core/tensor.h"
+#include "batch_norm2d.h"
+#include "conv2d.h"
 
 namespace spruce {
 

@@ -1,7 +1,7 @@
 // Flatten: forwards through ops::flatten.
-#include "layers/flatten.h"
+#include "flatten.h"
 
-#include "core/ops/shape.h"
+#include "../core/ops/shape.h"
 
 namespace spruce {
 

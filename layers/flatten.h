@@ -1,7 +1,7 @@
 // Flatten: keeps the batch dimension and flattens the rest (a free view).
 #pragma once
 
-#include "layers/module.h"
+#include "module.h"
 
 namespace spruce {
 

@@ -1,7 +1,7 @@
 // GlobalAvgPool2d: forwards through ops::global_avg_pool2d.
-#include "layers/global_avg_pool2d.h"
+#include "global_avg_pool2d.h"
 
-#include "core/ops/pooling.h"
+#include "../core/ops/pooling.h"
 
 namespace spruce {
 

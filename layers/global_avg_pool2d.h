@@ -2,7 +2,7 @@
 // classifier head of ResNet and MobileNet.
 #pragma once
 
-#include "layers/module.h"
+#include "module.h"
 
 namespace spruce {
 

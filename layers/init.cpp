@@ -1,5 +1,5 @@
 // Initialisers; each draws its values in storage order from the generator.
-#include "layers/init.h"
+#include "init.h"
 
 #include <cmath>
 #include <stdexcept>

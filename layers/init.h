@@ -8,8 +8,8 @@
 
 #include <cstdint>
 
-#include "core/random.h"
-#include "core/tensor.h"
+#include "../core/random.h"
+#include "../core/tensor.h"
 
 namespace spruce::init {
 

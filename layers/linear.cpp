@@ -1,11 +1,11 @@
 // Linear: registers weight and bias, forwards through ops::linear.
-#include "layers/linear.h"
+#include "linear.h"
 
 #include <stdexcept>
 #include <string>
 
-#include "core/ops/matmul.h"
-#include "layers/init.h"
+#include "../core/ops/matmul.h"
+#include "init.h"
 
 namespace spruce {
 

@@ -1,5 +1,5 @@
 // MaxPool2d: forwards through ops::max_pool2d.
-#include "layers/max_pool2d.h"
+#include "max_pool2d.h"
 
 #include <stdexcept>
 #include <string>

@@ -2,8 +2,8 @@
 // square windows).
 #pragma once
 
-#include "core/ops/pooling.h"
-#include "layers/module.h"
+#include "../core/ops/pooling.h"
+#include "module.h"
 
 namespace spruce {
 

@@ -1,11 +1,11 @@
 // Module bookkeeping: registration, dotted-name traversal, state dicts, masks.
-#include "layers/module.h"
+#include "module.h"
 
 #include <map>
 #include <stdexcept>
 
-#include "core/error.h"
-#include "core/ops/elementwise.h"
+#include "../core/error.h"
+#include "../core/ops/elementwise.h"
 
 namespace spruce {
 namespace {

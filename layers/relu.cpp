@@ -1,7 +1,7 @@
 // ReLU: forwards through ops::relu.
-#include "layers/relu.h"
+#include "relu.h"
 
-#include "core/ops/elementwise.h"
+#include "../core/ops/elementwise.h"
 
 namespace spruce {
 

@@ -1,7 +1,7 @@
 // ReLU: max(x, 0) elementwise, as a module for Sequential.
 #pragma once
 
-#include "layers/module.h"
+#include "module.h"
 
 namespace spruce {
 

@@ -1,5 +1,5 @@
 // Sequential: registers children by index and chains their forwards.
-#include "layers/sequential.h"
+#include "sequential.h"
 
 #include <stdexcept>
 #include <string>

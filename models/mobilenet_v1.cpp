@@ -1,14 +1,14 @@
 // MobileNetV1: depthwise-separable blocks composed from layers/.
-#include "models/mobilenet_v1.h"
+#include "mobilenet_v1.h"
 
 #include <algorithm>
 #include <cmath>
 #include <memory>
 #include <string>
 
-#include "core/error.h"
-#include "core/ops/pooling.h"
-#include "layers/conv_batch_norm.h"
+#include "../core/error.h"
+#include "../core/ops/pooling.h"
+#include "../layers/conv_batch_norm.h"
 
 namespace spruce::models {
 namespace {

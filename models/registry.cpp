@@ -1,10 +1,10 @@
 // The registry table: name -> depth or builder, plus default prunable patterns.
-#include "models/registry.h"
+#include "registry.h"
 
-#include "core/error.h"
-#include "core/random.h"
-#include "models/mobilenet_v1.h"
-#include "models/resnet.h"
+#include "../core/error.h"
+#include "../core/random.h"
+#include "mobilenet_v1.h"
+#include "resnet.h"
 
 namespace spruce::models {
 namespace {

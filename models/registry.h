@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "layers/module.h"
+#include "../layers/module.h"
 
 namespace spruce::models {
 

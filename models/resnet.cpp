@@ -1,14 +1,14 @@
 // CIFAR ResNet: BasicBlock and the 3-stage network, composed from layers/.
-#include "models/resnet.h"
+#include "resnet.h"
 
 #include <memory>
 #include <string>
 
-#include "core/error.h"
-#include "core/ops/pooling.h"
-#include "core/ops/shortcut.h"
-#include "layers/conv_batch_norm.h"
-#include "layers/init.h"
+#include "../core/error.h"
+#include "../core/ops/pooling.h"
+#include "../core/ops/shortcut.h"
+#include "../layers/conv_batch_norm.h"
+#include "../layers/init.h"
 
 namespace spruce::models {
 namespace {

@@ -24,12 +24,12 @@
 
 #include <cstdint>
 
-#include "core/random.h"
-#include "layers/batch_norm2d.h"
-#include "layers/conv2d.h"
-#include "layers/linear.h"
-#include "layers/module.h"
-#include "layers/sequential.h"
+#include "../core/random.h"
+#include "../layers/batch_norm2d.h"
+#include "../layers/conv2d.h"
+#include "../layers/linear.h"
+#include "../layers/module.h"
+#include "../layers/sequential.h"
 
 namespace spruce::models {
 

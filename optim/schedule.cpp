@@ -1,12 +1,12 @@
 // Learning-rate schedules (formulas in schedule.h) and their factory.
-#include "optim/schedule.h"
+#include "schedule.h"
 
 #include <algorithm>
 #include <cmath>
 #include <numbers>
 #include <sstream>
 
-#include "core/error.h"
+#include "../core/error.h"
 
 namespace spruce::optim {
 

@@ -1,12 +1,12 @@
 // SGD update (equations in sgd.h). Arithmetic is float32 with the
 // coefficients rounded to float once, the order of operations PyTorch's
 // single-tensor CPU path uses.
-#include "optim/sgd.h"
+#include "sgd.h"
 
 #include <sstream>
 
-#include "core/error.h"
-#include "core/parallel.h"
+#include "../core/error.h"
+#include "../core/parallel.h"
 
 namespace spruce::optim {
 

@@ -1,11 +1,11 @@
 // for_each_block: workers over blocks with single-threaded BLAS.
-#include "pruning/block_parallel.h"
+#include "block_parallel.h"
 
 #include <cblas.h>
 
 #include <atomic>
 
-#include "core/parallel.h"
+#include "../core/parallel.h"
 
 namespace spruce::pruning {
 

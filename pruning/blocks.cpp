@@ -1,5 +1,5 @@
 // Cutting layers into Fisher blocks.
-#include "pruning/blocks.h"
+#include "blocks.h"
 
 #include <algorithm>
 #include <stdexcept>

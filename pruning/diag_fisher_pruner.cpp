@@ -1,10 +1,10 @@
 // Diagonal Fisher pruning.
-#include "pruning/diag_fisher_pruner.h"
+#include "diag_fisher_pruner.h"
 
 #include <stdexcept>
 #include <string>
 
-#include "core/parallel.h"
+#include "../core/parallel.h"
 
 namespace spruce::pruning {
 namespace {

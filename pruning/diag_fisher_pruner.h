@@ -4,7 +4,7 @@
 // update only zeroes; the predicted increase is Σ ρ_q over the pruned set.
 #pragma once
 
-#include "pruning/pruner.h"
+#include "pruner.h"
 
 namespace spruce::pruning {
 

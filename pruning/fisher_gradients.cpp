@@ -1,5 +1,5 @@
 // GradientBank: a growing [m, d] float matrix.
-#include "pruning/fisher_gradients.h"
+#include "fisher_gradients.h"
 
 #include <algorithm>
 #include <stdexcept>

@@ -1,5 +1,5 @@
 // Magnitude pruning.
-#include "pruning/magnitude_pruner.h"
+#include "magnitude_pruner.h"
 
 #include <cmath>
 #include <limits>

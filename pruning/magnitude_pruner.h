@@ -2,7 +2,7 @@
 // model, so its predicted loss increase is NaN.
 #pragma once
 
-#include "pruning/pruner.h"
+#include "pruner.h"
 
 namespace spruce::pruning {
 

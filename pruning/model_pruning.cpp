@@ -1,8 +1,8 @@
 // Masks and Fisher gradients on a Module.
-#include "pruning/model_pruning.h"
+#include "model_pruning.h"
 
-#include "core/error.h"
-#include "core/ops/loss.h"
+#include "../core/error.h"
+#include "../core/ops/loss.h"
 
 namespace spruce::pruning {
 

@@ -14,9 +14,9 @@
 #include <utility>
 #include <vector>
 
-#include "layers/module.h"
-#include "pruning/fisher_gradients.h"
-#include "pruning/prunable_set.h"
+#include "../layers/module.h"
+#include "fisher_gradients.h"
+#include "prunable_set.h"
 
 namespace spruce::pruning {
 

@@ -1,13 +1,13 @@
 // OBS updates, block by block.
-#include "pruning/obs_update.h"
+#include "obs_update.h"
 
 #include <algorithm>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-#include "core/parallel.h"
-#include "pruning/block_parallel.h"
+#include "../core/parallel.h"
+#include "block_parallel.h"
 
 namespace spruce::pruning {
 namespace {

@@ -14,9 +14,9 @@
 #include <cstdint>
 #include <span>
 
-#include "pruning/blocks.h"
-#include "pruning/fisher_gradients.h"
-#include "pruning/woodbury.h"
+#include "blocks.h"
+#include "fisher_gradients.h"
+#include "woodbury.h"
 
 namespace spruce::pruning {
 

@@ -1,5 +1,5 @@
 // PrunableSet: bookkeeping over tensor handles.
-#include "pruning/prunable_set.h"
+#include "prunable_set.h"
 
 #include <algorithm>
 #include <stdexcept>

@@ -1,5 +1,5 @@
 // prune_step: the shared part of every pruner.
-#include "pruning/prune_step.h"
+#include "prune_step.h"
 
 #include <chrono>
 #include <stdexcept>

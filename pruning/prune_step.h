@@ -12,10 +12,10 @@
 #include <string>
 #include <vector>
 
-#include "pruning/fisher_gradients.h"
-#include "pruning/prunable_set.h"
-#include "pruning/pruner.h"
-#include "pruning/selection.h"
+#include "fisher_gradients.h"
+#include "prunable_set.h"
+#include "pruner.h"
+#include "selection.h"
 
 namespace spruce::pruning {
 

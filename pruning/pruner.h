@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "pruning/fisher_gradients.h"
-#include "pruning/prunable_set.h"
+#include "fisher_gradients.h"
+#include "prunable_set.h"
 
 namespace spruce::pruning {
 

@@ -1,11 +1,11 @@
 // Method names -> pruners.
-#include "pruning/pruner_registry.h"
+#include "pruner_registry.h"
 
 #include <sstream>
 
-#include "core/error.h"
-#include "pruning/diag_fisher_pruner.h"
-#include "pruning/magnitude_pruner.h"
+#include "../core/error.h"
+#include "diag_fisher_pruner.h"
+#include "magnitude_pruner.h"
 
 namespace spruce::pruning {
 

@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "pruning/pruner.h"
-#include "pruning/selection.h"
-#include "pruning/woodfisher_pruner.h"
+#include "pruner.h"
+#include "selection.h"
+#include "woodfisher_pruner.h"
 
 namespace spruce::pruning {
 

@@ -1,9 +1,9 @@
 // Polynomial (cubic) sparsity schedule.
-#include "pruning/schedule.h"
+#include "schedule.h"
 
 #include <string>
 
-#include "core/error.h"
+#include "../core/error.h"
 
 namespace spruce::pruning {
 

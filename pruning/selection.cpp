@@ -1,5 +1,5 @@
 // Selection by partial ordering on (ρ, flat index), a strict total order.
-#include "pruning/selection.h"
+#include "selection.h"
 
 #include <algorithm>
 #include <cmath>

@@ -15,7 +15,7 @@
 #include <span>
 #include <vector>
 
-#include "pruning/prunable_set.h"
+#include "prunable_set.h"
 
 namespace spruce::pruning {
 

@@ -2,7 +2,7 @@
 // a panel of the gradient bank copied as [m, width] row-major is, unchanged,
 // the column-major width×m matrix [g_1 … g_m], and a block's G = the n rows
 // of it starting at the block's column (leading dimension width).
-#include "pruning/woodbury.h"
+#include "woodbury.h"
 
 #include <cblas.h>
 
@@ -10,9 +10,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "core/error.h"
-#include "pruning/block_parallel.h"
-#include "pruning/lapack.h"
+#include "../core/error.h"
+#include "block_parallel.h"
+#include "lapack.h"
 
 namespace spruce::pruning {
 namespace {

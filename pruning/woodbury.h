@@ -28,8 +28,8 @@
 #include <span>
 #include <vector>
 
-#include "pruning/blocks.h"
-#include "pruning/fisher_gradients.h"
+#include "blocks.h"
+#include "fisher_gradients.h"
 
 namespace spruce::pruning {
 

@@ -1,5 +1,5 @@
 // WoodFisher pruning: the block inverse, ρ and the OBS update wired together.
-#include "pruning/woodfisher_pruner.h"
+#include "woodfisher_pruner.h"
 
 #include <stdexcept>
 #include <string>

@@ -12,9 +12,9 @@
 // the update never moves them.
 #pragma once
 
-#include "pruning/obs_update.h"
-#include "pruning/pruner.h"
-#include "pruning/woodbury.h"
+#include "obs_update.h"
+#include "pruner.h"
+#include "woodbury.h"
 
 namespace spruce::pruning {
 

@@ -1,13 +1,13 @@
 // Checkpoint container: writer and validating reader (layout in checkpoint.h).
-#include "core/io/checkpoint.h"
+#include "checkpoint.h"
 
 #include <cstdio>
 #include <cstring>
 #include <limits>
 #include <unordered_set>
 
-#include "core/error.h"
-#include "core/io/file.h"
+#include "../error.h"
+#include "file.h"
 
 namespace spruce::io {
 

@@ -1,5 +1,5 @@
 // Atomic writes, whole-file reads and bounds-checked parsing for core/io.
-#include "core/io/file.h"
+#include "file.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -10,7 +10,7 @@
 #include <limits>
 #include <system_error>
 
-#include "core/error.h"
+#include "../error.h"
 
 namespace spruce::io {
 

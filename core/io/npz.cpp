@@ -9,7 +9,7 @@
 // The central directory is the source of truth for sizes, offsets and CRCs;
 // local headers are checked against it (numpy's writer puts its sizes only in
 // a ZIP64 extra field of the local header).
-#include "core/io/npz.h"
+#include "npz.h"
 
 #include <zlib.h>
 
@@ -18,8 +18,8 @@
 #include <limits>
 #include <unordered_set>
 
-#include "core/error.h"
-#include "core/io/file.h"
+#include "../error.h"
+#include "file.h"
 
 namespace spruce::io {
 

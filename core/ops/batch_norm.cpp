@@ -30,7 +30,7 @@
 // from x and the ReLU mask (z > 0): the BN output y is no longer kept alive
 // by the graph (one activation less per pair) and the separate ReLU backward
 // pass, with its gradient buffer, disappears.
-#include "core/ops/batch_norm.h"
+#include "batch_norm.h"
 
 #include <algorithm>
 #include <cmath>
@@ -39,9 +39,9 @@
 #include <string>
 #include <vector>
 
-#include "core/autograd.h"
-#include "core/ops/grad_buffer.h"
-#include "core/parallel.h"
+#include "../autograd.h"
+#include "grad_buffer.h"
+#include "../parallel.h"
 
 namespace spruce::ops {
 namespace {

@@ -6,7 +6,7 @@
 // torch.nn.functional.batch_norm.
 #pragma once
 
-#include "core/tensor.h"
+#include "../tensor.h"
 
 namespace spruce::ops {
 

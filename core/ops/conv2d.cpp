@@ -43,7 +43,7 @@
 // is split over the pool (core/ops/gemm.h). Every sum is owned by one task and
 // runs in a fixed order, so results depend only on the thread count, never
 // on scheduling.
-#include "core/ops/conv2d.h"
+#include "conv2d.h"
 
 #include <algorithm>
 #include <array>
@@ -54,14 +54,14 @@
 #include <utility>
 #include <vector>
 
-#include "core/autograd.h"
-#include "core/ops/conv2d_direct.h"
-#include "core/ops/conv2d_winograd.h"
-#include "core/ops/gemm.h"
-#include "core/ops/grad_buffer.h"
-#include "core/ops/im2col.h"
-#include "core/ops/mac_counter.h"
-#include "core/parallel.h"
+#include "../autograd.h"
+#include "conv2d_direct.h"
+#include "conv2d_winograd.h"
+#include "gemm.h"
+#include "grad_buffer.h"
+#include "im2col.h"
+#include "mac_counter.h"
+#include "../parallel.h"
 
 namespace spruce::ops {
 namespace {

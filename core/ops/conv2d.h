@@ -2,7 +2,7 @@
 // zero padding and groups; forward and backward in core/ops/conv2d.cpp.
 #pragma once
 
-#include "core/tensor.h"
+#include "../tensor.h"
 
 namespace spruce::ops {
 

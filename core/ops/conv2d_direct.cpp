@@ -36,16 +36,16 @@
 // region (one range of few samples, e.g. per-sample Fisher gradients), it
 // splits output-channel blocks (and, forward, pixel ranges) over the pool. Every output value
 // and dW element is computed by one task in a fixed order.
-#include "core/ops/conv2d_direct.h"
+#include "conv2d_direct.h"
 
-#include "core/ops/conv2d_lanes.h"  // defines SPRUCE_DIRECT_CONV with AVX2 + FMA
+#include "conv2d_lanes.h"  // defines SPRUCE_DIRECT_CONV with AVX2 + FMA
 
 #include <algorithm>
 #include <cstring>
 #include <limits>
 #include <vector>
 
-#include "core/parallel.h"
+#include "../parallel.h"
 
 namespace spruce::ops::direct {
 

@@ -16,7 +16,7 @@
 
 #include <cstdint>
 
-#include "core/ops/im2col.h"
+#include "im2col.h"
 
 namespace spruce::ops::direct {
 

@@ -20,10 +20,10 @@
 // Layouts (floats): X [CB][Hx][Wx][16], V [16][CB][TB][16], M [16][OB][TB][16],
 // U [16][OB][C][16], with CB = C / 16, OB = OC / 16, and V and M for a block of
 // TB tiles (whole tile rows, about 16 tiles: V and M stay in the L1 cache).
-#include "core/ops/conv2d_winograd.h"
+#include "conv2d_winograd.h"
 
-#include "core/ops/conv2d_lanes.h"
-#include "core/parallel.h"
+#include "conv2d_lanes.h"
+#include "../parallel.h"
 
 #include <algorithm>
 #include <limits>

@@ -13,7 +13,7 @@
 
 #include <cstdint>
 
-#include "core/ops/im2col.h"
+#include "im2col.h"
 
 namespace spruce::ops::winograd {
 

@@ -5,14 +5,14 @@
 // leaves the input pointers unchanged, reloads them every iteration and does
 // not vectorise. A backward writes a gradient through grad_for_write: into a
 // fresh gradient it assigns, into an existing one it adds.
-#include "core/ops/elementwise.h"
+#include "elementwise.h"
 
 #include <stdexcept>
 
-#include "core/autograd.h"
-#include "core/ops/batch_norm.h"
-#include "core/ops/grad_buffer.h"
-#include "core/parallel.h"
+#include "../autograd.h"
+#include "batch_norm.h"
+#include "grad_buffer.h"
+#include "../parallel.h"
 
 namespace spruce::ops {
 namespace {

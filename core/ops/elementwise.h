@@ -1,7 +1,7 @@
 // Elementwise ops and reductions, each differentiable.
 #pragma once
 
-#include "core/tensor.h"
+#include "../tensor.h"
 
 namespace spruce::ops {
 

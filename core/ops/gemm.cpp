@@ -1,11 +1,11 @@
 // sgemm: split a product over the pool by blocks of C.
-#include "core/ops/gemm.h"
+#include "gemm.h"
 
 #include <cblas.h>
 
 #include <algorithm>
 
-#include "core/parallel.h"
+#include "../parallel.h"
 
 namespace spruce::ops {
 namespace {

@@ -1,5 +1,5 @@
 // grad_for_write (see core/ops/grad_buffer.h).
-#include "core/ops/grad_buffer.h"
+#include "grad_buffer.h"
 
 namespace spruce::ops {
 

@@ -10,7 +10,7 @@
 // full, which is the same sum.
 #pragma once
 
-#include "core/tensor.h"
+#include "../tensor.h"
 
 namespace spruce::ops {
 

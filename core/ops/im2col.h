@@ -18,7 +18,7 @@
 #include <cstring>
 #include <utility>
 
-#include "core/parallel.h"
+#include "../parallel.h"
 
 namespace spruce::ops {
 

@@ -1,11 +1,11 @@
 // Cross-entropy with a fused log-softmax: log p = z - max - log(sum exp(z - max)).
-#include "core/ops/loss.h"
+#include "loss.h"
 
 #include <cmath>
 #include <stdexcept>
 #include <vector>
 
-#include "core/autograd.h"
+#include "../autograd.h"
 
 namespace spruce::ops {
 

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <span>
 
-#include "core/tensor.h"
+#include "../tensor.h"
 
 namespace spruce::ops {
 

@@ -1,6 +1,6 @@
 // The thread's innermost MacCounter, as a thread_local pointer: ops pay one
 // load and a branch per call when no counter is alive.
-#include "core/ops/mac_counter.h"
+#include "mac_counter.h"
 
 namespace spruce::ops {
 namespace {

@@ -1,11 +1,11 @@
 // matmul and linear on ops::sgemm (row-major, split over spruce's threads).
-#include "core/ops/matmul.h"
+#include "matmul.h"
 
 #include <stdexcept>
 
-#include "core/autograd.h"
-#include "core/ops/gemm.h"
-#include "core/ops/mac_counter.h"
+#include "../autograd.h"
+#include "gemm.h"
+#include "mac_counter.h"
 
 namespace spruce::ops {
 

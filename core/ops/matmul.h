@@ -1,7 +1,7 @@
 // Matrix products on OpenBLAS sgemm.
 #pragma once
 
-#include "core/tensor.h"
+#include "../tensor.h"
 
 namespace spruce::ops {
 

@@ -3,7 +3,7 @@
 // by one thread in a fixed order (deterministic, no atomics). Windows are
 // clipped to the image: padded cells never contribute a value, and for
 // average pooling they only count in the divisor.
-#include "core/ops/pooling.h"
+#include "pooling.h"
 
 #include <algorithm>
 #include <cmath>
@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "core/autograd.h"
-#include "core/parallel.h"
+#include "../autograd.h"
+#include "../parallel.h"
 
 namespace spruce::ops {
 namespace {

@@ -3,7 +3,7 @@
 //   H_out = (H + 2 padding - kernel) / stride + 1, likewise W_out.
 #pragma once
 
-#include "core/tensor.h"
+#include "../tensor.h"
 
 namespace spruce::ops {
 

@@ -1,9 +1,9 @@
 // Reshape and flatten: views of the same storage; the gradient is reshaped back.
-#include "core/ops/shape.h"
+#include "shape.h"
 
 #include <stdexcept>
 
-#include "core/autograd.h"
+#include "../autograd.h"
 
 namespace spruce::ops {
 

@@ -1,7 +1,7 @@
 // Shape ops: free views of contiguous data, differentiable.
 #pragma once
 
-#include "core/tensor.h"
+#include "../tensor.h"
 
 namespace spruce::ops {
 

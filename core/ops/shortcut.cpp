@@ -2,7 +2,7 @@
 // backward. Both directions are a gather/scatter between input pixel
 // (n, c, 2i, 2j) and output pixel (n, c + pad, i, j); each output plane maps
 // to one input plane, so the loops run in parallel over (n, c) planes.
-#include "core/ops/shortcut.h"
+#include "shortcut.h"
 
 #include <algorithm>
 #include <cstring>
@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "core/autograd.h"
-#include "core/parallel.h"
+#include "../autograd.h"
+#include "../parallel.h"
 
 namespace spruce::ops {
 namespace {

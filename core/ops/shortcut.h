@@ -4,7 +4,7 @@
 //   F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, p, p)),  p = (out_channels - C) / 2.
 #pragma once
 
-#include "core/tensor.h"
+#include "../tensor.h"
 
 namespace spruce::ops {
 
