@@ -1,4 +1,4 @@
-// Block structure of the block-diagonal Fisher (DESIGN.md, "Blocks"): each
+// Block structure of the block-diagonal Fisher (pruning/README.md, "Blocks"): each
 // layer's flattened weight is cut into consecutive blocks of size c, and a
 // layer boundary always ends a block. c >= a layer's size gives one block for
 // that layer (exact per layer); c = 1 gives the diagonal.

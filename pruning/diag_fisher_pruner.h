@@ -1,4 +1,4 @@
-// Diagonal Fisher pruning (DESIGN.md, "Other pruners"):
+// Diagonal Fisher pruning (pruning/README.md, "Other pruners"):
 //   F_qq = λ + (1/m) Σ_i g_{i,q}²,   ρ_q = w_q² F_qq / 2,
 // the loss increase of zeroing w_q under a diagonal quadratic model. The
 // update only zeroes; the predicted increase is Σ ρ_q over the pruned set.

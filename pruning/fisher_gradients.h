@@ -1,5 +1,5 @@
 // GradientBank: the m gradients g_1..g_m of the empirical Fisher
-// F = λI + (1/m) Σ_i g_i g_iᵀ (DESIGN.md, "Empirical Fisher"), stored as one
+// F = λI + (1/m) Σ_i g_i g_iᵀ (pruning/README.md, "Empirical Fisher"), stored as one
 // row-major float matrix [m, d]: row i is g_i concatenated over the layers of
 // a PrunableSet, in the set's order.
 //

@@ -1,7 +1,7 @@
 // Connects the pruning math to a model: which weights are prunable (by name
 // patterns), their masks (named buffers of the Module, "<weight>_mask"), and
 // the empirical-Fisher gradients of those weights collected on fresh samples
-// with the model in eval mode (DESIGN.md, "Empirical Fisher").
+// with the model in eval mode (pruning/README.md, "Empirical Fisher").
 //
 // pruning/ sees a model only through Module's named parameters and masks, and
 // data only through a BatchSource callback, so it depends on layers/ and core/

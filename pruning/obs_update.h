@@ -1,5 +1,5 @@
 // Optimal Brain Surgeon weight updates on a block-diagonal inverse Fisher
-// (DESIGN.md, "Weight update (OBS)"), and the quadratic model's loss change.
+// (pruning/README.md, "Weight update (OBS)"), and the quadratic model's loss change.
 //
 // With Q_b the weights pruned now inside block b and A = F_b⁻¹:
 //   exact    δ_b = −A_{:,Q} (A_QQ)⁻¹ w_Q,   predicted ΔL = ½ w_Qᵀ (A_QQ)⁻¹ w_Q,

@@ -1,4 +1,4 @@
-// The prunable weights of a model as one vector w in R^d (DESIGN.md,
+// The prunable weights of a model as one vector w in R^d (pruning/README.md,
 // "Prunable weights"): an ordered list of named weights, each with a 0/1 mask
 // of the same number of elements, laid out back to back. Layer l occupies the
 // flat indices [offset_l, offset_l + numel_l) of w, in the order of add().

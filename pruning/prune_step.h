@@ -1,4 +1,4 @@
-// One pruning step (DESIGN.md, "Selection", "Report"), the same for every
+// One pruning step (pruning/README.md, "Selection"), the same for every
 // pruner: prepare the statistic, score, select the weights to remove so that
 // the target sparsity is met exactly, let the pruner update and zero them,
 // then mark them in the masks and re-zero every masked weight. Masks only

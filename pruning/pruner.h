@@ -1,4 +1,4 @@
-// The Pruner interface (DESIGN.md, "Other pruners"): a pruner is only its
+// The Pruner interface (pruning/README.md, "Other pruners"): a pruner is only its
 // statistic and its update. Everything else (gradient collection, selection,
 // masks, reporting) is shared and lives in prune_step.h.
 //

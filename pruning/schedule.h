@@ -1,4 +1,4 @@
-// The gradual pruning schedule of Zhu & Gupta (2017), DESIGN.md "Gradual
+// The gradual pruning schedule of Zhu & Gupta (2017), pruning/README.md "Gradual
 // schedule": pruning steps from t_0 to t_end every Δt, with the cubic target
 //   s_t = s_f + (s_i − s_f) (1 − (t − t_0) / (t_end − t_0))³.
 // Time is counted in whatever unit the caller uses (epochs or optimizer

@@ -1,4 +1,4 @@
-// Which weights to prune next (DESIGN.md, "Selection"): the ones with the
+// Which weights to prune next (pruning/README.md, "Selection"): the ones with the
 // smallest statistic ρ among those still unpruned, until a target sparsity is
 // reached, counting weights pruned before.
 //

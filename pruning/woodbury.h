@@ -1,5 +1,5 @@
-// Block-diagonal inverse of the damped empirical Fisher (DESIGN.md,
-// "Woodbury recursion", "Fast and equal forms", "Blocks"). For every block b,
+// Block-diagonal inverse of the damped empirical Fisher (pruning/README.md,
+// "Woodbury recursion", "Fast forms (BLAS-3)", "Blocks"). For every block b,
 //
 //   F_b = λI + (1/m) Σ_i g_{i,b} g_{i,b}ᵀ          (n × n, n <= c)
 //

@@ -1,4 +1,4 @@
-// WoodFisher pruning (Singh & Alistarh 2020; DESIGN.md, "Statistic" and
+// WoodFisher pruning (Singh & Alistarh 2020; pruning/README.md, "Statistic" and
 // "Weight update (OBS)"): the block-diagonal inverse of the damped empirical
 // Fisher (woodbury.h), the statistic
 //   ρ_q = w_q² / (2 [F⁻¹]_qq),

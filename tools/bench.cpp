@@ -1,5 +1,6 @@
-// spruce-bench: measures what /work/shared/bench measures for PyTorch, so the
-// two can be compared side by side in one session on the same machine.
+// spruce-bench: measures the workloads of the PyTorch comparison (described in
+// tools/README.md, "Benchmarks"), so the two can be compared side by side in
+// one session on the same machine.
 //
 //   models      ResNet-20 (option A, as the PyTorch reference) and MobileNetV1
 //               at 1x28x28 and 3x32x32: training-step images/s (forward,
@@ -7,7 +8,7 @@
 //               decay, post-step mask hook), inference images/s (eval mode,
 //               no grad), GFLOP/s from the conv + linear multiply-adds per
 //               image (train = 3 x 2 x MACs x img/s, inference = 2 x MACs x
-//               img/s, as RESULTS.md counts them) and peak resident memory.
+//               img/s, as the PyTorch comparison counts them) and peak resident memory.
 //               Every run of a configuration is a fresh process (the bench
 //               re-executes itself with a hidden --child flag), so ru_maxrss is
 //               that configuration's own peak, read right after training.
@@ -470,8 +471,9 @@ struct Settings {
 int run(int argc, char** argv) {
   Settings s;
   cli::Args a("spruce-bench",
-              "Throughput, memory and roofline figures of spruce, comparable with the PyTorch\n"
-              "scripts in /work/shared/bench (compare ratios measured in one session).");
+              "Throughput, memory and roofline figures of spruce, comparable with the same\n"
+              "workloads run in PyTorch (tools/README.md, \"Benchmarks\"; compare ratios\n"
+              "measured in one session).");
   a.add_int("threads", &s.threads, "threads for BLAS and our loops", 1, 256);
   a.add_int("batch", &s.batch, "batch size for the model benchmarks", 1);
   a.add_string_list("models", &s.models, "models to time", models::model_names());

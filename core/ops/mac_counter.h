@@ -2,7 +2,7 @@
 // thread, every conv2d, linear and matmul forward called on that thread adds
 // the multiply-adds its layer shape implies (conv: N * C_out * H_out * W_out *
 // C_in / groups * KH * KW; linear: N * In * Out; matmul: M * K * N). This is
-// the count RESULTS.md uses for GFLOP/s (batch norm, ReLU, adds and pooling
+// the count the PyTorch comparison uses for GFLOP/s (batch norm, ReLU, adds and pooling
 // are not counted), taken from the ops themselves so any model is covered.
 #pragma once
 

@@ -1,4 +1,4 @@
-// Shared checks for layer and model tests (STYLE.md practice 5): gradient
+// Shared checks for layer and model tests (layers/README.md, "Testing a layer"): gradient
 // check of the input and every parameter, state_dict round trip into a module
 // built with another seed, and "a pruned weight stays zero".
 #pragma once

@@ -1,4 +1,4 @@
-// spruce-train with a gradual pruning schedule (DESIGN.md, "Gradual
+// spruce-train with a gradual pruning schedule (pruning/README.md, "Gradual
 // schedule"), end to end, for each pruner (woodfisher, diagfisher, magnitude,
 // and magnitude with per-layer selection):
 //
