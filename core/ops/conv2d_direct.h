@@ -1,8 +1,7 @@
 // Direct kernels for dense convolutions (ResNet's 3x3 convs: forward at any
-// stride, backward at stride 1) and
-// for depthwise convolutions (MobileNet), used by core/ops/conv2d.cpp in
-// place of im2col + sgemm and of its portable depthwise kernel where the CPU
-// allows (AVX2 + FMA).
+// stride, backward at stride 1), used by core/ops/conv2d.cpp in place of
+// im2col + sgemm (conv2d_gemm.h) where the CPU allows (AVX2 + FMA). The
+// depthwise kernels are in conv2d_depthwise.h.
 //
 // im2col writes a column matrix KH * KW times the size of the input, and
 // OpenBLAS then copies it once more into its packed panels; with few
@@ -46,22 +45,5 @@ void input_grad(const float* d_out, const float* w, const ConvGeometry& g, int64
 /// then pixel), whatever the thread count.
 void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int64_t n_lo,
                  int64_t n_hi, float* dw);
-
-/// Whether the depthwise kernels below handle this conv: built for AVX2 and
-/// FMA, groups == C_in == C_out, padding smaller than the kernel.
-bool supports_depthwise(const ConvGeometry& g);
-
-/// Depthwise forward: out = conv(x, w) transformed by `o` (as forward()),
-/// any stride, on tiles of 8 channels interleaved pixel by pixel (see
-/// conv2d_direct.cpp). x [N, C, H, W], w [C, 1, KH, KW], out [N, C, OH, OW].
-void depthwise_forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
-                       float* out);
-
-/// Depthwise backward: dx (+)= d_input (assigned when dx_fresh; skipped when
-/// dx is null) and dw += d_weight (skipped when null). d_weight is summed per
-/// fixed block of samples and the blocks are added in order, so it does not
-/// depend on the thread count.
-void depthwise_backward(const float* d_out, const float* x, const float* w, const ConvGeometry& g,
-                        float* dx, bool dx_fresh, float* dw);
 
 }  // namespace spruce::ops::direct

@@ -1,6 +1,7 @@
 // Helpers shared by the channel-lane conv kernels (conv2d_direct.cpp,
-// conv2d_winograd.cpp): they compute with channels in the vector lanes, and
-// these move results between that layout and NCHW planes; plus their
+// conv2d_winograd.cpp, conv2d_depthwise_tiles.cpp): they compute with
+// channels in the vector lanes, and planes_to_lanes / lanes_to_planes are the
+// one pair of transposes between that layout and NCHW planes; plus their
 // per-thread scratch buffers.
 // Only for builds with AVX2 + FMA (SPRUCE_DIRECT_CONV).
 #pragma once
@@ -41,33 +42,79 @@ inline __m256 finish8(const ConvOutput& o, __m256 v, const float* res, int64_t i
   return o.relu ? _mm256_max_ps(v, _mm256_setzero_ps()) : v;
 }
 
+/// NCHW -> channel lanes: for pixels l < count of the `cn` (<= 8 V) planes
+/// at `planes` (channel ch's pixel l at planes[ch * plane + l]), stores the
+/// pixel's 8 V channels as V vectors of 8 lanes at at(l) (lanes past cn get
+/// zeros). Eight pixels at a time by 8x8 transposes in plane order, so planes
+/// with rows shorter than 8 (MobileNet's 7x7, 4x4, 2x2) stay vectorised and
+/// each pixel's 8 V floats are written together. at(l) may point anywhere
+/// (a padded tile, a row of stride ld).
+template <int V = 1, class At>
+inline void planes_to_lanes(const float* planes, int64_t plane, int64_t cn, int64_t count,
+                            const At& at) {
+  const int64_t c8 = count / 8 * 8;
+  for (int64_t l = 0; l < c8; l += 8) {
+    __m256 v[V][8];
+    for (int h = 0; h < V; ++h) {
+      for (int64_t ch = 0; ch < 8; ++ch) {
+        const int64_t c = h * 8 + ch;
+        v[h][ch] = c < cn ? _mm256_loadu_ps(planes + c * plane + l) : _mm256_setzero_ps();
+      }
+      transpose8(v[h]);
+    }
+    for (int64_t k = 0; k < 8; ++k) {
+      float* d = at(l + k);
+      for (int h = 0; h < V; ++h) _mm256_storeu_ps(d + 8 * h, v[h][k]);
+    }
+  }
+  for (int64_t l = c8; l < count; ++l) {
+    float* d = at(l);
+    for (int64_t c = 0; c < 8 * V; ++c) d[c] = c < cn ? planes[c * plane + l] : 0.f;
+  }
+}
+
+/// Channel lanes -> NCHW, the inverse: planes[ch * plane + l] (+)= at(l)[ch]
+/// for ch < cn (<= 8), l < count. Assigned values are finished by `o` with
+/// the residual res, indexed as planes (res: null when o has none).
+template <bool Accumulate, class At>
+inline void lanes_to_planes(const At& at, int64_t count, int64_t cn, float* planes, int64_t plane,
+                            const ConvOutput& o = {}, const float* res = nullptr) {
+  const int64_t c8 = count / 8 * 8;
+  for (int64_t l = 0; l < c8; l += 8) {
+    __m256 v[8];
+    for (int64_t k = 0; k < 8; ++k) v[k] = _mm256_loadu_ps(at(l + k));
+    transpose8(v);
+    for (int64_t ch = 0; ch < cn; ++ch) {
+      const int64_t i = ch * plane + l;
+      if constexpr (Accumulate)
+        v[ch] = _mm256_add_ps(v[ch], _mm256_loadu_ps(planes + i));
+      else
+        v[ch] = finish8(o, v[ch], res, i);
+      _mm256_storeu_ps(planes + i, v[ch]);
+    }
+  }
+  for (int64_t l = c8; l < count; ++l) {
+    const float* t = at(l);
+    for (int64_t ch = 0; ch < cn; ++ch) {
+      const int64_t i = ch * plane + l;
+      if constexpr (Accumulate)
+        planes[i] += t[ch];
+      else
+        planes[i] = o.finish(t[ch], res, i);
+    }
+  }
+}
+
 /// rows[j][p] (+)= T[p][j] for p < np, j < nj (<= 16); rows[j] = out + j * P.
 /// Assigned values are finished by `o` with the residual rows res + j * P
 /// (res: the residual at out's position, or null).
 template <bool Accumulate>
 inline void untranspose(const float* T, int64_t np, int64_t nj, float* out, int64_t P,
                         const ConvOutput& o = {}, const float* res = nullptr) {
-  const int64_t p8 = np / 8 * 8;
-  for (int64_t h = 0; h < 2 && h * 8 < nj; ++h) {
-    const int64_t nh = std::min<int64_t>(8, nj - h * 8);
-    for (int64_t p = 0; p < p8; p += 8) {
-      __m256 v[8];
-      for (int64_t i = 0; i < 8; ++i) v[i] = _mm256_loadu_ps(T + (p + i) * 16 + h * 8);
-      transpose8(v);
-      for (int64_t j = 0; j < nh; ++j) {
-        const int64_t at = (h * 8 + j) * P + p;
-        if constexpr (Accumulate) v[j] = _mm256_add_ps(v[j], _mm256_loadu_ps(out + at));
-        else v[j] = finish8(o, v[j], res, at);
-        _mm256_storeu_ps(out + at, v[j]);
-      }
-    }
-    for (int64_t p = p8; p < np; ++p)
-      for (int64_t j = 0; j < nh; ++j) {
-        const int64_t at = (h * 8 + j) * P + p;
-        if constexpr (Accumulate) out[at] += T[p * 16 + h * 8 + j];
-        else out[at] = o.finish(T[p * 16 + h * 8 + j], res, at);
-      }
-  }
+  for (int64_t h = 0; h < 2 && h * 8 < nj; ++h)
+    lanes_to_planes<Accumulate>([&](int64_t p) { return T + p * 16 + h * 8; }, np,
+                                std::min<int64_t>(8, nj - h * 8), out + h * 8 * P, P, o,
+                                res ? res + h * 8 * P : nullptr);
 }
 
 /// buf (a thread's scratch, reused from call to call) grown to n floats and

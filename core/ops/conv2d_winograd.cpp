@@ -22,12 +22,12 @@
 // TB tiles (whole tile rows, about 16 tiles: V and M stay in the L1 cache).
 #include "conv2d_winograd.h"
 
-#include "conv2d_lanes.h"
-#include "../parallel.h"
-
 #include <algorithm>
 #include <limits>
 #include <vector>
+
+#include "../parallel.h"
+#include "conv2d_lanes.h"
 
 namespace spruce::ops::winograd {
 
@@ -36,7 +36,7 @@ namespace {
 
 struct Plan {
   int64_t C, H, W, OC, CB, OB, TH, TW, Hx, Wx;
-  int64_t RB, TB;  // tile rows per block, tiles per block: V and M hold one block
+  int64_t RB, TB;           // tile rows per block, tiles per block: V and M hold one block
   std::vector<int32_t> at;  // [H * W]: pixel l's vector in a padded buffer, in floats
   explicit Plan(const ConvGeometry& g)
       : C(g.C), H(g.H), W(g.W), OC(g.OC), CB(g.C / 16), OB(g.OC / 16) {
@@ -74,30 +74,13 @@ void transform_weights(const float* w, const float* scale, const Plan& pl, float
 
 /// X[cb][1 + r][1 + col][0:16] = x[16 cb + 0:16][r][col] for the channel
 /// blocks cb < blocks of one sample's H x W planes: into the interior of the
-/// padded pixel-vector buffer (the border stays zero). Eight pixels of 16
-/// channels at a time, so each pixel's 64 bytes are written together.
+/// padded pixel-vector buffer (the border stays zero).
 void fill(const float* x, int64_t blocks, const Plan& pl, float* X) {
-  const int64_t plane = pl.H * pl.W, p8 = plane / 8 * 8;
+  const int64_t plane = pl.H * pl.W;
   for (int64_t cb = 0; cb < blocks; ++cb) {
-    const float* src = x + cb * 16 * plane;
     float* dst = X + cb * pl.Hx * pl.Wx * 16;
-    auto at = [&](int64_t l) { return dst + pl.at[static_cast<size_t>(l)]; };
-    for (int64_t l = 0; l < p8; l += 8) {
-      __m256 lo[8], hi[8];
-      for (int64_t ch = 0; ch < 8; ++ch) {
-        lo[ch] = _mm256_loadu_ps(src + ch * plane + l);
-        hi[ch] = _mm256_loadu_ps(src + (8 + ch) * plane + l);
-      }
-      lanes::transpose8(lo);
-      lanes::transpose8(hi);
-      for (int64_t k = 0; k < 8; ++k) {
-        float* d = at(l + k);
-        _mm256_storeu_ps(d, lo[k]);
-        _mm256_storeu_ps(d + 8, hi[k]);
-      }
-    }
-    for (int64_t l = p8; l < plane; ++l)
-      for (int64_t ch = 0; ch < 16; ++ch) at(l)[ch] = src[ch * plane + l];
+    lanes::planes_to_lanes<2>(x + cb * 16 * plane, plane, 16, plane,
+                              [&](int64_t l) { return dst + pl.at[static_cast<size_t>(l)]; });
   }
 }
 
@@ -139,7 +122,8 @@ void multiply_tiles(const float* v, int64_t cb_stride, int64_t CB, const float* 
     for (int cc = 0; cc < 16; ++cc) {
       const __m512 w = _mm512_loadu_ps(u + cc * 16);
 #pragma GCC unroll 8
-      for (int i = 0; i < NT; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(v[i * 16 + cc]), w, acc[i]);
+      for (int i = 0; i < NT; ++i)
+        acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(v[i * 16 + cc]), w, acc[i]);
     }
   }
 #pragma GCC unroll 8
@@ -170,8 +154,8 @@ void multiply(const float* U, const float* V, const Plan& pl, int64_t nt_all, fl
 /// out[n] = A^T M A + shift for the tile rows [ty0, ty1), finished by o
 /// (residual, ReLU), in NCHW: one tile row at a time through two
 /// [pixel][16] rows R.
-void transform_output(const float* M, const Plan& pl, const ConvOutput& o, int64_t n,
-                      int64_t ty0, int64_t ty1, float* R, float* out) {
+void transform_output(const float* M, const Plan& pl, const ConvOutput& o, int64_t n, int64_t ty0,
+                      int64_t ty1, float* R, float* out) {
   const int64_t P = pl.H * pl.W, xi_stride = pl.OB * pl.TB * 16, rw = 2 * pl.TW * 16;
   for (int64_t ob = 0; ob < pl.OB; ++ob) {
     const __m512 shift = o.shift ? _mm512_loadu_ps(o.shift + ob * 16) : _mm512_setzero_ps();
@@ -222,13 +206,14 @@ void transform_gradient(const float* D, const Plan& pl, int64_t ty0, int64_t ty1
         // The tile's outputs (2 ty + k, 2 tx + l) sit at D[1 + 2 ty + k][1 + 2 tx + l].
         const float* d = D + ((ob * pl.Hx + 1 + 2 * ty) * pl.Wx + 1 + 2 * tx) * 16;
         const __m512 d00 = _mm512_loadu_ps(d), d01 = _mm512_loadu_ps(d + 16);
-        const __m512 d10 = _mm512_loadu_ps(d + pl.Wx * 16), d11 = _mm512_loadu_ps(d + (pl.Wx + 1) * 16);
+        const __m512 d10 = _mm512_loadu_ps(d + pl.Wx * 16),
+                     d11 = _mm512_loadu_ps(d + (pl.Wx + 1) * 16);
         // A D: rows D0, D0 + D1, D0 - D1, -D1 (two columns each)
-        const __m512 e[4][2] = {{d00, d01},
-                                {_mm512_add_ps(d00, d10), _mm512_add_ps(d01, d11)},
-                                {_mm512_sub_ps(d00, d10), _mm512_sub_ps(d01, d11)},
-                                {_mm512_sub_ps(_mm512_setzero_ps(), d10),
-                                 _mm512_sub_ps(_mm512_setzero_ps(), d11)}};
+        const __m512 e[4][2] = {
+            {d00, d01},
+            {_mm512_add_ps(d00, d10), _mm512_add_ps(d01, d11)},
+            {_mm512_sub_ps(d00, d10), _mm512_sub_ps(d01, d11)},
+            {_mm512_sub_ps(_mm512_setzero_ps(), d10), _mm512_sub_ps(_mm512_setzero_ps(), d11)}};
         float* z = Z + (ob * pl.TB + (ty - ty0) * pl.TW + tx) * 16;
         for (int i = 0; i < 4; ++i) {  // (A D) A^T: columns e0, e0 + e1, e0 - e1, -e1
           _mm512_storeu_ps(z + (i * 4 + 0) * xi_stride, e[i][0]);
@@ -302,7 +287,8 @@ void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeom
     float* R = lanes::zeroed_scratch(rbuf, 2 * 2 * pl.TW * 16);
     for (int64_t n = lo; n < hi; ++n) {
       fill(x + n * pl.C * pl.H * pl.W, pl.CB, pl, X);
-      for (int64_t ty0 = 0; ty0 < pl.TH; ty0 += pl.RB) {  // blocks of tile rows: V and M stay in cache
+      for (int64_t ty0 = 0; ty0 < pl.TH;
+           ty0 += pl.RB) {  // blocks of tile rows: V and M stay in cache
         const int64_t ty1 = std::min(pl.TH, ty0 + pl.RB);
         transform_input(X, pl, ty0, ty1, V);
         multiply(U, V, pl, (ty1 - ty0) * pl.TW, M);

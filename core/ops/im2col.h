@@ -10,7 +10,9 @@
 // the whole chunk shares one large GEMM N dimension (nc * P) instead of nc
 // small per-sample GEMMs.
 //
-// Header-only: conv2d.cpp is its one user today.
+// Header-only. im2col_chunk / col2im_chunk serve the GEMM path
+// (conv2d_gemm.cpp); ConvGeometry and ConvOutput are the vocabulary that
+// every conv kernel shares.
 #pragma once
 
 #include <algorithm>
@@ -54,6 +56,18 @@ struct ConvOutput {
   float finish(float v, const float* res, int64_t i) const {
     if (residual) v += res[i];
     return relu ? (v > 0.f ? v : 0.f) : v;
+  }
+  /// d[p] = the transform of channel r applied to s[p], p < len, with the
+  /// residual res[p]: s[p] + shift[r] for a plain conv (a bias), else
+  /// finish(scale[r] s[p] + shift[r]). s may be d (in place).
+  void finish_plane(int64_t r, const float* s, float* d, const float* res, int64_t len) const {
+    const float b = shift ? shift[r] : 0.f;
+    if (!fused()) {
+      for (int64_t p = 0; p < len; ++p) d[p] = s[p] + b;
+      return;
+    }
+    const float a = scale ? scale[r] : 1.f;
+    for (int64_t p = 0; p < len; ++p) d[p] = finish(s[p] * a + b, res, p);
   }
 };
 

@@ -1,4 +1,5 @@
-// conv2d: hand-computed values, a naive 7-loop reference (forward and
+// conv2d: hand-computed values, the double-precision reference of
+// tests/core/conv_reference.h (forward and
 // backward) over many configurations that exercise every fast path (chunked
 // im2col, one-sample GEMM, pointwise, grouped, depthwise phase kernel),
 // gradient checks, gradient accumulation, and shape validation.
@@ -9,12 +10,14 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "core/autograd.h"
 #include "core/gradcheck.h"
 #include "core/ops/conv2d.h"
 #include "core/parallel.h"
 #include "core/random.h"
+#include "tests/core/conv_reference.h"
 
 using namespace spruce;
 using ops::Conv2dOptions;
@@ -34,73 +37,17 @@ std::string describe(const Config& c) {
   return os.str();
 }
 
-int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p) { return (in + 2 * p - k) / s + 1; }
-
-/// The reference: out[n, o, oh, ow] = b[o] + sum_{ci, kh, kw} x[n, g*Cg + ci, ih, iw] w[o, ci, kh,
-/// kw].
-Tensor reference_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Config& c) {
-  const int64_t OH = out_size(c.H, c.KH, c.stride, c.padding);
-  const int64_t OW = out_size(c.W, c.KW, c.stride, c.padding);
-  const int64_t Cg = c.C / c.groups, OCg = c.OC / c.groups;
-  Tensor out = Tensor::zeros({c.N, c.OC, OH, OW});
-  for (int64_t n = 0; n < c.N; ++n)
-    for (int64_t o = 0; o < c.OC; ++o)
-      for (int64_t oh = 0; oh < OH; ++oh)
-        for (int64_t ow = 0; ow < OW; ++ow) {
-          double acc = b.defined() ? b.data()[o] : 0.0;
-          for (int64_t ci = 0; ci < Cg; ++ci)
-            for (int64_t kh = 0; kh < c.KH; ++kh)
-              for (int64_t kw = 0; kw < c.KW; ++kw) {
-                const int64_t ih = oh * c.stride - c.padding + kh;
-                const int64_t iw = ow * c.stride - c.padding + kw;
-                if (ih < 0 || ih >= c.H || iw < 0 || iw >= c.W) continue;
-                const int64_t ic = (o / OCg) * Cg + ci;
-                acc += double(x.data()[((n * c.C + ic) * c.H + ih) * c.W + iw]) *
-                       w.data()[((o * Cg + ci) * c.KH + kh) * c.KW + kw];
-              }
-          out.data()[((n * c.OC + o) * OH + oh) * OW + ow] = static_cast<float>(acc);
-        }
-  return out;
-}
-
-struct RefGrads {
-  Tensor dx, dw, db;
-};
-
-/// The reference backward of the same loops for an upstream gradient d_out.
-RefGrads reference_backward(const Tensor& x, const Tensor& w, const Tensor& d_out,
-                            const Config& c) {
-  const int64_t OH = d_out.size(2), OW = d_out.size(3);
-  const int64_t Cg = c.C / c.groups, OCg = c.OC / c.groups;
-  RefGrads r{Tensor::zeros(x.shape()), Tensor::zeros(w.shape()), Tensor::zeros({c.OC})};
-  for (int64_t n = 0; n < c.N; ++n)
-    for (int64_t o = 0; o < c.OC; ++o)
-      for (int64_t oh = 0; oh < OH; ++oh)
-        for (int64_t ow = 0; ow < OW; ++ow) {
-          const float g = d_out.data()[((n * c.OC + o) * OH + oh) * OW + ow];
-          r.db.data()[o] += g;
-          for (int64_t ci = 0; ci < Cg; ++ci)
-            for (int64_t kh = 0; kh < c.KH; ++kh)
-              for (int64_t kw = 0; kw < c.KW; ++kw) {
-                const int64_t ih = oh * c.stride - c.padding + kh;
-                const int64_t iw = ow * c.stride - c.padding + kw;
-                if (ih < 0 || ih >= c.H || iw < 0 || iw >= c.W) continue;
-                const int64_t xi = ((n * c.C + (o / OCg) * Cg + ci) * c.H + ih) * c.W + iw;
-                const int64_t wi = ((o * Cg + ci) * c.KH + kh) * c.KW + kw;
-                r.dx.data()[xi] += g * w.data()[wi];
-                r.dw.data()[wi] += g * x.data()[xi];
-              }
-        }
-  return r;
+ops::ConvGeometry geometry_of(const Config& c) {
+  return test::conv_geometry(c.N, c.C, c.OC, c.H, c.W, c.KH, c.KW, c.stride, c.padding, c.groups);
 }
 
 /// max |a - b| relative to the size of b.
-double rel_diff(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
+double rel_diff(const Tensor& a, const std::vector<double>& b) {
+  REQUIRE(a.numel() == static_cast<int64_t>(b.size()));
   double diff = 0, scale = 1;
   for (int64_t i = 0; i < a.numel(); ++i) {
-    diff = std::max(diff, double(std::abs(a.data()[i] - b.data()[i])));
-    scale = std::max(scale, double(std::abs(b.data()[i])));
+    diff = std::max(diff, std::abs(a.data()[i] - b[static_cast<size_t>(i)]));
+    scale = std::max(scale, std::abs(b[static_cast<size_t>(i)]));
   }
   return diff / scale;
 }
@@ -128,13 +75,16 @@ void check_against_reference(const Config& c) {
   in.w.set_requires_grad(true);
   if (c.bias) in.b.set_requires_grad(true);
   Tensor out = ops::conv2d(in.x, in.w, in.b, options_of(c));
-  const Tensor ref = reference_forward(in.x, in.w, in.b, c);
+  const ops::ConvGeometry g = geometry_of(c);
+  const std::vector<double> ref =
+      test::reference_conv(g, in.x.data(), in.w.data(), {.shift = c.bias ? in.b.data() : nullptr});
   CHECK(rel_diff(out, ref) < 1e-5);
 
   Generator gen(11);
   const Tensor d_out = Tensor::randn(out.shape(), gen);
   out.backward(d_out);
-  const RefGrads r = reference_backward(in.x, in.w, d_out, c);
+  const test::ReferenceGrads r =
+      test::reference_conv_backward(g, in.x.data(), in.w.data(), d_out.data());
   CHECK(rel_diff(in.x.grad(), r.dx) < 1e-5);
   CHECK(rel_diff(in.w.grad(), r.dw) < 1e-5);
   if (c.bias) CHECK(rel_diff(in.b.grad(), r.db) < 1e-5);
@@ -264,17 +214,17 @@ TEST_CASE("conv2d forward and backward match the naive reference") {
 }
 
 TEST_CASE("conv2d gradient checks on input, weight and bias") {
-  check_gradients({2, 3, 4, 5, 6, 3, 3, 1, 1, 1});         // 3x3 stride 1 pad 1
-  check_gradients({2, 3, 4, 7, 6, 3, 3, 2, 1, 1});         // 3x3 stride 2 pad 1
-  check_gradients({2, 3, 4, 5, 6, 1, 1, 1, 0, 1});         // 1x1
-  check_gradients({2, 4, 6, 5, 6, 3, 3, 1, 1, 2});         // groups = 2
-  check_gradients({2, 4, 4, 6, 5, 3, 3, 1, 1, 4});         // depthwise stride 1
-  check_gradients({2, 4, 4, 7, 6, 3, 3, 2, 1, 4});         // depthwise stride 2
-  check_gradients({2, 3, 4, 5, 6, 3, 3, 1, 1, 1, false});  // no bias
-  check_gradients({2, 4, 4, 6, 5, 3, 3, 1, 1, 4, false});  // depthwise, no bias
-  check_gradients({2, 3, 20, 9, 7, 3, 3, 1, 1, 1});        // two channel blocks, stride 1
-  check_gradients({2, 3, 20, 9, 7, 3, 3, 2, 1, 1});        // two channel blocks, stride 2
-  check_gradients({1, 2, 18, 8, 9, 3, 3, 1, 1, 1, false}); // one sample: pixel chunks
+  check_gradients({2, 3, 4, 5, 6, 3, 3, 1, 1, 1});          // 3x3 stride 1 pad 1
+  check_gradients({2, 3, 4, 7, 6, 3, 3, 2, 1, 1});          // 3x3 stride 2 pad 1
+  check_gradients({2, 3, 4, 5, 6, 1, 1, 1, 0, 1});          // 1x1
+  check_gradients({2, 4, 6, 5, 6, 3, 3, 1, 1, 2});          // groups = 2
+  check_gradients({2, 4, 4, 6, 5, 3, 3, 1, 1, 4});          // depthwise stride 1
+  check_gradients({2, 4, 4, 7, 6, 3, 3, 2, 1, 4});          // depthwise stride 2
+  check_gradients({2, 3, 4, 5, 6, 3, 3, 1, 1, 1, false});   // no bias
+  check_gradients({2, 4, 4, 6, 5, 3, 3, 1, 1, 4, false});   // depthwise, no bias
+  check_gradients({2, 3, 20, 9, 7, 3, 3, 1, 1, 1});         // two channel blocks, stride 1
+  check_gradients({2, 3, 20, 9, 7, 3, 3, 2, 1, 1});         // two channel blocks, stride 2
+  check_gradients({1, 2, 18, 8, 9, 3, 3, 1, 1, 1, false});  // one sample: pixel chunks
 }
 
 TEST_CASE("conv2d computes gradients only for inputs that require them") {
@@ -328,10 +278,11 @@ TEST_CASE("conv2d backward accumulates into existing gradients") {
     Generator gen(4);
     const Tensor d_out = Tensor::randn(out.shape(), gen);
     out.backward(d_out);
-    const RefGrads r = reference_backward(in.x, in.w, d_out, c);
+    const test::ReferenceGrads r =
+        test::reference_conv_backward(geometry_of(c), in.x.data(), in.w.data(), d_out.data());
     for (auto [got, want] : {std::pair{&in.x, &r.dx}, {&in.w, &r.dw}, {&in.b, &r.db}}) {
-      Tensor expected = want->clone();
-      for (float& v : expected.span()) v += 1.f;
+      std::vector<double> expected = *want;
+      for (double& v : expected) v += 1.0;
       CHECK(rel_diff(got->grad(), expected) < 1e-5);
     }
   }
@@ -339,7 +290,8 @@ TEST_CASE("conv2d backward accumulates into existing gradients") {
 
 /// Output, then d_input and d_weight where asked, of one forward + backward
 /// of config c on `threads` threads, concatenated.
-static std::vector<float> run_with_threads(const Config& c, int threads, bool with_dx, bool with_dw) {
+static std::vector<float> run_with_threads(const Config& c, int threads, bool with_dx,
+                                           bool with_dw) {
   const int saved = num_threads();
   set_num_threads(threads);
   Inputs in = make_inputs(c, 2);
@@ -365,12 +317,13 @@ TEST_CASE("dense direct conv2d output and d_input are bit-identical for 1 and 2 
   // pixels. The direct kernels' output and d_input (stride 1) never depend
   // on the split; d_weight is summed per sample range (ranges added in
   // order), so it is compared when there is one range.
-  for (const Config& c : {Config{4, 5, 20, 14, 14, 3, 3, 1, 1, 1},
-                          Config{1, 5, 20, 14, 14, 3, 3, 1, 1, 1},
-                          Config{4, 5, 20, 14, 14, 3, 3, 2, 1, 1}}) {
+  for (const Config& c :
+       {Config{4, 5, 20, 14, 14, 3, 3, 1, 1, 1}, Config{1, 5, 20, 14, 14, 3, 3, 1, 1, 1},
+        Config{4, 5, 20, 14, 14, 3, 3, 2, 1, 1}}) {
     const bool with_dx = c.stride == 1, with_dw = c.N == 1;
-    CHECK_MESSAGE(run_with_threads(c, 1, with_dx, with_dw) == run_with_threads(c, 2, with_dx, with_dw),
-                  describe(c));
+    CHECK_MESSAGE(
+        run_with_threads(c, 1, with_dx, with_dw) == run_with_threads(c, 2, with_dx, with_dw),
+        describe(c));
   }
 }
 

@@ -14,50 +14,22 @@
 #include "core/ops/conv2d_winograd.h"
 #include "core/parallel.h"
 #include "core/random.h"
+#include "tests/core/conv_reference.h"
 
 using namespace spruce;
 
 namespace {
 
 ops::ConvGeometry geometry(int64_t N, int64_t C, int64_t OC, int64_t H, int64_t W) {
-  ops::ConvGeometry g;
-  g.N = N, g.C = C, g.H = H, g.W = W, g.OC = OC, g.KH = 3, g.KW = 3;
-  g.stride = 1, g.padding = 1, g.groups = 1, g.OH = H, g.OW = W;
-  return g;
-}
-
-/// relu?(scale[o] * conv(x, w)[n, o, p] + shift[o] + residual[n, o, p]) in double.
-std::vector<double> reference(const ops::ConvGeometry& g, const float* x, const float* w,
-                              const ops::ConvOutput& o) {
-  std::vector<double> out(static_cast<size_t>(g.N * g.OC * g.H * g.W));
-  for (int64_t n = 0; n < g.N; ++n)
-    for (int64_t oc = 0; oc < g.OC; ++oc)
-      for (int64_t i = 0; i < g.H; ++i)
-        for (int64_t j = 0; j < g.W; ++j) {
-          double s = 0;
-          for (int64_t c = 0; c < g.C; ++c)
-            for (int64_t u = 0; u < 3; ++u)
-              for (int64_t v = 0; v < 3; ++v) {
-                const int64_t ii = i + u - 1, jj = j + v - 1;
-                if (ii < 0 || ii >= g.H || jj < 0 || jj >= g.W) continue;
-                s += double(x[((n * g.C + c) * g.H + ii) * g.W + jj]) *
-                     w[((oc * g.C + c) * 3 + u) * 3 + v];
-              }
-          const int64_t at = ((n * g.OC + oc) * g.H + i) * g.W + j;
-          if (o.scale) s *= o.scale[oc];
-          if (o.shift) s += o.shift[oc];
-          if (o.residual) s += o.residual[at];
-          if (o.relu) s = std::max(s, 0.0);
-          out[static_cast<size_t>(at)] = s;
-        }
-  return out;
+  return test::conv_geometry(N, C, OC, H, W, 3, 3, 1, 1);
 }
 
 /// Whether this build has the Winograd kernels (AVX-512); says so when not,
 /// since every case below then has nothing to check.
 bool winograd_built() {
   const bool built = ops::winograd::supports(geometry(2, 16, 16, 8, 8));
-  if (!built) MESSAGE("built without AVX-512: no Winograd kernels to test (conv2d uses the direct ones)");
+  if (!built)
+    MESSAGE("built without AVX-512: no Winograd kernels to test (conv2d uses the direct ones)");
   return built;
 }
 
@@ -83,7 +55,7 @@ TEST_CASE("Winograd conv is exact on small integers") {
   std::vector<float> w = random_values(static_cast<size_t>(g.OC * g.C * 9), gen, -3, 3);
   for (float& v : x) v = std::round(v);
   for (float& v : w) v = std::round(v);
-  const std::vector<double> want = reference(g, x.data(), w.data(), {});
+  const std::vector<double> want = test::reference_conv(g, x.data(), w.data(), {});
   const std::vector<float> got = run(g, x, w, {});
   for (size_t i = 0; i < got.size(); ++i) REQUIRE(double(got[i]) == want[i]);
 }
@@ -112,7 +84,7 @@ TEST_CASE("Winograd conv matches the direct sum within float rounding") {
     const auto res = random_values(static_cast<size_t>(g.N * g.OC * g.H * g.W), gen, -1, 1);
     const ops::ConvOutput plain{}, fused{scale.data(), shift.data(), res.data(), true};
     for (const ops::ConvOutput& o : {plain, fused}) {
-      const std::vector<double> want = reference(g, x.data(), w.data(), o);
+      const std::vector<double> want = test::reference_conv(g, x.data(), w.data(), o);
       double scale_max = 1;
       for (const double v : want) scale_max = std::max(scale_max, std::abs(v));
       for (const int threads : {1, 2}) {
@@ -132,9 +104,9 @@ TEST_CASE("Winograd conv matches the direct sum within float rounding") {
 TEST_CASE("Winograd takes batched 3x3 stride-1 pad-1 convs of whole channel blocks only") {
   if (!winograd_built()) return;
   CHECK(ops::winograd::supports(geometry(128, 64, 64, 7, 7)));
-  CHECK_FALSE(ops::winograd::supports(geometry(1, 16, 16, 8, 8)));   // one sample: direct
-  CHECK_FALSE(ops::winograd::supports(geometry(2, 3, 16, 8, 8)));    // first conv
-  CHECK_FALSE(ops::winograd::supports(geometry(2, 16, 20, 8, 8)));   // partial output block
+  CHECK_FALSE(ops::winograd::supports(geometry(1, 16, 16, 8, 8)));  // one sample: direct
+  CHECK_FALSE(ops::winograd::supports(geometry(2, 3, 16, 8, 8)));   // first conv
+  CHECK_FALSE(ops::winograd::supports(geometry(2, 16, 20, 8, 8)));  // partial output block
   ops::ConvGeometry g = geometry(2, 16, 16, 8, 8);
   g.stride = 2, g.OH = g.OW = 4;
   CHECK_FALSE(ops::winograd::supports(g));
@@ -159,28 +131,16 @@ TEST_CASE("Winograd weight gradient matches the direct sum, the same for 1 and 2
   struct Case {
     int64_t N, C, OC, H, W;
   };
-  const Case cases[] = {{2, 16, 16, 28, 28}, {3, 32, 48, 7, 7}, {2, 16, 32, 5, 8}, {4, 32, 16, 2, 3}};
+  const Case cases[] = {
+      {2, 16, 16, 28, 28}, {3, 32, 48, 7, 7}, {2, 16, 32, 5, 8}, {4, 32, 16, 2, 3}};
   Generator gen(13);
   const int saved = num_threads();
   for (const Case& c : cases) {
     const ops::ConvGeometry g = geometry(c.N, c.C, c.OC, c.H, c.W);
     const auto x = random_values(static_cast<size_t>(g.N * g.C * g.H * g.W), gen, -1, 1);
     const auto d = random_values(static_cast<size_t>(g.N * g.OC * g.H * g.W), gen, -1, 1);
-    // dW[oc, c, u, v] = sum_n,i,j d[n, oc, i, j] x[n, c, i + u - 1, j + v - 1]
-    std::vector<double> want(static_cast<size_t>(g.OC * g.C * 9), 0.0);
-    for (int64_t n = 0; n < g.N; ++n)
-      for (int64_t oc = 0; oc < g.OC; ++oc)
-        for (int64_t ci = 0; ci < g.C; ++ci)
-          for (int64_t u = 0; u < 3; ++u)
-            for (int64_t v = 0; v < 3; ++v)
-              for (int64_t i = 0; i < g.H; ++i)
-                for (int64_t j = 0; j < g.W; ++j) {
-                  const int64_t ii = i + u - 1, jj = j + v - 1;
-                  if (ii < 0 || ii >= g.H || jj < 0 || jj >= g.W) continue;
-                  want[static_cast<size_t>(((oc * g.C + ci) * 3 + u) * 3 + v)] +=
-                      double(d[static_cast<size_t>(((n * g.OC + oc) * g.H + i) * g.W + j)]) *
-                      x[static_cast<size_t>(((n * g.C + ci) * g.H + ii) * g.W + jj)];
-                }
+    const std::vector<double> want =
+        test::reference_conv_backward(g, x.data(), nullptr, d.data()).dw;
     double scale_max = 1;
     for (const double v : want) scale_max = std::max(scale_max, std::abs(v));
     std::vector<std::vector<float>> got;
