@@ -15,8 +15,10 @@
 #include "core/parallel.h"
 #include "core/random.h"
 #include "tests/core/conv_reference.h"
+#include "tests/skip.h"
 
 using namespace spruce;
+using spruce::test::skip_unless;
 
 namespace {
 
@@ -24,14 +26,10 @@ ops::ConvGeometry geometry(int64_t N, int64_t C, int64_t OC, int64_t H, int64_t 
   return test::conv_geometry(N, C, OC, H, W, 3, 3, 1, 1);
 }
 
-/// Whether this build has the Winograd kernels (AVX-512); says so when not,
-/// since every case below then has nothing to check.
-bool winograd_built() {
-  const bool built = ops::winograd::supports(geometry(2, 16, 16, 8, 8));
-  if (!built)
-    MESSAGE("built without AVX-512: no Winograd kernels to test (conv2d uses the direct ones)");
-  return built;
-}
+/// Every case below is skipped when the build has no Winograd kernels (no AVX-512).
+const bool kNoWinograd = skip_unless(ops::winograd::supports(geometry(2, 16, 16, 8, 8)),
+                                     "built without AVX-512: no Winograd kernels to test "
+                                     "(conv2d uses its other kernels)");
 
 std::vector<float> run(const ops::ConvGeometry& g, const std::vector<float>& x,
                        const std::vector<float>& w, const ops::ConvOutput& o) {
@@ -47,8 +45,7 @@ std::vector<float> random_values(size_t n, Generator& gen, float lo, float hi) {
 
 }  // namespace
 
-TEST_CASE("Winograd conv is exact on small integers") {
-  if (!winograd_built()) return;
+TEST_CASE("Winograd conv is exact on small integers" * doctest::skip(kNoWinograd)) {
   Generator gen(3);
   const ops::ConvGeometry g = geometry(3, 32, 32, 7, 9);
   std::vector<float> x = random_values(static_cast<size_t>(g.N * g.C * g.H * g.W), gen, -4, 4);
@@ -60,8 +57,8 @@ TEST_CASE("Winograd conv is exact on small integers") {
   for (size_t i = 0; i < got.size(); ++i) REQUIRE(double(got[i]) == want[i]);
 }
 
-TEST_CASE("Winograd conv matches the direct sum within float rounding") {
-  if (!winograd_built()) return;
+TEST_CASE("Winograd conv matches the direct sum within float rounding" *
+          doctest::skip(kNoWinograd)) {
   struct Case {
     int64_t N, C, OC, H, W;
   };
@@ -101,8 +98,8 @@ TEST_CASE("Winograd conv matches the direct sum within float rounding") {
   set_num_threads(saved);
 }
 
-TEST_CASE("Winograd takes batched 3x3 stride-1 pad-1 convs of whole channel blocks only") {
-  if (!winograd_built()) return;
+TEST_CASE("Winograd takes batched 3x3 stride-1 pad-1 convs of whole channel blocks only" *
+          doctest::skip(kNoWinograd)) {
   CHECK(ops::winograd::supports(geometry(128, 64, 64, 7, 7)));
   CHECK_FALSE(ops::winograd::supports(geometry(1, 16, 16, 8, 8)));  // one sample: direct
   CHECK_FALSE(ops::winograd::supports(geometry(2, 3, 16, 8, 8)));   // first conv
@@ -115,8 +112,8 @@ TEST_CASE("Winograd takes batched 3x3 stride-1 pad-1 convs of whole channel bloc
   CHECK_FALSE(ops::winograd::supports(g));
 }
 
-TEST_CASE("conv2d routes to Winograd: its output equals winograd::forward bit for bit") {
-  if (!winograd_built()) return;
+TEST_CASE("conv2d routes to Winograd: its output equals winograd::forward bit for bit" *
+          doctest::skip(kNoWinograd)) {
   Generator gen(5);
   const Tensor x = Tensor::randn({4, 16, 10, 10}, gen);
   const Tensor w = Tensor::randn({32, 16, 3, 3}, gen, 0.f, 0.2f);
@@ -126,8 +123,8 @@ TEST_CASE("conv2d routes to Winograd: its output equals winograd::forward bit fo
   CHECK(std::equal(want.begin(), want.end(), y.data()));
 }
 
-TEST_CASE("Winograd weight gradient matches the direct sum, the same for 1 and 2 threads") {
-  if (!winograd_built()) return;
+TEST_CASE("Winograd weight gradient matches the direct sum, the same for 1 and 2 threads" *
+          doctest::skip(kNoWinograd)) {
   struct Case {
     int64_t N, C, OC, H, W;
   };

@@ -15,6 +15,7 @@
 #include "core/io/file.h"
 #include "core/io/npz.h"
 #include "core/random.h"
+#include "tests/skip.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -136,11 +137,8 @@ TEST_CASE("npz entries are .npy 1.0 arrays with a 64-byte aligned header") {
   CHECK(get<uint32_t>(b, 22) == 10 + header_len + 6 * 4);
 }
 
-TEST_CASE("numpy.load reads what write_npz writes") {
-  if (!have_numpy()) {
-    MESSAGE("skipped: /usr/bin/python3 has no numpy");
-    return;
-  }
+TEST_CASE("numpy.load reads what write_npz writes" *
+          doctest::skip(skip_unless(have_numpy(), "/usr/bin/python3 has no numpy"))) {
   TempDir dir;
   write_npz(dir.file("ours.npz"), sample());
   const std::string script = R"(
@@ -163,11 +161,8 @@ assert z['noise'].shape == (3, 2)
   CHECK(run_python(dir, script, dir.file("ours.npz")) == 0);
 }
 
-TEST_CASE("read_npz reads numpy.savez and numpy.savez_compressed files") {
-  if (!have_numpy()) {
-    MESSAGE("skipped: /usr/bin/python3 has no numpy");
-    return;
-  }
+TEST_CASE("read_npz reads numpy.savez and numpy.savez_compressed files" *
+          doctest::skip(skip_unless(have_numpy(), "/usr/bin/python3 has no numpy"))) {
   TempDir dir;
   const std::string script = R"(
 import sys, os, numpy as np

@@ -6,16 +6,21 @@
 #include <filesystem>
 
 #include "data/idx.h"
+#include "tests/skip.h"
 
 using namespace spruce::data;
 
-TEST_CASE("fashion-mnist: the installed Debian files load") {
+namespace {
+bool installed() {
   std::error_code ec;
-  if (!std::filesystem::exists(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte.gz", ec)) {
-    MESSAGE("skipped: " << kFashionMnistDir
-                        << " is absent (apt-get install dataset-fashion-mnist)");
-    return;
-  }
+  return std::filesystem::exists(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte.gz", ec);
+}
+}  // namespace
+
+TEST_CASE("fashion-mnist: the installed Debian files load" *
+          doctest::skip(spruce::test::skip_unless(
+              installed(), std::string(kFashionMnistDir) +
+                               " is absent (apt-get install dataset-fashion-mnist)"))) {
   for (const bool train : {true, false}) {
     auto ds = load_fashion_mnist(kFashionMnistDir, train);
     CHECK(ds->size() == (train ? 60000 : 10000));
