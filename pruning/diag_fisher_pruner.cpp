@@ -25,7 +25,8 @@ void DiagFisherPruner::prepare(const PrunableSet& set, const GradientBank* grads
   if (!(fisher.damp > 0.0))
     throw std::invalid_argument("diag_fisher: damping λ = " + std::to_string(fisher.damp) +
                                 ", expected > 0");
-  const int64_t d = grads->dim(), m = grads->rows();
+  const int64_t d = grads->dim();
+  int64_t m = grads->rows();
   diag_.assign(static_cast<size_t>(d), 0.0);
   // Columns split over threads; rows summed in order, so the bits do not depend on the split.
   parallel_for(0, d, 4096, [&](int64_t q0, int64_t q1) {
@@ -34,6 +35,11 @@ void DiagFisherPruner::prepare(const PrunableSet& set, const GradientBank* grads
       for (int64_t q = q0; q < q1; ++q) diag_[q] += static_cast<double>(g[q]) * g[q];
     }
   });
+  if (comm_ != nullptr && comm_->size() > 1) {
+    comm_->allreduce_sum(std::span<double>(diag_));
+    m = 0;
+    for (int64_t rows : comm_->allgather(grads->rows())) m += rows;
+  }
   for (double& f : diag_) f = fisher.damp + (m > 0 ? f / m : 0.0);
 }
 

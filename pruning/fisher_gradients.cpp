@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace spruce::pruning {
 
@@ -11,6 +12,14 @@ GradientBank::GradientBank(int64_t dim, int64_t reserve_rows) : dim_(dim) {
   if (dim < 0)
     throw std::invalid_argument("GradientBank: negative dimension " + std::to_string(dim));
   data_.reserve(static_cast<size_t>(dim * std::max<int64_t>(reserve_rows, 0)));
+}
+
+GradientBank::GradientBank(int64_t dim, std::vector<float> rows)
+    : dim_(dim), data_(std::move(rows)) {
+  if (dim < 0 || (dim == 0 && !data_.empty()) ||
+      (dim > 0 && data_.size() % static_cast<size_t>(dim) != 0))
+    throw std::invalid_argument("GradientBank: " + std::to_string(data_.size()) +
+                                " values are not rows of " + std::to_string(dim));
 }
 
 void GradientBank::add(std::span<const float> row) {

@@ -21,6 +21,8 @@ class GradientBank {
   /// An empty bank for gradients of length `dim`. Reserve the expected row
   /// count up front: m·d floats can be a gigabyte, and growing would copy it.
   explicit GradientBank(int64_t dim, int64_t reserve_rows = 0);
+  /// A bank that takes over `rows`, row-major [rows.size() / dim, dim].
+  GradientBank(int64_t dim, std::vector<float> rows);
 
   /// Appends one gradient. row: [dim]
   void add(std::span<const float> row);

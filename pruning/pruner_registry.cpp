@@ -51,14 +51,14 @@ PruningMethod parse_method(const std::string& text) {
   return m;
 }
 
-std::unique_ptr<Pruner> make_pruner(const PruningMethod& method) {
+std::unique_ptr<Pruner> make_pruner(const PruningMethod& method, Communicator* comm) {
   if (method.pruner == "magnitude") return std::make_unique<MagnitudePruner>();
-  if (method.pruner == "diagfisher") return std::make_unique<DiagFisherPruner>();
+  if (method.pruner == "diagfisher") return std::make_unique<DiagFisherPruner>(comm);
   if (method.pruner == "woodfisher") {
     WoodFisherOptions o;
     o.update = method.update;
     o.summed_scale = method.summed_scale;
-    return std::make_unique<WoodFisherPruner>(o);
+    return std::make_unique<WoodFisherPruner>(o, comm);
   }
   throw UsageError("unknown pruner '" + method.pruner + "'");
 }

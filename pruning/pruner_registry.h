@@ -30,7 +30,9 @@ struct PruningMethod {
 const std::vector<std::string>& pruner_names();
 /// Parses a method name; UsageError naming the bad part and the valid ones.
 PruningMethod parse_method(const std::string& text);
-/// A fresh pruner for the method.
-std::unique_ptr<Pruner> make_pruner(const PruningMethod& method);
+/// A fresh pruner for the method. With a communicator of several ranks, a
+/// Fisher-based pruner expects each rank's share of the gradient rows and
+/// every rank ends with the same masks and weights (distributed_fisher.h).
+std::unique_ptr<Pruner> make_pruner(const PruningMethod& method, Communicator* comm = nullptr);
 
 }  // namespace spruce::pruning

@@ -1,4 +1,5 @@
-// WoodFisher pruning: the block inverse, ρ and the OBS update wired together.
+// WoodFisher pruning: the block inverse, ρ and the OBS update wired together,
+// in one process or spread over ranks.
 #include "woodfisher_pruner.h"
 
 #include <stdexcept>
@@ -12,14 +13,39 @@ void WoodFisherPruner::prepare(const PrunableSet& set, const GradientBank* grads
     throw std::invalid_argument("woodfisher: needs gradients of length " +
                                 std::to_string(set.numel()));
   fisher_ = fisher;
+  if (comm_ != nullptr) return prepare_distributed(set, *grads);
   grads_ = grads;
+  first_ = 0;
   mask_ = set.flat_mask();
   inverse_ = block_fisher_inverse(*grads, make_blocks(set.layer_sizes(), fisher.block_size),
                                   {fisher.damp, options_.method, options_.chunk}, mask_);
 }
 
+void WoodFisherPruner::prepare_distributed(const PrunableSet& set, const GradientBank& mine) {
+  const std::vector<Block> blocks = make_blocks(set.layer_sizes(), fisher_.block_size);
+  int64_t m = 0;
+  for (int64_t rows : comm_->allgather(mine.rows())) m += rows;
+  partition_ = partition_blocks(blocks, m, options_.method, comm_->size());
+  const int me = comm_->rank();
+  first_ = partition_.column_start[me];
+  owned_grads_ = GradientBank(0);  // free the last step's columns before gathering new ones
+  owned_grads_ = gather_columns(*comm_, mine, partition_);
+  std::vector<Block> owned(blocks.begin() + partition_.first_block[me],
+                           blocks.begin() + partition_.first_block[me + 1]);
+  for (Block& b : owned) {
+    b.begin -= first_;
+    b.end -= first_;
+  }
+  const std::vector<float> mask = set.flat_mask();
+  mask_.assign(mask.begin() + first_, mask.begin() + first_ + partition_.columns(me));
+  grads_ = &owned_grads_;
+  inverse_ = block_fisher_inverse(owned_grads_, std::move(owned),
+                                  {fisher_.damp, options_.method, options_.chunk}, mask_);
+}
+
 void WoodFisherPruner::check_prepared(const PrunableSet& set) const {
-  if (grads_ == nullptr || inverse_.dim() != set.numel())
+  const int64_t covered = comm_ != nullptr ? partition_.column_start.back() : inverse_.dim();
+  if (grads_ == nullptr || covered != set.numel())
     throw std::logic_error("woodfisher: prepare() was not called for a set of " +
                            std::to_string(set.numel()) + " weights");
 }
@@ -29,22 +55,39 @@ std::vector<double> WoodFisherPruner::scores(const PrunableSet& set) const {
   const std::vector<float> w = set.flat_weights();
   const std::vector<float>& diag = inverse_.diagonal();
   std::vector<double> rho(w.size());
-  for (size_t q = 0; q < w.size(); ++q) rho[q] = static_cast<double>(w[q]) * w[q] / (2.0 * diag[q]);
+  for (size_t j = 0; j < diag.size(); ++j) {
+    const size_t q = static_cast<size_t>(first_) + j;
+    rho[q] = static_cast<double>(w[q]) * w[q] / (2.0 * diag[j]);
+  }
+  if (comm_ != nullptr)
+    comm_->allgather_in_place(std::span<double>(rho), partition_.column_counts());
   return rho;
 }
 
 LossPrediction WoodFisherPruner::update(PrunableSet& set, std::span<const int64_t> prune) {
   check_prepared(set);
-  const std::vector<float> before = set.flat_weights();
+  std::vector<float> all = set.flat_weights();
+  const int64_t width = inverse_.dim();
+  // This rank's weights and the pruned indices among them, counted from first_.
+  const std::vector<float> before(all.begin() + first_, all.begin() + first_ + width);
   std::vector<float> w = before;
+  std::vector<int64_t> local;
+  for (int64_t q : prune)
+    if (q >= first_ && q < first_ + width) local.push_back(q - first_);
   LossPrediction out{std::vector<double>(static_cast<size_t>(set.size()), 0.0),
                      std::vector<double>(static_cast<size_t>(set.size()), 0.0)};
   if (options_.update == ObsUpdate::Exact)
-    obs_update_exact(w, inverse_, prune, out.predicted);
+    obs_update_exact(w, inverse_, local, out.predicted);
   else
-    obs_update_summed(w, inverse_, prune, options_.summed_scale, out.predicted);
-  set.set_flat_weights(w);
+    obs_update_summed(w, inverse_, local, options_.summed_scale, out.predicted);
   fisher_quadratic(before, w, *grads_, inverse_.blocks(), fisher_.damp, mask_, out.quadratic);
+  std::copy(w.begin(), w.end(), all.begin() + first_);
+  if (comm_ != nullptr) {
+    comm_->allgather_in_place(std::span<float>(all), partition_.column_counts());
+    comm_->allreduce_sum(std::span<double>(out.predicted));
+    comm_->allreduce_sum(std::span<double>(out.quadratic));
+  }
+  set.set_flat_weights(all);
   return out;
 }
 

@@ -10,8 +10,17 @@
 // Gradient entries of already-pruned weights are taken as zero (as the
 // reference masks them), so those weights decouple from the rest of F and
 // the update never moves them.
+//
+// With a communicator of N > 1 ranks the pruner is distributed
+// (distributed_fisher.h): prepare() takes this rank's share of the gradient
+// rows, each rank inverts only the blocks it owns, scores() gathers every
+// rank's ρ so that all ranks select the same weights, and update() lets the
+// owners update their blocks and shares the new weights with every rank.
+// Masks equal a single process's, weights agree to float rounding.
 #pragma once
 
+#include "../core/communicator.h"
+#include "distributed_fisher.h"
 #include "obs_update.h"
 #include "pruner.h"
 #include "woodbury.h"
@@ -29,7 +38,9 @@ struct WoodFisherOptions {
 
 class WoodFisherPruner : public Pruner {
  public:
-  explicit WoodFisherPruner(WoodFisherOptions options = {}) : options_(options) {}
+  /// comm: null or one rank = a single process.
+  explicit WoodFisherPruner(WoodFisherOptions options = {}, Communicator* comm = nullptr)
+      : options_(options), comm_(comm != nullptr && comm->size() > 1 ? comm : nullptr) {}
   std::string name() const override { return "woodfisher"; }
   bool needs_fisher() const override { return true; }
   void prepare(const PrunableSet& set, const GradientBank* grads,
@@ -37,18 +48,26 @@ class WoodFisherPruner : public Pruner {
   std::vector<double> scores(const PrunableSet& set) const override;
   LossPrediction update(PrunableSet& set, std::span<const int64_t> prune) override;
 
-  /// The block inverse computed by the last prepare().
+  /// The block inverse computed by the last prepare(): of this rank's
+  /// blocks, with indices counted from first_weight(), when distributed.
   const BlockInverse& inverse() const { return inverse_; }
+  /// The first flat index inverse() covers (0 in a single process).
+  int64_t first_weight() const { return first_; }
   const WoodFisherOptions& options() const { return options_; }
 
  private:
   void check_prepared(const PrunableSet& set) const;
+  void prepare_distributed(const PrunableSet& set, const GradientBank& mine);
 
   WoodFisherOptions options_;
+  Communicator* comm_ = nullptr;  // null: a single process
+  BlockPartition partition_;      // when distributed
+  GradientBank owned_grads_{0};   // when distributed: all rows, this rank's columns
+  int64_t first_ = 0;             // first flat index of inverse_
   FisherOptions fisher_;
   const GradientBank* grads_ = nullptr;
   BlockInverse inverse_;
-  std::vector<float> mask_;  // masks at prepare() [d]
+  std::vector<float> mask_;  // masks at prepare() [d], of this rank's columns when distributed
 };
 
 }  // namespace spruce::pruning

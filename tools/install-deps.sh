@@ -2,8 +2,10 @@
 # Installs the Debian packages spruce needs, only those that are missing.
 # As root it runs apt-get; otherwise through sudo when available; otherwise it
 # prints the command to run and fails.
+# libopenmpi-dev and openmpi-bin are optional (Meson option mpi = auto):
+# they let one job run as several processes under mpirun.
 set -eu
-packages="g++ meson ninja-build pkg-config libopenblas-dev zlib1g-dev libstb-dev doctest-dev libyaml-cpp-dev dataset-fashion-mnist"
+packages="g++ meson ninja-build pkg-config libopenblas-dev zlib1g-dev libstb-dev doctest-dev libyaml-cpp-dev dataset-fashion-mnist libopenmpi-dev openmpi-bin"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

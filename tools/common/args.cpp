@@ -7,6 +7,7 @@
 #include <exception>
 #include <sstream>
 
+#include "core/communicator.h"
 #include "core/error.h"
 
 namespace spruce::cli {
@@ -248,14 +249,26 @@ std::string Args::help() const {
 }
 
 int run_tool(const char* program, const std::function<int()>& body) {
+  // Under mpirun: only rank 0 prints; an error on any rank ends the whole
+  // job (the other ranks would wait forever in their next collective).
+  Communicator* comm = nullptr;
+  auto fail = [&](int code, const std::string& what) {
+    const std::string where =
+        comm != nullptr && comm->size() > 1 ? " (rank " + std::to_string(comm->rank()) + ")" : "";
+    const std::string message = std::string(program) + where + ": error: " + what;
+    if (comm != nullptr && comm->size() > 1) comm->abort(code, message);
+    std::fprintf(stderr, "%s\n", message.c_str());
+    return code;
+  };
   try {
+    comm = &world();
+    if (!comm->is_root() && std::freopen("/dev/null", "w", stdout) == nullptr)
+      throw IoError("/dev/null: cannot open for rank " + std::to_string(comm->rank()) + "'s output");
     return body();
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "%s: error: %s\n", program, e.what());
-    return 2;
+    return fail(2, e.what());
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: error: %s\n", program, e.what());
-    return 1;
+    return fail(1, e.what());
   }
 }
 

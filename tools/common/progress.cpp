@@ -5,6 +5,8 @@
 
 #include <cstdio>
 
+#include "core/communicator.h"
+
 namespace spruce::cli {
 
 std::string format_duration(double seconds) {
@@ -45,6 +47,7 @@ void ProgressBar::finish(const std::string& extra) {
 }
 
 void ProgressBar::draw(int64_t done, const std::string& extra, bool final) {
+  if (!world().is_root()) return;  // under mpirun, rank 0 speaks for all
   const double t = elapsed_seconds();
   const double frac = total_ > 0 ? static_cast<double>(done) / static_cast<double>(total_) : 1.0;
   const double rate = t > 0 ? static_cast<double>(done * units_per_step_) / t : 0.0;

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "core/communicator.h"
 #include "core/error.h"
 #include "data/data_loader.h"
 #include "layers/batch_norm_recalibration.h"
@@ -66,10 +67,13 @@ pruning::GradientBank collect_gradients(Module& model, const pruning::PrunableSe
                                         const data::TransformList& transforms, const FisherSettings& settings,
                                         uint64_t seed, bool progress) {
   data::DataLoader loader = data::make_sample_loader(train, settings.samples, settings.batch, seed, transforms);
-  pruning::GradientBank bank(set.numel(), settings.samples);
-  ProgressBar bar("fisher", settings.samples, "grad/s");
+  // Under mpirun each rank takes its share of the same m samples.
+  const auto [first, last] = shard(settings.samples, world().rank(), world().size());
+  loader.seek(0, first);
+  pruning::GradientBank bank(set.numel(), last - first);
+  ProgressBar bar("fisher", last - first, "grad/s");
   pruning::collect_fisher_gradients(
-      model, set, settings.samples,
+      model, set, last - first,
       [&] {
         auto batch = loader.next();
         return std::make_pair(batch->images, batch->labels);
@@ -85,7 +89,7 @@ std::vector<StepResult> prune_one_shot(Module& model, pruning::PrunableSet& set,
                                        double sparsity, int64_t steps, std::shared_ptr<const data::Dataset> train,
                                        const data::TransformList& transforms, const FisherSettings& fisher,
                                        bool progress) {
-  auto pruner = pruning::make_pruner(method);
+  auto pruner = pruning::make_pruner(method, &world());
   std::vector<StepResult> results;
   const double start = static_cast<double>(set.pruned_count()) / static_cast<double>(set.numel());
   for (int64_t k = 1; k <= steps; ++k) {

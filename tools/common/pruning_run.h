@@ -70,6 +70,8 @@ PruningSession open_pruning_session(const std::string& model_path, const std::st
 
 /// Collects settings.samples gradients of `set`'s weights on fresh training
 /// samples drawn with `seed`, with a progress bar; returns the [m, d] bank.
+/// Under mpirun, each rank collects its shard(m) of those samples and returns
+/// those rows only (the pruners of prune_one_shot expect exactly that).
 pruning::GradientBank collect_gradients(Module& model, const pruning::PrunableSet& set,
                                         std::shared_ptr<const data::Dataset> train,
                                         const data::TransformList& transforms, const FisherSettings& settings,
