@@ -11,6 +11,7 @@
 #include <thread>
 #include <utility>
 
+#include "../core/communicator.h"
 #include "../core/error.h"
 #include "../core/random.h"
 
@@ -33,16 +34,19 @@ uint64_t splitmix64(uint64_t z) {
 // its arguments: it runs on the caller's thread or on the prefetch thread.
 Batch build_batch(const Dataset& dataset, int64_t batch_size, uint64_t seed,
                   const TransformList& transforms, const std::vector<int64_t>& order, int64_t epoch,
-                  int64_t batch) {
+                  int64_t batch, int part, int parts) {
   const auto n = static_cast<int64_t>(order.size());
-  const int64_t begin = batch * batch_size;
-  const int64_t count = std::min(n, begin + batch_size) - begin;
+  const int64_t whole_begin = batch * batch_size;
+  const int64_t whole_size = std::min(n, whole_begin + batch_size) - whole_begin;
+  const auto [first, last] = shard(whole_size, part, parts);
+  const int64_t begin = whole_begin + first, count = last - first;
   const ImageShape shape = dataset.image_shape();
   const int64_t per_image = shape.numel();
 
   Batch out;
   out.epoch = epoch;
   out.index = batch;
+  out.whole_size = whole_size;
   out.images = Tensor::empty({count, shape.channels, shape.height, shape.width});  // [B, C, H, W]
   out.labels.resize(static_cast<size_t>(count));
   out.indices.resize(static_cast<size_t>(count));
@@ -236,6 +240,10 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, DataLoaderOptions
                      " with drop_last leaves no batch of dataset " + dataset_->name() + " (" +
                      std::to_string(n) + " samples), expected batch size <= " + std::to_string(n));
   }
+  if (options_.shards < 1 || options_.shard < 0 || options_.shard >= options_.shards) {
+    throw UsageError("data loader: shard " + std::to_string(options_.shard) + " of " +
+                     std::to_string(options_.shards) + ", expected 0 <= shard < shards");
+  }
   for (const auto& t : options_.transforms) {
     if (!t) throw UsageError("data loader: a transform is null");
     t->check(dataset_->image_shape());
@@ -285,7 +293,7 @@ Batch DataLoader::batch_at(int64_t epoch, int64_t batch) const {
   }
   const auto order = order_for(epoch);
   return build_batch(*dataset_, options_.batch_size, options_.seed, options_.transforms, *order,
-                     epoch, batch);
+                     epoch, batch, options_.shard, options_.shards);
 }
 
 std::optional<Batch> DataLoader::next() {
@@ -308,8 +316,10 @@ std::optional<Batch> DataLoader::next() {
     // The job owns copies of everything it reads, so it never touches *this.
     prefetcher_->submit(
         {e, b}, [dataset = dataset_, order = order_for(e), size = options_.batch_size,
-                 seed = options_.seed, transforms = options_.transforms, e,
-                 b] { return build_batch(*dataset, size, seed, transforms, *order, e, b); });
+                 seed = options_.seed, transforms = options_.transforms, e, b,
+                 part = options_.shard, parts = options_.shards] {
+          return build_batch(*dataset, size, seed, transforms, *order, e, b, part, parts);
+        });
   }
   return out;
 }

@@ -38,6 +38,12 @@ struct DataLoaderOptions {
   /// Build the next batch on a background thread while the caller trains.
   bool prefetch = false;
   TransformList transforms{};
+  /// Data-parallel training: this loader yields only part `shard` of
+  /// `shards` of every batch, the samples shard(B_b, shard, shards) of batch
+  /// b's B_b (core/communicator.h), with the very pixels and augmentation
+  /// they have in the whole batch. Batch counts and order stay the whole's.
+  int shard = 0;
+  int shards = 1;
 };
 
 /// One mini-batch.
@@ -47,6 +53,8 @@ struct Batch {
   std::vector<int64_t> indices;  // [B] dataset index of each sample
   int64_t epoch = 0;
   int64_t index = 0;  // batch index within the epoch
+  /// Samples in the whole batch: labels.size() unless the loader is sharded.
+  int64_t whole_size = 0;
 };
 
 /// Where the loader stands: the next call to next() yields batch `batch` of

@@ -272,3 +272,41 @@ TEST_CASE("draw_sample_indices and the sample loader") {
   CHECK(drawn == draw_sample_indices(kN, 12, 77));
   CHECK_THROWS_AS(make_sample_loader(ds, 0, 3, 1), UsageError);
 }
+
+TEST_CASE("loader: shards of a batch are the whole batch's samples, split in order") {
+  auto ds = numbered_dataset();
+  for (const bool prefetch : {false, true}) {
+    DataLoader whole(ds, {.batch_size = 5, .seed = 3, .transforms = augment()});
+    std::vector<std::unique_ptr<DataLoader>> parts;
+    for (int s = 0; s < 3; ++s)
+      parts.push_back(std::make_unique<DataLoader>(
+          ds, DataLoaderOptions{.batch_size = 5, .seed = 3, .prefetch = prefetch,
+                                .transforms = augment(), .shard = s, .shards = 3}));
+    for (int e = 0; e < 2; ++e) {
+      const auto all = run_epoch(whole);
+      for (const Batch& b : all) {
+        CHECK(b.whole_size == static_cast<int64_t>(b.labels.size()));
+        // The shards' images and labels, concatenated, are the whole batch's.
+        std::vector<float> pixels;
+        std::vector<int32_t> labels;
+        for (auto& p : parts) {
+          const auto piece = p->next();
+          REQUIRE(piece.has_value());
+          CHECK(piece->whole_size == b.whole_size);
+          CHECK(piece->index == b.index);
+          pixels.insert(pixels.end(), piece->images.data(),
+                        piece->images.data() + piece->images.numel());
+          labels.insert(labels.end(), piece->labels.begin(), piece->labels.end());
+        }
+        CHECK(labels == b.labels);
+        CHECK(pixels == std::vector<float>(b.images.data(), b.images.data() + b.images.numel()));
+      }
+      for (auto& p : parts) CHECK(!p->next().has_value());
+    }
+  }
+  // 23 samples in batches of 5: the last batch of 3 gives the third shard one sample.
+  DataLoader last(ds, {.batch_size = 5, .shuffle = false, .shard = 2, .shards = 3});
+  CHECK(last.batch_at(0, 4).labels.size() == 1);
+  CHECK(last.batch_at(0, 0).indices == std::vector<int64_t>{4});
+  CHECK_THROWS_AS(DataLoader(ds, {.batch_size = 5, .shard = 3, .shards = 3}), UsageError);
+}
