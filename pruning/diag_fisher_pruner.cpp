@@ -25,6 +25,7 @@ void DiagFisherPruner::prepare(const PrunableSet& set, const GradientBank* grads
   if (!(fisher.damp > 0.0))
     throw std::invalid_argument("diag_fisher: damping λ = " + std::to_string(fisher.damp) +
                                 ", expected > 0");
+  check_finite_gradients(*grads, set, "diag_fisher");
   const int64_t d = grads->dim();
   int64_t m = grads->rows();
   diag_.assign(static_cast<size_t>(d), 0.0);

@@ -2,9 +2,12 @@
 #include "fisher_gradients.h"
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 #include <string>
 #include <utility>
+
+#include "../core/error.h"
 
 namespace spruce::pruning {
 
@@ -50,6 +53,23 @@ std::span<const float> GradientBank::row(int64_t i) const {
     throw std::out_of_range("GradientBank: row " + std::to_string(i) + " of " +
                             std::to_string(rows()));
   return {data_.data() + i * dim_, static_cast<size_t>(dim_)};
+}
+
+void check_finite_gradients(const GradientBank& grads, const PrunableSet& set,
+                            const std::string& who) {
+  const int64_t d = grads.dim();
+  for (int64_t i = 0; i < grads.rows(); ++i) {
+    const float* g = grads.data() + i * d;
+    for (int64_t q = 0; q < d; ++q) {
+      if (std::isfinite(g[q])) continue;
+      const PrunableParam& p = set.param(set.layer_of(q));
+      throw Error(who + ": Fisher gradient " + std::to_string(i + 1) + " of " +
+                  std::to_string(grads.rows()) + " is " + (std::isnan(g[q]) ? "NaN" : "Inf") +
+                  " at weight " + std::to_string(q - p.offset) + " of '" + p.name +
+                  "'; nothing was pruned (the model or the data overflows: check the weights, "
+                  "or try a lower learning rate)");
+    }
+  }
 }
 
 }  // namespace spruce::pruning

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "prunable_set.h"
@@ -44,5 +45,11 @@ class GradientBank {
   int64_t dim_;
   std::vector<float> data_;
 };
+
+/// Throws spruce::Error naming `who`, the first gradient and the layer of
+/// `set` holding a NaN or Inf entry: a pruner fed such a Fisher would write
+/// NaN weights or choose its mask from garbage. The bank must be over `set`.
+void check_finite_gradients(const GradientBank& grads, const PrunableSet& set,
+                            const std::string& who);
 
 }  // namespace spruce::pruning

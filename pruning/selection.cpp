@@ -3,8 +3,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
+
+#include "../core/warning.h"
 
 namespace spruce::pruning {
 namespace {
@@ -52,16 +55,43 @@ std::vector<int64_t> select_to_prune(const PrunableSet& set, std::span<const dou
     }
     return c;
   };
+  std::vector<std::string> rounded_to_all, rounded_to_none;  // what the warnings name
+  // The target count of n weights, kept below n unless sparsity is 1 (see selection.h).
+  auto target_of = [&](int64_t n, const std::string& what) {
+    int64_t target = target_count(sparsity, n);
+    if (sparsity < 1.0 && n > 0 && target == n) {
+      target = n - 1;
+      rounded_to_all.push_back(what);
+    }
+    if (sparsity > 0.0 && n > 0 && target == 0) rounded_to_none.push_back(what);
+    return target;
+  };
   std::vector<int64_t> chosen;
   if (mode == Selection::Global) {
-    const int64_t target = target_count(sparsity, set.numel());
+    const int64_t target =
+        target_of(set.numel(), "all " + std::to_string(set.numel()) + " weights");
     smallest(candidates(0, set.size()), scores, target - set.pruned_count(), chosen);
   } else {
     for (int64_t l = 0; l < set.size(); ++l) {
-      const int64_t target = target_count(sparsity, set.param(l).numel());
+      const auto& p = set.param(l);
+      const int64_t target =
+          target_of(p.numel(), "'" + p.name + "' (" + std::to_string(p.numel()) + ")");
       smallest(candidates(l, l + 1), scores, target - set.pruned_count(l), chosen);
     }
   }
+  auto join = [](const std::vector<std::string>& names) {
+    std::string out;
+    for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+    return out;
+  };
+  char s[32];
+  std::snprintf(s, sizeof s, "%g", sparsity);
+  if (!rounded_to_all.empty())
+    warn(std::string("target sparsity ") + s + " rounds to every weight of " +
+         join(rounded_to_all) + "; one weight (the highest score) is kept there");
+  if (!rounded_to_none.empty())
+    warn(std::string("target sparsity ") + s + " rounds to no weight of " + join(rounded_to_none) +
+         "; nothing is pruned there");
   std::sort(chosen.begin(), chosen.end());
   return chosen;
 }

@@ -9,6 +9,12 @@
 // Ties in ρ are broken by flat index (lower index pruned first), so the
 // choice is deterministic. Pruned weights stay pruned: if a layer (or the
 // whole set) is already past the target, nothing more is pruned there.
+//
+// Rounding at the edges: a target below 1 that rounds to every weight of
+// the set (Global) or of a layer (PerLayer) keeps one weight, the one with
+// the highest ρ, since a layer without weights cuts the network; a target
+// above 0 that rounds to no weight prunes none. Both warn() (core/warning.h)
+// naming the layers. A sparsity of exactly 1 prunes everything, silently.
 #pragma once
 
 #include <cstdint>

@@ -7,6 +7,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -19,7 +20,7 @@ namespace {
 
 /// Scratch buffers reused across the blocks handled by one worker.
 struct Workspace {
-  std::vector<double> keep, gt, a, b, lower;
+  std::vector<double> keep, gt, a, b, lower, sums;
   static double* sized(std::vector<double>& v, int64_t n) {
     if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
     return v.data();
@@ -141,9 +142,23 @@ void inverse_gram(const double* g, int64_t ldg, int64_t m, int64_t n, double dam
   for (int64_t i = 0; i < n; ++i) diag[i] = static_cast<float>((1.0 - norms[i]) / damp);
 }
 
+/// λ_b: the requested λ, raised to kDampFloor × the block's largest Fisher
+/// diagonal entry (GGᵀ/m)_qq when it is below that (see woodbury.h).
+double damp_for_block(const double* g, int64_t ldg, int64_t m, int64_t n, double damp,
+                      Workspace& ws) {
+  if (m == 0) return damp;
+  double* sums = Workspace::sized(ws.sums, n);
+  std::fill_n(sums, n, 0.0);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t q = 0; q < n; ++q) sums[q] += g[q + i * ldg] * g[q + i * ldg];
+  const double max_diag = *std::max_element(sums, sums + n) / static_cast<double>(m);
+  return std::max(damp, kDampFloor * max_diag);
+}
+
 void check_options(double damp, int64_t chunk) {
-  if (!(damp > 0.0))
-    throw std::invalid_argument("woodbury: damping λ = " + std::to_string(damp) + ", expected > 0");
+  if (!(damp >= kMinDamp && damp <= kMaxDamp))
+    throw std::invalid_argument("woodbury: damping λ = " + std::to_string(damp) +
+                                ", expected a value in [1e-30, 1e30]");
   if (chunk < 1)
     throw std::invalid_argument("woodbury: chunk " + std::to_string(chunk) + ", expected >= 1");
 }
@@ -165,12 +180,12 @@ void BlockInverse::gather(int64_t b, std::span<const int64_t> idx, double* out) 
     const double* f = factor_.data() + offset_[b];
     std::vector<double> bq(static_cast<size_t>(q * m));  // rows idx of B, [q, m]
     for (int64_t r = 0; r < q; ++r) std::copy_n(f + idx[r] * m, m, bq.begin() + r * m);
-    cblas_dsyrk(CblasRowMajor, CblasLower, CblasNoTrans, q, m, -1.0 / damp_, bq.data(), m, 0.0, out,
-                q);
+    cblas_dsyrk(CblasRowMajor, CblasLower, CblasNoTrans, q, m, -1.0 / block_damp(b), bq.data(), m,
+                0.0, out, q);
     for (int64_t r = 0; r < q; ++r)
       for (int64_t s = r + 1; s < q; ++s) out[r * q + s] = out[s * q + r];
   }
-  for (int64_t r = 0; r < q; ++r) out[r * (q + 1)] += 1.0 / damp_;
+  for (int64_t r = 0; r < q; ++r) out[r * (q + 1)] += 1.0 / block_damp(b);
 }
 
 void BlockInverse::solve(int64_t b, std::span<const int64_t> idx, double* rhs) const {
@@ -194,7 +209,7 @@ void BlockInverse::solve(int64_t b, std::span<const int64_t> idx, double* rhs) c
       cblas_dgemv(CblasRowMajor, CblasTrans, q, m, 1.0, bq.data(), m, rhs, 1, 0.0, t.data(), 1);
       cholesky_solve(c.data(), m, t.data());
       cblas_dgemv(CblasRowMajor, CblasNoTrans, q, m, 1.0, bq.data(), m, t.data(), 1, 1.0, rhs, 1);
-      for (int64_t r = 0; r < q; ++r) rhs[r] *= damp_;
+      for (int64_t r = 0; r < q; ++r) rhs[r] *= block_damp(b);
       return;
     }
     // ‖B_Q‖ rounded to 1: fall through to the direct q×q solve with jitter.
@@ -224,9 +239,10 @@ void BlockInverse::multiply(int64_t b, std::span<const int64_t> idx, const doubl
     std::vector<double> t(static_cast<size_t>(m), 0.0);
     for (int64_t r = 0; r < q; ++r)
       for (int64_t k = 0; k < m; ++k) t[k] += y[r] * f[idx[r] * m + k];
-    cblas_dgemv(CblasRowMajor, CblasNoTrans, n, m, -1.0 / damp_, f, m, t.data(), 1, 0.0, out, 1);
+    cblas_dgemv(CblasRowMajor, CblasNoTrans, n, m, -1.0 / block_damp(b), f, m, t.data(), 1, 0.0,
+                out, 1);
   }
-  for (int64_t r = 0; r < q; ++r) out[idx[r]] += y[r] / damp_;
+  for (int64_t r = 0; r < q; ++r) out[idx[r]] += y[r] / block_damp(b);
 }
 
 std::vector<float> BlockInverse::dense(int64_t b) const {
@@ -240,6 +256,13 @@ std::vector<float> BlockInverse::dense(int64_t b) const {
   std::vector<double> full(static_cast<size_t>(n * n));
   gather(b, all, full.data());
   return {full.begin(), full.end()};
+}
+
+std::vector<int64_t> BlockInverse::raised_blocks() const {
+  std::vector<int64_t> out;
+  for (int64_t b = 0; b < num_blocks(); ++b)
+    if (block_damp(b) > damp_) out.push_back(b);
+  return out;
 }
 
 int64_t BlockInverse::memory_bytes() const {
@@ -260,6 +283,7 @@ BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> 
   BlockInverse inv;
   inv.blocks_ = std::move(blocks);
   inv.damp_ = options.damp;
+  inv.block_damp_.assign(inv.blocks_.size(), options.damp);
   inv.rank_ = m;
   int64_t expect = 0, dense_size = 0, factor_size = 0;
   for (const Block& blk : inv.blocks_) {
@@ -322,20 +346,28 @@ BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> 
       const int64_t n = blk.size();
       const double* g = gt + (blk.begin - begin);  // column-major n×m, leading dimension width
       float* diag = inv.diag_.data() + blk.begin;
+      const double damp = inv.block_damp_[b] = damp_for_block(g, width, m, n, options.damp, ws);
       if (inv.factored(b)) {
-        inverse_gram(g, width, m, n, options.damp, inv.factor_.data() + inv.offset_[b], diag, ws);
+        inverse_gram(g, width, m, n, damp, inv.factor_.data() + inv.offset_[b], diag, ws);
         continue;
       }
       double* lower = Workspace::sized(ws.lower, n * n);  // F⁻¹, lower triangle, column-major
       if (options.method == InverseMethod::Recursion)
-        inverse_recursion(g, width, m, n, options.damp, options.chunk, lower, ws);
+        inverse_recursion(g, width, m, n, damp, options.chunk, lower, ws);
       else
-        inverse_direct(g, width, m, n, options.damp, lower);
+        inverse_direct(g, width, m, n, damp, lower);
       float* out = inv.dense_.data() + inv.offset_[b];
       store_symmetric(lower, n, out);
       for (int64_t i = 0; i < n; ++i) diag[i] = out[i * (n + 1)];
     }
   });
+  // With λ_b in range and finite gradients the diagonal lies in
+  // [1/(λ_b + max F_qq), 1/λ_b]; anything else would give a wrong ρ silently.
+  for (int64_t q = 0; q < d; ++q)
+    if (!(std::isfinite(inv.diag_[q]) && inv.diag_[q] > 0.f))
+      throw Error("woodfisher: [F⁻¹]_qq of weight " + std::to_string(q) + " is " +
+                  std::to_string(inv.diag_[q]) +
+                  ", not a positive float: are the Fisher gradients finite and below ~1e15?");
   return inv;
 }
 

@@ -22,6 +22,15 @@
 // magnitude cheaper. Memory stays O(min(c, m)·d). Auto picks Gram when
 // 2m <= n (cheaper and smaller), else Direct. Consumers go through the
 // representation-neutral accessors below (diagonal, gather, multiply).
+//
+// Numerical trouble (README, "Reliability guarantees"). λ must lie in
+// [1e-30, 1e30], so that 1/λ and λ are finite floats. A block whose λ is
+// below kDampFloor × its largest Fisher diagonal entry max_q (GGᵀ/m)_qq is
+// damped with λ_b = kDampFloor × that entry instead: below it, F_b is
+// numerically singular (duplicated samples, a tiny λ) and the Gram form
+// would lose every digit of 1 − ‖B_q‖² to cancellation. The blocks where
+// that happened are listed by raised_blocks() for the caller to warn about.
+// A block with all-zero gradients (or all weights pruned) is exactly λI.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +43,12 @@
 namespace spruce::pruning {
 
 enum class InverseMethod { Auto, Direct, Gram, Recursion };
+
+/// The accepted range of the damping λ.
+inline constexpr double kMinDamp = 1e-30, kMaxDamp = 1e30;
+/// A block's λ_b is at least this × its largest Fisher diagonal entry: it
+/// bounds the condition number of F_b by ~n / kDampFloor.
+inline constexpr double kDampFloor = 1e-10;
 
 struct InverseOptions {
   double damp = 1e-5;  // λ > 0
@@ -50,7 +65,12 @@ class BlockInverse {
   int64_t num_blocks() const { return static_cast<int64_t>(blocks_.size()); }
   /// d, the number of weights covered.
   int64_t dim() const { return blocks_.empty() ? 0 : blocks_.back().end; }
+  /// The requested λ.
   double damp() const { return damp_; }
+  /// λ_b, the damping block b was inverted with (>= damp()).
+  double block_damp(int64_t b) const { return block_damp_[static_cast<size_t>(b)]; }
+  /// The blocks whose λ_b had to be raised above damp(), in order.
+  std::vector<int64_t> raised_blocks() const;
   /// Whether block b is kept as its Woodbury factor B (else dense).
   bool factored(int64_t b) const { return factored_[static_cast<size_t>(b)] != 0; }
   /// [F⁻¹]_qq for every flat index q. [d]
@@ -75,19 +95,22 @@ class BlockInverse {
                                            const InverseOptions&, std::span<const float>);
   std::vector<Block> blocks_;
   double damp_ = 0.0;
-  int64_t rank_ = 0;               // m, the columns of every factor
-  std::vector<uint8_t> factored_;  // per block
-  std::vector<int64_t> offset_;    // per block: start in dense_ or factor_
-  std::vector<float> dense_;       // dense blocks, row-major [n, n] each
-  std::vector<double> factor_;     // factored blocks, B row-major [n, m] each
-  std::vector<float> diag_;        // [d]
+  std::vector<double> block_damp_;  // λ_b per block
+  int64_t rank_ = 0;                // m, the columns of every factor
+  std::vector<uint8_t> factored_;   // per block
+  std::vector<int64_t> offset_;     // per block: start in dense_ or factor_
+  std::vector<float> dense_;        // dense blocks, row-major [n, n] each
+  std::vector<double> factor_;      // factored blocks, B row-major [n, m] each
+  std::vector<float> diag_;         // [d]
 };
 
 /// F_b⁻¹ for every block, from the bank's m gradients (m = grads.rows()).
 /// Blocks must tile [0, d) in order. mask: empty, or [d] with 0 for pruned
 /// weights, whose gradient entries are taken as zero (they then decouple:
 /// row and column q of F⁻¹ become e_q/λ). Throws std::invalid_argument on bad
-/// options or sizes, spruce::Error when a block is not positive definite.
+/// options or sizes (λ outside [kMinDamp, kMaxDamp]), spruce::Error when a
+/// block is still not positive definite or the diagonal of F⁻¹ is not a
+/// positive float (gradients so large that 1/F_qq underflows).
 BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> blocks,
                                   const InverseOptions& options, std::span<const float> mask = {});
 

@@ -2,16 +2,32 @@
 // in one process or spread over ranks.
 #include "woodfisher_pruner.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 
+#include "../core/error.h"
+#include "../core/warning.h"
+
 namespace spruce::pruning {
+namespace {
+
+std::string format_number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+}  // namespace
 
 void WoodFisherPruner::prepare(const PrunableSet& set, const GradientBank* grads,
                                const FisherOptions& fisher) {
   if (grads == nullptr || grads->dim() != set.numel())
     throw std::invalid_argument("woodfisher: needs gradients of length " +
                                 std::to_string(set.numel()));
+  check_finite_gradients(*grads, set, "woodfisher");
   fisher_ = fisher;
   if (comm_ != nullptr) return prepare_distributed(set, *grads);
   grads_ = grads;
@@ -19,6 +35,26 @@ void WoodFisherPruner::prepare(const PrunableSet& set, const GradientBank* grads
   mask_ = set.flat_mask();
   inverse_ = block_fisher_inverse(*grads, make_blocks(set.layer_sizes(), fisher.block_size),
                                   {fisher.damp, options_.method, options_.chunk}, mask_);
+  warn_raised_damping(set);
+}
+
+void WoodFisherPruner::warn_raised_damping(const PrunableSet& set) const {
+  const std::vector<int64_t> raised = inverse_.raised_blocks();
+  if (raised.empty()) return;
+  double highest = 0.0;
+  std::string layers;
+  int64_t last_layer = -1;
+  for (int64_t b : raised) {
+    highest = std::max(highest, inverse_.block_damp(b));
+    const int64_t layer = inverse_.blocks()[b].layer;
+    if (layer == last_layer) continue;
+    layers += (layers.empty() ? "'" : ", '") + set.param(layer).name + "'";
+    last_layer = layer;
+  }
+  warn("woodfisher: λ = " + format_number(inverse_.damp()) + " leaves " +
+       std::to_string(raised.size()) + " of " + std::to_string(inverse_.num_blocks()) +
+       " Fisher blocks numerically singular (in " + layers + "); they were damped with up to λ = " +
+       format_number(highest) + " (1e-10 x their largest Fisher diagonal entry) instead");
 }
 
 void WoodFisherPruner::prepare_distributed(const PrunableSet& set, const GradientBank& mine) {
@@ -41,6 +77,7 @@ void WoodFisherPruner::prepare_distributed(const PrunableSet& set, const Gradien
   grads_ = &owned_grads_;
   inverse_ = block_fisher_inverse(owned_grads_, std::move(owned),
                                   {fisher_.damp, options_.method, options_.chunk}, mask_);
+  warn_raised_damping(set);
 }
 
 void WoodFisherPruner::check_prepared(const PrunableSet& set) const {
@@ -80,6 +117,13 @@ LossPrediction WoodFisherPruner::update(PrunableSet& set, std::span<const int64_
     obs_update_exact(w, inverse_, local, out.predicted);
   else
     obs_update_summed(w, inverse_, local, options_.summed_scale, out.predicted);
+  for (size_t q = 0; q < w.size(); ++q)
+    if (!std::isfinite(w[q])) {  // a guard: the checks above should make this unreachable
+      const PrunableParam& p = set.param(set.layer_of(first_ + static_cast<int64_t>(q)));
+      throw Error("woodfisher: the OBS update made weight " +
+                  std::to_string(first_ + static_cast<int64_t>(q) - p.offset) + " of '" + p.name +
+                  "' non-finite; the weights were left unchanged");
+    }
   fisher_quadratic(before, w, *grads_, inverse_.blocks(), fisher_.damp, mask_, out.quadratic);
   std::copy(w.begin(), w.end(), all.begin() + first_);
   if (comm_ != nullptr) {

@@ -58,6 +58,8 @@ class WoodFisherPruner : public Pruner {
  private:
   void check_prepared(const PrunableSet& set) const;
   void prepare_distributed(const PrunableSet& set, const GradientBank& mine);
+  /// warn()s about the blocks whose damping block_fisher_inverse raised.
+  void warn_raised_damping(const PrunableSet& set) const;
 
   WoodFisherOptions options_;
   Communicator* comm_ = nullptr;  // null: a single process

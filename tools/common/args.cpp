@@ -9,6 +9,7 @@
 
 #include "core/communicator.h"
 #include "core/error.h"
+#include "core/warning.h"
 
 namespace spruce::cli {
 namespace {
@@ -249,6 +250,9 @@ std::string Args::help() const {
 }
 
 int run_tool(const char* program, const std::function<int()>& body) {
+  set_warning_handler([program](const std::string& message) {
+    std::fprintf(stderr, "%s: warning: %s\n", program, message.c_str());
+  });
   // Under mpirun: only rank 0 prints; an error on any rank ends the whole
   // job (the other ranks would wait forever in their next collective).
   Communicator* comm = nullptr;

@@ -69,7 +69,8 @@ class Args {
 };
 
 /// Runs a tool's main body: prints spruce errors as one line
-/// "<program>: error: ..." and returns 2 for usage errors, 1 for the rest.
+/// "<program>: error: ..." and returns 2 for usage errors, 1 for the rest;
+/// library warnings (core/warning.h) print as "<program>: warning: ...".
 int run_tool(const char* program, const std::function<int()>& body);
 
 }  // namespace spruce::cli

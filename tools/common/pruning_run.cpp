@@ -12,6 +12,7 @@
 #include "layers/batch_norm_recalibration.h"
 #include "models/registry.h"
 #include "pruning/model_pruning.h"
+#include "pruning/woodbury.h"
 #include "tools/common/datasets.h"
 #include "tools/common/progress.h"
 #include "tools/common/report.h"
@@ -21,7 +22,7 @@ namespace spruce::cli {
 void add_fisher_flags(Args& args, FisherSettings& s, bool with_seed) {
   args.add_int("fisher-samples", &s.samples, "m: Fisher gradients to collect", 1);
   args.add_int("fisher-batch", &s.batch, "b: samples averaged into each gradient (1 = per-sample)", 1);
-  args.add_double("damp", &s.damp, "lambda: Fisher damping", 0, 1e300, true);
+  args.add_double("damp", &s.damp, "lambda: Fisher damping", pruning::kMinDamp, pruning::kMaxDamp);
   args.add_int("block-size", &s.block_size, "c: WoodFisher block size (>= a layer's size: exact per layer)", 1);
   if (with_seed) args.add_int("fisher-seed", &s.seed, "seed of the Fisher samples", 0);
 }
