@@ -1,13 +1,28 @@
 // batch_norm: hand-computed forward values, running statistics, eval mode,
 // gradient checks through the batch statistics, precision and determinism.
+//
+// Code paths of batch_norm's forward and backward, each gradient-checked in
+// "batch_norm gradient checks on every code path" (and the cases before it):
+//   plane size S = H*W     short (< 64: per-position sums over a row of
+//                          channels) or long (>= 64: one channel plane at a
+//                          time, 8-wide vector sums plus a scalar tail)
+//   mode                   training (batch statistics) or eval (running)
+//   fused ReLU             relu(batch_norm(x)) records one node whose backward
+//                          masks by the output (relu_of_batch_norm) or not
+//   d x                    written into a fresh gradient or added to one that
+//                          another consumer of x already wrote
+//   weight, bias           present or absent ([N, C] input without weight)
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "core/autograd.h"
 #include "core/gradcheck.h"
 #include "core/ops/batch_norm.h"
+#include "core/ops/elementwise.h"
 #include "core/parallel.h"
 #include "core/random.h"
 
@@ -171,6 +186,62 @@ TEST_CASE("batch_norm eval-mode gradients, and eval leaves running statistics al
   for (int64_t i = 0; i < x.numel(); ++i) {
     const int64_t c = (i / 4) % 3;
     CHECK(x.grad().at(i) == doctest::Approx(w.at(c) / std::sqrt(rv.at(c) + 1e-5f)).epsilon(1e-6));
+  }
+}
+
+TEST_CASE("batch_norm gradient checks on every code path") {
+  struct Path {
+    const char* what;
+    int64_t H, W;  // plane size H * W: < 64 short, >= 64 long (81 also leaves a vector tail)
+    bool training, relu, accumulate;
+  };
+  const Path paths[] = {
+      {"short plane, training", 2, 3, true, false, false},
+      {"long plane, training", 9, 9, true, false, false},
+      {"long plane, exactly 64", 8, 8, true, false, false},
+      {"short plane, eval", 2, 3, false, false, false},
+      {"long plane, eval", 9, 9, false, false, false},
+      {"short plane, training, fused relu", 2, 3, true, true, false},
+      {"long plane, training, fused relu", 9, 9, true, true, false},
+      {"long plane, eval, fused relu", 9, 9, false, true, false},
+      {"short plane, training, d x added", 2, 3, true, false, true},
+      {"long plane, training, d x added", 9, 9, true, false, true},
+      {"long plane, training, fused relu, d x added", 9, 9, true, true, true},
+  };
+  for (const Path& p : paths) {
+    CAPTURE(std::string(p.what));
+    Generator gen(31);
+    Tensor x = Tensor::randn({2, 3, p.H, p.W}, gen);
+    Tensor w = Tensor::randn({3}, gen, 1.f, 0.3f);
+    Tensor b = Tensor::randn({3}, gen, 0.f, 0.5f);
+    if (p.relu) {
+      // Keep every output away from the ReLU's kink, so that a step of w or b
+      // (which moves a whole channel) crosses none: |x| in [0.5, 1.5), a
+      // batch (or running) mean within +-0.3 and no bias put |x - mean| >= 0.2.
+      float* px = x.data();
+      for (int64_t i = 0; i < x.numel(); ++i)
+        px[i] = (px[i] < 0 ? -1.f : 1.f) * (0.5f + std::fmod(std::abs(px[i]), 1.f));
+      b.fill_(0.f);
+    }
+    x.set_requires_grad(true);
+    w.set_requires_grad(true);
+    b.set_requires_grad(true);
+    Tensor rm = Tensor::from_data({3}, {0.1f, -0.2f, 0.3f});
+    Tensor rv = Tensor::from_data({3}, {0.8f, 1.2f, 1.5f});
+    ops::BatchNormOptions opt;
+    opt.training = p.training;
+    GradCheckOptions gc;
+    gc.max_samples = 96;
+    gc.kink_tolerance = 0;  // smooth: no output is near the ReLU's kink (above)
+    auto r = grad_check(
+        [&](const std::vector<Tensor>& in) {
+          Tensor y = ops::batch_norm(in[0], in[1], in[2], rm, rv, opt);
+          if (p.relu) y = ops::relu(y);
+          return p.accumulate ? ops::add(y, in[0]) : y;
+        },
+        {x, w, b}, gc);
+    CHECK_MESSAGE(r.ok, r.message);
+    CHECK(r.checked + r.skipped == std::min<int64_t>(96, x.numel()) + 3 + 3);
   }
 }
 

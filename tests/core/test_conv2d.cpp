@@ -1,8 +1,28 @@
 // conv2d: hand-computed values, the double-precision reference of
-// tests/core/conv_reference.h (forward and
-// backward) over many configurations that exercise every fast path (chunked
-// im2col, one-sample GEMM, pointwise, grouped, depthwise phase kernel),
-// gradient checks, gradient accumulation, and shape validation.
+// tests/core/conv_reference.h (forward and backward) over many configurations,
+// finite-difference gradient checks, gradient accumulation, and shape
+// validation.
+//
+// Code paths (conv2d.cpp picks one per direction from the geometry and the
+// build's instruction set), each gradient-checked in "conv2d gradient checks
+// on every code path", where the comment on each configuration names the
+// path it takes; .ci/run builds natively, with -march=haswell and portably, so
+// every path runs on some build whatever the CI machine:
+//   forward   Winograd F(2x2, 3x3) (AVX-512: 3x3 s1 p1, channels in blocks of
+//             16, N >= 2) | direct (AVX2: one group, padding < kernel, not a
+//             1x1 on a small plane) | im2col + sgemm (grouped, small 1x1,
+//             padding >= kernel, portable builds) | depthwise 8-lane tiles
+//             (AVX2: square 2..5 kernels, padding < kernel) | depthwise
+//             portable (other depthwise convs, portable builds)
+//   d_input   Winograd of the adjoint conv (AVX-512) | direct (AVX2, stride 1)
+//             | sgemm on the adjoint conv (stride 1, square, not direct) |
+//             sgemm + col2im (the rest) | depthwise tiles | depthwise portable;
+//             each written into a fresh gradient or added to one (checked by
+//             conv(x) + conv(x), whose second backward adds to the first's)
+//   d_weight  Winograd | direct | sgemm | depthwise; one range of samples, or
+//             per-range partial sums added in order (N divisible by the
+//             thread count or N >= 4 threads; tests run with 2 threads)
+//   bias      present or absent
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -15,6 +35,7 @@
 #include "core/autograd.h"
 #include "core/gradcheck.h"
 #include "core/ops/conv2d.h"
+#include "core/ops/elementwise.h"
 #include "core/parallel.h"
 #include "core/random.h"
 #include "tests/core/conv_reference.h"
@@ -90,23 +111,29 @@ void check_against_reference(const Config& c) {
   if (c.bias) CHECK(rel_diff(in.b.grad(), r.db) < 1e-5);
 }
 
-/// grad_check on input, weight and bias together.
+/// grad_check on input, weight and bias together, of conv(x) and of
+/// conv(x) + conv(x) (whose second backward adds into the first's gradients).
 void check_gradients(const Config& c) {
   CAPTURE(describe(c));
-  Inputs in = make_inputs(c, 3);
-  std::vector<Tensor> inputs{in.x.set_requires_grad(true), in.w.set_requires_grad(true)};
-  if (c.bias) inputs.push_back(in.b.set_requires_grad(true));
-  GradCheckOptions o;
-  o.kink_tolerance = 0;  // conv is linear in each input: no kinks
-  o.max_samples = 48;
-  const Conv2dOptions co = options_of(c);
-  auto r = grad_check(
-      [co](const std::vector<Tensor>& t) {
-        return ops::conv2d(t[0], t[1], t.size() > 2 ? t[2] : Tensor(), co);
-      },
-      inputs, o);
-  CHECK_MESSAGE(r.ok, r.message);
-  CHECK(r.checked >= 48);
+  for (const bool twice : {false, true}) {
+    CAPTURE(twice);
+    Inputs in = make_inputs(c, 3);
+    std::vector<Tensor> inputs{in.x.set_requires_grad(true), in.w.set_requires_grad(true)};
+    if (c.bias) inputs.push_back(in.b.set_requires_grad(true));
+    GradCheckOptions o;
+    o.kink_tolerance = 0;  // conv is linear in each input: no kinks
+    o.max_samples = 48;
+    const Conv2dOptions co = options_of(c);
+    auto r = grad_check(
+        [co, twice](const std::vector<Tensor>& t) {
+          const Tensor b = t.size() > 2 ? t[2] : Tensor();
+          const Tensor y = ops::conv2d(t[0], t[1], b, co);
+          return twice ? ops::add(y, ops::conv2d(t[0], t[1], b, co)) : y;
+        },
+        inputs, o);
+    CHECK_MESSAGE(r.ok, r.message);
+    CHECK(r.checked >= 48);
+  }
 }
 
 }  // namespace
@@ -213,18 +240,29 @@ TEST_CASE("conv2d forward and backward match the naive reference") {
   for (const Config& c : configs) check_against_reference(c);
 }
 
-TEST_CASE("conv2d gradient checks on input, weight and bias") {
-  check_gradients({2, 3, 4, 5, 6, 3, 3, 1, 1, 1});          // 3x3 stride 1 pad 1
-  check_gradients({2, 3, 4, 7, 6, 3, 3, 2, 1, 1});          // 3x3 stride 2 pad 1
-  check_gradients({2, 3, 4, 5, 6, 1, 1, 1, 0, 1});          // 1x1
-  check_gradients({2, 4, 6, 5, 6, 3, 3, 1, 1, 2});          // groups = 2
-  check_gradients({2, 4, 4, 6, 5, 3, 3, 1, 1, 4});          // depthwise stride 1
-  check_gradients({2, 4, 4, 7, 6, 3, 3, 2, 1, 4});          // depthwise stride 2
-  check_gradients({2, 3, 4, 5, 6, 3, 3, 1, 1, 1, false});   // no bias
-  check_gradients({2, 4, 4, 6, 5, 3, 3, 1, 1, 4, false});   // depthwise, no bias
-  check_gradients({2, 3, 20, 9, 7, 3, 3, 1, 1, 1});         // two channel blocks, stride 1
-  check_gradients({2, 3, 20, 9, 7, 3, 3, 2, 1, 1});         // two channel blocks, stride 2
-  check_gradients({1, 2, 18, 8, 9, 3, 3, 1, 1, 1, false});  // one sample: pixel chunks
+TEST_CASE("conv2d gradient checks on every code path") {
+  // Paths named as forward / d_input / d_weight on an AVX-512 build; AVX2
+  // builds take "direct" where Winograd is named, portable builds im2col +
+  // sgemm where direct is named and the portable depthwise kernel for tiles.
+  check_gradients({2, 3, 4, 5, 6, 3, 3, 1, 1, 1});           // direct / direct / direct
+  check_gradients({2, 3, 4, 7, 6, 3, 3, 2, 1, 1});           // direct / col2im / sgemm
+  check_gradients({2, 3, 4, 5, 6, 1, 1, 1, 0, 1});           // 1x1 small plane: sgemm throughout
+  check_gradients({2, 3, 4, 9, 9, 1, 1, 1, 0, 1});           // 1x1 on 81 pixels: direct / sgemm
+  check_gradients({2, 4, 6, 5, 6, 3, 3, 1, 1, 2});           // groups 2: sgemm / adjoint sgemm
+  check_gradients({2, 4, 6, 7, 6, 3, 3, 2, 1, 2});           // groups 2, stride 2: sgemm / col2im
+  check_gradients({2, 3, 4, 5, 6, 3, 3, 1, 2, 1});           // padding >= kernel: sgemm / col2im
+  check_gradients({2, 4, 4, 6, 5, 3, 3, 1, 1, 4});           // depthwise tiles, stride 1
+  check_gradients({2, 4, 4, 7, 6, 3, 3, 2, 1, 4});           // depthwise tiles, stride 2
+  check_gradients({2, 4, 4, 6, 5, 1, 3, 1, 0, 4});           // depthwise portable (1x3 kernel)
+  check_gradients({2, 4, 4, 6, 5, 3, 3, 1, 1, 4, false});    // depthwise, no bias
+  check_gradients({2, 3, 6, 5, 5, 3, 3, 1, 1, 3});           // channel multiplier 2: grouped sgemm
+  check_gradients({2, 3, 4, 5, 6, 3, 3, 1, 1, 1, false});    // no bias
+  check_gradients({2, 3, 20, 9, 7, 3, 3, 1, 1, 1});          // two channel blocks, stride 1
+  check_gradients({2, 3, 20, 9, 7, 3, 3, 2, 1, 1});          // two channel blocks, stride 2
+  check_gradients({1, 2, 18, 8, 9, 3, 3, 1, 1, 1, false});   // one sample: one range, pixel chunks
+  check_gradients({9, 2, 3, 4, 5, 3, 3, 1, 1, 1});           // 9 samples on 2 threads: 2 ranges
+  check_gradients({2, 16, 16, 6, 6, 3, 3, 1, 1, 1});         // Winograd / Winograd / Winograd
+  check_gradients({2, 16, 32, 5, 7, 3, 3, 1, 1, 1, false});  // Winograd, odd plane, 2 blocks
 }
 
 TEST_CASE("conv2d computes gradients only for inputs that require them") {

@@ -5,6 +5,10 @@
 // sample at a time, grouped im2col GEMM, direct and portable depthwise),
 // with pruned (zeroed) weights, partial channel blocks, 1 and 2 threads;
 // plus the no-graph contract and shape checks.
+//
+// conv2d_fused is inference only: it records no graph and refuses inputs that
+// require a gradient, so it has no backward to check. The backward of every
+// conv kernel is gradient-checked in test_conv2d.cpp.
 #include <doctest/doctest.h>
 
 #include <algorithm>

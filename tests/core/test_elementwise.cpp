@@ -1,5 +1,17 @@
 // Elementwise ops: known values and gradient checks.
+//
+// Code paths, each gradient-checked in "elementwise gradient checks on every
+// code path" (and the cases before it):
+//   d input    written into a fresh gradient, or added to one another
+//              consumer already wrote (add, sub, mul, scale, relu, mul_mask)
+//   size       one parallel chunk, or several (over 2^15 elements)
+//   relu       on its own, or fused with a batch norm before it (that node's
+//              backward: tests/core/test_batch_norm.cpp)
+//   sum, mean  serial reductions (one path)
 #include <doctest/doctest.h>
+
+#include <string>
+#include <utility>
 
 #include "core/gradcheck.h"
 #include "core/ops/elementwise.h"
@@ -75,4 +87,42 @@ TEST_CASE("mul_mask zeroes masked values and their gradients") {
   auto r = grad_check([m](const std::vector<Tensor>& in) { return ops::mul_mask(in[0], m); },
                       {Tensor::from_data({4}, {1, 2, 3, 4}).set_requires_grad(true)}, smooth());
   CHECK(r.ok);
+}
+
+TEST_CASE("elementwise gradient checks on every code path") {
+  using Op = Tensor (*)(const Tensor&, const Tensor&);
+  const std::pair<const char*, Op> ops_[] = {
+      {"add", [](const Tensor& a, const Tensor& b) { return ops::add(a, b); }},
+      {"sub", [](const Tensor& a, const Tensor& b) { return ops::sub(a, b); }},
+      {"mul", [](const Tensor& a, const Tensor& b) { return ops::mul(a, b); }},
+      {"scale", [](const Tensor& a, const Tensor&) { return ops::scale(a, -1.5f); }},
+      {"relu", [](const Tensor& a, const Tensor&) { return ops::relu(a); }},
+      {"mul_mask", [](const Tensor& a, const Tensor& b) { return ops::mul_mask(a, ops::relu(b)); }},
+  };
+  for (const int64_t n : {int64_t{6}, int64_t{70001}}) {  // one chunk, three chunks
+    for (const auto& [name, op] : ops_) {
+      for (const bool added : {false, true}) {
+        CAPTURE(n);
+        CAPTURE(std::string(name));
+        CAPTURE(added);
+        Generator g(7);
+        Tensor a = Tensor::randn({n}, g);
+        // Away from relu's kink: |a| >= 0.1.
+        for (float& v : a.span()) v = v < 0 ? v - 0.1f : v + 0.1f;
+        a.set_requires_grad(true);
+        Tensor b = Tensor::randn({n}, g).set_requires_grad(std::string(name) != "mul_mask");
+        GradCheckOptions o = smooth();
+        o.max_samples = 64;
+        auto r = grad_check(
+            [op, added](const std::vector<Tensor>& in) {
+              const Tensor y = op(in[0], in[1]);
+              // a's second consumer writes its gradient first, so op's adds to it.
+              return added ? ops::add(y, ops::scale(in[0], 0.5f)) : y;
+            },
+            {a, b}, o);
+        CHECK_MESSAGE(r.ok, r.message);
+        CHECK(r.checked > 0);
+      }
+    }
+  }
 }

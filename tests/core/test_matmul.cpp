@@ -1,5 +1,18 @@
 // matmul and linear: known values and gradient checks.
+//
+// Code paths, each gradient-checked in "matmul and linear gradients on every
+// code path" (and the case before it):
+//   sgemm (core/ops/gemm.h)  one OpenBLAS call (small products, or 1 thread),
+//                            or split over the threads by column blocks
+//                            (n >= m) or by row blocks (m > n), each block
+//                            in transposed and plain operand layouts (the
+//                            forward and the two backward products differ)
+//   linear                   with a bias (added before the product, beta 1)
+//                            or without (beta 0)
 #include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
 
 #include "core/gradcheck.h"
 #include "core/ops/matmul.h"
@@ -33,15 +46,55 @@ TEST_CASE("matmul and linear gradients for every input") {
   Generator g(5);
   Tensor a = Tensor::randn({4, 3}, g).set_requires_grad(true);
   Tensor b = Tensor::randn({3, 5}, g).set_requires_grad(true);
-  auto r = grad_check([](const std::vector<Tensor>& in) { return ops::matmul(in[0], in[1]); }, {a, b}, o);
+  auto r = grad_check([](const std::vector<Tensor>& in) { return ops::matmul(in[0], in[1]); },
+                      {a, b}, o);
   INFO(r.message);
   CHECK(r.ok);
   Tensor x = Tensor::randn({4, 3}, g).set_requires_grad(true);
   Tensor w = Tensor::randn({2, 3}, g).set_requires_grad(true);
   Tensor bias = Tensor::randn({2}, g).set_requires_grad(true);
-  auto rl = grad_check([](const std::vector<Tensor>& in) { return ops::linear(in[0], in[1], in[2]); },
-                       {x, w, bias}, o);
+  auto rl =
+      grad_check([](const std::vector<Tensor>& in) { return ops::linear(in[0], in[1], in[2]); },
+                 {x, w, bias}, o);
   INFO(rl.message);
   CHECK(rl.ok);
   CHECK(rl.checked == 12 + 6 + 2);
+}
+
+TEST_CASE("matmul and linear gradients on every code path") {
+  GradCheckOptions o;
+  o.kink_tolerance = 0;
+  o.max_samples = 32;
+  o.eps = 1e-1f;  // a float product of ~100 terms: a larger step keeps rounding small
+  o.rtol = 2e-2;
+  struct Case {
+    const char* what;
+    int64_t M, K, N;
+  };
+  // 2e6 multiply-adds or more are split over the threads (the tests run with 2).
+  const Case cases[] = {
+      {"one call", 4, 3, 5}, {"split by columns", 24, 100, 900}, {"split by rows", 900, 100, 24}};
+  for (const Case& c : cases) {
+    CAPTURE(std::string(c.what));
+    Generator g(9);
+    Tensor a = Tensor::randn({c.M, c.K}, g).set_requires_grad(true);
+    Tensor b = Tensor::randn({c.K, c.N}, g).set_requires_grad(true);
+    auto r = grad_check([](const std::vector<Tensor>& in) { return ops::matmul(in[0], in[1]); },
+                        {a, b}, o);
+    CHECK_MESSAGE(r.ok, r.message);
+    Tensor x = Tensor::randn({c.M, c.K}, g).set_requires_grad(true);
+    Tensor w = Tensor::randn({c.N, c.K}, g).set_requires_grad(true);
+    Tensor bias = Tensor::randn({c.N}, g).set_requires_grad(true);
+    for (const bool with_bias : {true, false}) {
+      CAPTURE(with_bias);
+      std::vector<Tensor> inputs{x, w};
+      if (with_bias) inputs.push_back(bias);
+      auto rl = grad_check(
+          [](const std::vector<Tensor>& in) {
+            return ops::linear(in[0], in[1], in.size() > 2 ? in[2] : Tensor());
+          },
+          inputs, o);
+      CHECK_MESSAGE(rl.ok, rl.message);
+    }
+  }
 }

@@ -1,5 +1,11 @@
 // max_pool2d, avg_pool2d and global_avg_pool2d: hand-computed forward values
 // and gradients, first-maximum tie breaking, padding, and gradient checks.
+//
+// Code paths: each op is one loop over windows (planes split over threads);
+// what differs is the window: max_pool2d with and without padding and with
+// overlapping windows (gradients of overlaps add), avg_pool2d with padding
+// (padded cells count in the divisor) and without, global_avg_pool2d. Each is
+// gradient-checked below.
 #include <doctest/doctest.h>
 
 #include <functional>

@@ -1,5 +1,8 @@
 // shortcut_pad (ResNet option A): which pixels are kept, where the zero
 // channels sit, shapes for odd sizes, gradient routing and a gradient check.
+//
+// Code paths: one loop over output planes, each a kept plane (subsampled
+// input) or a zero padding channel; both are in the gradient check below.
 #include <doctest/doctest.h>
 
 #include <numeric>
