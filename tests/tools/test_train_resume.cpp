@@ -6,7 +6,7 @@
 // epoch and extended with --resume --epochs 2.
 //
 // Each run is tiny (96 random 28x28 images, 3 steps of 16 per epoch, one
-// thread), and the kills are exact: an LD_PRELOAD shim (kill_after_checkpoint.cpp)
+// thread), and the kills are exact: an LD_PRELOAD shim (fault_shim.cpp)
 // raises SIGKILL at the N-th checkpoint rename, so no timing is involved.
 #include <doctest/doctest.h>
 #include <signal.h>

@@ -6,7 +6,7 @@
 // tests/test_util.h's.
 //
 // The binaries' paths come from meson as compile definitions (SPRUCE_TRAIN_BIN,
-// SPRUCE_EVAL_BIN, SPRUCE_KILL_SHIM), so the tests always run the tools of the
+// SPRUCE_EVAL_BIN, SPRUCE_PRUNE_BIN, SPRUCE_COMPARE_BIN, SPRUCE_FAULT_SHIM), so the tests always run the tools of the
 // build directory they were built in.
 #pragma once
 
@@ -37,7 +37,9 @@ using namespace spruce::test;
 
 inline const std::string kTrain = SPRUCE_TRAIN_BIN;
 inline const std::string kEval = SPRUCE_EVAL_BIN;
-inline const std::string kKillShim = SPRUCE_KILL_SHIM;
+inline const std::string kPrune = SPRUCE_PRUNE_BIN;
+inline const std::string kCompare = SPRUCE_COMPARE_BIN;
+inline const std::string kFaultShim = SPRUCE_FAULT_SHIM;
 
 /// Writes an MNIST-format data set to `dir`: train-{images-idx3,labels-idx1}-ubyte
 /// with `train` random 28x28 images, t10k-* with `test`. Pixels and labels come
@@ -143,16 +145,32 @@ inline void expect_success(const RunResult& r) {
   REQUIRE(r.exit_code == 0);
 }
 
-/// Environment that makes a tool SIGKILL itself at its `n`-th checkpoint
-/// (counting renames onto a file named last.ckpt), "before" or "after" the
-/// rename (see kill_after_checkpoint.cpp). Under AddressSanitizer the shim is
+/// ASAN_OPTIONS allowing a preloaded shim: under AddressSanitizer the shim is
 /// not the first library loaded, which ASan would refuse by default.
-inline std::vector<std::string> kill_at_checkpoint(int n, const std::string& when) {
+inline std::string asan_options_for_shim() {
   std::string asan = "verify_asan_link_order=0";
   if (const char* prev = std::getenv("ASAN_OPTIONS"); prev != nullptr && *prev != '\0')
     asan = std::string(prev) + ":" + asan;
-  return {"LD_PRELOAD=" + kKillShim, "SPRUCE_KILL_AT_CHECKPOINT=" + std::to_string(n),
-          "SPRUCE_KILL_WHEN=" + when, "ASAN_OPTIONS=" + asan};
+  return "ASAN_OPTIONS=" + asan;
+}
+
+/// Environment that makes a tool SIGKILL itself at its `n`-th checkpoint
+/// (counting renames onto a file named last.ckpt), "before" or "after" the
+/// rename (see fault_shim.cpp).
+inline std::vector<std::string> kill_at_checkpoint(int n, const std::string& when) {
+  return {"LD_PRELOAD=" + kFaultShim, "SPRUCE_KILL_AT_CHECKPOINT=" + std::to_string(n),
+          "SPRUCE_KILL_WHEN=" + when, asan_options_for_shim()};
+}
+
+/// Environment that makes the `n`-th write of the file named `name` fail
+/// with `error` ("ENOSPC" or "EIO") `in` "write" (after `after` bytes) or
+/// "fsync", as a full or broken disk would (see fault_shim.cpp).
+inline std::vector<std::string> fail_write(const std::string& name, int n, const std::string& in,
+                                           const std::string& error, long after = 0) {
+  return {"LD_PRELOAD=" + kFaultShim,          "SPRUCE_FAIL_WRITE=" + name,
+          "SPRUCE_FAIL_AT=" + std::to_string(n), "SPRUCE_FAIL_IN=" + in,
+          "SPRUCE_FAIL_ERRNO=" + error,        "SPRUCE_FAIL_AFTER=" + std::to_string(after),
+          asan_options_for_shim()};
 }
 
 }  // namespace spruce::tools_test
