@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "../autograd.h"
+#include "batch_norm_sync.h"
 #include "grad_buffer.h"
 #include "../parallel.h"
 
@@ -109,6 +110,40 @@ void add_shifted_moments(const float* __restrict p, int64_t n, double shift, dou
   }
   s1 += lanes_sum(a0 + a1) + ta;
   s2 += lanes_sum(b0 + b1) + tb;
+}
+
+/// shift[c], s1[c], s2[c] for the channels [c0, c1) (arrays indexed from
+/// c0): shift = the channel's first value, s1 = sum (x - shift), s2 = sum
+/// (x - shift)^2. Shifting by one sample of the channel keeps E[d^2] - E[d]^2
+/// from cancelling catastrophically when |mean| >> std.
+void shifted_moments(const float* px, int64_t N, int64_t C, int64_t S, int64_t c0, int64_t c1,
+                     double* shift, double* s1, double* s2) {
+  const size_t width = static_cast<size_t>(c1 - c0);
+  for (int64_t c = c0; c < c1; ++c) shift[c - c0] = px[c * S];
+  if (S >= kLongPlane) {
+    for (int64_t c = c0; c < c1; ++c)
+      for (int64_t n = 0; n < N; ++n)
+        add_shifted_moments(px + (n * C + c) * S, S, shift[c - c0], s1[c - c0], s2[c - c0]);
+    return;
+  }
+  const std::vector<double> sh = expand(std::vector<double>(shift, shift + width), S);
+  const int64_t L = static_cast<int64_t>(sh.size());
+  std::vector<double> a(sh.size(), 0.0), b(sh.size(), 0.0);
+  double* __restrict pa = a.data();
+  double* __restrict pb = b.data();
+  const double* __restrict ps = sh.data();
+  for (int64_t n = 0; n < N; ++n) {
+    const float* __restrict xr = px + (n * C + c0) * S;
+    for (int64_t j = 0; j < L; ++j) {
+      const double d = static_cast<double>(xr[j]) - ps[j];
+      pa[j] += d;
+      pb[j] += d * d;
+    }
+  }
+  std::vector<double> f1(width, 0.0), f2(width, 0.0);
+  fold(a, S, f1);
+  fold(b, S, f2);
+  for (size_t i = 0; i < width; ++i) s1[i] += f1[i], s2[i] += f2[i];
 }
 
 /// The upstream gradient as batch norm sees it: g, or g where z > 0 when a
@@ -255,6 +290,8 @@ struct BatchNormBackward {
   int64_t N = 0, C = 0, S = 0, M = 0;
   bool training = true;
   std::vector<double> mean, invstd;  // [C]
+  int64_t M_stat = 0;                // values behind the statistics: M, or all ranks' when synchronized
+  BatchNormSync sync{};              // comm == nullptr: not synchronized
 
   void operator()(const Tensor&, const Tensor& d_out, std::vector<Tensor>& in) const {
     run(d_out, nullptr, in);
@@ -272,14 +309,38 @@ struct BatchNormBackward {
     const float* g = d_out.data();
     // The sums are needed for d weight, d bias and the train-mode d x.
     const bool need_sums = dw || db || (dx && training);
+    auto sums = [&](int64_t c0, int64_t c1, std::vector<double>& sg, std::vector<double>& sgx) {
+      if (z)
+        grad_sums<true>(g, px, z, mean, N, C, S, c0, c1, sg, sgx);
+      else
+        grad_sums<false>(g, px, z, mean, N, C, S, c0, c1, sg, sgx);
+    };
+    // Synchronized: this rank's sums of every channel first, then d x's
+    // sums over all ranks (an allreduce between the two passes). d weight
+    // and d bias keep this rank's sums: the gradient exchange adds them up.
+    std::vector<double> local_sg, local_sgx, global_sg, global_sgx;
+    const bool synced = sync.comm != nullptr && need_sums;
+    if (synced) {
+      local_sg.assign(static_cast<size_t>(C), 0.0);
+      local_sgx.assign(static_cast<size_t>(C), 0.0);
+      parallel_for(0, C, channel_grain(M), [&](int64_t c0, int64_t c1) {
+        std::vector<double> sg(static_cast<size_t>(c1 - c0), 0.0), sgx(sg.size(), 0.0);
+        sums(c0, c1, sg, sgx);
+        std::copy(sg.begin(), sg.end(), local_sg.begin() + c0);
+        std::copy(sgx.begin(), sgx.end(), local_sgx.begin() + c0);
+      });
+      global_sg = local_sg;
+      global_sgx = local_sgx;
+      sync_grad_sums(sync, global_sg, global_sgx);
+    }
     parallel_for(0, C, channel_grain(M), [&](int64_t c0, int64_t c1) {
       const size_t width = static_cast<size_t>(c1 - c0);
       std::vector<double> sg(width, 0.0), sgx(width, 0.0);  // sum g', sum g' (x - mean)
-      if (need_sums) {
-        if (z)
-          grad_sums<true>(g, px, z, mean, N, C, S, c0, c1, sg, sgx);
-        else
-          grad_sums<false>(g, px, z, mean, N, C, S, c0, c1, sg, sgx);
+      if (synced) {
+        std::copy_n(local_sg.begin() + c0, width, sg.begin());
+        std::copy_n(local_sgx.begin() + c0, width, sgx.begin());
+      } else if (need_sums) {
+        sums(c0, c1, sg, sgx);
       }
       // d x = A g' + B (x - mean) + K: the formula above with per-channel
       // constants A = gamma invstd, B = -A invstd^2 sum(g' (x - mean)) / M,
@@ -293,9 +354,9 @@ struct BatchNormBackward {
         const double k = (pw ? pw[c] : 1.0) * is;
         double b = 0, kk = 0;
         if (training) {
-          const double inv_m = 1.0 / static_cast<double>(M);
-          b = -k * is * is * sgx[i] * inv_m;
-          kk = -k * sg[i] * inv_m;
+          const double inv_m = 1.0 / static_cast<double>(M_stat);
+          b = -k * is * is * (synced ? global_sgx[static_cast<size_t>(c)] : sgx[i]) * inv_m;
+          kk = -k * (synced ? global_sg[static_cast<size_t>(c)] : sg[i]) * inv_m;
         }
         A[i] = static_cast<float>(k), B[i] = static_cast<float>(b), K[i] = static_cast<float>(kk);
         mu[i] = static_cast<float>(mean[static_cast<size_t>(c)]);
@@ -344,7 +405,8 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
 
   // Per-channel statistics used by this call (batch or running), kept for the backward.
   BatchNormBackward saved;
-  saved.N = N, saved.C = C, saved.S = S, saved.M = M, saved.training = options.training;
+  saved.N = N, saved.C = C, saved.S = S, saved.M = M, saved.M_stat = M,
+  saved.training = options.training;
   saved.mean.resize(static_cast<size_t>(C));
   saved.invstd.resize(static_cast<size_t>(C));
   const float* px = x.data();
@@ -357,45 +419,42 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
   const bool training = options.training;
   const double eps = options.eps, momentum = options.momentum;
 
+  const BatchNormSync* sync = training ? active_batch_norm_sync() : nullptr;
+  // Synchronized: every channel's moments first, then the global statistics
+  // (an allreduce between the two passes), then the output from those.
+  std::vector<double> global_mean, global_var;
+  int64_t M_stat = M;  // values behind the batch statistics
+  if (sync) {
+    std::vector<double> shift(static_cast<size_t>(C)), s1(static_cast<size_t>(C), 0.0),
+        s2(static_cast<size_t>(C), 0.0);
+    parallel_for(0, C, channel_grain(M), [&](int64_t c0, int64_t c1) {
+      shifted_moments(px, N, C, S, c0, c1, shift.data() + c0, s1.data() + c0, s2.data() + c0);
+    });
+    M_stat = sync_moments(*sync, M, shift, s1, s2, global_mean, global_var);
+    saved.M_stat = M_stat;
+    saved.sync = *sync;
+  }
+
   parallel_for(0, C, channel_grain(M), [&](int64_t c0, int64_t c1) {
     const size_t width = static_cast<size_t>(c1 - c0);
-    std::vector<double> s1(width, 0.0), s2(width, 0.0);
-    // Shift by one sample of the channel so E[d^2] - E[d]^2 does not cancel
-    // catastrophically when |mean| >> std.
-    std::vector<double> shift(width);
-    for (int64_t c = c0; c < c1; ++c) shift[static_cast<size_t>(c - c0)] = px[c * S];
-    if (training && S >= kLongPlane) {
-      for (int64_t c = c0; c < c1; ++c)
-        for (int64_t n = 0; n < N; ++n)
-          add_shifted_moments(px + (n * C + c) * S, S, shift[c - c0], s1[c - c0], s2[c - c0]);
-    } else if (training) {
-      const std::vector<double> sh = expand(shift, S);
-      const int64_t L = static_cast<int64_t>(sh.size());
-      std::vector<double> a(sh.size(), 0.0), b(sh.size(), 0.0);
-      double* __restrict pa = a.data();
-      double* __restrict pb = b.data();
-      const double* __restrict ps = sh.data();
-      for (int64_t n = 0; n < N; ++n) {
-        const float* __restrict xr = px + (n * C + c0) * S;
-        for (int64_t j = 0; j < L; ++j) {
-          const double d = static_cast<double>(xr[j]) - ps[j];
-          pa[j] += d;
-          pb[j] += d * d;
-        }
-      }
-      fold(a, S, s1);
-      fold(b, S, s2);
-    }
+    std::vector<double> s1(width, 0.0), s2(width, 0.0), shift(width);
+    if (training && !sync) shifted_moments(px, N, C, S, c0, c1, shift.data(), s1.data(), s2.data());
     std::vector<float> A(width), Bf(width), mu(width);
     for (int64_t c = c0; c < c1; ++c) {
       const size_t i = static_cast<size_t>(c - c0);
       double m, var;
       if (training) {
-        const double m1 = s1[i] / static_cast<double>(M);
-        m = shift[i] + m1;
-        var = std::max(0.0, s2[i] / static_cast<double>(M) - m1 * m1);  // biased
+        if (sync) {
+          m = global_mean[static_cast<size_t>(c)];
+          var = global_var[static_cast<size_t>(c)];
+        } else {
+          const double m1 = s1[i] / static_cast<double>(M);
+          m = shift[i] + m1;
+          var = std::max(0.0, s2[i] / static_cast<double>(M) - m1 * m1);  // biased
+        }
         if (rm) {
-          const double unbiased = var * static_cast<double>(M) / static_cast<double>(M - 1);
+          const double unbiased =
+              var * static_cast<double>(M_stat) / static_cast<double>(M_stat - 1);
           rm[c] = static_cast<float>((1 - momentum) * rm[c] + momentum * m);
           rv[c] = static_cast<float>((1 - momentum) * rv[c] + momentum * unbiased);
         }
