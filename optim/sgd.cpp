@@ -36,7 +36,10 @@ constexpr int64_t kGrain = 1 << 15;
 }  // namespace
 
 Sgd::Sgd(NamedTensors params, SgdOptions options)
-    : params_(std::move(params)), velocity_(params_.size()), options_(options) {
+    : params_(std::move(params)),
+      velocity_(params_.size()),
+      masks_(params_.size()),
+      options_(options) {
   check_options(options_);
   for (size_t i = 0; i < params_.size(); ++i) {
     const auto& [name, p] = params_[i];
@@ -83,6 +86,7 @@ void Sgd::step() {
     });
   }
   ++steps_;
+  apply_masks();
   for (auto& hook : hooks_) hook(*this);
 }
 
@@ -128,5 +132,36 @@ void Sgd::load_state(const NamedTensors& state, int64_t steps, const std::string
 }
 
 void Sgd::add_post_step_hook(PostStepHook hook) { hooks_.push_back(std::move(hook)); }
+
+void Sgd::set_masks(const NamedTensors& masks) {
+  std::vector<Tensor> fresh(params_.size());
+  for (const auto& [name, mask] : masks) {
+    const size_t i = index_of(name);
+    if (!mask.defined() || mask.numel() != params_[i].second.numel())
+      throw UsageError("SGD: mask of '" + name + "' has " +
+                       (mask.defined() ? std::to_string(mask.numel()) : std::string("no")) +
+                       " elements, parameter has " + std::to_string(params_[i].second.numel()));
+    fresh[i] = mask;
+  }
+  masks_ = std::move(fresh);
+}
+
+void Sgd::apply_masks() {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!masks_[i].defined()) continue;
+    const float* m = masks_[i].data();
+    float* w = params_[i].second.data();
+    float* v = velocity_[i].defined() ? velocity_[i].data() : nullptr;
+    for (int64_t k = 0; k < masks_[i].numel(); ++k)
+      if (m[k] == 0.f) {
+        w[k] = 0.f;  // exactly +0, never -0
+        if (v) v[k] = 0.f;
+      }
+  }
+}
+
+void Sgd::reset_momentum() {
+  for (auto& v : velocity_) v = Tensor();
+}
 
 }  // namespace spruce::optim

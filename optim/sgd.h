@@ -13,10 +13,12 @@
 // (never reached by backward, or dropped by zero_grad) is skipped and its
 // velocity left untouched, as in PyTorch.
 //
-// Masks are not the optimizer's business: the pruning module registers a
-// post-step hook that re-applies its masks to the weights and, through
-// velocity(name), to the momentum buffers, so pruned entries stay exactly
-// zero.
+// Masks: set_masks() gives the optimizer 0/1 masks of some parameters (any
+// tensors of the parameter's numel, e.g. the model's mask buffers, which it
+// keeps as handles, so masks changed later are seen). After every step, and
+// on apply_masks(), every masked entry of a weight and of its velocity is set
+// to exactly +0, so a pruned weight never comes back and carries no
+// momentum. The optimizer knows nothing about how masks are chosen.
 #pragma once
 
 #include <functional>
@@ -84,12 +86,24 @@ class Sgd {
   /// Registers a hook run after every step, in registration order.
   void add_post_step_hook(PostStepHook hook);
 
+  /// Replaces the masks, keyed by parameter name (what Module::named_masks()
+  /// returns). Throws UsageError for an unknown name or a numel that differs
+  /// from the parameter's. An empty list removes every mask.
+  void set_masks(const NamedTensors& masks);
+  /// Sets every masked weight and velocity entry to +0 now (step() does it
+  /// after each update; call it after changing a mask between steps).
+  void apply_masks();
+  /// Drops every velocity buffer: the next step starts momentum afresh, as a
+  /// new optimizer would (PyTorch's buffer starts as the first gradient).
+  void reset_momentum();
+
  private:
   size_t index_of(const std::string& name) const;
 
   NamedTensors params_;
   std::unordered_map<std::string, size_t> index_;
   std::vector<Tensor> velocity_;  // one per parameter, undefined until created
+  std::vector<Tensor> masks_;     // one per parameter, undefined when not masked
   SgdOptions options_;
   int64_t steps_ = 0;
   std::vector<PostStepHook> hooks_;

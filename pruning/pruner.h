@@ -14,15 +14,10 @@
 #include <vector>
 
 #include "fisher_gradients.h"
+#include "fisher_options.h"
 #include "prunable_set.h"
 
 namespace spruce::pruning {
-
-/// The damped empirical Fisher F = λI + (1/m) Σ g gᵀ and its block size.
-struct FisherOptions {
-  double damp = 1e-5;        // λ (the reference's scripts use 1e-5)
-  int64_t block_size = 100;  // c; >= a layer's size gives one block per layer
-};
 
 /// Predicted loss increase of one update, per layer of the set ([size()]);
 /// NaN for a pruner without a loss model (magnitude).

@@ -1,4 +1,4 @@
-// Method names -> pruners.
+// Method names -> pruners: the pruner table and the method-name grammar.
 #include "pruner_registry.h"
 
 #include <sstream>
@@ -8,18 +8,52 @@
 #include "magnitude_pruner.h"
 
 namespace spruce::pruning {
+namespace {
 
-const std::vector<std::string>& pruner_names() {
-  static const std::vector<std::string> names{"magnitude", "diagfisher", "woodfisher"};
+std::unique_ptr<Pruner> make_magnitude(const PruningMethod&, Communicator*) {
+  return std::make_unique<MagnitudePruner>();
+}
+
+std::unique_ptr<Pruner> make_diag_fisher(const PruningMethod&, Communicator* comm) {
+  return std::make_unique<DiagFisherPruner>(comm);
+}
+
+std::unique_ptr<Pruner> make_woodfisher(const PruningMethod& method, Communicator* comm) {
+  WoodFisherOptions o;
+  o.update = method.update;
+  o.summed_scale = method.summed_scale;
+  return std::make_unique<WoodFisherPruner>(o, comm);
+}
+
+const PrunerKind* find_kind(const std::string& name) {
+  for (const auto& k : pruner_table())
+    if (k.name == name) return &k;
+  return nullptr;
+}
+
+}  // namespace
+
+const std::vector<PrunerKind>& pruner_table() {
+  static const std::vector<PrunerKind> table{
+      {"magnitude", false, make_magnitude},
+      {"diagfisher", false, make_diag_fisher},
+      {"woodfisher", true, make_woodfisher},
+  };
+  return table;
+}
+
+std::vector<std::string> pruner_names() {
+  std::vector<std::string> names;
+  for (const auto& k : pruner_table()) names.push_back(k.name);
   return names;
 }
 
 std::string PruningMethod::name() const {
   std::string out = pruner;
   if (selection == Selection::PerLayer) out += "-layer";
-  if (pruner == "woodfisher") {
-    if (update == ObsUpdate::Summed) out += summed_scale == 0.0 ? "-noupdate" : "-summed";
-  }
+  const PrunerKind* kind = find_kind(pruner);
+  if (kind && kind->obs_update && update == ObsUpdate::Summed)
+    out += summed_scale == 0.0 ? "-noupdate" : "-summed";
   return out;
 }
 
@@ -30,37 +64,41 @@ PruningMethod parse_method(const std::string& text) {
   while (std::getline(is, part, '-')) parts.push_back(part);
   PruningMethod m;
   const auto bad = [&](const std::string& why) {
-    return UsageError("pruning method '" + text + "': " + why +
-                      " (expected magnitude|diagfisher|woodfisher, optionally followed by -layer or -global, "
-                      "and for woodfisher -exact, -summed or -noupdate)");
+    std::string names, with_update;
+    for (const auto& k : pruner_table()) {
+      names += (names.empty() ? "" : "|") + k.name;
+      if (k.obs_update) with_update += (with_update.empty() ? "" : "|") + k.name;
+    }
+    return UsageError("pruning method '" + text + "': " + why + " (expected " + names +
+                      ", optionally followed by -layer or -global, and for " + with_update +
+                      " -exact, -summed or -noupdate)");
   };
   if (parts.empty()) throw bad("empty");
   m.pruner = parts[0];
-  bool known = false;
-  for (const auto& n : pruner_names()) known = known || n == m.pruner;
-  if (!known) throw bad("unknown pruner '" + m.pruner + "'");
+  const PrunerKind* kind = find_kind(m.pruner);
+  if (!kind) throw bad("unknown pruner '" + m.pruner + "'");
   for (size_t i = 1; i < parts.size(); ++i) {
     const std::string& p = parts[i];
-    if (p == "layer") m.selection = Selection::PerLayer;
-    else if (p == "global") m.selection = Selection::Global;
-    else if (m.pruner == "woodfisher" && p == "exact") m.update = ObsUpdate::Exact;
-    else if (m.pruner == "woodfisher" && p == "summed") m.update = ObsUpdate::Summed, m.summed_scale = 1.0;
-    else if (m.pruner == "woodfisher" && p == "noupdate") m.update = ObsUpdate::Summed, m.summed_scale = 0.0;
-    else throw bad("unknown modifier '" + p + "'");
+    if (p == "layer")
+      m.selection = Selection::PerLayer;
+    else if (p == "global")
+      m.selection = Selection::Global;
+    else if (kind->obs_update && p == "exact")
+      m.update = ObsUpdate::Exact;
+    else if (kind->obs_update && p == "summed")
+      m.update = ObsUpdate::Summed, m.summed_scale = 1.0;
+    else if (kind->obs_update && p == "noupdate")
+      m.update = ObsUpdate::Summed, m.summed_scale = 0.0;
+    else
+      throw bad("unknown modifier '" + p + "'");
   }
   return m;
 }
 
 std::unique_ptr<Pruner> make_pruner(const PruningMethod& method, Communicator* comm) {
-  if (method.pruner == "magnitude") return std::make_unique<MagnitudePruner>();
-  if (method.pruner == "diagfisher") return std::make_unique<DiagFisherPruner>(comm);
-  if (method.pruner == "woodfisher") {
-    WoodFisherOptions o;
-    o.update = method.update;
-    o.summed_scale = method.summed_scale;
-    return std::make_unique<WoodFisherPruner>(o, comm);
-  }
-  throw UsageError("unknown pruner '" + method.pruner + "'");
+  const PrunerKind* kind = find_kind(method.pruner);
+  if (!kind) throw UsageError("unknown pruner '" + method.pruner + "'");
+  return kind->make(method, comm);
 }
 
 }  // namespace spruce::pruning

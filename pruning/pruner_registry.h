@@ -1,10 +1,13 @@
 // Pruning methods by name, for tools and recipes. A method is a pruner plus
-// its selection mode and (for WoodFisher) its weight update, written as a
-// base name with optional '-' modifiers:
+// its selection mode and (for pruners with an OBS update) its weight update,
+// written as a base name with optional '-' modifiers:
 //   magnitude | diagfisher | woodfisher        (selection: global, update: exact)
 //   -layer / -global                            selection (independent per layer / joint)
-//   -exact / -summed / -noupdate                WoodFisher's OBS update (noupdate = summed, scale 0)
+//   -exact / -summed / -noupdate                the OBS update (noupdate = summed, scale 0)
 // e.g. "woodfisher-layer-summed", "magnitude-layer".
+//
+// The pruners are one table (pruner_registry.cpp): adding a pruner is its
+// own file pair (a Pruner subclass) plus one row there.
 #pragma once
 
 #include <memory>
@@ -18,7 +21,7 @@
 namespace spruce::pruning {
 
 struct PruningMethod {
-  std::string pruner = "woodfisher";  // magnitude | diagfisher | woodfisher
+  std::string pruner = "woodfisher";  // a name of the table
   Selection selection = Selection::Global;
   ObsUpdate update = ObsUpdate::Exact;
   double summed_scale = 1.0;  // for ObsUpdate::Summed; 0 = no update
@@ -26,8 +29,20 @@ struct PruningMethod {
   std::string name() const;
 };
 
-/// The base pruner names.
-const std::vector<std::string>& pruner_names();
+/// One row of the pruner table.
+struct PrunerKind {
+  std::string name;
+  /// Whether the pruner updates the surviving weights with an OBS update
+  /// (accepts -exact, -summed and -noupdate).
+  bool obs_update = false;
+  /// A fresh pruner; comm as for make_pruner.
+  std::unique_ptr<Pruner> (*make)(const PruningMethod& method, Communicator* comm) = nullptr;
+};
+
+/// Every pruner, in the order tools list them.
+const std::vector<PrunerKind>& pruner_table();
+/// The base pruner names, in table order.
+std::vector<std::string> pruner_names();
 /// Parses a method name; UsageError naming the bad part and the valid ones.
 PruningMethod parse_method(const std::string& text);
 /// A fresh pruner for the method. With a communicator of several ranks, a

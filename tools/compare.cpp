@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <map>
 
+#include "core/communicator.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "data/data_loader.h"
@@ -38,7 +39,8 @@ namespace {
 struct Row {
   std::string method;
   int64_t seed = 0;
-  double target = 0, sparsity = 0, top1 = 0, loss = 0, predicted = 0, quadratic = 0, collect_s = 0, inverse_s = 0, total_s = 0, bn_s = 0;
+  double target = 0, sparsity = 0, top1 = 0, loss = 0, predicted = 0, quadratic = 0, collect_s = 0,
+         inverse_s = 0, total_s = 0, bn_s = 0;
 };
 
 double mean(const std::vector<double>& v) {
@@ -54,204 +56,313 @@ double stddev(const std::vector<double>& v) {
   for (double x : v) s += (x - m) * (x - m);
   return std::sqrt(s / static_cast<double>(v.size() - 1));
 }
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+namespace {
+
+struct Options {
+  std::string model_path, out = "runs/compare", data = "fashion-mnist", data_dir;
+  std::vector<std::string> methods{"magnitude", "magnitude-layer", "diagfisher", "woodfisher",
+                                   "woodfisher-layer"};
+  std::vector<double> sparsities{0.5, 0.6, 0.7, 0.8, 0.9, 0.95};
+  std::vector<std::string> seeds_text{"0"};
+  std::vector<std::string> patterns;
+  int64_t steps = 1, threads = default_num_threads(), eval_limit = 2000;
+  bool all_layers = false;
+  pruning::FisherOptions fisher;
+  cli::BnRecalibration bn;
+};
+
+void declare(cli::Args& args, Options& o) {
+  args.add_string("model", &o.model_path, "trained checkpoint");
+  args.add_string_list("methods", &o.methods, "pruning methods to compare");
+  args.add_double_list("sparsities", &o.sparsities, "target sparsities", 0, 1, true);
+  args.add_string_list("seeds", &o.seeds_text,
+                       "Fisher sample seeds (one run of every method per seed)");
+  args.add_int("steps", &o.steps, "prune in k steps, recomputing the Fisher in between", 1, 1000);
+  args.add_string_list("patterns", &o.patterns,
+                       "glob patterns of prunable weights (default: the model's)");
+  args.add_flag("all-layers", &o.all_layers, "prune every conv and linear weight");
+  cli::add_fisher_flags(args, o.fisher);
+  cli::add_bn_recalibration_flags(args, o.bn);
+  args.add_choice("data", &o.data, cli::dataset_names(),
+                  "data set (Fisher samples from train, evaluation on test)");
+  args.add_string("data-dir", &o.data_dir,
+                  "data set directory (default: the data set's standard place)");
+  args.add_int(
+      "eval-limit", &o.eval_limit,
+      "evaluate on the first N test samples only (0 = all; the default keeps a sweep to minutes)",
+      0);
+  args.add_string("out", &o.out, "directory for results.csv, results.json and accuracy.svg");
+  args.add_int("threads", &o.threads, "threads for BLAS and our loops", 1, 256);
+}
+
+std::vector<int64_t> parse_seeds(const std::vector<std::string>& texts) {
+  std::vector<int64_t> seeds;
+  for (const auto& s : texts) {
+    try {
+      size_t used = 0;
+      seeds.push_back(std::stoll(s, &used));
+      if (used != s.size() || seeds.back() < 0) throw std::invalid_argument(s);
+    } catch (const std::exception&) {
+      throw UsageError("--seeds: expected non-negative integers, got '" + s + "'");
+    }
+  }
+  return seeds;
+}
+
+/// The checkpoint under comparison, its dense weights and their evaluation.
+struct Sweep {
+  const Options& o;
+  cli::PruningSession& session;
+  NamedTensors dense_state;
+  cli::EvalResult dense;
+};
+
+void print_header(const Sweep& sw, size_t methods, size_t seeds) {
+  const Options& o = sw.o;
+  std::printf("model   %s  %s, %lld prunable weights in %lld layers\n", o.model_path.c_str(),
+              sw.session.loaded.spec.describe().c_str(),
+              static_cast<long long>(sw.session.set.numel()),
+              static_cast<long long>(sw.session.set.size()));
+  std::printf(
+      "fisher  m=%lld b=%lld damp=%g block=%lld, %lld step(s); %zu method(s) x %zu sparsities x "
+      "%zu seed(s)\n",
+      static_cast<long long>(o.fisher.samples), static_cast<long long>(o.fisher.batch),
+      o.fisher.damp, static_cast<long long>(o.fisher.block_size), static_cast<long long>(o.steps),
+      methods, o.sparsities.size(), seeds);
+  if (o.bn.enabled())
+    std::printf(
+        "bn      running statistics re-estimated after pruning on %lld batches of %lld training "
+        "samples\n",
+        static_cast<long long>(o.bn.batches), static_cast<long long>(o.bn.batch));
+  std::fflush(stdout);
+}
+
+/// Prunes the dense weights to `sparsity` with `method`: one step with the
+/// pruner prepared once for every sparsity (steps == 1), or o.steps steps
+/// re-collecting the Fisher; fills the row's sparsity, predictions and times.
+void prune_dense(Sweep& sw, const pruning::PruningMethod& method, pruning::Pruner& prepared,
+                 double prepare_s, const pruning::GradientBank& bank, double collect_s,
+                 int64_t seed, Row& row) {
+  const Options& o = sw.o;
+  if (o.steps == 1) {
+    auto step = pruning::step_options(method, o.fisher, row.target);
+    step.reuse_prepared = true;
+    const auto rep = pruning::prune_step(prepared, sw.session.set,
+                                         prepared.needs_fisher() ? &bank : nullptr, step);
+    row.sparsity = rep.sparsity;
+    row.predicted = rep.predicted_loss;
+    row.quadratic = rep.quadratic_loss;
+    row.collect_s = prepared.needs_fisher() ? collect_s : 0;
+    row.inverse_s = prepare_s;
+    row.total_s = rep.total_seconds + row.collect_s + prepare_s;
+    return;
+  }
+  const auto res =
+      cli::prune_one_shot(*sw.session.loaded.module, sw.session.set, method, row.target, o.steps,
+                          sw.session.train, sw.session.transforms, o.fisher, seed, false);
+  row.sparsity = res.back().report.sparsity;
+  for (const auto& r : res) {
+    row.predicted += r.report.predicted_loss;
+    row.quadratic += r.report.quadratic_loss;
+    row.collect_s += r.collect_seconds;
+    row.inverse_s += r.report.inverse_seconds;
+    row.total_s += r.report.total_seconds;
+  }
+}
+
+/// Every method at every sparsity for one seed of the Fisher samples. With
+/// one step the gradients are collected once at the dense weights and each
+/// method's pruner prepared once for all sparsities.
+std::vector<Row> run_seed(Sweep& sw, const std::vector<pruning::PruningMethod>& methods,
+                          int64_t seed) {
+  const Options& o = sw.o;
+  Module& model = *sw.session.loaded.module;
+  const auto& train = sw.session.train;
+  const auto& tf = sw.session.transforms;
+  const bool any_fisher = std::any_of(methods.begin(), methods.end(),
+                                      [](const auto& m) { return m.pruner != "magnitude"; });
+  pruning::GradientBank bank(sw.session.set.numel());
+  double collect_s = 0;
+  if (any_fisher && o.steps == 1) {
+    model.load_state_dict(sw.dense_state);
+    const auto t0 = std::chrono::steady_clock::now();
+    bank = cli::collect_gradients(model, sw.session.set, train, tf, o.fisher,
+                                  static_cast<uint64_t>(seed) * 1000003ULL + 1);
+    collect_s = seconds_since(t0);
+  }
+  std::vector<Row> rows;
+  for (const auto& method : methods) {
+    auto pruner = pruning::make_pruner(method, &world());
+    double prepare_s = 0;
+    if (o.steps == 1) {
+      model.load_state_dict(sw.dense_state);
+      const auto t0 = std::chrono::steady_clock::now();
+      pruner->prepare(sw.session.set, pruner->needs_fisher() ? &bank : nullptr, o.fisher);
+      prepare_s = seconds_since(t0);
+    }
+    for (double s : o.sparsities) {
+      model.load_state_dict(sw.dense_state);
+      Row row{method.name(), seed, s};
+      prune_dense(sw, method, *pruner, prepare_s, bank, collect_s, seed, row);
+      // Same batches for every method and sparsity of this seed.
+      row.bn_s = cli::recalibrate_bn(model, train, tf, o.bn,
+                                     data::derive_seed(static_cast<uint64_t>(seed), {0xb2ca1}));
+      const auto ev = cli::evaluate(model, sw.session.test, tf, 256, o.eval_limit);
+      row.top1 = ev.accuracy;
+      row.loss = ev.loss;
+      std::printf("%-24s %5lld %8.2f%% %7.2f%% %10.4f %10.4f %10.4f %7.1fs\n", row.method.c_str(),
+                  static_cast<long long>(seed), 100 * row.sparsity, 100 * row.top1,
+                  row.loss - sw.dense.loss, row.predicted, row.quadratic, row.total_s);
+      std::fflush(stdout);
+      rows.push_back(row);
+    }
+  }
+  return rows;
+}
+
+/// Prints mean top-1 over seeds (± sample std with several seeds) per method
+/// and sparsity; returns the plot of those means.
+cli::Plot print_summary(const Sweep& sw, const std::vector<pruning::PruningMethod>& methods,
+                        const std::vector<Row>& rows, size_t seeds) {
+  const Options& o = sw.o;
+  std::printf("\ntest top-1 after one-shot pruning%s (dense %.2f%%)%s\n%-24s",
+              o.bn.enabled() ? " and batch-norm recalibration" : "", 100 * sw.dense.accuracy,
+              seeds > 1 ? ", mean ± std over seeds" : "", "method");
+  for (double s : o.sparsities) std::printf(" %13.0f%%", 100 * s);
+  std::printf("\n");
+  cli::Plot plot{"One-shot pruning of " + sw.session.loaded.spec.name + " on " + o.data +
+                     (o.bn.enabled() ? ", BN recalibrated" : ""),
+                 "sparsity",
+                 "test top-1 (%)",
+                 {},
+                 {}};
+  plot.references.push_back({"dense", 100 * sw.dense.accuracy});
+  for (const auto& method : methods) {
+    std::printf("%-24s", method.name().c_str());
+    cli::PlotSeries series{method.name(), {}, {}};
+    for (double s : o.sparsities) {
+      std::vector<double> acc;
+      for (const auto& r : rows)
+        if (r.method == method.name() && r.target == s) acc.push_back(100 * r.top1);
+      if (seeds > 1)
+        std::printf("  %6.2f ± %4.2f", mean(acc), stddev(acc));
+      else
+        std::printf(" %13.2f%%", mean(acc));
+      series.x.push_back(100 * s);
+      series.y.push_back(mean(acc));
+    }
+    std::printf("\n");
+    plot.series.push_back(series);
+  }
+  return plot;
+}
+
+/// results.csv and results.json: one row per method, sparsity and seed.
+void write_results(const Sweep& sw, const std::vector<Row>& rows, const cli::Plot& plot) {
+  const Options& o = sw.o;
+  cli::Json j;
+  j.begin_object()
+      .field("model", o.model_path)
+      .field("dense_top1", sw.dense.accuracy)
+      .field("dense_loss", sw.dense.loss);
+  j.field("fisher_samples", o.fisher.samples)
+      .field("fisher_batch", o.fisher.batch)
+      .field("damp", o.fisher.damp);
+  j.field("block_size", o.fisher.block_size).field("steps", o.steps);
+  j.field("bn_recalibrate", o.bn.batches)
+      .field("bn_batch", o.bn.batch)
+      .key("results")
+      .begin_array();
+  std::string csv =
+      "method,seed,target_sparsity,sparsity,top1,test_loss,loss_increase,predicted_loss_increase,"
+      "quadratic_loss_increase,collect_seconds,inverse_seconds,total_seconds,bn_recalibrate,bn_"
+      "seconds\n";
+  for (const auto& r : rows) {
+    char line[512];
+    std::snprintf(line, sizeof line,
+                  "%s,%lld,%.4f,%.6f,%.6f,%.6f,%.6f,%.6g,%.6g,%.3f,%.3f,%.3f,%lld,%.3f\n",
+                  r.method.c_str(), static_cast<long long>(r.seed), r.target, r.sparsity, r.top1,
+                  r.loss, r.loss - sw.dense.loss, r.predicted, r.quadratic, r.collect_s,
+                  r.inverse_s, r.total_s, static_cast<long long>(o.bn.batches), r.bn_s);
+    csv += line;
+    j.begin_object()
+        .field("method", r.method)
+        .field("seed", r.seed)
+        .field("target_sparsity", r.target);
+    j.field("sparsity", r.sparsity).field("top1", r.top1).field("test_loss", r.loss);
+    j.field("loss_increase", r.loss - sw.dense.loss).field("predicted_loss_increase", r.predicted);
+    j.field("quadratic_loss_increase", r.quadratic);
+    j.field("collect_seconds", r.collect_s)
+        .field("inverse_seconds", r.inverse_s)
+        .field("total_seconds", r.total_s);
+    j.field("bn_seconds", r.bn_s);
+    j.end_object();
+  }
+  j.end_array().end_object();
+  cli::write_text_file((fs::path(o.out) / "results.csv").string(), csv);
+  cli::write_text_file((fs::path(o.out) / "results.json").string(), j.str() + "\n");
+  cli::write_text_file((fs::path(o.out) / "accuracy.svg").string(), plot.to_svg());
+}
+
+int compare(Options& o) {
+  if (o.model_path.empty()) throw UsageError("--model is required (a trained checkpoint)");
+  std::vector<pruning::PruningMethod> methods;
+  for (const auto& m : o.methods) methods.push_back(pruning::parse_method(m));
+  const std::vector<int64_t> seeds = parse_seeds(o.seeds_text);
+  std::sort(o.sparsities.begin(), o.sparsities.end());
+  set_num_threads(static_cast<int>(o.threads));
+  std::error_code ec;
+  fs::create_directories(o.out, ec);
+  if (ec) throw IoError(o.out + ": cannot create the output directory: " + ec.message());
+
+  cli::PruningSession session =
+      cli::open_pruning_session(o.model_path, o.data, o.data_dir, o.patterns, o.all_layers);
+  Sweep sw{o, session, {}, {}};
+  for (const auto& [k, v] : session.loaded.module->state_dict())
+    sw.dense_state.emplace_back(k, v.clone());
+  print_header(sw, methods.size(), seeds.size());
+  sw.dense =
+      cli::evaluate(*session.loaded.module, session.test, session.transforms, 256, o.eval_limit);
+  std::printf("dense   test loss %.4f  top-1 %.2f%%\n\n", sw.dense.loss, 100 * sw.dense.accuracy);
+  // dL pred. is the pruner's own estimate (for the summed and no-update
+  // WoodFisher variants and diagonal Fisher: the sum of the statistics);
+  // dL quad. is ½δᵀFδ of the change actually applied, under the pruner's
+  // Fisher model, so the two differ where the update is not the exact one.
+  std::printf("%-24s %5s %9s %8s %10s %10s %10s %8s\n", "method", "seed", "sparsity", "top-1",
+              "dL meas.", "dL pred.", "dL quad.", "time");
+  std::fflush(stdout);
+
+  std::vector<Row> rows;
+  for (int64_t seed : seeds) {
+    auto seed_rows = run_seed(sw, methods, seed);
+    rows.insert(rows.end(), seed_rows.begin(), seed_rows.end());
+  }
+  const cli::Plot plot = print_summary(sw, methods, rows, seeds.size());
+  write_results(sw, rows, plot);
+  std::printf("\nwrote %s/results.csv, results.json, accuracy.svg\n", o.out.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   return cli::run_tool("spruce-compare", [&] {
-    std::string model_path, out = "runs/compare", data = "fashion-mnist", data_dir;
-    std::vector<std::string> methods{"magnitude", "magnitude-layer", "diagfisher", "woodfisher", "woodfisher-layer"};
-    std::vector<double> sparsities{0.5, 0.6, 0.7, 0.8, 0.9, 0.95};
-    std::vector<std::string> seeds_text{"0"};
-    std::vector<std::string> patterns;
-    int64_t steps = 1, threads = default_num_threads(), eval_limit = 2000;
-    bool all_layers = false;
-    cli::FisherSettings fisher;
-    cli::BnRecalibration bn;
-    cli::Args args("spruce-compare --model CKPT",
-                   "Compares pruning methods one-shot on a trained checkpoint: methods x sparsities x seeds.\n"
-                   "Methods: magnitude|diagfisher|woodfisher, optionally -layer (per-layer selection) and, for\n"
-                   "woodfisher, -summed or -noupdate. Writes results.csv, results.json and accuracy.svg to --out.");
-    args.add_string("model", &model_path, "trained checkpoint");
-    args.add_string_list("methods", &methods, "pruning methods to compare");
-    args.add_double_list("sparsities", &sparsities, "target sparsities", 0, 1, true);
-    args.add_string_list("seeds", &seeds_text, "Fisher sample seeds (one run of every method per seed)");
-    args.add_int("steps", &steps, "prune in k steps, recomputing the Fisher in between", 1, 1000);
-    args.add_string_list("patterns", &patterns, "glob patterns of prunable weights (default: the model's)");
-    args.add_flag("all-layers", &all_layers, "prune every conv and linear weight");
-    cli::add_fisher_flags(args, fisher, false);
-    cli::add_bn_recalibration_flags(args, bn);
-    args.add_choice("data", &data, cli::dataset_names(), "data set (Fisher samples from train, evaluation on test)");
-    args.add_string("data-dir", &data_dir, "data set directory (default: the data set's standard place)");
-    args.add_int("eval-limit", &eval_limit, "evaluate on the first N test samples only (0 = all; the default keeps a sweep to minutes)", 0);
-    args.add_string("out", &out, "directory for results.csv, results.json and accuracy.svg");
-    args.add_int("threads", &threads, "threads for BLAS and our loops", 1, 256);
+    Options o;
+    cli::Args args(
+        "spruce-compare --model CKPT",
+        "Compares pruning methods one-shot on a trained checkpoint: methods x sparsities x seeds.\n"
+        "Methods: magnitude|diagfisher|woodfisher, optionally -layer (per-layer selection) and, "
+        "for\n"
+        "woodfisher, -summed or -noupdate. Writes results.csv, results.json and accuracy.svg to "
+        "--out.");
+    declare(args, o);
     if (!args.parse(argc, argv)) return 0;
-    if (model_path.empty()) throw UsageError("--model is required (a trained checkpoint)");
-    std::vector<pruning::PruningMethod> parsed;
-    for (const auto& m : methods) parsed.push_back(pruning::parse_method(m));
-    std::vector<int64_t> seeds;
-    for (const auto& s : seeds_text) {
-      try {
-        size_t used = 0;
-        seeds.push_back(std::stoll(s, &used));
-        if (used != s.size() || seeds.back() < 0) throw std::invalid_argument(s);
-      } catch (const std::exception&) {
-        throw UsageError("--seeds: expected non-negative integers, got '" + s + "'");
-      }
-    }
-    std::sort(sparsities.begin(), sparsities.end());
-    set_num_threads(static_cast<int>(threads));
-    std::error_code ec;
-    fs::create_directories(out, ec);
-    if (ec) throw IoError(out + ": cannot create the output directory: " + ec.message());
-
-    cli::PruningSession session = cli::open_pruning_session(model_path, data, data_dir, patterns, all_layers);
-    const cli::LoadedModel& loaded = session.loaded;
-    Module& model = *loaded.module;
-    const auto& train = session.train;
-    const auto& test = session.test;
-    const auto& tf = session.transforms;
-    pruning::PrunableSet& set = session.set;
-    NamedTensors snapshot;
-    for (const auto& [k, v] : model.state_dict()) snapshot.emplace_back(k, v.clone());
-
-    std::printf("model   %s  %s, %lld prunable weights in %lld layers\n", model_path.c_str(),
-                loaded.spec.describe().c_str(), static_cast<long long>(set.numel()), static_cast<long long>(set.size()));
-    std::printf("fisher  m=%lld b=%lld damp=%g block=%lld, %lld step(s); %zu method(s) x %zu sparsities x %zu seed(s)\n",
-                static_cast<long long>(fisher.samples), static_cast<long long>(fisher.batch), fisher.damp,
-                static_cast<long long>(fisher.block_size), static_cast<long long>(steps), parsed.size(),
-                sparsities.size(), seeds.size());
-    if (bn.enabled())
-      std::printf("bn      running statistics re-estimated after pruning on %lld batches of %lld training samples\n",
-                  static_cast<long long>(bn.batches), static_cast<long long>(bn.batch));
-    std::fflush(stdout);
-    const auto dense = cli::evaluate(model, test, tf, 256, eval_limit);
-    std::printf("dense   test loss %.4f  top-1 %.2f%%\n\n", dense.loss, 100 * dense.accuracy);
-    // dL pred. is the pruner's own estimate (for the summed and no-update
-    // WoodFisher variants and diagonal Fisher: the sum of the statistics);
-    // dL quad. is ½δᵀFδ of the change actually applied, under the pruner's
-    // Fisher model, so the two differ where the update is not the exact one.
-    std::printf("%-24s %5s %9s %8s %10s %10s %10s %8s\n", "method", "seed", "sparsity", "top-1", "dL meas.", "dL pred.",
-                "dL quad.", "time");
-    std::fflush(stdout);
-
-    const bool any_fisher = std::any_of(parsed.begin(), parsed.end(), [](const auto& m) { return m.pruner != "magnitude"; });
-    std::vector<Row> rows;
-    for (int64_t seed : seeds) {
-      pruning::GradientBank bank(set.numel());
-      double collect_s = 0;
-      cli::FisherSettings f = fisher;
-      f.seed = seed;
-      if (any_fisher && steps == 1) {
-        model.load_state_dict(snapshot);
-        const auto t0 = std::chrono::steady_clock::now();
-        bank = cli::collect_gradients(model, set, train, tf, f, static_cast<uint64_t>(seed) * 1000003ULL + 1);
-        collect_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      }
-      for (const auto& method : parsed) {
-        auto pruner = pruning::make_pruner(method);
-        double prepare_s = 0;
-        if (steps == 1) {
-          // Every sparsity starts from the same dense weights and masks: one inverse serves them all.
-          model.load_state_dict(snapshot);
-          pruning::FisherOptions fo{fisher.damp, fisher.block_size};
-          const auto t0 = std::chrono::steady_clock::now();
-          pruner->prepare(set, pruner->needs_fisher() ? &bank : nullptr, fo);
-          prepare_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        }
-        for (double s : sparsities) {
-          model.load_state_dict(snapshot);
-          Row row{method.name(), seed, s};
-          if (steps == 1) {
-            pruning::PruneStepOptions o;
-            o.sparsity = s;
-            o.selection = method.selection;
-            o.fisher.damp = fisher.damp;
-            o.fisher.block_size = fisher.block_size;
-            o.reuse_prepared = true;
-            const auto rep = pruning::prune_step(*pruner, set, pruner->needs_fisher() ? &bank : nullptr, o);
-            row.sparsity = rep.sparsity;
-            row.predicted = rep.predicted_loss;
-            row.quadratic = rep.quadratic_loss;
-            row.collect_s = pruner->needs_fisher() ? collect_s : 0;
-            row.inverse_s = prepare_s;
-            row.total_s = rep.total_seconds + row.collect_s + prepare_s;
-          } else {
-            const auto res = cli::prune_one_shot(model, set, method, s, steps, train, tf, f, false);
-            row.sparsity = res.back().report.sparsity;
-            for (const auto& r : res) {
-              row.predicted += r.report.predicted_loss;
-              row.quadratic += r.report.quadratic_loss;
-              row.collect_s += r.collect_seconds;
-              row.inverse_s += r.report.inverse_seconds;
-              row.total_s += r.report.total_seconds;
-            }
-          }
-          // Same batches for every method and sparsity of this seed.
-          row.bn_s = cli::recalibrate_bn(model, train, tf, bn, data::derive_seed(static_cast<uint64_t>(seed), {0xb2ca1}));
-          const auto ev = cli::evaluate(model, test, tf, 256, eval_limit);
-          row.top1 = ev.accuracy;
-          row.loss = ev.loss;
-          std::printf("%-24s %5lld %8.2f%% %7.2f%% %10.4f %10.4f %10.4f %7.1fs\n", row.method.c_str(),
-                      static_cast<long long>(seed), 100 * row.sparsity, 100 * row.top1, row.loss - dense.loss,
-                      row.predicted, row.quadratic, row.total_s);
-          std::fflush(stdout);
-          rows.push_back(row);
-        }
-      }
-    }
-
-    // Summary: mean top-1 over seeds (± sample std when there are several seeds).
-    std::printf("\ntest top-1 after one-shot pruning%s (dense %.2f%%)%s\n%-24s",
-                bn.enabled() ? " and batch-norm recalibration" : "", 100 * dense.accuracy,
-                seeds.size() > 1 ? ", mean ± std over seeds" : "", "method");
-    for (double s : sparsities) std::printf(" %13.0f%%", 100 * s);
-    std::printf("\n");
-    cli::Plot plot{"One-shot pruning of " + loaded.spec.name + " on " + data + (bn.enabled() ? ", BN recalibrated" : ""),
-                   "sparsity", "test top-1 (%)", {}, {}};
-    plot.references.push_back({"dense", 100 * dense.accuracy});
-    cli::Json j;
-    j.begin_object().field("model", model_path).field("dense_top1", dense.accuracy).field("dense_loss", dense.loss);
-    j.field("fisher_samples", fisher.samples).field("fisher_batch", fisher.batch).field("damp", fisher.damp);
-    j.field("block_size", fisher.block_size).field("steps", steps);
-    j.field("bn_recalibrate", bn.batches).field("bn_batch", bn.batch).key("results").begin_array();
-    for (const auto& method : parsed) {
-      std::printf("%-24s", method.name().c_str());
-      cli::PlotSeries series{method.name(), {}, {}};
-      for (double s : sparsities) {
-        std::vector<double> acc;
-        for (const auto& r : rows)
-          if (r.method == method.name() && r.target == s) acc.push_back(100 * r.top1);
-        if (seeds.size() > 1) std::printf("  %6.2f ± %4.2f", mean(acc), stddev(acc));
-        else std::printf(" %13.2f%%", mean(acc));
-        series.x.push_back(100 * s);
-        series.y.push_back(mean(acc));
-      }
-      std::printf("\n");
-      plot.series.push_back(series);
-    }
-    std::string csv = "method,seed,target_sparsity,sparsity,top1,test_loss,loss_increase,predicted_loss_increase,"
-                      "quadratic_loss_increase,collect_seconds,inverse_seconds,total_seconds,bn_recalibrate,bn_seconds\n";
-    for (const auto& r : rows) {
-      char line[512];
-      std::snprintf(line, sizeof line, "%s,%lld,%.4f,%.6f,%.6f,%.6f,%.6f,%.6g,%.6g,%.3f,%.3f,%.3f,%lld,%.3f\n", r.method.c_str(),
-                    static_cast<long long>(r.seed), r.target, r.sparsity, r.top1, r.loss, r.loss - dense.loss,
-                    r.predicted, r.quadratic, r.collect_s, r.inverse_s, r.total_s, static_cast<long long>(bn.batches),
-                    r.bn_s);
-      csv += line;
-      j.begin_object().field("method", r.method).field("seed", r.seed).field("target_sparsity", r.target);
-      j.field("sparsity", r.sparsity).field("top1", r.top1).field("test_loss", r.loss);
-      j.field("loss_increase", r.loss - dense.loss).field("predicted_loss_increase", r.predicted);
-      j.field("quadratic_loss_increase", r.quadratic);
-      j.field("collect_seconds", r.collect_s).field("inverse_seconds", r.inverse_s).field("total_seconds", r.total_s);
-      j.field("bn_seconds", r.bn_s);
-      j.end_object();
-    }
-    j.end_array().end_object();
-    cli::write_text_file((fs::path(out) / "results.csv").string(), csv);
-    cli::write_text_file((fs::path(out) / "results.json").string(), j.str() + "\n");
-    cli::write_text_file((fs::path(out) / "accuracy.svg").string(), plot.to_svg());
-    std::printf("\nwrote %s/results.csv, results.json, accuracy.svg\n", out.c_str());
-    return 0;
+    return compare(o);
   });
 }

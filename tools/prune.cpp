@@ -28,32 +28,40 @@ using namespace spruce;
 
 int main(int argc, char** argv) {
   return cli::run_tool("spruce-prune", [&] {
-    std::string model_path, out, npz_out, json_out, method_name = "woodfisher", data = "fashion-mnist", data_dir;
+    std::string model_path, out, npz_out, json_out, method_name = "woodfisher",
+                                                    data = "fashion-mnist", data_dir;
     std::vector<std::string> patterns;
     double sparsity = 0.9;
-    int64_t steps = 1, threads = default_num_threads(), eval_limit = 0;
+    int64_t steps = 1, threads = default_num_threads(), eval_limit = 0, fisher_seed = 0;
     bool all_layers = false;
-    cli::FisherSettings fisher;
+    pruning::FisherOptions fisher;
     cli::BnRecalibration bn;
-    cli::Args args("spruce-prune --model CKPT --out PRUNED.ckpt",
-                   "One-shot pruning of a trained model to a target sparsity (magnitude, diagonal Fisher or\n"
-                   "WoodFisher). Methods: magnitude|diagfisher|woodfisher, optionally -layer (independent\n"
-                   "per-layer selection instead of one global threshold) and, for woodfisher, -summed (the\n"
-                   "reference's summed single-weight updates) or -noupdate; e.g. woodfisher-layer-summed.");
+    cli::Args args(
+        "spruce-prune --model CKPT --out PRUNED.ckpt",
+        "One-shot pruning of a trained model to a target sparsity (magnitude, diagonal Fisher or\n"
+        "WoodFisher). Methods: magnitude|diagfisher|woodfisher, optionally -layer (independent\n"
+        "per-layer selection instead of one global threshold) and, for woodfisher, -summed (the\n"
+        "reference's summed single-weight updates) or -noupdate; e.g. woodfisher-layer-summed.");
     args.add_string("model", &model_path, "trained checkpoint to prune");
     args.add_string("out", &out, "where to write the pruned checkpoint (with masks)");
     args.add_string("npz", &npz_out, "also export the pruned weights and masks as .npz");
     args.add_string("json", &json_out, "also write the report as JSON");
     args.add_string("method", &method_name, "pruning method");
-    args.add_double("sparsity", &sparsity, "target fraction of prunable weights removed", 0, 1, false, true);
-    args.add_int("steps", &steps, "prune in k steps, recomputing the Fisher at the current weights", 1, 1000);
-    args.add_string_list("patterns", &patterns, "glob patterns of prunable weights (default: the model's)");
+    args.add_double("sparsity", &sparsity, "target fraction of prunable weights removed", 0, 1,
+                    false, true);
+    args.add_int("steps", &steps, "prune in k steps, recomputing the Fisher at the current weights",
+                 1, 1000);
+    args.add_string_list("patterns", &patterns,
+                         "glob patterns of prunable weights (default: the model's)");
     args.add_flag("all-layers", &all_layers, "prune every conv and linear weight");
-    cli::add_fisher_flags(args, fisher);
+    cli::add_fisher_flags(args, fisher, &fisher_seed);
     cli::add_bn_recalibration_flags(args, bn);
-    args.add_choice("data", &data, cli::dataset_names(), "data set (Fisher samples from train, evaluation on test)");
-    args.add_string("data-dir", &data_dir, "data set directory (default: the data set's standard place)");
-    args.add_int("eval-limit", &eval_limit, "evaluate on the first N test samples only (0 = all)", 0);
+    args.add_choice("data", &data, cli::dataset_names(),
+                    "data set (Fisher samples from train, evaluation on test)");
+    args.add_string("data-dir", &data_dir,
+                    "data set directory (default: the data set's standard place)");
+    args.add_int("eval-limit", &eval_limit, "evaluate on the first N test samples only (0 = all)",
+                 0);
     args.add_int("threads", &threads, "threads for BLAS and our loops", 1, 256);
     if (!args.parse(argc, argv)) return 0;
     if (model_path.empty()) throw UsageError("--model is required (a trained checkpoint)");
@@ -61,7 +69,8 @@ int main(int argc, char** argv) {
     const auto method = pruning::parse_method(method_name);
     set_num_threads(static_cast<int>(threads));
 
-    cli::PruningSession session = cli::open_pruning_session(model_path, data, data_dir, patterns, all_layers);
+    cli::PruningSession session =
+        cli::open_pruning_session(model_path, data, data_dir, patterns, all_layers);
     const cli::LoadedModel& loaded = session.loaded;
     Module& model = *loaded.module;
     const auto& train = session.train;
@@ -70,20 +79,23 @@ int main(int argc, char** argv) {
     pruning::PrunableSet& set = session.set;
 
     std::printf("model   %s  %s\n", model_path.c_str(), loaded.spec.describe().c_str());
-    std::printf("prune   %s to %.2f%% of %lld weights in %zu layers, %lld step(s)", method.name().c_str(), 100 * sparsity,
-                static_cast<long long>(set.numel()), static_cast<size_t>(set.size()), static_cast<long long>(steps));
+    std::printf("prune   %s to %.2f%% of %lld weights in %zu layers, %lld step(s)",
+                method.name().c_str(), 100 * sparsity, static_cast<long long>(set.numel()),
+                static_cast<size_t>(set.size()), static_cast<long long>(steps));
     if (method.pruner != "magnitude")
-      std::printf("; Fisher m=%lld b=%lld damp=%g block=%lld", static_cast<long long>(fisher.samples),
-                  static_cast<long long>(fisher.batch), fisher.damp, static_cast<long long>(fisher.block_size));
+      std::printf("; Fisher m=%lld b=%lld damp=%g block=%lld",
+                  static_cast<long long>(fisher.samples), static_cast<long long>(fisher.batch),
+                  fisher.damp, static_cast<long long>(fisher.block_size));
     if (bn.enabled())
-      std::printf("; batch norm re-estimated on %lld x %lld samples", static_cast<long long>(bn.batches),
-                  static_cast<long long>(bn.batch));
+      std::printf("; batch norm re-estimated on %lld x %lld samples",
+                  static_cast<long long>(bn.batches), static_cast<long long>(bn.batch));
     std::printf("\n");
     std::fflush(stdout);
     const auto before = cli::evaluate(model, test, tf, 256, eval_limit);
-    const auto steps_done = cli::prune_one_shot(model, set, method, sparsity, steps, train, tf, fisher);
-    const double bn_seconds =
-        cli::recalibrate_bn(model, train, tf, bn, data::derive_seed(static_cast<uint64_t>(fisher.seed), {0xb2ca1}));
+    const auto steps_done =
+        cli::prune_one_shot(model, set, method, sparsity, steps, train, tf, fisher, fisher_seed);
+    const double bn_seconds = cli::recalibrate_bn(
+        model, train, tf, bn, data::derive_seed(static_cast<uint64_t>(fisher_seed), {0xb2ca1}));
     const auto after = cli::evaluate(model, test, tf, 256, eval_limit);
 
     std::printf("\n");
@@ -99,10 +111,13 @@ int main(int argc, char** argv) {
     std::printf("%-8s %10.4f %7.2f%%\n", "before", before.loss, 100 * before.accuracy);
     std::printf("%-8s %10.4f %7.2f%%\n", "after", after.loss, 100 * after.accuracy);
     if (std::isnan(predicted))
-      std::printf("loss increase: measured %.4f (magnitude pruning predicts none)\n", after.loss - before.loss);
+      std::printf("loss increase: measured %.4f (magnitude pruning predicts none)\n",
+                  after.loss - before.loss);
     else
-      std::printf("loss increase: measured %.4f, predicted %.4f (quadratic model)\n", after.loss - before.loss, predicted);
-    std::printf("time: %.1fs collecting gradients, %.1fs inverting, %.1fs in all", collect, inverse, total);
+      std::printf("loss increase: measured %.4f, predicted %.4f (quadratic model)\n",
+                  after.loss - before.loss, predicted);
+    std::printf("time: %.1fs collecting gradients, %.1fs inverting, %.1fs in all", collect, inverse,
+                total);
     if (bn.enabled()) std::printf("; %.1fs re-estimating batch norm", bn_seconds);
     std::printf("\n");
 
@@ -117,17 +132,32 @@ int main(int argc, char** argv) {
     if (!npz_out.empty()) cli::export_npz(npz_out, model);
     if (!json_out.empty()) {
       cli::Json j;
-      j.begin_object().field("model", model_path).field("method", method.name()).field("sparsity", sparsity);
-      j.field("steps", steps).field("fisher_samples", fisher.samples).field("fisher_batch", fisher.batch);
+      j.begin_object()
+          .field("model", model_path)
+          .field("method", method.name())
+          .field("sparsity", sparsity);
+      j.field("steps", steps)
+          .field("fisher_samples", fisher.samples)
+          .field("fisher_batch", fisher.batch);
       j.field("damp", fisher.damp).field("block_size", fisher.block_size);
-      j.field("bn_recalibrate", bn.batches).field("bn_batch", bn.batch).field("bn_seconds", bn_seconds);
+      j.field("bn_recalibrate", bn.batches)
+          .field("bn_batch", bn.batch)
+          .field("bn_seconds", bn_seconds);
       j.field("loss_before", before.loss).field("top1_before", before.accuracy);
-      j.field("loss_after", after.loss).field("top1_after", after.accuracy).field("predicted_loss_increase", predicted);
-      j.field("collect_seconds", collect).field("inverse_seconds", inverse).field("total_seconds", total);
+      j.field("loss_after", after.loss)
+          .field("top1_after", after.accuracy)
+          .field("predicted_loss_increase", predicted);
+      j.field("collect_seconds", collect)
+          .field("inverse_seconds", inverse)
+          .field("total_seconds", total);
       j.key("layers").begin_array();
       for (const auto& l : steps_done.back().report.layers)
-        j.begin_object().field("name", l.name).field("size", l.size).field("pruned", l.pruned_after)
-            .field("predicted_loss", l.predicted_loss).end_object();
+        j.begin_object()
+            .field("name", l.name)
+            .field("size", l.size)
+            .field("pruned", l.pruned_after)
+            .field("predicted_loss", l.predicted_loss)
+            .end_object();
       j.end_array().end_object();
       cli::write_text_file(json_out, j.str() + "\n");
     }

@@ -16,6 +16,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/communicator.h"
 #include "core/error.h"
 #include "core/io/checkpoint.h"
 #include "core/ops/loss.h"
@@ -23,9 +24,8 @@
 #include "data/data_loader.h"
 #include "models/registry.h"
 #include "optim/schedule.h"
-#include "pruning/model_pruning.h"
-#include "pruning/schedule.h"
 #include "optim/sgd.h"
+#include "pruning/gradual_pruner.h"
 #include "tools/common/args.h"
 #include "tools/common/datasets.h"
 #include "tools/common/evaluate.h"
@@ -42,7 +42,8 @@ namespace fs = std::filesystem;
 namespace {
 
 struct Settings {
-  std::string model = "resnet20", shortcut = "B", data = "fashion-mnist", data_dir, schedule = "onecycle";
+  std::string model = "resnet20", shortcut = "B", data = "fashion-mnist", data_dir,
+              schedule = "onecycle";
   std::string out, resume, init;
   double width = 1.0, lr = 0.1, momentum = 0.9, weight_decay = 5e-4, pct_start = 0.25, min_lr = 0.0;
   double gamma = 0.1, warmup_epochs = 0;
@@ -55,7 +56,7 @@ struct Settings {
   double initial_sparsity = 0.0, final_sparsity = 0.9, finetune_lr = 0.0;
   std::vector<std::string> patterns;
   bool all_layers = false;
-  cli::FisherSettings fisher;
+  pruning::FisherOptions fisher;
   cli::BnRecalibration bn;
 };
 
@@ -64,12 +65,14 @@ void declare(cli::Args& a, Settings& s) {
   a.add_choice("shortcut", &s.shortcut, {"A", "B"}, "ResNet shortcut: A zero-pad, B 1x1 conv + BN");
   a.add_double("width", &s.width, "MobileNet width multiplier", 0, 16, true);
   a.add_choice("data", &s.data, cli::dataset_names(), "data set");
-  a.add_string("data-dir", &s.data_dir, "data set directory (default: the data set's standard place)");
+  a.add_string("data-dir", &s.data_dir,
+               "data set directory (default: the data set's standard place)");
   a.add_int("epochs", &s.epochs, "training epochs", 1);
   a.add_int("batch-size", &s.batch, "mini-batch size", 1);
   a.add_double("lr", &s.lr, "learning rate (the peak for onecycle)", 0, 1e300, true);
   a.add_choice("schedule", &s.schedule, optim::schedule_names(), "learning-rate schedule");
-  a.add_double("pct-start", &s.pct_start, "onecycle: fraction of steps spent warming up", 0, 1, true, true);
+  a.add_double("pct-start", &s.pct_start, "onecycle: fraction of steps spent warming up", 0, 1,
+               true, true);
   a.add_double("min-lr", &s.min_lr, "cosine: final learning rate", 0);
   a.add_int("step-epochs", &s.step_epochs, "step: decay every N epochs (0 = at 50% and 75%)", 0);
   a.add_double("gamma", &s.gamma, "step: decay factor", 0, 1, true);
@@ -84,28 +87,41 @@ void declare(cli::Args& a, Settings& s) {
   a.add_flag("prefetch", &s.prefetch, "prepare the next batch on a background thread");
   a.add_string("out", &s.out, "run directory for checkpoints and logs (default: runs/MODEL-DATA)");
   a.add_flag("overwrite", &s.overwrite, "start afresh even if --out already holds a run");
-  a.add_string("resume", &s.resume, "continue the run in this checkpoint (or run directory) exactly");
+  a.add_string("resume", &s.resume,
+               "continue the run in this checkpoint (or run directory) exactly");
   a.add_string("init", &s.init, "start from this checkpoint's weights and masks (fine-tuning)");
-  a.add_int("checkpoint-every", &s.checkpoint_every, "also checkpoint every N steps (0 = epoch ends only)", 0);
-  a.add_int("max-steps", &s.max_steps, "stop each epoch after N steps (0 = full epochs; for quick tries)", 0);
+  a.add_int("checkpoint-every", &s.checkpoint_every,
+            "also checkpoint every N steps (0 = epoch ends only)", 0);
+  a.add_int("max-steps", &s.max_steps,
+            "stop each epoch after N steps (0 = full epochs; for quick tries)", 0);
   a.add_int("train-limit", &s.train_limit, "train on the first N samples only (0 = all)", 0);
   a.add_int("eval-limit", &s.eval_limit, "evaluate on the first N test samples only (0 = all)", 0);
-  a.add_string("recipe", &s.recipe, "YAML recipe of flag: value settings (flags given here override it)");
+  a.add_string("recipe", &s.recipe,
+               "YAML recipe of flag: value settings (flags given here override it)");
   a.add_string("prune-method", &s.prune_method,
-               "gradual pruning with this method (magnitude|diagfisher|woodfisher[-layer][-summed|-noupdate]); "
+               "gradual pruning with this method "
+               "(magnitude|diagfisher|woodfisher[-layer][-summed|-noupdate]); "
                "empty = dense training");
-  a.add_choice("prune-unit", &s.prune_unit, {"epoch", "step"}, "unit of --prune-start/--prune-end/--prune-every");
-  a.add_int("prune-start", &s.prune_start, "first pruning step (t_0; epoch index from 0, or global step)", 0);
-  a.add_int("prune-end", &s.prune_end, "last pruning step, where --final-sparsity is reached exactly", 0);
+  a.add_choice("prune-unit", &s.prune_unit, {"epoch", "step"},
+               "unit of --prune-start/--prune-end/--prune-every");
+  a.add_int("prune-start", &s.prune_start,
+            "first pruning step (t_0; epoch index from 0, or global step)", 0);
+  a.add_int("prune-end", &s.prune_end,
+            "last pruning step, where --final-sparsity is reached exactly", 0);
   a.add_int("prune-every", &s.prune_every, "pruning frequency (delta t)", 1);
-  a.add_double("initial-sparsity", &s.initial_sparsity, "target at the first pruning step (s_i)", 0, 1, false, true);
-  a.add_double("final-sparsity", &s.final_sparsity, "target at the last pruning step (s_f)", 0, 1, false, true);
-  a.add_string_list("patterns", &s.patterns, "glob patterns of prunable weights (default: the model's)");
+  a.add_double("initial-sparsity", &s.initial_sparsity, "target at the first pruning step (s_i)", 0,
+               1, false, true);
+  a.add_double("final-sparsity", &s.final_sparsity, "target at the last pruning step (s_f)", 0, 1,
+               false, true);
+  a.add_string_list("patterns", &s.patterns,
+                    "glob patterns of prunable weights (default: the model's)");
   a.add_flag("all-layers", &s.all_layers, "prune every conv and linear weight");
-  cli::add_fisher_flags(a, s.fisher, false);
+  cli::add_fisher_flags(a, s.fisher);
   cli::add_bn_recalibration_flags(a, s.bn);
-  a.add_int("prune-eval-limit", &s.prune_eval_limit, "test samples evaluated before/after each pruning step (0 = all)", 0);
-  a.add_double("finetune-lr", &s.finetune_lr, "after the last pruning step, cosine-decay from this LR (0 = keep the schedule)", 0);
+  a.add_int("prune-eval-limit", &s.prune_eval_limit,
+            "test samples evaluated before/after each pruning step (0 = all)", 0);
+  a.add_double("finetune-lr", &s.finetune_lr,
+               "after the last pruning step, cosine-decay from this LR (0 = keep the schedule)", 0);
 }
 
 /// Per-epoch running sums, saved in mid-epoch checkpoints.
@@ -125,11 +141,14 @@ double parse_exact(const io::Checkpoint& ck, const std::string& key) {
   const std::string& v = ck.meta_value(key);
   char* end = nullptr;
   const double d = std::strtod(v.c_str(), &end);
-  if (end == v.c_str() || *end != '\0') throw FormatError(ck.source + ": metadata '" + key + "' is not a number");
+  if (end == v.c_str() || *end != '\0')
+    throw FormatError(ck.source + ": metadata '" + key + "' is not a number");
   return d;
 }
 
-int64_t parse_int(const io::Checkpoint& ck, const std::string& key) { return static_cast<int64_t>(parse_exact(ck, key)); }
+int64_t parse_int(const io::Checkpoint& ck, const std::string& key) {
+  return static_cast<int64_t>(parse_exact(ck, key));
+}
 
 // "nan", "inf" or "-inf": printf and std::to_string write "-nan" for a NaN
 // whose sign bit is set, which reads like a negative number.
@@ -144,15 +163,17 @@ std::string non_finite_text(float v) {
 // schedule, pruning) and must keep the value the run was started with.
 // --init is read only when a run starts (a resumed run's weights come from
 // its checkpoint), so it may name another file or none.
-const std::set<std::string> kResumeMayChange = {"out", "resume", "overwrite", "recipe", "prefetch",
-                                                "eval-limit", "prune-eval-limit", "checkpoint-every",
-                                                "data-dir", "threads", "init"};
+const std::set<std::string> kResumeMayChange = {
+    "out",        "resume",           "overwrite",        "recipe",   "prefetch",
+    "eval-limit", "prune-eval-limit", "checkpoint-every", "data-dir", "threads",
+    "init"};
 
 // True when the learning rate at a step does not depend on the total number
 // of steps, so --epochs may grow or shrink on --resume: constant, or step
 // decay at a fixed interval, without a fine-tuning cosine after pruning.
 bool schedule_ignores_total(const Settings& s) {
-  return s.finetune_lr == 0 && (s.schedule == "constant" || (s.schedule == "step" && s.step_epochs > 0));
+  return s.finetune_lr == 0 &&
+         (s.schedule == "constant" || (s.schedule == "step" && s.step_epochs > 0));
 }
 
 /// A setting the user chose for a resumed run: its value, and where it was
@@ -183,31 +204,36 @@ void check_resume_settings(const std::map<std::string, Chosen>& chosen, const Se
     const std::string& where = it->second.where;
     if (now == was) continue;
     if (name == "threads") {
-      std::fprintf(stderr,
-                   "spruce-train: warning: %s %s differs from the run's %s (saved in %s): it continues, "
-                   "but may not be bit-identical to a run that kept --threads %s\n",
-                   where.c_str(), now.c_str(), was.c_str(), ckpt.c_str(), was.c_str());
+      std::fprintf(
+          stderr,
+          "spruce-train: warning: %s %s differs from the run's %s (saved in %s): it continues, "
+          "but may not be bit-identical to a run that kept --threads %s\n",
+          where.c_str(), now.c_str(), was.c_str(), ckpt.c_str(), was.c_str());
       continue;
     }
     if (kResumeMayChange.count(name)) continue;
     if (name == "epochs") {
       if (schedule_ignores_total(s)) continue;
-      throw UsageError(where + " " + now + " differs from the run's " + was + " (saved in " + ckpt + "): the " +
-                       s.schedule + (s.finetune_lr > 0 ? " and fine-tuning" : "") +
-                       " learning-rate schedule depends on the total number of steps, so the resumed run would "
-                       "not continue the one started; resume without --epochs, or start a new run with --init " +
-                       ckpt);
+      throw UsageError(
+          where + " " + now + " differs from the run's " + was + " (saved in " + ckpt + "): the " +
+          s.schedule + (s.finetune_lr > 0 ? " and fine-tuning" : "") +
+          " learning-rate schedule depends on the total number of steps, so the resumed run would "
+          "not continue the one started; resume without --epochs, or start a new run with --init " +
+          ckpt);
     }
-    throw UsageError(where + " " + (now.empty() ? "''" : now) + " differs from the run's " +
-                     (was.empty() ? "''" : was) + " (saved in " + ckpt +
-                     "): --resume continues a run exactly as it was started, so it may change only --out, "
-                     "--threads, --prefetch, --eval-limit, --prune-eval-limit, --checkpoint-every, --data-dir "
-                     "and --epochs (for a constant or fixed-interval step schedule); start a new run with --init " +
-                     ckpt + " to change it");
+    throw UsageError(
+        where + " " + (now.empty() ? "''" : now) + " differs from the run's " +
+        (was.empty() ? "''" : was) + " (saved in " + ckpt +
+        "): --resume continues a run exactly as it was started, so it may change only --out, "
+        "--threads, --prefetch, --eval-limit, --prune-eval-limit, --checkpoint-every, --data-dir "
+        "and --epochs (for a constant or fixed-interval step schedule); start a new run with "
+        "--init " +
+        ckpt + " to change it");
   }
 }
 
-const char* kCsvHeader = "epoch,step,lr,train_loss,train_acc,test_loss,test_acc,epoch_seconds,img_per_s,sparsity\n";
+const char* kCsvHeader =
+    "epoch,step,lr,train_loss,train_acc,test_loss,test_acc,epoch_seconds,img_per_s,sparsity\n";
 
 class Run {
  public:
@@ -229,6 +255,9 @@ class Run {
   void setup_pruning();
   /// Prunes when time t (epoch or step, per --prune-unit) is a pruning step.
   void maybe_prune(int64_t t);
+  /// Prints a pruning step and appends it to pruning.csv and log.jsonl.
+  void log_prune_step(const pruning::GradualStep& step, const cli::EvalResult& before,
+                      const cli::EvalResult& after);
   double lr_at(int64_t step) const;
   /// Creates out_ (and missing parents), remembering which ones it created.
   void create_run_dir();
@@ -246,11 +275,8 @@ class Run {
   EpochStats stats_;
   std::string csv_, jsonl_, prune_csv_;
   fs::path out_;
-  // Gradual pruning state; the masks themselves live in the model.
-  std::unique_ptr<pruning::Pruner> pruner_;
-  pruning::PruningMethod method_;
-  pruning::GradualSchedule prune_schedule_;
-  pruning::PrunableSet prunable_;
+  // Gradual pruning (null for dense training); the masks live in the model.
+  std::unique_ptr<pruning::GradualPruner> pruner_;
   int64_t finetune_start_step_ = -1;
   std::vector<fs::path> created_dirs_;  // deepest first
 };
@@ -279,7 +305,8 @@ void Run::setup_model_and_data() {
   if (!s_.init.empty() && s_.resume.empty()) {
     cli::LoadedModel init = cli::load_model(s_.init, spec_);
     if (init.spec.name != spec_.name)
-      throw UsageError("--init " + s_.init + " holds a " + init.spec.name + ", not a " + spec_.name);
+      throw UsageError("--init " + s_.init + " holds a " + init.spec.name + ", not a " +
+                       spec_.name);
     model_->load_state_dict(init.module->state_dict());
   }
 
@@ -303,34 +330,28 @@ void Run::setup_model_and_data() {
   so.weight_decay = s_.weight_decay;
   if (so.nesterov && so.momentum <= 0) throw UsageError("--nesterov needs --momentum > 0");
   opt_ = std::make_unique<optim::Sgd>(model_->named_parameters(), so);
-  // Masked weights stay exactly zero, and so does their momentum.
   if (pruner_) {
     const int64_t horizon = s_.prune_unit == "epoch" ? s_.epochs : steps_per_epoch_ * s_.epochs;
     if (s_.prune_end >= horizon)
-      throw UsageError("--prune-end " + std::to_string(s_.prune_end) + " must be before the end of training (" +
-                       std::to_string(horizon) + " " + s_.prune_unit + "s)");
+      throw UsageError("--prune-end " + std::to_string(s_.prune_end) +
+                       " must be before the end of training (" + std::to_string(horizon) + " " +
+                       s_.prune_unit + "s)");
     if (s_.finetune_lr > 0)
-      finetune_start_step_ = s_.prune_unit == "epoch" ? s_.prune_end * steps_per_epoch_ : s_.prune_end;
+      finetune_start_step_ =
+          s_.prune_unit == "epoch" ? s_.prune_end * steps_per_epoch_ : s_.prune_end;
   }
-  opt_->add_post_step_hook([this](optim::Sgd& opt) {
-    model_->apply_masks();
-    for (const auto& [name, mask] : model_->named_masks()) {
-      Tensor v = opt.velocity(name);
-      if (!v.defined()) continue;
-      float* pv = v.data();
-      const float* pm = mask.data();
-      for (int64_t i = 0; i < v.numel(); ++i) pv[i] *= pm[i];
-    }
-  });
 
   optim::ScheduleOptions sched;
   sched.lr = s_.lr;
   sched.total_steps = steps_per_epoch_ * s_.epochs;
   sched.min_lr = s_.min_lr;
   sched.gamma = s_.gamma;
-  if (s_.step_epochs > 0) sched.step_size = s_.step_epochs * steps_per_epoch_;
-  else sched.milestones = {sched.total_steps / 2, sched.total_steps * 3 / 4};
-  sched.warmup_steps = static_cast<int64_t>(s_.warmup_epochs * static_cast<double>(steps_per_epoch_));
+  if (s_.step_epochs > 0)
+    sched.step_size = s_.step_epochs * steps_per_epoch_;
+  else
+    sched.milestones = {sched.total_steps / 2, sched.total_steps * 3 / 4};
+  sched.warmup_steps =
+      static_cast<int64_t>(s_.warmup_epochs * static_cast<double>(steps_per_epoch_));
   sched.one_cycle.pct_start = s_.pct_start;
   schedule_ = optim::make_schedule(s_.schedule, sched);
 }
@@ -361,9 +382,10 @@ void Run::restore(const io::Checkpoint& ck) {
   // Batches are a function of the sample count; other data would be another run.
   if (ck.has_meta("train.samples") && parse_int(ck, "train.samples") != train_view_->size())
     throw UsageError("the " + s_.data + " training data in " +
-                     (s_.data_dir.empty() ? cli::default_data_dir(s_.data) : s_.data_dir) + " has " +
-                     std::to_string(train_view_->size()) + " samples, but the run in " + ck.source +
-                     " was trained on " + ck.meta_value("train.samples") + "; --resume needs the same data");
+                     (s_.data_dir.empty() ? cli::default_data_dir(s_.data) : s_.data_dir) +
+                     " has " + std::to_string(train_view_->size()) + " samples, but the run in " +
+                     ck.source + " was trained on " + ck.meta_value("train.samples") +
+                     "; --resume needs the same data");
   model_->load_state_dict(cli::model_state_from(ck));
   optim::NamedTensors velocity;
   for (const auto& [name, t] : ck.tensors)
@@ -389,8 +411,8 @@ void Run::write_logs() const {
 }
 
 void Run::train_epoch() {
-  cli::ProgressBar bar("epoch " + std::to_string(epoch_ + 1) + "/" + std::to_string(s_.epochs), steps_per_epoch_,
-                       "img/s", s_.batch);
+  cli::ProgressBar bar("epoch " + std::to_string(epoch_ + 1) + "/" + std::to_string(s_.epochs),
+                       steps_per_epoch_, "img/s", s_.batch);
   const auto start = std::chrono::steady_clock::now();
   const double seconds_before = stats_.seconds;
   if (batch_in_epoch_ == 0 && s_.prune_unit == "epoch") maybe_prune(epoch_);
@@ -404,11 +426,12 @@ void Run::train_epoch() {
     Tensor loss = ops::cross_entropy(logits, batch->labels);
     const float l = loss.item();
     if (!std::isfinite(l))
-      throw Error("loss is " + non_finite_text(l) + " at epoch " + std::to_string(epoch_ + 1) + " step " +
-                  std::to_string(batch_in_epoch_ + 1) + " (global step " + std::to_string(global_step_ + 1) +
-                  "); stopped, " +
-                  (fs::exists(out_ / "last.ckpt") ? "the last good checkpoint " + (out_ / "last.ckpt").string() + " is kept"
-                                                  : std::string("before the first checkpoint, so nothing is written")) +
+      throw Error("loss is " + non_finite_text(l) + " at epoch " + std::to_string(epoch_ + 1) +
+                  " step " + std::to_string(batch_in_epoch_ + 1) + " (global step " +
+                  std::to_string(global_step_ + 1) + "); stopped, " +
+                  (fs::exists(out_ / "last.ckpt")
+                       ? "the last good checkpoint " + (out_ / "last.ckpt").string() + " is kept"
+                       : std::string("before the first checkpoint, so nothing is written")) +
                   " (try a lower --lr)");
     model_->zero_grad();
     loss.backward();
@@ -419,43 +442,56 @@ void Run::train_epoch() {
     stats_.seen += n;
     ++batch_in_epoch_;
     ++global_step_;
-    stats_.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    stats_.seconds =
+        seconds_before +
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     char extra[128];
-    std::snprintf(extra, sizeof extra, " loss %.4f acc %.2f%% lr %.4g", stats_.loss_sum / static_cast<double>(stats_.seen),
-                  100.0 * static_cast<double>(stats_.correct) / static_cast<double>(stats_.seen), opt_->lr());
+    std::snprintf(extra, sizeof extra, " loss %.4f acc %.2f%% lr %.4g",
+                  stats_.loss_sum / static_cast<double>(stats_.seen),
+                  100.0 * static_cast<double>(stats_.correct) / static_cast<double>(stats_.seen),
+                  opt_->lr());
     bar.update(batch_in_epoch_, extra);
-    if (s_.checkpoint_every > 0 && global_step_ % s_.checkpoint_every == 0 && batch_in_epoch_ < steps_per_epoch_)
+    if (s_.checkpoint_every > 0 && global_step_ % s_.checkpoint_every == 0 &&
+        batch_in_epoch_ < steps_per_epoch_)
       save_checkpoint("last.ckpt");
   }
   char extra[128];
-  std::snprintf(extra, sizeof extra, " loss %.4f acc %.2f%%", stats_.loss_sum / std::max<double>(1.0, static_cast<double>(stats_.seen)),
-                100.0 * static_cast<double>(stats_.correct) / std::max<double>(1.0, static_cast<double>(stats_.seen)));
+  std::snprintf(extra, sizeof extra, " loss %.4f acc %.2f%%",
+                stats_.loss_sum / std::max<double>(1.0, static_cast<double>(stats_.seen)),
+                100.0 * static_cast<double>(stats_.correct) /
+                    std::max<double>(1.0, static_cast<double>(stats_.seen)));
   bar.finish(extra);
 }
 
 void Run::end_epoch() {
-  const auto result = cli::evaluate(*model_, test_set_, cli::eval_transforms(s_.data, spec_.config.in_channels),
-                                    256, s_.eval_limit);
+  const auto result =
+      cli::evaluate(*model_, test_set_, cli::eval_transforms(s_.data, spec_.config.in_channels),
+                    256, s_.eval_limit);
   const auto sparsity = cli::layer_sparsity(*model_);
   const double seen = std::max<double>(1.0, static_cast<double>(stats_.seen));
-  const double train_loss = stats_.loss_sum / seen, train_acc = static_cast<double>(stats_.correct) / seen;
+  const double train_loss = stats_.loss_sum / seen,
+               train_acc = static_cast<double>(stats_.correct) / seen;
   const double ips = stats_.seconds > 0 ? static_cast<double>(stats_.seen) / stats_.seconds : 0;
   char row[256];
   std::snprintf(row, sizeof row, "%lld,%lld,%.6g,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f,%.6f\n",
-                static_cast<long long>(epoch_ + 1), static_cast<long long>(global_step_), opt_->lr(), train_loss,
-                train_acc, result.loss, result.accuracy, stats_.seconds, ips, sparsity.back().sparsity());
+                static_cast<long long>(epoch_ + 1), static_cast<long long>(global_step_),
+                opt_->lr(), train_loss, train_acc, result.loss, result.accuracy, stats_.seconds,
+                ips, sparsity.back().sparsity());
   csv_ += row;
   cli::Json j;
   j.begin_object().field("epoch", epoch_ + 1).field("step", global_step_).field("lr", opt_->lr());
   j.field("train_loss", train_loss).field("train_acc", train_acc).field("test_loss", result.loss);
-  j.field("test_acc", result.accuracy).field("epoch_seconds", stats_.seconds).field("img_per_s", ips);
+  j.field("test_acc", result.accuracy)
+      .field("epoch_seconds", stats_.seconds)
+      .field("img_per_s", ips);
   j.key("sparsity").begin_object();
   for (const auto& r : sparsity) j.field(r.name, r.sparsity());
   j.end_object().end_object();
   jsonl_ += j.str() + "\n";
-  std::printf("epoch %lld/%lld  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.1fs  %.0f img/s\n",
-              static_cast<long long>(epoch_ + 1), static_cast<long long>(s_.epochs), train_loss, 100 * train_acc,
-              result.loss, 100 * result.accuracy, stats_.seconds, ips);
+  std::printf(
+      "epoch %lld/%lld  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.1fs  %.0f img/s\n",
+      static_cast<long long>(epoch_ + 1), static_cast<long long>(s_.epochs), train_loss,
+      100 * train_acc, result.loss, 100 * result.accuracy, stats_.seconds, ips);
   std::fflush(stdout);
   ++epoch_;
   batch_in_epoch_ = 0;
@@ -467,11 +503,13 @@ void Run::end_epoch() {
 
 void Run::setup_pruning() {
   if (s_.prune_method.empty()) return;
-  method_ = pruning::parse_method(s_.prune_method);
-  prune_schedule_ = {s_.prune_start, s_.prune_end, s_.prune_every, s_.initial_sparsity, s_.final_sparsity};
-  prune_schedule_.validate();
-  prunable_ = pruning::attach_masks(*model_, cli::prunable_patterns(spec_.name, s_.patterns, s_.all_layers));
-  pruner_ = pruning::make_pruner(method_);
+  pruning::GradualPruningOptions o;
+  o.method = pruning::parse_method(s_.prune_method);
+  o.schedule = {s_.prune_start, s_.prune_end, s_.prune_every, s_.initial_sparsity,
+                s_.final_sparsity};
+  o.fisher = s_.fisher;
+  pruner_ = std::make_unique<pruning::GradualPruner>(
+      *model_, cli::prunable_patterns(spec_.name, s_.patterns, s_.all_layers), o, &world());
 }
 
 double Run::lr_at(int64_t step) const {
@@ -482,50 +520,52 @@ double Run::lr_at(int64_t step) const {
 }
 
 void Run::maybe_prune(int64_t t) {
-  if (!pruner_ || !prune_schedule_.is_step(t)) return;
-  const double target = prune_schedule_.target(t);
+  if (!pruner_ || !pruner_->is_step(t)) return;
   const auto tf = cli::eval_transforms(s_.data, spec_.config.in_channels);
   const auto before = cli::evaluate(*model_, test_set_, tf, 256, s_.prune_eval_limit);
-  pruning::GradientBank bank(prunable_.numel());
-  double collect_s = 0;
-  if (pruner_->needs_fisher()) {
-    const auto t0 = std::chrono::steady_clock::now();
-    // Fresh samples at every step, a pure function of (seed, t): resumed runs draw the same.
-    bank = cli::collect_gradients(*model_, prunable_, train_view_, tf, s_.fisher,
-                                  data::derive_seed(static_cast<uint64_t>(s_.seed), {0x9f15, static_cast<uint64_t>(t)}));
-    collect_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  }
-  pruning::PruneStepOptions o;
-  o.sparsity = target;
-  o.selection = method_.selection;
-  o.fisher.damp = s_.fisher.damp;
-  o.fisher.block_size = s_.fisher.block_size;
-  const auto report = pruning::prune_step(*pruner_, prunable_, pruner_->needs_fisher() ? &bank : nullptr, o);
-  // Pruned weights are zero now; their momentum must be too.
-  for (const auto& [name, mask] : model_->named_masks()) {
-    Tensor v = opt_->velocity(name);
-    if (!v.defined()) continue;
-    for (int64_t i = 0; i < v.numel(); ++i) v.data()[i] *= mask.data()[i];
-  }
-  // Optional: batch-norm statistics of the pruned weights, from batches that are a pure function of (seed, t).
-  cli::recalibrate_bn(*model_, train_view_, tf, s_.bn,
-                      data::derive_seed(static_cast<uint64_t>(s_.seed), {0xb2ca1, static_cast<uint64_t>(t)}));
+  // Fresh samples at every step, a pure function of (seed, t): resumed runs draw the same.
+  const auto seed_of = [&](int64_t) {
+    return data::derive_seed(static_cast<uint64_t>(s_.seed), {0x9f15, static_cast<uint64_t>(t)});
+  };
+  const pruning::GradualStep step = pruner_->prune(
+      t, cli::fisher_batches(train_view_, tf, s_.fisher, seed_of), cli::collect_progress());
+  opt_->apply_masks();  // the pruned weights' momentum is zero from now on
+  // Optional: batch-norm statistics of the pruned weights, from batches that are a pure function of
+  // (seed, t).
+  cli::recalibrate_bn(
+      *model_, train_view_, tf, s_.bn,
+      data::derive_seed(static_cast<uint64_t>(s_.seed), {0xb2ca1, static_cast<uint64_t>(t)}));
   const auto after = cli::evaluate(*model_, test_set_, tf, 256, s_.prune_eval_limit);
-  std::printf("prune %s %lld: %s to %.2f%% (target %.2f%%), predicted dL %.4f, test loss %.4f -> %.4f, "
-              "top-1 %.2f%% -> %.2f%%, %.1fs\n",
-              s_.prune_unit.c_str(), static_cast<long long>(t), method_.name().c_str(), 100 * report.sparsity,
-              100 * target, report.predicted_loss, before.loss, after.loss, 100 * before.accuracy,
-              100 * after.accuracy, report.total_seconds + collect_s);
+  log_prune_step(step, before, after);
+}
+
+void Run::log_prune_step(const pruning::GradualStep& step, const cli::EvalResult& before,
+                         const cli::EvalResult& after) {
+  const pruning::PruneReport& report = step.report;
+  const std::string method = pruner_->options().method.name();
+  const double target = step.target, collect_s = step.collect_seconds;
+  const int64_t t = step.t;
+  std::printf(
+      "prune %s %lld: %s to %.2f%% (target %.2f%%), predicted dL %.4f, test loss %.4f -> %.4f, "
+      "top-1 %.2f%% -> %.2f%%, %.1fs\n",
+      s_.prune_unit.c_str(), static_cast<long long>(t), method.c_str(), 100 * report.sparsity,
+      100 * target, report.predicted_loss, before.loss, after.loss, 100 * before.accuracy,
+      100 * after.accuracy, report.total_seconds);
   std::fflush(stdout);
   char row[512];
   std::snprintf(row, sizeof row, "%s,%lld,%lld,%lld,%.6f,%.6f,%.6g,%.6f,%.6f,%.6f,%.6f,%.3f,%.3f\n",
                 s_.prune_unit.c_str(), static_cast<long long>(t), static_cast<long long>(epoch_),
-                static_cast<long long>(global_step_), target, report.sparsity, report.predicted_loss, before.loss,
-                after.loss, before.accuracy, after.accuracy, collect_s, report.inverse_seconds);
+                static_cast<long long>(global_step_), target, report.sparsity,
+                report.predicted_loss, before.loss, after.loss, before.accuracy, after.accuracy,
+                collect_s, report.inverse_seconds);
   prune_csv_ += row;
   cli::Json j;
-  j.begin_object().field("event", "prune").field("unit", s_.prune_unit).field("t", t).field("epoch", epoch_);
-  j.field("step", global_step_).field("method", method_.name()).field("target", target);
+  j.begin_object()
+      .field("event", "prune")
+      .field("unit", s_.prune_unit)
+      .field("t", t)
+      .field("epoch", epoch_);
+  j.field("step", global_step_).field("method", method).field("target", target);
   j.field("sparsity", report.sparsity).field("predicted_loss_increase", report.predicted_loss);
   j.field("test_loss_before", before.loss).field("test_loss_after", after.loss);
   j.field("test_acc_before", before.accuracy).field("test_acc_after", after.accuracy);
@@ -545,7 +585,8 @@ void Run::create_run_dir() {
     if (p == p.parent_path()) break;
   }
   fs::create_directories(out_, ec);
-  if (ec || !fs::is_directory(out_)) throw IoError(out_.string() + ": cannot create the run directory: " + ec.message());
+  if (ec || !fs::is_directory(out_))
+    throw IoError(out_.string() + ": cannot create the run directory: " + ec.message());
   created_dirs_ = std::move(missing);
 }
 
@@ -568,26 +609,36 @@ int Run::main() {
       throw FormatError(p.string() + ": not a spruce-train checkpoint (metadata 'kind' missing)");
     if (s_.out.empty()) out_ = p.parent_path();
   } else if (fs::exists(out_ / "last.ckpt") && !s_.overwrite) {
-    throw UsageError(out_.string() + " already holds a run (last.ckpt); continue it with --resume " + out_.string() +
-                     ", or pass --overwrite or another --out");
+    throw UsageError(out_.string() +
+                     " already holds a run (last.ckpt); continue it with --resume " +
+                     out_.string() + ", or pass --overwrite or another --out");
   }
   // Data, model and settings are all checked before the run directory is
   // created, so a bad input leaves nothing behind.
   setup_model_and_data();
-  if (resume_ck) restore(*resume_ck);
-  else csv_ = kCsvHeader, prune_csv_ = kPruneCsvHeader;
+  if (resume_ck)
+    restore(*resume_ck);
+  else
+    csv_ = kCsvHeader, prune_csv_ = kPruneCsvHeader;
+  // Masked weights stay exactly zero, and so does their momentum. After
+  // restore(): a resumed checkpoint may bring masks of its own.
+  opt_->set_masks(model_->named_masks());
   create_run_dir();
 
-  std::printf("model  %s, %lld parameters\n", spec_.describe().c_str(), static_cast<long long>(model_->num_parameters()));
+  std::printf("model  %s, %lld parameters\n", spec_.describe().c_str(),
+              static_cast<long long>(model_->num_parameters()));
   std::printf("data   %s: %lld train / %lld test images of %s\n", s_.data.c_str(),
-              static_cast<long long>(train_view_->size()), static_cast<long long>(test_set_->size()),
-              train_set_->image_shape().str().c_str());
-  std::printf("optim  SGD lr %g (%s), momentum %g%s, weight decay %g, batch %lld, %lld steps/epoch, %d threads\n",
-              s_.lr, s_.schedule.c_str(), s_.momentum, s_.nesterov ? " nesterov" : "", s_.weight_decay,
-              static_cast<long long>(s_.batch), static_cast<long long>(steps_per_epoch_), num_threads());
+              static_cast<long long>(train_view_->size()),
+              static_cast<long long>(test_set_->size()), train_set_->image_shape().str().c_str());
+  std::printf(
+      "optim  SGD lr %g (%s), momentum %g%s, weight decay %g, batch %lld, %lld steps/epoch, %d "
+      "threads\n",
+      s_.lr, s_.schedule.c_str(), s_.momentum, s_.nesterov ? " nesterov" : "", s_.weight_decay,
+      static_cast<long long>(s_.batch), static_cast<long long>(steps_per_epoch_), num_threads());
   std::printf("run    %s%s\n", out_.string().c_str(),
               resume_ck ? (" (resumed at epoch " + std::to_string(epoch_ + 1) + " step " +
-                           std::to_string(batch_in_epoch_) + ")").c_str()
+                           std::to_string(batch_in_epoch_) + ")")
+                              .c_str()
                         : "");
   std::fflush(stdout);
 
@@ -608,7 +659,9 @@ int Run::main() {
 int main(int argc, char** argv) {
   return cli::run_tool("spruce-train", [&] {
     Settings s;
-    cli::Args args("spruce-train", "Trains a model on a data set with SGD; checkpoints every epoch and resumes exactly.");
+    cli::Args args(
+        "spruce-train",
+        "Trains a model on a data set with SGD; checkpoints every epoch and resumes exactly.");
     declare(args, s);
     if (!args.parse(argc, argv)) return 0;
     std::vector<std::pair<std::string, std::string>> recipe;
@@ -622,7 +675,8 @@ int main(int argc, char** argv) {
       for (const auto& [name, value] : args.values())
         if (args.given(name)) chosen[name] = {value, "--" + name};
       for (const auto& [name, value] : recipe)
-        if (!args.given(name)) chosen[name] = {args.value(name), "recipe " + s.recipe + ": " + name};
+        if (!args.given(name))
+          chosen[name] = {args.value(name), "recipe " + s.recipe + ": " + name};
       // A resumed run keeps every setting it was started with unless given again.
       fs::path p = s.resume;
       if (fs::is_directory(p)) p /= "last.ckpt";

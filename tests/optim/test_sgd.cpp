@@ -4,6 +4,7 @@
 // chosen as short binary fractions, so most results are exact in float32.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <string>
 
 #include "core/error.h"
@@ -180,6 +181,54 @@ TEST_CASE("post-step hooks run after every step and can keep entries masked") {
   CHECK(w.at(0) == 0.f);
   CHECK(opt.velocity("w").at(0) == 0.f);
   CHECK(w.at(1) == -0.25f);  // the unmasked entry follows the momentum rule
+}
+
+TEST_CASE("masks keep masked weights and their momentum at +0, and see later changes") {
+  Tensor w = param({1.f, -1.f, 1.f});
+  Tensor mask = Tensor::from_data({3}, {1.f, 0.f, 1.f});
+  Sgd opt({{"w", w}}, {.lr = 0.5, .momentum = 0.5, .weight_decay = 0.25});
+  opt.set_masks({{"w", mask}});
+  set_grad(w, {1.f, -1.f, 1.f});  // masked entry: a negative velocity, -0 if multiplied by 0
+  opt.step();
+  CHECK(w.at(1) == 0.f);
+  CHECK(!std::signbit(w.at(1)));
+  CHECK(opt.velocity("w").at(1) == 0.f);
+  CHECK(!std::signbit(opt.velocity("w").at(1)));
+  // Unmasked: g = 1 + 0.25 = 1.25, buf = g, w = 1 - 0.625.
+  CHECK(w.at(0) == 0.375f);
+  CHECK(opt.velocity("w").at(0) == 1.25f);
+  // The mask is a handle: pruning entry 2 between steps is seen by
+  // apply_masks() at once, with no step needed.
+  mask.data()[2] = 0.f;
+  opt.apply_masks();
+  CHECK(w.at(2) == 0.f);
+  CHECK(opt.velocity("w").at(2) == 0.f);
+  CHECK(w.at(0) == 0.375f);
+  // An empty list removes the masks.
+  opt.set_masks({});
+  opt.step();
+  CHECK(w.at(1) != 0.f);
+}
+
+TEST_CASE("set_masks rejects unknown names and wrong sizes") {
+  Tensor w = param({1.f, 1.f});
+  Sgd opt({{"w", w}}, {.lr = 0.5});
+  CHECK_THROWS_AS(opt.set_masks({{"v", Tensor::ones({2})}}), UsageError);
+  CHECK_THROWS_AS(opt.set_masks({{"w", Tensor::ones({3})}}), UsageError);
+  CHECK_THROWS_AS(opt.set_masks({{"w", Tensor()}}), UsageError);
+}
+
+TEST_CASE("reset_momentum drops the buffers: the next step starts afresh") {
+  Tensor w = param({1.f});
+  Sgd opt({{"w", w}}, {.lr = 0.5, .momentum = 0.5, .dampening = 0.5});
+  set_grad(w, {1.f});
+  opt.step();  // buf 1, w 0.5
+  opt.reset_momentum();
+  CHECK(!opt.velocity("w").defined());
+  CHECK(opt.state().empty());
+  opt.step();  // a first step again: buf = g = 1 (no momentum, no dampening), w 0.5 - 0.5
+  CHECK(opt.velocity("w").at(0) == 1.f);
+  CHECK(w.at(0) == 0.f);
 }
 
 TEST_CASE("state round trip continues the run identically") {

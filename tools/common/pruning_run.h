@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,22 +17,16 @@
 #include "pruning/prunable_set.h"
 #include "pruning/prune_step.h"
 #include "pruning/pruner_registry.h"
+#include "pruning/stepwise.h"
 #include "tools/common/args.h"
 #include "tools/common/model_io.h"
 
 namespace spruce::cli {
 
-/// How Fisher gradients are sampled and the Fisher is damped/blocked.
-struct FisherSettings {
-  int64_t samples = 400;    // m: gradients
-  int64_t batch = 1;        // b: samples averaged into each gradient
-  double damp = 1e-5;       // λ
-  int64_t block_size = 100; // c
-  int64_t seed = 0;
-};
-
-/// Declares --fisher-samples, --fisher-batch, --damp, --block-size (and --fisher-seed when with_seed).
-void add_fisher_flags(Args& args, FisherSettings& settings, bool with_seed = true);
+/// Declares --fisher-samples, --fisher-batch, --damp and --block-size onto
+/// `fisher` (the library's one Fisher settings struct), and --fisher-seed
+/// onto *seed when seed is given.
+void add_fisher_flags(Args& args, pruning::FisherOptions& fisher, int64_t* seed = nullptr);
 
 /// Re-estimating batch-norm running statistics after pruning (off by default,
 /// so results stay comparable with runs made without it).
@@ -48,12 +43,14 @@ void add_bn_recalibration_flags(Args& args, BnRecalibration& settings);
 /// their average over settings.batches fresh training batches drawn with
 /// `seed` (eval transforms, no augmentation; layers/batch_norm_recalibration.h).
 /// Parameters and the model's mode are unchanged. Returns the seconds spent.
-double recalibrate_bn(Module& model, std::shared_ptr<const data::Dataset> train, const data::TransformList& transforms,
-                      const BnRecalibration& settings, uint64_t seed);
+double recalibrate_bn(Module& model, std::shared_ptr<const data::Dataset> train,
+                      const data::TransformList& transforms, const BnRecalibration& settings,
+                      uint64_t seed);
 
 /// The prunable-weight patterns chosen on the command line: every conv and
 /// linear weight with --all-layers, else --patterns, else the model's default.
-std::vector<std::string> prunable_patterns(const std::string& model_name, const std::vector<std::string>& patterns,
+std::vector<std::string> prunable_patterns(const std::string& model_name,
+                                           const std::vector<std::string>& patterns,
                                            bool all_layers);
 
 /// A trained checkpoint ready to prune: the model with masks attached to its
@@ -65,29 +62,41 @@ struct PruningSession {
   pruning::PrunableSet set;
 };
 PruningSession open_pruning_session(const std::string& model_path, const std::string& data,
-                                    const std::string& data_dir, const std::vector<std::string>& patterns,
-                                    bool all_layers);
+                                    const std::string& data_dir,
+                                    const std::vector<std::string>& patterns, bool all_layers);
 
-/// Collects settings.samples gradients of `set`'s weights on fresh training
+/// A source of Fisher mini-batches of fisher.batch fresh training samples
+/// (`transforms` applied): sub-step j (0-based, fisher.samples batches each)
+/// draws its samples with seed_of(j), so every sub-step is a pure function
+/// of its seed. Under mpirun each rank gets its shard(m) of those batches
+/// (pruning::fisher_rows per sub-step). The source owns its loaders.
+pruning::BatchSource fisher_batches(std::shared_ptr<const data::Dataset> train,
+                                    const data::TransformList& transforms,
+                                    const pruning::FisherOptions& fisher,
+                                    std::function<uint64_t(int64_t)> seed_of);
+
+/// A progress bar "fisher" for gradient collection (none when !show).
+pruning::CollectProgress collect_progress(bool show = true);
+
+/// Collects fisher.samples gradients of `set`'s weights on fresh training
 /// samples drawn with `seed`, with a progress bar; returns the [m, d] bank.
 /// Under mpirun, each rank collects its shard(m) of those samples and returns
 /// those rows only (the pruners of prune_one_shot expect exactly that).
 pruning::GradientBank collect_gradients(Module& model, const pruning::PrunableSet& set,
                                         std::shared_ptr<const data::Dataset> train,
-                                        const data::TransformList& transforms, const FisherSettings& settings,
-                                        uint64_t seed, bool progress = true);
+                                        const data::TransformList& transforms,
+                                        const pruning::FisherOptions& fisher, uint64_t seed,
+                                        bool progress = true);
 
-/// One-shot pruning to `sparsity` in `steps` equal steps (steps > 1 re-collects
-/// the gradients at the current weights before each step). Returns one
-/// report per step; collection time is added to each report's total.
-struct StepResult {
-  pruning::PruneReport report;
-  double collect_seconds = 0;
-};
-std::vector<StepResult> prune_one_shot(Module& model, pruning::PrunableSet& set, const pruning::PruningMethod& method,
-                                       double sparsity, int64_t steps, std::shared_ptr<const data::Dataset> train,
-                                       const data::TransformList& transforms, const FisherSettings& fisher,
-                                       bool progress = true);
+/// One-shot pruning to `sparsity` in `steps` sub-steps (pruning/stepwise.h),
+/// the samples of sub-step k (from 1) drawn with seed·1000003 + k.
+std::vector<pruning::SubStep> prune_one_shot(Module& model, pruning::PrunableSet& set,
+                                             const pruning::PruningMethod& method, double sparsity,
+                                             int64_t steps,
+                                             std::shared_ptr<const data::Dataset> train,
+                                             const data::TransformList& transforms,
+                                             const pruning::FisherOptions& fisher, int64_t seed,
+                                             bool progress = true);
 
 /// Prints a per-layer table of a pruning step.
 void print_prune_report(const pruning::PruneReport& report);

@@ -1,0 +1,19 @@
+// The Fisher settings every Fisher-based pruner and every tool share, in one
+// struct: how many gradients are sampled (m, of mini-batches of b samples),
+// and how the empirical Fisher F = λI + (1/m) Σ g gᵀ is damped and blocked.
+// Tools map their --fisher-samples, --fisher-batch, --damp and --block-size
+// flags onto it one to one; pruners read what they need (λ, c).
+#pragma once
+
+#include <cstdint>
+
+namespace spruce::pruning {
+
+struct FisherOptions {
+  double damp = 1e-5;        // λ (the reference's scripts use 1e-5)
+  int64_t block_size = 100;  // c; >= a layer's size gives one block per layer
+  int64_t samples = 400;     // m: gradients per Fisher
+  int64_t batch = 1;  // b: samples averaged into each gradient (the batch source's batch size)
+};
+
+}  // namespace spruce::pruning
