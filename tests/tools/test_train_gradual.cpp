@@ -336,3 +336,58 @@ TEST_CASE("spruce-train gradual pruning: killed after the last checkpoint, --res
   REQUIRE(fs::exists(dir.file("b/log.csv")));
   CHECK(csv_without(dir.file("b/log.csv"), kLogTiming) == csv_without(dir.file("a/log.csv"), kLogTiming));
 }
+
+// --prune-unit epoch, the unit every committed recipe uses: pruning step t
+// happens at the start of epoch t (0-based), before its first optimizer step.
+// Checked from what the run measured, not what it says it did: log.csv's
+// sparsity after epoch e (1-based row) is the target of the last step t <= e-1,
+// round(s_t·d)/d, and pruning.csv records each step at global step t·steps per
+// epoch. Pruning one epoch early or late, or at the end of its epoch, fails.
+TEST_CASE("spruce-train gradual pruning, --prune-unit epoch: step t prunes at the start of epoch t") {
+  TempDir dir;
+  write_mnist(dir.path() / "data");
+  const int64_t epochs = 4, steps_per_epoch = 2, start = 0, end = 2;
+  std::vector<std::string> args = train_args(dir, "a", "magnitude");
+  const auto set = [&](const std::string& flag, const std::string& value) {
+    for (size_t i = 0; i + 1 < args.size(); ++i)
+      if (args[i] == flag) args[i + 1] = value;
+  };
+  set("--epochs", std::to_string(epochs));
+  set("--max-steps", std::to_string(steps_per_epoch));
+  set("--prune-unit", "epoch");
+  set("--prune-start", std::to_string(start));
+  set("--prune-end", std::to_string(end));
+  set("--prune-every", "1");
+  expect_success(run(kTrain, args));
+  const int64_t d = check_masks(io::read_npz(dir.file("a/final.npz")), "", "", "final.npz").size();
+  // s_t for the epoch schedule (0.2 -> 0.8 over epochs 0..2).
+  const auto target = [&](int64_t t) {
+    const double progress = static_cast<double>(t - start) / static_cast<double>(end - start);
+    return kFinal + (kInitial - kFinal) * std::pow(1.0 - progress, 3);
+  };
+  const auto exact_sparsity = [&](double s) {
+    return static_cast<double>(expected_count(s, d)) / static_cast<double>(d);
+  };
+
+  const auto log_rows = csv_without(dir.file("a/log.csv"), kLogTiming);
+  REQUIRE(log_rows.size() == static_cast<size_t>(epochs + 1));
+  REQUIRE(log_rows[0][0] == "epoch");
+  REQUIRE(log_rows[0].back() == "sparsity");
+  for (int64_t e = 1; e <= epochs; ++e) {
+    CAPTURE(e);
+    CHECK(log_rows[static_cast<size_t>(e)][0] == std::to_string(e));
+    const double expected = exact_sparsity(target(std::min(e - 1, end)));
+    CHECK(std::abs(std::strtod(log_rows[static_cast<size_t>(e)].back().c_str(), nullptr) - expected) <= 6e-7);
+  }
+
+  const auto prune_rows = csv_without(dir.file("a/pruning.csv"), kPruneTiming);
+  REQUIRE(prune_rows.size() == static_cast<size_t>(end - start + 2));
+  for (int64_t t = start; t <= end; ++t) {
+    CAPTURE(t);
+    const auto& row = prune_rows[static_cast<size_t>(t - start + 1)];
+    CHECK(row[0] == "epoch");
+    CHECK(row[1] == std::to_string(t));
+    CHECK(row[2] == std::to_string(t));
+    CHECK(row[3] == std::to_string(t * steps_per_epoch));  // before the epoch's first step
+  }
+}
