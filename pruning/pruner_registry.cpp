@@ -1,6 +1,7 @@
 // Method names -> pruners: the pruner table and the method-name grammar.
 #include "pruner_registry.h"
 
+#include <cstdlib>
 #include <sstream>
 
 #include "../core/error.h"
@@ -21,7 +22,7 @@ std::unique_ptr<Pruner> make_diag_fisher(const PruningMethod&, Communicator* com
 std::unique_ptr<Pruner> make_woodfisher(const PruningMethod& method, Communicator* comm) {
   WoodFisherOptions o;
   o.update = method.update;
-  o.summed_scale = method.summed_scale;
+  o.update_scale = method.update_scale;
   return std::make_unique<WoodFisherPruner>(o, comm);
 }
 
@@ -52,12 +53,18 @@ std::string PruningMethod::name() const {
   std::string out = pruner;
   if (selection == Selection::PerLayer) out += "-layer";
   const PrunerKind* kind = find_kind(pruner);
-  if (kind && kind->obs_update && update == ObsUpdate::Summed)
-    out += summed_scale == 0.0 ? "-noupdate" : "-summed";
+  if (!kind || !kind->obs_update) return out;
+  const bool no_update = update == ObsUpdate::Summed && update_scale == 0.0;
+  if (update == ObsUpdate::Summed) out += no_update ? "-noupdate" : "-summed";
+  if (update_scale != 1.0 && !no_update) {
+    std::ostringstream scale;
+    scale << update_scale;
+    out += "-scale" + scale.str();
+  }
   return out;
 }
 
-PruningMethod parse_method(const std::string& text) {
+PruningMethod parse_method(const std::string& text, double update_scale) {
   std::vector<std::string> parts;
   std::string part;
   std::istringstream is(text);
@@ -71,12 +78,17 @@ PruningMethod parse_method(const std::string& text) {
     }
     return UsageError("pruning method '" + text + "': " + why + " (expected " + names +
                       ", optionally followed by -layer or -global, and for " + with_update +
-                      " -exact, -summed or -noupdate)");
+                      " -exact, -summed, -noupdate or -scaleS with S in [0, 1])");
   };
   if (parts.empty()) throw bad("empty");
   m.pruner = parts[0];
   const PrunerKind* kind = find_kind(m.pruner);
   if (!kind) throw bad("unknown pruner '" + m.pruner + "'");
+  if (!(update_scale >= 0.0 && update_scale <= 1.0))
+    throw UsageError("update scale " + std::to_string(update_scale) +
+                     ": expected a value in [0, 1]");
+  m.update_scale = update_scale;
+  bool scale_given = false;  // by -scaleS or -noupdate: the name wins over the default
   for (size_t i = 1; i < parts.size(); ++i) {
     const std::string& p = parts[i];
     if (p == "layer")
@@ -86,10 +98,16 @@ PruningMethod parse_method(const std::string& text) {
     else if (kind->obs_update && p == "exact")
       m.update = ObsUpdate::Exact;
     else if (kind->obs_update && p == "summed")
-      m.update = ObsUpdate::Summed, m.summed_scale = 1.0;
-    else if (kind->obs_update && p == "noupdate")
-      m.update = ObsUpdate::Summed, m.summed_scale = 0.0;
-    else
+      m.update = ObsUpdate::Summed;
+    else if (kind->obs_update && p == "noupdate" && !scale_given)
+      m.update = ObsUpdate::Summed, m.update_scale = 0.0, scale_given = true;
+    else if (kind->obs_update && p.rfind("scale", 0) == 0 && !scale_given) {
+      char* end = nullptr;
+      const double s = std::strtod(p.c_str() + 5, &end);
+      if (p.size() == 5 || *end != '\0' || !(s >= 0.0 && s <= 1.0))
+        throw bad("'" + p + "' needs a scale in [0, 1], e.g. scale0.5");
+      m.update_scale = s, scale_given = true;
+    } else
       throw bad("unknown modifier '" + p + "'");
   }
   return m;

@@ -4,7 +4,8 @@
 //   magnitude | diagfisher | woodfisher        (selection: global, update: exact)
 //   -layer / -global                            selection (independent per layer / joint)
 //   -exact / -summed / -noupdate                the OBS update (noupdate = summed, scale 0)
-// e.g. "woodfisher-layer-summed", "magnitude-layer".
+//   -scaleS                                     the OBS update scaled by S in [0, 1]
+// e.g. "woodfisher-layer-summed", "woodfisher-summed-scale0.5", "magnitude-layer".
 //
 // The pruners are one table (pruner_registry.cpp): adding a pruner is its
 // own file pair (a Pruner subclass) plus one row there.
@@ -24,7 +25,7 @@ struct PruningMethod {
   std::string pruner = "woodfisher";  // a name of the table
   Selection selection = Selection::Global;
   ObsUpdate update = ObsUpdate::Exact;
-  double summed_scale = 1.0;  // for ObsUpdate::Summed; 0 = no update
+  double update_scale = 1.0;  // δ scaled by this, in [0, 1]; summed with 0 = no update
   /// The canonical name ("woodfisher-layer-summed"); parse_method(name()) gives this back.
   std::string name() const;
 };
@@ -44,7 +45,9 @@ const std::vector<PrunerKind>& pruner_table();
 /// The base pruner names, in table order.
 std::vector<std::string> pruner_names();
 /// Parses a method name; UsageError naming the bad part and the valid ones.
-PruningMethod parse_method(const std::string& text);
+/// `update_scale` is the scale of an OBS update whose name gives none
+/// (-scaleS or -noupdate), e.g. from a tool's --update-scale flag.
+PruningMethod parse_method(const std::string& text, double update_scale = 1.0);
 /// A fresh pruner for the method. With a communicator of several ranks, a
 /// Fisher-based pruner expects each rank's share of the gradient rows and
 /// every rank ends with the same masks and weights (distributed_fisher.h).

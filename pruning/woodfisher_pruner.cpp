@@ -113,10 +113,16 @@ LossPrediction WoodFisherPruner::update(PrunableSet& set, std::span<const int64_
     if (q >= first_ && q < first_ + width) local.push_back(q - first_);
   LossPrediction out{std::vector<double>(static_cast<size_t>(set.size()), 0.0),
                      std::vector<double>(static_cast<size_t>(set.size()), 0.0)};
-  if (options_.update == ObsUpdate::Exact)
+  if (options_.update == ObsUpdate::Exact) {
     obs_update_exact(w, inverse_, local, out.predicted);
-  else
-    obs_update_summed(w, inverse_, local, options_.summed_scale, out.predicted);
+    // A partial step along the exact update; the pruned weights stay exactly 0.
+    if (options_.update_scale != 1.0) {
+      for (size_t q = 0; q < w.size(); ++q)
+        w[q] = before[q] + static_cast<float>(options_.update_scale) * (w[q] - before[q]);
+      for (int64_t q : local) w[static_cast<size_t>(q)] = 0.f;
+    }
+  } else
+    obs_update_summed(w, inverse_, local, options_.update_scale, out.predicted);
   for (size_t q = 0; q < w.size(); ++q)
     if (!std::isfinite(w[q])) {  // a guard: the checks above should make this unreachable
       const PrunableParam& p = set.param(set.layer_of(first_ + static_cast<int64_t>(q)));

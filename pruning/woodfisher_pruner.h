@@ -31,7 +31,9 @@ enum class ObsUpdate { Exact, Summed };
 
 struct WoodFisherOptions {
   ObsUpdate update = ObsUpdate::Exact;
-  double summed_scale = 1.0;                   // Summed only; 0 = zeroing only
+  /// δ is scaled by this, in [0, 1] (pruned weights are zeroed whatever it
+  /// is): 1 the full update, 0 none (summed with 0 is OBD).
+  double update_scale = 1.0;
   InverseMethod method = InverseMethod::Auto;  // how each block is inverted
   int64_t chunk = 32;                          // k for InverseMethod::Recursion
 };

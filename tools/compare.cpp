@@ -75,11 +75,13 @@ struct Options {
   bool all_layers = false;
   pruning::FisherOptions fisher;
   cli::BnRecalibration bn;
+  double update_scale = 1.0;
 };
 
 void declare(cli::Args& args, Options& o) {
   args.add_string("model", &o.model_path, "trained checkpoint");
   args.add_string_list("methods", &o.methods, "pruning methods to compare");
+  cli::add_update_scale_flag(args, o.update_scale);
   args.add_double_list("sparsities", &o.sparsities, "target sparsities", 0, 1, true);
   args.add_string_list("seeds", &o.seeds_text,
                        "Fisher sample seeds (one run of every method per seed)");
@@ -313,7 +315,7 @@ void write_results(const Sweep& sw, const std::vector<Row>& rows, const cli::Plo
 int compare(Options& o) {
   if (o.model_path.empty()) throw UsageError("--model is required (a trained checkpoint)");
   std::vector<pruning::PruningMethod> methods;
-  for (const auto& m : o.methods) methods.push_back(pruning::parse_method(m));
+  for (const auto& m : o.methods) methods.push_back(pruning::parse_method(m, o.update_scale));
   const std::vector<int64_t> seeds = parse_seeds(o.seeds_text);
   std::sort(o.sparsities.begin(), o.sparsities.end());
   set_num_threads(static_cast<int>(o.threads));

@@ -47,6 +47,8 @@ int main(int argc, char** argv) {
     args.add_string("npz", &npz_out, "also export the pruned weights and masks as .npz");
     args.add_string("json", &json_out, "also write the report as JSON");
     args.add_string("method", &method_name, "pruning method");
+    double update_scale = 1.0;
+    cli::add_update_scale_flag(args, update_scale);
     args.add_double("sparsity", &sparsity, "target fraction of prunable weights removed", 0, 1,
                     false, true);
     args.add_int("steps", &steps, "prune in k steps, recomputing the Fisher at the current weights",
@@ -66,7 +68,7 @@ int main(int argc, char** argv) {
     if (!args.parse(argc, argv)) return 0;
     if (model_path.empty()) throw UsageError("--model is required (a trained checkpoint)");
     if (out.empty()) throw UsageError("--out is required (where to write the pruned checkpoint)");
-    const auto method = pruning::parse_method(method_name);
+    const auto method = pruning::parse_method(method_name, update_scale);
     set_num_threads(static_cast<int>(threads));
 
     cli::PruningSession session =

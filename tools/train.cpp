@@ -53,7 +53,7 @@ struct Settings {
   // Gradual pruning (off when prune_method is empty).
   std::string recipe, prune_method, prune_unit = "epoch";
   int64_t prune_start = 0, prune_end = 0, prune_every = 1, prune_eval_limit = 2000;
-  double initial_sparsity = 0.0, final_sparsity = 0.9, finetune_lr = 0.0;
+  double initial_sparsity = 0.0, final_sparsity = 0.9, finetune_lr = 0.0, update_scale = 1.0;
   std::vector<std::string> patterns;
   bool all_layers = false;
   pruning::FisherOptions fisher;
@@ -116,6 +116,7 @@ void declare(cli::Args& a, Settings& s) {
   a.add_string_list("patterns", &s.patterns,
                     "glob patterns of prunable weights (default: the model's)");
   a.add_flag("all-layers", &s.all_layers, "prune every conv and linear weight");
+  cli::add_update_scale_flag(a, s.update_scale);
   cli::add_fisher_flags(a, s.fisher);
   cli::add_bn_recalibration_flags(a, s.bn);
   a.add_int("prune-eval-limit", &s.prune_eval_limit,
@@ -504,7 +505,7 @@ void Run::end_epoch() {
 void Run::setup_pruning() {
   if (s_.prune_method.empty()) return;
   pruning::GradualPruningOptions o;
-  o.method = pruning::parse_method(s_.prune_method);
+  o.method = pruning::parse_method(s_.prune_method, s_.update_scale);
   o.schedule = {s_.prune_start, s_.prune_end, s_.prune_every, s_.initial_sparsity,
                 s_.final_sparsity};
   o.fisher = s_.fisher;

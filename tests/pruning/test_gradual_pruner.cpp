@@ -134,11 +134,21 @@ TEST_CASE("the pruner table: every row builds, its name round-trips, modifiers f
     CHECK(parse_method(m.name()).name() == m.name());
     if (kind.obs_update) {
       CHECK(parse_method(kind.name + "-summed").update == ObsUpdate::Summed);
-      CHECK(parse_method(kind.name + "-noupdate").summed_scale == 0.0);
+      CHECK(parse_method(kind.name + "-noupdate").update_scale == 0.0);
     } else {
       CHECK_THROWS_AS(parse_method(kind.name + "-summed"), UsageError);
     }
   }
   CHECK(pruner_names() == std::vector<std::string>{"magnitude", "diagfisher", "woodfisher"});
+  // The update scale: from the name, else the caller's default; names round-trip.
+  CHECK(parse_method("woodfisher", 0.5).update_scale == 0.5);
+  CHECK(parse_method("woodfisher-summed-scale0.25", 0.5).update_scale == 0.25);
+  CHECK(parse_method("woodfisher-noupdate", 0.5).update_scale == 0.0);
+  CHECK(parse_method("woodfisher-summed", 0.5).name() == "woodfisher-summed-scale0.5");
+  CHECK(parse_method("woodfisher-scale0.5").name() == "woodfisher-scale0.5");
+  CHECK(parse_method("magnitude", 0.5).name() == "magnitude");
+  CHECK_THROWS_AS(parse_method("woodfisher-scale1.5"), UsageError);
+  CHECK_THROWS_AS(parse_method("woodfisher-scale"), UsageError);
+  CHECK_THROWS_AS(parse_method("woodfisher", -0.1), UsageError);
   CHECK_THROWS_AS(parse_method("obs"), UsageError);
 }

@@ -88,7 +88,7 @@ WoodFisherOptions with(InverseMethod method, ObsUpdate update = ObsUpdate::Exact
                        double scale = 1.0) {
   WoodFisherOptions o;
   o.update = update;
-  o.summed_scale = scale;
+  o.update_scale = scale;
   o.method = method;
   o.chunk = 4;
   return o;
@@ -175,6 +175,29 @@ TEST_CASE("summed with scale 0 only zeroes: OBD") {
   const std::vector<double> delta = apply(obd, p.bank, q, &loss);
   for (int64_t i = 0; i < kD; ++i) CHECK(delta[i] == (i == 0 || i == 4 ? -kW[i] : 0.0));
   CHECK(loss.quadratic[0] == doctest::Approx(ref::quadratic(p.h, kD, delta)).epsilon(1e-5));
+}
+
+TEST_CASE("update scale s in [0, 1]: the unpruned weights move s times the full update") {
+  const Problem p(false);
+  const std::vector<int64_t> q{1, 3};
+  for (ObsUpdate update : {ObsUpdate::Exact, ObsUpdate::Summed}) {
+    CAPTURE(static_cast<int>(update));
+    WoodFisherPruner full({update, 1.0}), half({update, 0.5}), none({update, 0.0});
+    const std::vector<double> d_full = apply(full, p.bank, q);
+    const std::vector<double> d_half = apply(half, p.bank, q);
+    const std::vector<double> d_none = apply(none, p.bank, q);
+    for (int64_t i = 0; i < kD; ++i) {
+      CAPTURE(i);
+      if (i == 1 || i == 3) {  // pruned: exactly zero whatever the scale
+        CHECK(d_half[i] == -static_cast<double>(kW[i]));
+        CHECK(d_none[i] == -static_cast<double>(kW[i]));
+      } else {
+        CHECK(d_full[i] != 0.0);
+        CHECK(d_half[i] == doctest::Approx(0.5 * d_full[i]).epsilon(1e-5));
+        CHECK(d_none[i] == 0.0);
+      }
+    }
+  }
 }
 
 TEST_CASE("with several blocks the exact update is the KKT minimiser of each block's Fisher") {

@@ -29,6 +29,13 @@ void add_fisher_flags(Args& args, pruning::FisherOptions& s, int64_t* seed) {
   if (seed) args.add_int("fisher-seed", seed, "seed of the Fisher samples", 0);
 }
 
+void add_update_scale_flag(Args& args, double& scale) {
+  args.add_double("update-scale", &scale,
+                  "scale of the OBS weight update in [0, 1] (exact and summed; 1 = full, 0 = none) "
+                  "for methods that do not name one (-scaleS)",
+                  0, 1);
+}
+
 void add_bn_recalibration_flags(Args& args, BnRecalibration& s) {
   args.add_int("bn-recalibrate", &s.batches,
                "after pruning, re-estimate batch-norm statistics on N training batches (0 = off)",

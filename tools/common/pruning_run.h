@@ -28,6 +28,10 @@ namespace spruce::cli {
 /// onto *seed when seed is given.
 void add_fisher_flags(Args& args, pruning::FisherOptions& fisher, int64_t* seed = nullptr);
 
+/// Declares --update-scale: the OBS update's scale in [0, 1] for methods
+/// whose name gives none (pruning::parse_method).
+void add_update_scale_flag(Args& args, double& scale);
+
 /// Re-estimating batch-norm running statistics after pruning (off by default,
 /// so results stay comparable with runs made without it).
 struct BnRecalibration {
