@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <atomic>
 #include <cerrno>
 #include <filesystem>
 #include <limits>
@@ -16,7 +17,50 @@ namespace spruce::io {
 
 namespace {
 int64_t g_fail_next_after = -1;
+
+// The temporaries of live AtomicFiles, for remove_temporaries_now(): fixed
+// storage, claimed and released with atomics, read from a signal handler.
+constexpr int kSlots = 16;
+constexpr size_t kPathMax = 4096;
+std::atomic<bool> g_slot_used[kSlots];
+std::atomic<bool> g_slot_ready[kSlots];
+char g_slot_path[kSlots][kPathMax];
+
+int claim_slot(const std::string& path) {
+  if (path.size() >= kPathMax) return -1;
+  for (int i = 0; i < kSlots; ++i) {
+    bool expected = false;
+    if (!g_slot_used[i].compare_exchange_strong(expected, true)) continue;
+    std::memcpy(g_slot_path[i], path.c_str(), path.size() + 1);
+    g_slot_ready[i].store(true);
+    return i;
+  }
+  return -1;  // more than kSlots files open at once: that one is not cleaned up by a signal
+}
+
+void release_slot(int& slot) {
+  if (slot < 0) return;
+  g_slot_ready[slot].store(false);
+  g_slot_used[slot].store(false);
+  slot = -1;
+}
+
 }  // namespace
+
+void remove_temporaries_now() noexcept {
+  for (int i = 0; i < kSlots; ++i)
+    if (g_slot_ready[i].load()) ::unlink(g_slot_path[i]);
+}
+
+void sync_parent_directory(const std::string& path) {
+  std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  if (dir.empty()) dir = ".";
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
 
 uint32_t crc32_update(uint32_t crc, std::span<const uint8_t> bytes) {
   return static_cast<uint32_t>(crc32_z(crc, bytes.data(), bytes.size()));
@@ -40,7 +84,9 @@ AtomicFile::AtomicFile(std::string path)
       temp_path_(path_ + ".tmp." + std::to_string(static_cast<long>(::getpid()))) {
   fail_after_ = g_fail_next_after;
   g_fail_next_after = -1;
+  slot_ = claim_slot(temp_path_);
   file_ = std::fopen(temp_path_.c_str(), "wb");
+  if (!file_) release_slot(slot_);
   if (!file_)
     throw IoError("cannot write '" + path_ + "': creating temporary '" + temp_path_ +
                   "' failed: " + std::strerror(errno));
@@ -49,6 +95,7 @@ AtomicFile::AtomicFile(std::string path)
 AtomicFile::~AtomicFile() {
   if (file_) std::fclose(file_);
   if (!committed_) std::remove(temp_path_.c_str());
+  release_slot(slot_);
 }
 
 void AtomicFile::fail(const std::string& what, int err) {
@@ -57,6 +104,7 @@ void AtomicFile::fail(const std::string& what, int err) {
   if (file_) std::fclose(file_);
   file_ = nullptr;
   std::remove(temp_path_.c_str());
+  release_slot(slot_);
   throw IoError("cannot write '" + path_ + "': " + what +
                 (err ? std::string(": ") + std::strerror(err) : ""));
 }
@@ -86,15 +134,8 @@ void AtomicFile::commit() {
   if (std::rename(temp_path_.c_str(), path_.c_str()) != 0)
     fail("renaming '" + temp_path_ + "' into place failed", errno);
   committed_ = true;
-  // The rename is durable only once the directory entry is on disk. Some
-  // filesystems cannot fsync a directory; the file itself is complete anyway.
-  std::filesystem::path dir = std::filesystem::path(path_).parent_path();
-  if (dir.empty()) dir = ".";
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
+  release_slot(slot_);
+  sync_parent_directory(path_);
 }
 
 std::vector<uint8_t> read_file(const std::string& path) {

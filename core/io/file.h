@@ -69,7 +69,17 @@ class AtomicFile {
   uint32_t crc_ = 0;
   int64_t fail_after_ = -1;
   bool committed_ = false;
+  int slot_ = -1;  // in the registry remove_temporaries_now() reads
 };
+
+/// Best-effort fsync of the folder holding `path`, so that a rename into it
+/// is durable (some filesystems cannot fsync a folder; that is ignored).
+void sync_parent_directory(const std::string& path);
+
+/// Removes the temporary files of every AtomicFile alive right now. Only
+/// async-signal-safe calls: for a signal handler that ends the process at
+/// once (core/stop_request.h), so that it leaves no temporary behind.
+void remove_temporaries_now() noexcept;
 
 /// Test hook: the next AtomicFile created fails with IoError once it has
 /// written `bytes` bytes, as a full disk would (-1 turns it off). It applies
