@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstring>
 
+#include "communicator.h"
 #include "io/file.h"
 
 namespace spruce {
@@ -59,6 +60,14 @@ int StopOnSignal::exit_status() { return 128 + requested(); }
 
 const char* StopOnSignal::signal_name() {
   return requested() == SIGTERM ? "SIGTERM" : requested() == SIGINT ? "SIGINT" : "none";
+}
+
+bool StopOnSignal::requested_on_any(Communicator& comm) {
+  if (comm.size() <= 1) return requested() != 0;
+  double sig = requested();
+  comm.allreduce_max(std::span<double>(&sig, 1));
+  if (sig != 0 && requested() == 0) g_requested = static_cast<int>(sig);
+  return sig != 0;
 }
 
 void StopOnSignal::simulate(int signal) { g_requested = signal; }

@@ -10,9 +10,23 @@
 // StopOnSignal at a time; its destructor restores the previous handlers.
 #pragma once
 
+#include <stdexcept>
 #include <string>
 
 namespace spruce {
+
+class Communicator;
+
+/// Thrown by a job that stopped on request after saving what it had to; the
+/// tools print what() as one line and exit with status() (130 or 143).
+class Stopped : public std::runtime_error {
+ public:
+  Stopped(const std::string& message, int status) : std::runtime_error(message), status_(status) {}
+  int status() const { return status_; }
+
+ private:
+  int status_;
+};
 
 class StopOnSignal {
  public:
@@ -30,6 +44,9 @@ class StopOnSignal {
   static int exit_status();
   /// "SIGINT" or "SIGTERM" for requested().
   static const char* signal_name();
+  /// requested() on any rank of `comm`, agreed by all of them (a collective:
+  /// every rank must call it at the same point), so that they stop together.
+  static bool requested_on_any(Communicator& comm);
   /// Test hook: behave as if `signal` had arrived once (0 clears it).
   static void simulate(int signal);
 };

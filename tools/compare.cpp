@@ -20,6 +20,7 @@
 #include "core/communicator.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "core/stop_request.h"
 #include "data/data_loader.h"
 #include "models/registry.h"
 #include "pruning/model_pruning.h"
@@ -223,6 +224,7 @@ std::vector<Row> run_seed(Sweep& sw, const std::vector<pruning::PruningMethod>& 
                   row.loss - sw.dense.loss, row.predicted, row.quadratic, row.total_s);
       std::fflush(stdout);
       rows.push_back(row);
+      if (StopOnSignal::requested_on_any(world())) return rows;  // compare() writes them
     }
   }
   return rows;
@@ -309,7 +311,9 @@ void write_results(const Sweep& sw, const std::vector<Row>& rows, const cli::Plo
   j.end_array().end_object();
   cli::write_text_file((fs::path(o.out) / "results.csv").string(), csv);
   cli::write_text_file((fs::path(o.out) / "results.json").string(), j.str() + "\n");
-  cli::write_text_file((fs::path(o.out) / "accuracy.svg").string(), plot.to_svg());
+  // After a stop the plot lacks cells: results.csv and results.json hold what was done.
+  if (StopOnSignal::requested() == 0)
+    cli::write_text_file((fs::path(o.out) / "accuracy.svg").string(), plot.to_svg());
 }
 
 int compare(Options& o) {
@@ -340,13 +344,21 @@ int compare(Options& o) {
               "dL meas.", "dL pred.", "dL quad.", "time");
   std::fflush(stdout);
 
+  // Ctrl-C or SIGTERM: finish the current result, write those done so far, exit 130/143.
+  StopOnSignal stop("spruce-compare: stopping after the current result (Ctrl-C again to quit at once)");
   std::vector<Row> rows;
   for (int64_t seed : seeds) {
     auto seed_rows = run_seed(sw, methods, seed);
     rows.insert(rows.end(), seed_rows.begin(), seed_rows.end());
+    if (StopOnSignal::requested() != 0) break;
   }
   const cli::Plot plot = print_summary(sw, methods, rows, seeds.size());
   write_results(sw, rows, plot);
+  if (StopOnSignal::requested() != 0)
+    throw Stopped("stopped by " + std::string(StopOnSignal::signal_name()) + " after " +
+                      std::to_string(rows.size()) + " results; wrote them to " + o.out +
+                      "/results.csv and results.json (no accuracy.svg)",
+                  StopOnSignal::exit_status());
   std::printf("\nwrote %s/results.csv, results.json, accuracy.svg\n", o.out.c_str());
   return 0;
 }

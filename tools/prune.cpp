@@ -10,9 +10,11 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "core/communicator.h"
 #include "core/error.h"
 #include "core/io/checkpoint.h"
 #include "core/parallel.h"
+#include "core/stop_request.h"
 #include "data/data_loader.h"
 #include "models/registry.h"
 #include "pruning/model_pruning.h"
@@ -93,12 +95,25 @@ int main(int argc, char** argv) {
                   static_cast<long long>(bn.batches), static_cast<long long>(bn.batch));
     std::printf("\n");
     std::fflush(stdout);
+    // Ctrl-C or SIGTERM: stop at the next stage, before writing anything (an
+    // output is complete or absent); a signal while writing lets it finish.
+    StopOnSignal stop("spruce-prune: stopping before writing " + out +
+                      " (Ctrl-C again to quit at once)");
+    auto stop_point = [&] {
+      if (StopOnSignal::requested_on_any(world()))
+        throw Stopped("stopped by " + std::string(StopOnSignal::signal_name()) +
+                          " before writing " + out + "; nothing written",
+                      StopOnSignal::exit_status());
+    };
     const auto before = cli::evaluate(model, test, tf, 256, eval_limit);
+    stop_point();
     const auto steps_done =
         cli::prune_one_shot(model, set, method, sparsity, steps, train, tf, fisher, fisher_seed);
+    stop_point();
     const double bn_seconds = cli::recalibrate_bn(
         model, train, tf, bn, data::derive_seed(static_cast<uint64_t>(fisher_seed), {0xb2ca1}));
     const auto after = cli::evaluate(model, test, tf, 256, eval_limit);
+    stop_point();
 
     std::printf("\n");
     cli::print_prune_report(steps_done.back().report);

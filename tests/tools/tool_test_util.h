@@ -6,12 +6,13 @@
 // tests/test_util.h's.
 //
 // The binaries' paths come from meson as compile definitions (SPRUCE_TRAIN_BIN,
-// SPRUCE_EVAL_BIN, SPRUCE_PRUNE_BIN, SPRUCE_COMPARE_BIN, SPRUCE_FAULT_SHIM), so the tests always run the tools of the
-// build directory they were built in.
+// SPRUCE_EVAL_BIN, SPRUCE_PRUNE_BIN, SPRUCE_COMPARE_BIN, SPRUCE_FAULT_SHIM), so the tests always
+// run the tools of the build directory they were built in.
 #pragma once
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +23,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <string>
 #include <utility>
@@ -92,8 +94,12 @@ inline std::vector<std::string> lines(const std::string& text) {
 /// Runs `program` with `args`, stdin from /dev/null and the current environment
 /// plus `env` ("NAME=value", replacing a variable of the same name). stdout and
 /// stderr go to files in a private folder and are returned as text.
+/// `while_running(pid, stdout_path)`, when given, is called once the
+/// program has started (e.g. to signal it) and before waiting for it.
+using WhileRunning = std::function<void(pid_t pid, const std::string& stdout_path)>;
 inline RunResult run(const std::string& program, const std::vector<std::string>& args,
-                     const std::vector<std::string>& env = {}) {
+                     const std::vector<std::string>& env = {},
+                     const WhileRunning& while_running = {}) {
   TempDir io;
   const std::string out_path = io.file("stdout"), err_path = io.file("stderr");
   std::vector<std::string> argv_s{program};
@@ -126,6 +132,7 @@ inline RunResult run(const std::string& program, const std::vector<std::string>&
   const int rc = posix_spawn(&pid, program.c_str(), &actions, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   REQUIRE_MESSAGE(rc == 0, "cannot start " << program << ": " << std::strerror(rc));
+  if (while_running) while_running(pid, out_path);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) REQUIRE(errno == EINTR);
 
@@ -135,6 +142,28 @@ inline RunResult run(const std::string& program, const std::vector<std::string>&
   r.out = read_text(out_path);
   r.err = read_text(err_path);
   return r;
+}
+
+/// A WhileRunning that waits until the program's stdout holds `marker`
+/// (polling every millisecond; immediately if empty), waits `delay_ms` more,
+/// then sends it `signal` `count` times, `gap_ms` apart. If the program ends
+/// first, nothing is sent.
+inline WhileRunning send_signal(int signal, const std::string& marker, int delay_ms = 0,
+                                int count = 1, int gap_ms = 0) {
+  return [=](pid_t pid, const std::string& stdout_path) {
+    auto alive = [pid] {  // without reaping it: run() waits for it afterwards
+      siginfo_t info{};
+      return ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+             info.si_pid == 0;
+    };
+    auto sleep_ms = [](int ms) { ::usleep(static_cast<useconds_t>(ms) * 1000); };
+    while (!marker.empty() && alive() && !contains(read_text(stdout_path), marker)) sleep_ms(1);
+    sleep_ms(delay_ms);
+    for (int i = 0; i < count && alive(); ++i) {
+      if (i > 0) sleep_ms(gap_ms);
+      ::kill(pid, signal);
+    }
+  };
 }
 
 /// Requires a run that exited normally with status 0, showing its output if not.
@@ -167,9 +196,12 @@ inline std::vector<std::string> kill_at_checkpoint(int n, const std::string& whe
 /// "fsync", as a full or broken disk would (see fault_shim.cpp).
 inline std::vector<std::string> fail_write(const std::string& name, int n, const std::string& in,
                                            const std::string& error, long after = 0) {
-  return {"LD_PRELOAD=" + kFaultShim,          "SPRUCE_FAIL_WRITE=" + name,
-          "SPRUCE_FAIL_AT=" + std::to_string(n), "SPRUCE_FAIL_IN=" + in,
-          "SPRUCE_FAIL_ERRNO=" + error,        "SPRUCE_FAIL_AFTER=" + std::to_string(after),
+  return {"LD_PRELOAD=" + kFaultShim,
+          "SPRUCE_FAIL_WRITE=" + name,
+          "SPRUCE_FAIL_AT=" + std::to_string(n),
+          "SPRUCE_FAIL_IN=" + in,
+          "SPRUCE_FAIL_ERRNO=" + error,
+          "SPRUCE_FAIL_AFTER=" + std::to_string(after),
           asan_options_for_shim()};
 }
 

@@ -9,6 +9,7 @@
 
 #include "core/communicator.h"
 #include "core/error.h"
+#include "core/stop_request.h"
 #include "core/warning.h"
 
 namespace spruce::cli {
@@ -269,6 +270,9 @@ int run_tool(const char* program, const std::function<int()>& body) {
     if (!comm->is_root() && std::freopen("/dev/null", "w", stdout) == nullptr)
       throw IoError("/dev/null: cannot open for rank " + std::to_string(comm->rank()) + "'s output");
     return body();
+  } catch (const Stopped& e) {  // every rank stopped together: no abort
+    if (comm == nullptr || comm->is_root()) std::fprintf(stderr, "%s: %s\n", program, e.what());
+    return e.status();
   } catch (const UsageError& e) {
     return fail(2, e.what());
   } catch (const std::exception& e) {
