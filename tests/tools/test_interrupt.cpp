@@ -90,7 +90,10 @@ TEST_CASE("spruce-compare: a signal keeps the results done so far") {
   write_mnist(dir.path() / "data");
   expect_success(run(kTrain, train_args(dir, "model", {"--epochs", "1"})));
   std::string sparsities;
-  for (int i = 1; i <= 19; ++i) sparsities += (i > 1 ? "," : "") + std::to_string(i * 0.05);
+  for (int i = 1; i <= 19; ++i) {
+    if (i > 1) sparsities += ",";
+    sparsities += std::to_string(i * 0.05);
+  }
   const std::vector<std::string> compare{"--model",      dir.file("model/last.ckpt"),
                                          "--data",       "mnist",
                                          "--data-dir",   dir.file("data"),
