@@ -19,23 +19,6 @@ using namespace spruce::tools_test;
 
 namespace {
 
-// A tiny MobileNet, 2 epochs of 3 steps: a run takes well under a second.
-std::vector<std::string> train_args(const TempDir& dir, const std::string& out,
-                                    const std::vector<std::string>& extra = {}) {
-  std::vector<std::string> a{"--data",       "mnist",
-                             "--data-dir",   dir.file("data"),
-                             "--model",      "mobilenet_v1",
-                             "--width",      "0.1",
-                             "--epochs",     "2",
-                             "--batch-size", "16",
-                             "--max-steps",  "3",
-                             "--eval-limit", "32",
-                             "--threads",    "1",
-                             "--out",        dir.file(out)};
-  a.insert(a.end(), extra.begin(), extra.end());
-  return a;
-}
-
 // Files of `dir` whose name holds ".tmp." (io::AtomicFile's temporaries).
 std::vector<std::string> temporaries(const std::string& dir) {
   std::vector<std::string> found;
@@ -77,7 +60,7 @@ std::string reason_of(const Failure& f) {
 TEST_CASE("spruce-train: a full disk at any file it writes keeps the last checkpoint, resumable") {
   TempDir dir;
   write_mnist(dir.path() / "data");
-  expect_success(run(kTrain, train_args(dir, "ref", {"--checkpoint-every", "2"})));
+  expect_success(run(kTrain, tiny_train_args(dir, "ref", {"--checkpoint-every", "2"})));
   const std::vector<uint8_t> reference = read_bytes(dir.file("ref/final.npz"));
 
   // Checkpoints: 1 after step 2, 2 end of epoch 1, 3 after global step 4, 4
@@ -100,7 +83,7 @@ TEST_CASE("spruce-train: a full disk at any file it writes keeps the last checkp
     CAPTURE(f.file);
     CAPTURE(f.at);
     const std::string out = "fail-" + f.file + "-" + std::to_string(f.at);
-    const RunResult r = run(kTrain, train_args(dir, out, {"--checkpoint-every", "2"}),
+    const RunResult r = run(kTrain, tiny_train_args(dir, out, {"--checkpoint-every", "2"}),
                             fail_write(f.file, f.at, f.in, f.error, 100));
     expect_write_error(r, "spruce-train", dir.file(out + "/" + f.file), reason_of(f));
     CHECK(temporaries(dir.file(out)).empty());
@@ -123,8 +106,8 @@ TEST_CASE("spruce-train: pruning.csv on a full disk") {
   write_mnist(dir.path() / "data");
   const std::vector<std::string> prune{"--prune-method", "magnitude", "--prune-start",    "0",
                                        "--prune-end",    "1",         "--final-sparsity", "0.5"};
-  expect_success(run(kTrain, train_args(dir, "ref", prune)));
-  const RunResult r = run(kTrain, train_args(dir, "fail", prune),
+  expect_success(run(kTrain, tiny_train_args(dir, "ref", prune)));
+  const RunResult r = run(kTrain, tiny_train_args(dir, "fail", prune),
                           fail_write("pruning.csv", 1, "write", "ENOSPC", 10));
   expect_write_error(r, "spruce-train", dir.file("fail/pruning.csv"), "No space left on device");
   CHECK(temporaries(dir.file("fail")).empty());
@@ -136,7 +119,7 @@ TEST_CASE("spruce-train: pruning.csv on a full disk") {
 TEST_CASE("spruce-prune and spruce-compare: a full disk at each output file") {
   TempDir dir;
   write_mnist(dir.path() / "data");
-  expect_success(run(kTrain, train_args(dir, "model", {"--epochs", "1"})));
+  expect_success(run(kTrain, tiny_train_args(dir, "model", {"--epochs", "1"})));
   const std::vector<std::string> common{"--model",      dir.file("model/last.ckpt"),
                                         "--data",       "mnist",
                                         "--data-dir",   dir.file("data"),

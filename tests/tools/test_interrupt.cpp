@@ -16,23 +16,6 @@ using namespace spruce::tools_test;
 
 namespace {
 
-// A tiny MobileNet, 3 steps of 16 per epoch: a run takes well under a second.
-std::vector<std::string> train_args(const TempDir& dir, const std::string& out,
-                                    const std::vector<std::string>& extra = {}) {
-  std::vector<std::string> a{"--data",       "mnist",
-                             "--data-dir",   dir.file("data"),
-                             "--model",      "mobilenet_v1",
-                             "--width",      "0.1",
-                             "--epochs",     "2",
-                             "--batch-size", "16",
-                             "--max-steps",  "3",
-                             "--eval-limit", "32",
-                             "--threads",    "1",
-                             "--out",        dir.file(out)};
-  a.insert(a.end(), extra.begin(), extra.end());
-  return a;
-}
-
 std::vector<std::string> files_in(const std::string& dir) {
   std::vector<std::string> names;
   if (fs::is_directory(dir))
@@ -48,7 +31,7 @@ int exit_status_of(int signal) { return 128 + signal; }
 TEST_CASE("spruce-prune: a signal stops it before it writes; a second one at once") {
   TempDir dir;
   write_mnist(dir.path() / "data");
-  expect_success(run(kTrain, train_args(dir, "model", {"--epochs", "1"})));
+  expect_success(run(kTrain, tiny_train_args(dir, "model", {"--epochs", "1"})));
   fs::create_directories(dir.file("p"));
   const std::vector<std::string> prune{"--model",
                                        dir.file("model/last.ckpt"),
@@ -88,7 +71,7 @@ TEST_CASE("spruce-prune: a signal stops it before it writes; a second one at onc
 TEST_CASE("spruce-compare: a signal keeps the results done so far") {
   TempDir dir;
   write_mnist(dir.path() / "data");
-  expect_success(run(kTrain, train_args(dir, "model", {"--epochs", "1"})));
+  expect_success(run(kTrain, tiny_train_args(dir, "model", {"--epochs", "1"})));
   std::string sparsities;
   for (int i = 1; i <= 19; ++i) {
     if (i > 1) sparsities += ",";

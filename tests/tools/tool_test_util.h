@@ -71,6 +71,20 @@ inline void write_mnist(const fs::path& dir, uint32_t train = 96, uint32_t test 
   }
 }
 
+/// spruce-train flags for a tiny run on write_mnist(dir/"data") into
+/// dir/out: a MobileNet of width 0.1, 2 epochs of 3 steps of 16, one thread;
+/// it takes well under a second. `extra` adds or overrides flags.
+inline std::vector<std::string> tiny_train_args(const TempDir& dir, const std::string& out,
+                                                const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> a{"--data",      "mnist",        "--data-dir",   dir.file("data"),
+                             "--model",     "mobilenet_v1", "--width",      "0.1",
+                             "--epochs",    "2",            "--batch-size", "16",
+                             "--max-steps", "3",            "--eval-limit", "32",
+                             "--threads",   "1",            "--out",        dir.file(out)};
+  a.insert(a.end(), extra.begin(), extra.end());
+  return a;
+}
+
 /// How a tool run ended and what it printed.
 struct RunResult {
   int exit_code = -1;  // -1 when killed by a signal
