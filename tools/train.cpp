@@ -19,8 +19,11 @@
 #include "core/communicator.h"
 #include "core/error.h"
 #include "core/io/checkpoint.h"
+#include "core/io/run_lock.h"
+#include "core/io/snapshots.h"
 #include "core/ops/loss.h"
 #include "core/parallel.h"
+#include "core/stop_request.h"
 #include "data/data_loader.h"
 #include "models/registry.h"
 #include "optim/schedule.h"
@@ -49,6 +52,7 @@ struct Settings {
   double gamma = 0.1, warmup_epochs = 0;
   int64_t epochs = 3, batch = 128, crop = 2, seed = 0, threads = default_num_threads();
   int64_t checkpoint_every = 0, max_steps = 0, train_limit = 0, eval_limit = 0, step_epochs = 0;
+  int64_t keep_checkpoints = 0;
   bool nesterov = true, flip = true, prefetch = true, overwrite = false;
   // Gradual pruning (off when prune_method is empty).
   std::string recipe, prune_method, prune_unit = "epoch";
@@ -92,6 +96,8 @@ void declare(cli::Args& a, Settings& s) {
   a.add_string("init", &s.init, "start from this checkpoint's weights and masks (fine-tuning)");
   a.add_int("checkpoint-every", &s.checkpoint_every,
             "also checkpoint every N steps (0 = epoch ends only)", 0);
+  a.add_int("keep-checkpoints", &s.keep_checkpoints,
+            "also keep the last N epoch-end checkpoints as epoch-K.ckpt (0 = only last.ckpt)", 0);
   a.add_int("max-steps", &s.max_steps,
             "stop each epoch after N steps (0 = full epochs; for quick tries)", 0);
   a.add_int("train-limit", &s.train_limit, "train on the first N samples only (0 = all)", 0);
@@ -167,7 +173,7 @@ std::string non_finite_text(float v) {
 const std::set<std::string> kResumeMayChange = {
     "out",        "resume",           "overwrite",        "recipe",   "prefetch",
     "eval-limit", "prune-eval-limit", "checkpoint-every", "data-dir", "threads",
-    "init"};
+    "init",       "keep-checkpoints"};
 
 // True when the learning rate at a step does not depend on the total number
 // of steps, so --epochs may grow or shrink on --resume: constant, or step
@@ -226,7 +232,8 @@ void check_resume_settings(const std::map<std::string, Chosen>& chosen, const Se
         where + " " + (now.empty() ? "''" : now) + " differs from the run's " +
         (was.empty() ? "''" : was) + " (saved in " + ckpt +
         "): --resume continues a run exactly as it was started, so it may change only --out, "
-        "--threads, --prefetch, --eval-limit, --prune-eval-limit, --checkpoint-every, --data-dir "
+        "--threads, --prefetch, --eval-limit, --prune-eval-limit, --checkpoint-every, "
+        "--keep-checkpoints, --data-dir "
         "and --epochs (for a constant or fixed-interval step schedule); start a new run with "
         "--init " +
         ckpt + " to change it");
@@ -241,10 +248,10 @@ class Run {
   Run(const Settings& s, cli::Args& args) : s_(s), args_(args) {}
 
   int main();
-  /// After a failure: removes the directories main() created if they are
-  /// still empty. A directory that existed before, or holds anything (a
-  /// checkpoint, a log), is never removed.
-  void remove_empty_run_dir() const;
+  /// After a failure: releases the run folder's lock, then removes the
+  /// directories main() created if they are still empty. A directory that
+  /// existed before, or holds anything (a checkpoint, a log), is never removed.
+  void remove_empty_run_dir();
 
  private:
   void setup_model_and_data();
@@ -262,6 +269,11 @@ class Run {
   double lr_at(int64_t step) const;
   /// Creates out_ (and missing parents), remembering which ones it created.
   void create_run_dir();
+  /// Takes the run folder's lock (one spruce-train per folder) if not held.
+  void lock_run_dir();
+  /// After a stop request (Ctrl-C, SIGTERM), agreed by every rank: throws
+  /// Stopped naming the checkpoint and the command that continues the run.
+  void stop_if_requested() const;
 
   const Settings& s_;
   cli::Args& args_;
@@ -280,7 +292,19 @@ class Run {
   std::unique_ptr<pruning::GradualPruner> pruner_;
   int64_t finetune_start_step_ = -1;
   std::vector<fs::path> created_dirs_;  // deepest first
+  std::unique_ptr<io::RunLock> lock_;
 };
+
+// `path` as one shell word: quoted unless it is plain.
+std::string shell_word(const std::string& path) {
+  const bool plain = !path.empty() && path.find_first_not_of(
+                                          "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                          "0123456789_./-+=:,@%") == std::string::npos;
+  if (plain) return path;
+  std::string quoted = "'";
+  for (char c : path) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
 
 const char* kPruneCsvHeader =
     "unit,t,epoch,step,target,sparsity,predicted_loss_increase,test_loss_before,test_loss_after,"
@@ -455,6 +479,12 @@ void Run::train_epoch() {
     if (s_.checkpoint_every > 0 && global_step_ % s_.checkpoint_every == 0 &&
         batch_in_epoch_ < steps_per_epoch_)
       save_checkpoint("last.ckpt");
+    // Ctrl-C: the step is done; save it and stop. At the epoch's last step,
+    // end_epoch() evaluates and checkpoints first (main() stops after it).
+    if (batch_in_epoch_ < steps_per_epoch_ && StopOnSignal::requested_on_any(world())) {
+      save_checkpoint("last.ckpt");
+      stop_if_requested();
+    }
   }
   char extra[128];
   std::snprintf(extra, sizeof extra, " loss %.4f acc %.2f%%",
@@ -499,6 +529,8 @@ void Run::end_epoch() {
   stats_ = {};
   loader_->seek(epoch_, 0);
   save_checkpoint("last.ckpt");
+  if (s_.keep_checkpoints > 0)
+    io::save_snapshot((out_ / "last.ckpt").string(), epoch_, s_.keep_checkpoints);
   write_logs();
 }
 
@@ -591,7 +623,24 @@ void Run::create_run_dir() {
   created_dirs_ = std::move(missing);
 }
 
-void Run::remove_empty_run_dir() const {
+void Run::lock_run_dir() {
+  if (!lock_) lock_ = std::make_unique<io::RunLock>(out_.string(), "spruce-train");
+}
+
+void Run::stop_if_requested() const {
+  if (StopOnSignal::requested() == 0) return;
+  const std::string at = batch_in_epoch_ == 0 ? "after epoch " + std::to_string(epoch_)
+                                              : "at epoch " + std::to_string(epoch_ + 1) +
+                                                    " step " + std::to_string(batch_in_epoch_);
+  throw Stopped("stopped by " + std::string(StopOnSignal::signal_name()) + " " + at +
+                    " (global step " + std::to_string(global_step_) + "), saved in " +
+                    (out_ / "last.ckpt").string() + "; continue with: spruce-train --resume " +
+                    shell_word(out_.string()),
+                StopOnSignal::exit_status());
+}
+
+void Run::remove_empty_run_dir() {
+  lock_.reset();  // its file would keep the folder from being empty
   std::error_code ec;
   // fs::remove deletes a directory only when it is empty.
   for (const fs::path& p : created_dirs_)
@@ -609,7 +658,10 @@ int Run::main() {
     if (!resume_ck->has_meta("kind") || resume_ck->meta_value("kind") != "spruce-train")
       throw FormatError(p.string() + ": not a spruce-train checkpoint (metadata 'kind' missing)");
     if (s_.out.empty()) out_ = p.parent_path();
-  } else if (fs::exists(out_ / "last.ckpt") && !s_.overwrite) {
+  }
+  // A folder in use by a live run is refused first, whatever else is asked.
+  if (fs::is_directory(out_)) lock_run_dir();
+  if (!resume_ck && fs::exists(out_ / "last.ckpt") && !s_.overwrite) {
     throw UsageError(out_.string() +
                      " already holds a run (last.ckpt); continue it with --resume " +
                      out_.string() + ", or pass --overwrite or another --out");
@@ -624,7 +676,16 @@ int Run::main() {
   // Masked weights stay exactly zero, and so does their momentum. After
   // restore(): a resumed checkpoint may bring masks of its own.
   opt_->set_masks(model_->named_masks());
+  // Ctrl-C or SIGTERM from here on: finish the step, checkpoint, exit 130/143.
+  StopOnSignal stop(
+      "spruce-train: stopping after this step to save a checkpoint (Ctrl-C again to "
+      "quit at once)");
+  if (StopOnSignal::requested_on_any(world()))
+    throw Stopped("stopped by " + std::string(StopOnSignal::signal_name()) +
+                      " before training started; nothing written",
+                  StopOnSignal::exit_status());
   create_run_dir();
+  lock_run_dir();
 
   std::printf("model  %s, %lld parameters\n", spec_.describe().c_str(),
               static_cast<long long>(model_->num_parameters()));
@@ -643,14 +704,21 @@ int Run::main() {
                         : "");
   std::fflush(stdout);
 
-  while (epoch_ < s_.epochs) {
-    train_epoch();
-    end_epoch();
+  try {
+    while (epoch_ < s_.epochs) {
+      train_epoch();
+      end_epoch();
+      if (epoch_ < s_.epochs && StopOnSignal::requested_on_any(world())) stop_if_requested();
+    }
+    // A run killed between its last checkpoint and the log files, then resumed,
+    // trains no more: its logs (saved in the checkpoint) are written here.
+    write_logs();
+    cli::export_npz((out_ / "final.npz").string(), *model_);
+  } catch (const IoError& e) {  // e.g. a full disk: say what is kept and how to go on
+    if (!fs::exists(out_ / "last.ckpt")) throw;
+    throw IoError(std::string(e.what()) + "; the last checkpoint " + (out_ / "last.ckpt").string() +
+                  " is kept: continue with spruce-train --resume " + shell_word(out_.string()));
   }
-  // A run killed between its last checkpoint and the log files, then resumed,
-  // trains no more: its logs (saved in the checkpoint) are written here.
-  write_logs();
-  cli::export_npz((out_ / "final.npz").string(), *model_);
   std::printf("done: %s/last.ckpt, final.npz, log.csv, log.jsonl\n", out_.string().c_str());
   return 0;
 }
@@ -680,6 +748,10 @@ int main(int argc, char** argv) {
           chosen[name] = {args.value(name), "recipe " + s.recipe + ": " + name};
       // A resumed run keeps every setting it was started with unless given again.
       fs::path p = s.resume;
+      // A run folder in use by a live run is refused before its checkpoint is
+      // read (the live run may not have written one yet).
+      if (fs::is_directory(p) && (s.out.empty() || fs::path(s.out) == p))
+        io::RunLock(p.string(), "spruce-train").release();
       if (fs::is_directory(p)) p /= "last.ckpt";
       const io::Checkpoint ck = io::load_checkpoint(p.string());
       std::vector<std::pair<std::string, std::string>> saved;

@@ -11,7 +11,13 @@
 //                                 (a crash while saving)
 //   SPRUCE_KILL_WHEN=after        SIGKILL right after it (a crash just after a checkpoint)
 //
-// Write failures (fopen/fwrite/fsync):
+// Signals (rename):
+//   SPRUCE_SIGNAL_AT_CHECKPOINT=N the N-th rename onto last.ckpt first raises
+//   SPRUCE_SIGNAL=INT|TERM        this signal (default INT)
+//   SPRUCE_SIGNAL_COUNT=1|2       once (a Ctrl-C while a checkpoint is written) or
+//                                 twice (the second Ctrl-C, at that very moment)
+//
+// Write failures (fopen/fwrite/fsync, and link for snapshots):
 //   SPRUCE_FAIL_WRITE=NAME        fail the temporary of the file named NAME (e.g. last.ckpt,
 //                                 final.npz, log.csv), as a full or broken disk would
 //   SPRUCE_FAIL_AT=N              ... the N-th such file (default 1)
@@ -43,6 +49,7 @@ const char* base_name(const char* path) {
 bool is_checkpoint(const char* path) { return std::strcmp(base_name(path), "last.ckpt") == 0; }
 
 std::atomic<long> g_checkpoints{0};
+std::atomic<long> g_signal_checkpoints{0};
 
 // The write-failure target: the FILE* of the chosen temporary, bytes so far.
 std::atomic<long> g_fail_seen{0};
@@ -82,6 +89,14 @@ extern "C" {
 int rename(const char* from, const char* to) {
   using RenameFn = int (*)(const char*, const char*);
   static const auto real_rename = real<RenameFn>("rename");
+  if (const char* at = std::getenv("SPRUCE_SIGNAL_AT_CHECKPOINT");
+      at != nullptr && to != nullptr && is_checkpoint(to) &&
+      ++g_signal_checkpoints == std::atol(at)) {
+    const char* name = std::getenv("SPRUCE_SIGNAL");
+    const int sig = name != nullptr && std::strcmp(name, "TERM") == 0 ? SIGTERM : SIGINT;
+    const char* count = std::getenv("SPRUCE_SIGNAL_COUNT");
+    for (long i = 0; i < (count != nullptr ? std::atol(count) : 1); ++i) ::raise(sig);
+  }
   const char* at = std::getenv("SPRUCE_KILL_AT_CHECKPOINT");
   if (at == nullptr || to == nullptr || !is_checkpoint(to)) return real_rename(from, to);
   const long n = ++g_checkpoints;
@@ -124,6 +139,23 @@ size_t fwrite(const void* data, size_t size, size_t count, FILE* f) {
   g_fail_written += static_cast<long>(done * size);
   if (done < count) errno = fail_errno();
   return done;
+}
+
+// A snapshot is first tried as a hard link (core/io/snapshots.h): fail that
+// too for the watched name, as a full disk would, so the copy is attempted.
+int link(const char* from, const char* to) {
+  using LinkFn = int (*)(const char*, const char*);
+  static const auto real_link = real<LinkFn>("link");
+  const char* target = std::getenv("SPRUCE_FAIL_WRITE");
+  if (target != nullptr && to != nullptr) {
+    const char* name = base_name(to);
+    const size_t n = std::strlen(target);
+    if (std::strncmp(name, target, n) == 0 && std::strncmp(name + n, ".tmp.", 5) == 0) {
+      errno = fail_errno();
+      return -1;
+    }
+  }
+  return real_link(from, to);
 }
 
 int fsync(int fd) {

@@ -205,6 +205,16 @@ inline std::vector<std::string> kill_at_checkpoint(int n, const std::string& whe
           "SPRUCE_KILL_WHEN=" + when, asan_options_for_shim()};
 }
 
+/// Environment that raises `signal` ("INT" or "TERM") `count` times just
+/// before the `n`-th rename onto last.ckpt: while a checkpoint is being saved
+/// (see fault_shim.cpp).
+inline std::vector<std::string> signal_at_checkpoint(int n, const std::string& signal,
+                                                     int count = 1) {
+  return {"LD_PRELOAD=" + kFaultShim, "SPRUCE_SIGNAL_AT_CHECKPOINT=" + std::to_string(n),
+          "SPRUCE_SIGNAL=" + signal, "SPRUCE_SIGNAL_COUNT=" + std::to_string(count),
+          asan_options_for_shim()};
+}
+
 /// Environment that makes the `n`-th write of the file named `name` fail
 /// with `error` ("ENOSPC" or "EIO") `in` "write" (after `after` bytes) or
 /// "fsync", as a full or broken disk would (see fault_shim.cpp).
