@@ -9,6 +9,9 @@ GradualPruner::GradualPruner(Module& model, const std::vector<std::string>& patt
                              GradualPruningOptions options, Communicator* comm)
     : model_(model), options_(std::move(options)), comm_(comm) {
   options_.schedule.validate();
+  if (!(options_.lr_factor > 0))
+    throw UsageError("gradual pruning: LR factor " + std::to_string(options_.lr_factor) +
+                     " (expected > 0)");
   if (options_.sub_steps < 1)
     throw UsageError("gradual pruning: " + std::to_string(options_.sub_steps) +
                      " sub-steps (expected >= 1)");

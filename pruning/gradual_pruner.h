@@ -8,7 +8,9 @@
 //     if (pruner.is_step(epoch)) {
 //       pruner.prune(epoch, next_fisher_batch);   // to the schedule's target
 //       opt.apply_masks();                        // momentum of the pruned weights: 0 now
+//       if (options.reset_momentum) opt.reset_momentum();
 //     }
+//     opt.set_lr(base_lr * pruner.lr_factor(epoch, epoch + 1));
 //     ... the usual loop: forward, backward, opt.step() ...
 //   }
 //
@@ -44,6 +46,11 @@ struct GradualPruningOptions {
   GradualSchedule schedule;  // when, and to which sparsity
   FisherOptions fisher;      // m, b, λ, c
   int64_t sub_steps = 1;     // k: Fisher recomputed k times within each pruning step
+  // Around each step, for the caller's loop to apply (pruning/ does not see
+  // the optimizer): drop the momentum right after the step, and scale the
+  // learning rate by lr_factor in every epoch that holds a step (lr_factor()).
+  bool reset_momentum = false;
+  double lr_factor = 1.0;
 };
 
 /// What one pruning step did.
@@ -75,6 +82,12 @@ class GradualPruner {
   /// without a Fisher (magnitude), so it may be empty then.
   GradualStep prune(int64_t t, const BatchSource& fisher_batches,
                     const CollectProgress& progress = {});
+
+  /// options.lr_factor when a pruning step lies in [begin, end) (e.g. the
+  /// epoch's range of t), else 1.
+  double lr_factor(int64_t begin, int64_t end) const {
+    return options_.schedule.any_step_in(begin, end) ? options_.lr_factor : 1.0;
+  }
 
   /// Whether the pruner collects Fisher gradients.
   bool needs_fisher() const { return pruner_->needs_fisher(); }

@@ -1,6 +1,7 @@
 // Polynomial (cubic) sparsity schedule.
 #include "schedule.h"
 
+#include <algorithm>
 #include <string>
 
 #include "../core/error.h"
@@ -8,12 +9,16 @@
 namespace spruce::pruning {
 
 void GradualSchedule::validate() const {
-  if (start < 0) throw UsageError("pruning schedule: start " + std::to_string(start) + " must be >= 0");
+  if (start < 0)
+    throw UsageError("pruning schedule: start " + std::to_string(start) + " must be >= 0");
   if (end < start)
-    throw UsageError("pruning schedule: end " + std::to_string(end) + " is before start " + std::to_string(start));
-  if (frequency < 1) throw UsageError("pruning schedule: frequency " + std::to_string(frequency) + " must be >= 1");
+    throw UsageError("pruning schedule: end " + std::to_string(end) + " is before start " +
+                     std::to_string(start));
+  if (frequency < 1)
+    throw UsageError("pruning schedule: frequency " + std::to_string(frequency) + " must be >= 1");
   if (!(initial_sparsity >= 0 && initial_sparsity < 1))
-    throw UsageError("pruning schedule: initial sparsity " + std::to_string(initial_sparsity) + " must be in [0, 1)");
+    throw UsageError("pruning schedule: initial sparsity " + std::to_string(initial_sparsity) +
+                     " must be in [0, 1)");
   if (!(final_sparsity >= initial_sparsity && final_sparsity < 1))
     throw UsageError("pruning schedule: final sparsity " + std::to_string(final_sparsity) +
                      " must be in [initial sparsity, 1)");
@@ -30,6 +35,15 @@ std::vector<int64_t> GradualSchedule::steps() const {
 bool GradualSchedule::is_step(int64_t t) const {
   if (t < start || t > end) return false;
   return t == end || (t - start) % frequency == 0;
+}
+
+bool GradualSchedule::any_step_in(int64_t begin, int64_t end) const {
+  begin = std::max(begin, start);
+  end = std::min(end, this->end + 1);
+  if (begin >= end) return false;
+  // The first step at or after begin: start + k·frequency rounded up, or t_end.
+  const int64_t k = (begin - start + frequency - 1) / frequency;
+  return std::min(start + k * frequency, this->end) < end;
 }
 
 double GradualSchedule::target(int64_t t) const {

@@ -25,6 +25,8 @@ struct GradualSchedule {
   std::vector<int64_t> steps() const;
   /// True when t is one of steps().
   bool is_step(int64_t t) const;
+  /// True when some pruning step t lies in [begin, end).
+  bool any_step_in(int64_t begin, int64_t end) const;
   /// The target sparsity at time t (s_i before t_0, s_f from t_end on).
   double target(int64_t t) const;
 };

@@ -77,6 +77,7 @@ struct Options {
   pruning::FisherOptions fisher;
   cli::BnRecalibration bn;
   double update_scale = 1.0;
+  bool fisher_augment = false;
 };
 
 void declare(cli::Args& args, Options& o) {
@@ -90,7 +91,7 @@ void declare(cli::Args& args, Options& o) {
   args.add_string_list("patterns", &o.patterns,
                        "glob patterns of prunable weights (default: the model's)");
   args.add_flag("all-layers", &o.all_layers, "prune every conv and linear weight");
-  cli::add_fisher_flags(args, o.fisher);
+  cli::add_fisher_flags(args, o.fisher, nullptr, &o.fisher_augment);
   cli::add_bn_recalibration_flags(args, o.bn);
   args.add_choice("data", &o.data, cli::dataset_names(),
                   "data set (Fisher samples from train, evaluation on test)");
@@ -124,6 +125,7 @@ struct Sweep {
   cli::PruningSession& session;
   NamedTensors dense_state;
   cli::EvalResult dense;
+  data::TransformList fisher_transforms;  // of the Fisher samples (--fisher-augment)
 };
 
 void print_header(const Sweep& sw, size_t methods, size_t seeds) {
@@ -168,7 +170,7 @@ void prune_dense(Sweep& sw, const pruning::PruningMethod& method, pruning::Prune
   }
   const auto res =
       cli::prune_one_shot(*sw.session.loaded.module, sw.session.set, method, row.target, o.steps,
-                          sw.session.train, sw.session.transforms, o.fisher, seed, false);
+                          sw.session.train, sw.fisher_transforms, o.fisher, seed, false);
   row.sparsity = res.back().report.sparsity;
   for (const auto& r : res) {
     row.predicted += r.report.predicted_loss;
@@ -195,7 +197,7 @@ std::vector<Row> run_seed(Sweep& sw, const std::vector<pruning::PruningMethod>& 
   if (any_fisher && o.steps == 1) {
     model.load_state_dict(sw.dense_state);
     const auto t0 = std::chrono::steady_clock::now();
-    bank = cli::collect_gradients(model, sw.session.set, train, tf, o.fisher,
+    bank = cli::collect_gradients(model, sw.session.set, train, sw.fisher_transforms, o.fisher,
                                   static_cast<uint64_t>(seed) * 1000003ULL + 1);
     collect_s = seconds_since(t0);
   }
@@ -329,7 +331,11 @@ int compare(Options& o) {
 
   cli::PruningSession session =
       cli::open_pruning_session(o.model_path, o.data, o.data_dir, o.patterns, o.all_layers);
-  Sweep sw{o, session, {}, {}};
+  Sweep sw{o,
+           session,
+           {},
+           {},
+           cli::fisher_transforms(o.data, session.train->image_shape().channels, o.fisher_augment)};
   for (const auto& [k, v] : session.loaded.module->state_dict())
     sw.dense_state.emplace_back(k, v.clone());
   print_header(sw, methods.size(), seeds.size());

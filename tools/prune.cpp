@@ -50,6 +50,7 @@ int main(int argc, char** argv) {
     args.add_string("json", &json_out, "also write the report as JSON");
     args.add_string("method", &method_name, "pruning method");
     double update_scale = 1.0;
+    bool fisher_augment = false;
     cli::add_update_scale_flag(args, update_scale);
     args.add_double("sparsity", &sparsity, "target fraction of prunable weights removed", 0, 1,
                     false, true);
@@ -58,7 +59,7 @@ int main(int argc, char** argv) {
     args.add_string_list("patterns", &patterns,
                          "glob patterns of prunable weights (default: the model's)");
     args.add_flag("all-layers", &all_layers, "prune every conv and linear weight");
-    cli::add_fisher_flags(args, fisher, &fisher_seed);
+    cli::add_fisher_flags(args, fisher, &fisher_seed, &fisher_augment);
     cli::add_bn_recalibration_flags(args, bn);
     args.add_choice("data", &data, cli::dataset_names(),
                     "data set (Fisher samples from train, evaluation on test)");
@@ -107,8 +108,10 @@ int main(int argc, char** argv) {
     };
     const auto before = cli::evaluate(model, test, tf, 256, eval_limit);
     stop_point();
-    const auto steps_done =
-        cli::prune_one_shot(model, set, method, sparsity, steps, train, tf, fisher, fisher_seed);
+    const auto steps_done = cli::prune_one_shot(
+        model, set, method, sparsity, steps, train,
+        cli::fisher_transforms(data, train->image_shape().channels, fisher_augment), fisher,
+        fisher_seed);
     stop_point();
     const double bn_seconds = cli::recalibrate_bn(
         model, train, tf, bn, data::derive_seed(static_cast<uint64_t>(fisher_seed), {0xb2ca1}));

@@ -58,6 +58,9 @@ struct Settings {
   std::string recipe, prune_method, prune_unit = "epoch";
   int64_t prune_start = 0, prune_end = 0, prune_every = 1, prune_eval_limit = 2000;
   double initial_sparsity = 0.0, final_sparsity = 0.9, finetune_lr = 0.0, update_scale = 1.0;
+  double prune_lr_factor = 1.0;
+  int64_t sub_steps = 1;
+  bool prune_reset_momentum = false, fisher_augment = false;
   std::vector<std::string> patterns;
   bool all_layers = false;
   pruning::FisherOptions fisher;
@@ -123,7 +126,16 @@ void declare(cli::Args& a, Settings& s) {
                     "glob patterns of prunable weights (default: the model's)");
   a.add_flag("all-layers", &s.all_layers, "prune every conv and linear weight");
   cli::add_update_scale_flag(a, s.update_scale);
-  cli::add_fisher_flags(a, s.fisher);
+  cli::add_fisher_flags(a, s.fisher, nullptr, &s.fisher_augment);
+  a.add_int("sub-steps", &s.sub_steps,
+            "k: each pruning step in k sub-steps, the Fisher recomputed at the current weights "
+            "before each",
+            1, 1000);
+  a.add_flag("prune-reset-momentum", &s.prune_reset_momentum,
+             "drop the optimizer's momentum right after each pruning step");
+  a.add_double("prune-lr-factor", &s.prune_lr_factor,
+               "multiply the learning rate by this in every epoch that holds a pruning step", 0,
+               1e300, true);
   cli::add_bn_recalibration_flags(a, s.bn);
   a.add_int("prune-eval-limit", &s.prune_eval_limit,
             "test samples evaluated before/after each pruning step (0 = all)", 0);
@@ -266,7 +278,12 @@ class Run {
   /// Prints a pruning step and appends it to pruning.csv and log.jsonl.
   void log_prune_step(const pruning::GradualStep& step, const cli::EvalResult& before,
                       const cli::EvalResult& after);
+  /// The learning rate at a global step: the schedule's (scheduled_lr), times
+  /// --prune-lr-factor in an epoch that holds a pruning step.
   double lr_at(int64_t step) const;
+  double scheduled_lr(int64_t step) const;
+  /// The range of pruning times t (per --prune-unit) of the epoch holding `step`.
+  std::pair<int64_t, int64_t> epoch_range(int64_t step) const;
   /// Creates out_ (and missing parents), remembering which ones it created.
   void create_run_dir();
   /// Takes the run folder's lock (one spruce-train per folder) if not held.
@@ -541,11 +558,25 @@ void Run::setup_pruning() {
   o.schedule = {s_.prune_start, s_.prune_end, s_.prune_every, s_.initial_sparsity,
                 s_.final_sparsity};
   o.fisher = s_.fisher;
+  o.sub_steps = s_.sub_steps;
+  o.reset_momentum = s_.prune_reset_momentum;
+  o.lr_factor = s_.prune_lr_factor;
   pruner_ = std::make_unique<pruning::GradualPruner>(
       *model_, cli::prunable_patterns(spec_.name, s_.patterns, s_.all_layers), o, &world());
 }
 
 double Run::lr_at(int64_t step) const {
+  return scheduled_lr(step) *
+         (pruner_ ? pruner_->lr_factor(epoch_range(step).first, epoch_range(step).second) : 1.0);
+}
+
+std::pair<int64_t, int64_t> Run::epoch_range(int64_t step) const {
+  const int64_t e = step / steps_per_epoch_;
+  if (s_.prune_unit == "epoch") return {e, e + 1};
+  return {e * steps_per_epoch_, (e + 1) * steps_per_epoch_};
+}
+
+double Run::scheduled_lr(int64_t step) const {
   if (finetune_start_step_ < 0 || step < finetune_start_step_) return schedule_->lr_at(step);
   const double total = static_cast<double>(steps_per_epoch_ * s_.epochs - finetune_start_step_);
   const double progress = static_cast<double>(step - finetune_start_step_) / std::max(1.0, total);
@@ -556,13 +587,20 @@ void Run::maybe_prune(int64_t t) {
   if (!pruner_ || !pruner_->is_step(t)) return;
   const auto tf = cli::eval_transforms(s_.data, spec_.config.in_channels);
   const auto before = cli::evaluate(*model_, test_set_, tf, 256, s_.prune_eval_limit);
-  // Fresh samples at every step, a pure function of (seed, t): resumed runs draw the same.
-  const auto seed_of = [&](int64_t) {
-    return data::derive_seed(static_cast<uint64_t>(s_.seed), {0x9f15, static_cast<uint64_t>(t)});
+  // Fresh samples at every (sub-)step, a pure function of (seed, t, j): resumed runs draw the same.
+  const auto seed_of = [&](int64_t j) {
+    const uint64_t seed = static_cast<uint64_t>(s_.seed), tu = static_cast<uint64_t>(t);
+    return j == 0 ? data::derive_seed(seed, {0x9f15, tu})
+                  : data::derive_seed(seed, {0x9f15, tu, static_cast<uint64_t>(j)});
   };
+  // With --fisher-augment the samples get the training augmentation (random crop and flip).
+  const auto fisher_tf =
+      s_.fisher_augment ? cli::train_transforms(s_.data, spec_.config.in_channels, s_.crop, s_.flip)
+                        : tf;
   const pruning::GradualStep step = pruner_->prune(
-      t, cli::fisher_batches(train_view_, tf, s_.fisher, seed_of), cli::collect_progress());
+      t, cli::fisher_batches(train_view_, fisher_tf, s_.fisher, seed_of), cli::collect_progress());
   opt_->apply_masks();  // the pruned weights' momentum is zero from now on
+  if (pruner_->options().reset_momentum) opt_->reset_momentum();
   // Optional: batch-norm statistics of the pruned weights, from batches that are a pure function of
   // (seed, t).
   cli::recalibrate_bn(

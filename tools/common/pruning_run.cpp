@@ -19,7 +19,7 @@
 
 namespace spruce::cli {
 
-void add_fisher_flags(Args& args, pruning::FisherOptions& s, int64_t* seed) {
+void add_fisher_flags(Args& args, pruning::FisherOptions& s, int64_t* seed, bool* augment) {
   args.add_int("fisher-samples", &s.samples, "m: Fisher gradients to collect", 1);
   args.add_int("fisher-batch", &s.batch, "b: samples averaged into each gradient (1 = per-sample)",
                1);
@@ -27,6 +27,13 @@ void add_fisher_flags(Args& args, pruning::FisherOptions& s, int64_t* seed) {
   args.add_int("block-size", &s.block_size,
                "c: WoodFisher block size (>= a layer's size: exact per layer)", 1);
   if (seed) args.add_int("fisher-seed", seed, "seed of the Fisher samples", 0);
+  if (augment)
+    args.add_flag("fisher-augment", augment,
+                  "draw the Fisher samples with the training augmentation (random crop, flip)");
+}
+
+data::TransformList fisher_transforms(const std::string& data, int64_t channels, bool augment) {
+  return augment ? train_transforms(data, channels, 2, true) : eval_transforms(data, channels);
 }
 
 void add_update_scale_flag(Args& args, double& scale) {

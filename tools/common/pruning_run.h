@@ -26,7 +26,15 @@ namespace spruce::cli {
 /// Declares --fisher-samples, --fisher-batch, --damp and --block-size onto
 /// `fisher` (the library's one Fisher settings struct), and --fisher-seed
 /// onto *seed when seed is given.
-void add_fisher_flags(Args& args, pruning::FisherOptions& fisher, int64_t* seed = nullptr);
+/// With `augment`, also --fisher-augment (Fisher samples drawn with the
+/// training augmentation, fisher_transforms).
+void add_fisher_flags(Args& args, pruning::FisherOptions& fisher, int64_t* seed = nullptr,
+                      bool* augment = nullptr);
+
+/// The transforms of the Fisher samples for a pruning tool: the evaluation
+/// transforms, or with `augment` spruce-train's default training
+/// augmentation (random crop with padding 2 and horizontal flips).
+data::TransformList fisher_transforms(const std::string& data, int64_t channels, bool augment);
 
 /// Declares --update-scale: the OBS update's scale in [0, 1] for methods
 /// whose name gives none (pruning::parse_method).
