@@ -86,6 +86,41 @@ Decoded decode(const fs::path& p, const std::vector<unsigned char>& bytes, int c
   return out;
 }
 
+// A binary PGM/PPM (P5/P6) must hold the pixel bytes its header declares.
+// stb does not check that in its 16-bit path (maxval > 255) and reads past
+// the end of a truncated file (found by fuzzing, tests/fuzz/regressions), so
+// the header is parsed here as stb parses it (integers separated by
+// whitespace and '#' comments to the end of the line, one byte after maxval).
+void check_pnm_size(const fs::path& p, const std::vector<unsigned char>& bytes) {
+  if (bytes.size() < 2 || bytes[0] != 'P' || (bytes[1] != '5' && bytes[1] != '6')) return;
+  size_t at = 2;
+  auto skip_space = [&] {
+    while (at < bytes.size()) {
+      if (std::isspace(bytes[at])) {
+        ++at;
+      } else if (bytes[at] == '#') {
+        while (at < bytes.size() && bytes[at] != '\n' && bytes[at] != '\r') ++at;
+      } else {
+        break;
+      }
+    }
+  };
+  int64_t field[3] = {0, 0, 0};  // width, height, maxval
+  for (int64_t& v : field) {
+    skip_space();
+    for (; at < bytes.size() && std::isdigit(bytes[at]) && v < (int64_t{1} << 40); ++at)
+      v = v * 10 + (bytes[at] - '0');
+  }
+  ++at;  // the one byte that ends maxval
+  const int64_t need = field[0] * field[1] * (bytes[1] == '6' ? 3 : 1) * (field[2] > 255 ? 2 : 1);
+  const int64_t have = at <= bytes.size() ? static_cast<int64_t>(bytes.size() - at) : 0;
+  if (need > have)
+    throw FormatError(p.string() + ": truncated: the PNM header declares " +
+                      std::to_string(field[0]) + "x" + std::to_string(field[1]) + " pixels (" +
+                      std::to_string(need) + " bytes of pixel data), the file holds " +
+                      std::to_string(have));
+}
+
 // Reads the header only (stbi_info) and checks the declared size against
 // `max_pixels` before anything is decoded: a 20-byte PNM header can declare
 // 10^5 x 10^5 pixels, which stb would allocate before finding the data
@@ -107,6 +142,7 @@ int probe(const fs::path& p, const std::vector<unsigned char>& bytes, int64_t ma
                       " in all), over the limit of " + std::to_string(max_pixels) +
                       " pixels; shrink the image first");
   }
+  check_pnm_size(p, bytes);
   return comp >= 3 ? 3 : 1;
 }
 
@@ -157,8 +193,8 @@ std::vector<uint8_t> resize_bilinear(std::span<const uint8_t> image, const Image
 std::shared_ptr<InMemoryDataset> load_image_folder(const std::string& root,
                                                    const ImageFolderOptions& options) {
   if (options.max_pixels <= 0) {
-    throw UsageError("image folder " + root + ": max_pixels = " + std::to_string(options.max_pixels) +
-                     ", expected > 0");
+    throw UsageError("image folder " + root +
+                     ": max_pixels = " + std::to_string(options.max_pixels) + ", expected > 0");
   }
   if (options.channels != 0 && options.channels != 1 && options.channels != 3) {
     throw UsageError("image folder " + root + ": channels = " + std::to_string(options.channels) +
