@@ -8,6 +8,16 @@
 // optimizer's velocities, the step counters and every setting; batches are a
 // pure function of (seed, epoch, batch index), so the run continues with
 // exactly the batches it would have seen.
+//
+// Under `mpirun -np N` the run is data-parallel (README, "Scaling out with
+// MPI"): --batch-size stays the global batch, each rank trains on its shard
+// of it (DataLoaderOptions::shard) and the gradients are summed over ranks
+// (optim/data_parallel.h), so every rank takes the same step; batch norm uses
+// each rank's samples, or all ranks' with --sync-bn. Rank 0 alone prints and
+// writes the run directory. --resume needs the same number of ranks; it is
+// bit-exact with the same ranks and threads and, with per-rank batch norm,
+// the same --checkpoint-every (running statistics are averaged over ranks
+// at every checkpoint).
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -21,11 +31,13 @@
 #include "core/io/checkpoint.h"
 #include "core/io/run_lock.h"
 #include "core/io/snapshots.h"
+#include "core/ops/batch_norm_sync.h"
 #include "core/ops/loss.h"
 #include "core/parallel.h"
 #include "core/stop_request.h"
 #include "data/data_loader.h"
 #include "models/registry.h"
+#include "optim/data_parallel.h"
 #include "optim/schedule.h"
 #include "optim/sgd.h"
 #include "pruning/gradual_pruner.h"
@@ -53,7 +65,7 @@ struct Settings {
   int64_t epochs = 3, batch = 128, crop = 2, seed = 0, threads = default_num_threads();
   int64_t checkpoint_every = 0, max_steps = 0, train_limit = 0, eval_limit = 0, step_epochs = 0;
   int64_t keep_checkpoints = 0;
-  bool nesterov = true, flip = true, prefetch = true, overwrite = false;
+  bool nesterov = true, flip = true, prefetch = true, overwrite = false, sync_bn = false;
   // Gradual pruning (off when prune_method is empty).
   std::string recipe, prune_method, prune_unit = "epoch";
   int64_t prune_start = 0, prune_end = 0, prune_every = 1, prune_eval_limit = 2000;
@@ -92,6 +104,9 @@ void declare(cli::Args& a, Settings& s) {
   a.add_int("seed", &s.seed, "seed for initialisation, shuffling and augmentation", 0);
   a.add_int("threads", &s.threads, "threads for BLAS and our loops", 1, 256);
   a.add_flag("prefetch", &s.prefetch, "prepare the next batch on a background thread");
+  a.add_flag("sync-bn", &s.sync_bn,
+             "under mpirun: batch-norm statistics over every rank's samples (default: each rank "
+             "its own)");
   a.add_string("out", &s.out, "run directory for checkpoints and logs (default: runs/MODEL-DATA)");
   a.add_flag("overwrite", &s.overwrite, "start afresh even if --out already holds a run");
   a.add_string("resume", &s.resume,
@@ -291,12 +306,17 @@ class Run {
   /// After a stop request (Ctrl-C, SIGTERM), agreed by every rank: throws
   /// Stopped naming the checkpoint and the command that continues the run.
   void stop_if_requested() const;
+  /// Batch-norm running statistics: each rank's own, replaced by their mean
+  /// (before evaluating and checkpointing; nothing with one rank).
+  void average_running_statistics();
 
   const Settings& s_;
   cli::Args& args_;
   cli::ModelSpec spec_;
   std::unique_ptr<Module> model_;
   std::unique_ptr<optim::Sgd> opt_;
+  Communicator& comm_ = world();
+  std::unique_ptr<optim::GradientAverager> averager_;  // sums gradients over ranks
   std::unique_ptr<optim::LrSchedule> schedule_;
   std::shared_ptr<data::InMemoryDataset> train_set_, test_set_;
   std::shared_ptr<const data::Dataset> train_view_;
@@ -360,6 +380,12 @@ void Run::setup_model_and_data() {
   lo.drop_last = false;
   lo.seed = static_cast<uint64_t>(s_.seed);
   lo.prefetch = s_.prefetch;
+  lo.shard = comm_.rank();
+  lo.shards = comm_.size();
+  if (s_.batch < comm_.size())
+    throw UsageError("--batch-size " + std::to_string(s_.batch) + " is smaller than the " +
+                     std::to_string(comm_.size()) +
+                     " ranks: each rank needs a sample of every batch");
   lo.transforms = cli::train_transforms(s_.data, shape.channels, s_.crop, s_.flip);
   loader_ = std::make_unique<data::DataLoader>(train_view_, lo);
   steps_per_epoch_ = loader_->batches_per_epoch();
@@ -372,6 +398,7 @@ void Run::setup_model_and_data() {
   so.weight_decay = s_.weight_decay;
   if (so.nesterov && so.momentum <= 0) throw UsageError("--nesterov needs --momentum > 0");
   opt_ = std::make_unique<optim::Sgd>(model_->named_parameters(), so);
+  averager_ = std::make_unique<optim::GradientAverager>(comm_, model_->named_parameters());
   if (pruner_) {
     const int64_t horizon = s_.prune_unit == "epoch" ? s_.epochs : steps_per_epoch_ * s_.epochs;
     if (s_.prune_end >= horizon)
@@ -399,11 +426,13 @@ void Run::setup_model_and_data() {
 }
 
 void Run::save_checkpoint(const std::string& name) const {
+  if (!comm_.is_root()) return;  // one writer; every rank holds the same state
   io::Checkpoint ck;
   ck.set_meta("kind", "spruce-train");
   for (const auto& [k, v] : args_.values())
     if (k != "resume" && k != "overwrite" && k != "recipe") ck.set_meta("args." + k, v);
   ck.set_meta("train.samples", std::to_string(train_view_->size()));
+  ck.set_meta("train.ranks", std::to_string(comm_.size()));
   ck.set_meta("train.epoch", std::to_string(epoch_));
   ck.set_meta("train.batch", std::to_string(batch_in_epoch_));
   ck.set_meta("train.global_step", std::to_string(global_step_));
@@ -428,6 +457,13 @@ void Run::restore(const io::Checkpoint& ck) {
                      " has " + std::to_string(train_view_->size()) + " samples, but the run in " +
                      ck.source + " was trained on " + ck.meta_value("train.samples") +
                      "; --resume needs the same data");
+  // Each rank trains on its shard of every batch: other ranks, other shards.
+  const int64_t ranks = ck.has_meta("train.ranks") ? parse_int(ck, "train.ranks") : 1;
+  if (ranks != comm_.size())
+    throw UsageError("the run in " + ck.source + " was trained on " + std::to_string(ranks) +
+                     " rank(s), this one has " + std::to_string(comm_.size()) +
+                     "; --resume needs the same number (mpirun -np " + std::to_string(ranks) +
+                     "), or start a new run with --init " + ck.source);
   model_->load_state_dict(cli::model_state_from(ck));
   optim::NamedTensors velocity;
   for (const auto& [name, t] : ck.tensors)
@@ -447,6 +483,7 @@ void Run::restore(const io::Checkpoint& ck) {
 }
 
 void Run::write_logs() const {
+  if (!comm_.is_root()) return;
   cli::write_text_file((out_ / "log.csv").string(), csv_);
   cli::write_text_file((out_ / "log.jsonl").string(), jsonl_);
   if (pruner_) cli::write_text_file((out_ / "pruning.csv").string(), prune_csv_);
@@ -464,9 +501,25 @@ void Run::train_epoch() {
     auto batch = loader_->next();
     if (!batch) break;
     opt_->set_lr(lr_at(global_step_));
+    const auto n = static_cast<int64_t>(batch->labels.size());
+    // A last batch smaller than the number of ranks would leave a rank
+    // without a sample: every rank skips it alike.
+    if (batch->whole_size < comm_.size()) {
+      ++batch_in_epoch_;
+      ++global_step_;
+      continue;
+    }
+    std::unique_ptr<ops::SyncBatchNorm> sync_bn;
+    if (s_.sync_bn && comm_.size() > 1)
+      sync_bn = std::make_unique<ops::SyncBatchNorm>(comm_, n, batch->whole_size);
     Tensor logits = (*model_)(batch->images);
     Tensor loss = ops::cross_entropy(logits, batch->labels);
-    const float l = loss.item();
+    // The global batch's loss and hits, the same on every rank (so a NaN stops them all).
+    double sums[3] = {static_cast<double>(loss.item()) * static_cast<double>(n),
+                      static_cast<double>(ops::count_correct(logits, batch->labels)),
+                      static_cast<double>(n)};
+    comm_.allreduce_sum(std::span<double>(sums));
+    const float l = static_cast<float>(sums[0] / sums[2]);
     if (!std::isfinite(l))
       throw Error("loss is " + non_finite_text(l) + " at epoch " + std::to_string(epoch_ + 1) +
                   " step " + std::to_string(batch_in_epoch_ + 1) + " (global step " +
@@ -477,11 +530,12 @@ void Run::train_epoch() {
                   " (try a lower --lr)");
     model_->zero_grad();
     loss.backward();
+    sync_bn.reset();
+    averager_->average(n, batch->whole_size);
     opt_->step();
-    const auto n = static_cast<int64_t>(batch->labels.size());
-    stats_.loss_sum += static_cast<double>(l) * static_cast<double>(n);
-    stats_.correct += ops::count_correct(logits, batch->labels);
-    stats_.seen += n;
+    stats_.loss_sum += comm_.size() > 1 ? sums[0] : static_cast<double>(l) * static_cast<double>(n);
+    stats_.correct += static_cast<int64_t>(sums[1]);
+    stats_.seen += batch->whole_size;
     ++batch_in_epoch_;
     ++global_step_;
     stats_.seconds =
@@ -494,11 +548,14 @@ void Run::train_epoch() {
                   opt_->lr());
     bar.update(batch_in_epoch_, extra);
     if (s_.checkpoint_every > 0 && global_step_ % s_.checkpoint_every == 0 &&
-        batch_in_epoch_ < steps_per_epoch_)
+        batch_in_epoch_ < steps_per_epoch_) {
+      average_running_statistics();
       save_checkpoint("last.ckpt");
+    }
     // Ctrl-C: the step is done; save it and stop. At the epoch's last step,
     // end_epoch() evaluates and checkpoints first (main() stops after it).
     if (batch_in_epoch_ < steps_per_epoch_ && StopOnSignal::requested_on_any(world())) {
+      average_running_statistics();
       save_checkpoint("last.ckpt");
       stop_if_requested();
     }
@@ -512,6 +569,7 @@ void Run::train_epoch() {
 }
 
 void Run::end_epoch() {
+  average_running_statistics();
   const auto result =
       cli::evaluate(*model_, test_set_, cli::eval_transforms(s_.data, spec_.config.in_channels),
                     256, s_.eval_limit);
@@ -648,7 +706,16 @@ void Run::log_prune_step(const pruning::GradualStep& step, const cli::EvalResult
   jsonl_ += j.str() + "\n";
 }
 
+void Run::average_running_statistics() {
+  if (comm_.size() == 1) return;
+  optim::NamedTensors stats;
+  for (const auto& [name, t] : model_->named_buffers())
+    if (name.find("running_") != std::string::npos) stats.emplace_back(name, t);
+  optim::average_over_ranks(comm_, stats);
+}
+
 void Run::create_run_dir() {
+  if (!comm_.is_root()) return;
   std::vector<fs::path> missing;
   std::error_code ec;
   for (fs::path p = out_; !p.empty() && !fs::exists(p, ec); p = p.parent_path()) {
@@ -662,6 +729,7 @@ void Run::create_run_dir() {
 }
 
 void Run::lock_run_dir() {
+  if (!comm_.is_root()) return;  // rank 0 owns the run folder
   if (!lock_) lock_ = std::make_unique<io::RunLock>(out_.string(), "spruce-train");
 }
 
@@ -735,6 +803,11 @@ int Run::main() {
       "threads\n",
       s_.lr, s_.schedule.c_str(), s_.momentum, s_.nesterov ? " nesterov" : "", s_.weight_decay,
       static_cast<long long>(s_.batch), static_cast<long long>(steps_per_epoch_), num_threads());
+  if (comm_.size() > 1)
+    std::printf("mpi    %d ranks x %d threads, %lld samples per rank per step, batch norm %s\n",
+                comm_.size(), num_threads(),
+                static_cast<long long>((s_.batch + comm_.size() - 1) / comm_.size()),
+                s_.sync_bn ? "synchronized" : "per rank");
   std::printf("run    %s%s\n", out_.string().c_str(),
               resume_ck ? (" (resumed at epoch " + std::to_string(epoch_ + 1) + " step " +
                            std::to_string(batch_in_epoch_) + ")")
@@ -751,7 +824,7 @@ int Run::main() {
     // A run killed between its last checkpoint and the log files, then resumed,
     // trains no more: its logs (saved in the checkpoint) are written here.
     write_logs();
-    cli::export_npz((out_ / "final.npz").string(), *model_);
+    if (comm_.is_root()) cli::export_npz((out_ / "final.npz").string(), *model_);
   } catch (const IoError& e) {  // e.g. a full disk: say what is kept and how to go on
     if (!fs::exists(out_ / "last.ckpt")) throw;
     throw IoError(std::string(e.what()) + "; the last checkpoint " + (out_ / "last.ckpt").string() +
