@@ -1,6 +1,7 @@
 // spruce-demo: shows the engine learning. A two-layer perceptron fits a
 // seeded synthetic classification batch with plain SGD; the loss falls.
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "core/ops/elementwise.h"
@@ -8,10 +9,32 @@
 #include "core/ops/matmul.h"
 #include "core/parallel.h"
 #include "core/random.h"
+#include "core/version.h"
 
 using namespace spruce;
 
-int main() {
+int main(int argc, char** argv) {
+  // No flags to parse: --help and --version only, anything else is refused.
+  if (argc > 1) {
+    const std::string arg = argv[1];
+    if (argc == 2 && (arg == "--help" || arg == "-h")) {
+      std::printf(
+          "usage: spruce-demo\n\nTrains a two-layer perceptron on a seeded synthetic batch with "
+          "plain SGD\n"
+          "and prints the falling loss: a quick check that the engine learns.\n\n"
+          "flags:\n  --help     show this help\n  --version  print the spruce version\n");
+      return 0;
+    }
+    if (argc == 2 && arg == "--version") {
+      std::printf("spruce-demo %s\n", SPRUCE_VERSION);
+      return 0;
+    }
+    std::fprintf(
+        stderr,
+        "spruce-demo: error: unexpected argument '%s' (spruce-demo takes none; see --help)\n",
+        arg.c_str());
+    return 2;
+  }
   set_num_threads(default_num_threads());
   Generator g(0);
   const int64_t n = 256, features = 32, hidden = 64, classes = 4;
@@ -36,8 +59,9 @@ int main() {
     Tensor logits = ops::linear(ops::relu(ops::linear(x, w1, b1)), w2);
     Tensor loss = ops::cross_entropy(logits, y);
     if (step % 25 == 0)
-      std::printf("step %3d  loss %.4f  accuracy %5.1f%%\n", step, loss.item(),
-                  100.0 * static_cast<double>(ops::count_correct(logits, y)) / static_cast<double>(n));
+      std::printf(
+          "step %3d  loss %.4f  accuracy %5.1f%%\n", step, loss.item(),
+          100.0 * static_cast<double>(ops::count_correct(logits, y)) / static_cast<double>(n));
     for (Tensor* p : {&w1, &b1, &w2}) p->zero_grad();
     loss.backward();
     for (Tensor* p : {&w1, &b1, &w2})

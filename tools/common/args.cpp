@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/stop_request.h"
 #include "core/warning.h"
+#include "core/version.h"
 
 namespace spruce::cli {
 namespace {
@@ -181,6 +182,10 @@ bool Args::parse(int argc, char** argv) {
       std::fputs(help().c_str(), stdout);
       return false;
     }
+    if (arg == "--version") {
+      std::printf("%s %s\n", program_.substr(0, program_.find(' ')).c_str(), SPRUCE_VERSION);
+      return false;
+    }
     if (arg.rfind("--", 0) != 0)
       throw UsageError("unexpected argument '" + arg + "' (flags start with --; see --help)");
     std::string name = arg.substr(2), value;
@@ -247,6 +252,7 @@ std::string Args::help() const {
     os << '\n';
   }
   os << "  --help                          show this help\n";
+  os << "  --version                       print the spruce version\n";
   return os.str();
 }
 

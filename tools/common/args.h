@@ -36,7 +36,7 @@ class Args {
   /// A switch: --name sets true, --no-name sets false.
   void add_flag(const std::string& name, bool* target, const std::string& help);
 
-  /// Parses argv. Returns false when --help was printed (the caller exits 0).
+  /// Parses argv. Returns false when --help or --version was printed (the caller exits 0).
   /// Throws UsageError for unknown flags, missing or malformed values.
   bool parse(int argc, char** argv);
   /// True when the user gave this flag explicitly (recipes: flags override files).
