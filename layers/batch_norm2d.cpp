@@ -23,7 +23,8 @@ BatchNorm2d::BatchNorm2d(int64_t num_features, const BatchNorm2dOptions& options
   }
   running_mean_ = register_buffer("running_mean", Tensor::zeros({num_features}));
   running_var_ = register_buffer("running_var", Tensor::ones({num_features}));
-  num_batches_tracked_ = register_buffer("num_batches_tracked", Tensor::zeros({}));
+  num_batches_tracked_ =
+      register_buffer("num_batches_tracked", Tensor::zeros({}), IfMissing::kKeep);
 }
 
 Tensor BatchNorm2d::forward(const Tensor& x) {

@@ -22,7 +22,8 @@ struct BatchNorm2dOptions {
 /// Parameters (when affine): "weight" [C] = 1, "bias" [C] = 0, never prunable.
 /// Buffers: "running_mean" [C] = 0, "running_var" [C] = 1 and
 /// "num_batches_tracked" (shape [], the count of training-mode forwards, kept
-/// as a float for key parity with PyTorch's state_dict).
+/// as a float for key parity with PyTorch's state_dict; PyTorch's int64 loads
+/// from .npz, and a state dict without it loads too, keeping the count).
 class BatchNorm2d : public Module {
  public:
   explicit BatchNorm2d(int64_t num_features, const BatchNorm2dOptions& options = {});

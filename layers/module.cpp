@@ -73,10 +73,10 @@ Tensor Module::register_parameter(std::string name, Tensor value, Prunable pruna
   return value;
 }
 
-Tensor Module::register_buffer(std::string name, Tensor value) {
+Tensor Module::register_buffer(std::string name, Tensor value, IfMissing if_missing) {
   check_new_name(name);
   if (!value.defined()) throw std::invalid_argument("buffer '" + name + "' is undefined");
-  buffers_.push_back({std::move(name), value});
+  buffers_.push_back({std::move(name), value, if_missing});
   return value;
 }
 
@@ -99,6 +99,12 @@ void Module::collect_buffers(const std::string& prefix, NamedTensors& out) const
   for (const Param& p : params_)
     if (p.mask.defined()) out.emplace_back(join(prefix, p.name + std::string(kMaskSuffix)), p.mask);
   for (const Child& c : children_) c.module->collect_buffers(join(prefix, c.name), out);
+}
+
+void Module::collect_may_be_missing(const std::string& prefix, std::set<std::string>& out) const {
+  for (const Buffer& b : buffers_)
+    if (b.if_missing == IfMissing::kKeep) out.insert(join(prefix, b.name));
+  for (const Child& c : children_) c.module->collect_may_be_missing(join(prefix, c.name), out);
 }
 
 void Module::collect_state(const std::string& prefix, NamedTensors& out) const {
@@ -261,9 +267,13 @@ void Module::load_state_dict(const NamedTensors& state, bool strict) {
       }
     }
   }
-  if (strict)
+  if (strict) {
+    std::set<std::string> may_be_missing;
+    collect_may_be_missing("", may_be_missing);
     for (const auto& [key, t] : own)
-      if (!seen.count(key)) throw FormatError("load_state_dict: missing key '" + key + "'");
+      if (!seen.count(key) && !may_be_missing.count(key))
+        throw FormatError("load_state_dict: missing key '" + key + "'");
+  }
 
   for (auto& [dst, src] : copies) const_cast<Tensor*>(dst)->copy_from(*src);
   for (auto& [param, src] : new_masks) set_mask(param, *src);

@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -39,6 +40,11 @@ using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 /// Whether a parameter may be pruned: conv and linear weights yes; biases and
 /// batch-norm parameters never.
 enum class Prunable { kNo, kYes };
+
+/// Whether a strict load_state_dict may miss a buffer (it then keeps its
+/// value): batch norm's num_batches_tracked, which PyTorch also accepts
+/// missing from older checkpoints.
+enum class IfMissing { kFail, kKeep };
 
 /// Glob match of a whole name: '*' matches any run of characters (dots
 /// included), '?' exactly one; everything else matches itself.
@@ -91,9 +97,10 @@ class Module {
   NamedTensors state_dict() const;
   /// Copies values into this module's tensors. A "<param>_mask" key for a
   /// prunable parameter without a mask attaches that mask. Everything is
-  /// checked before anything is copied; a missing key, an unexpected key (both
-  /// only when `strict`), a shape mismatch or a non-0/1 mask throws
-  /// spruce::FormatError naming the key.
+  /// checked before anything is copied; a missing key (except buffers
+  /// registered with IfMissing::kKeep), an unexpected key (both only when
+  /// `strict`), a shape mismatch or a non-0/1 mask throws spruce::FormatError
+  /// naming the key (and, for shapes, the expected and the given shape).
   void load_state_dict(const NamedTensors& state, bool strict = true);
 
   // ---- pruning hooks ----
@@ -119,7 +126,7 @@ class Module {
   /// Names are unique within a module, contain no '.' and do not end in "_mask".
   Tensor register_parameter(std::string name, Tensor value, Prunable prunable = Prunable::kNo);
   /// Registers state that is saved and loaded but not trained.
-  Tensor register_buffer(std::string name, Tensor value);
+  Tensor register_buffer(std::string name, Tensor value, IfMissing if_missing = IfMissing::kFail);
   /// Adopts a child module and returns a reference to it.
   template <class M>
   M& register_module(std::string name, std::unique_ptr<M> module) {
@@ -141,6 +148,7 @@ class Module {
   struct Buffer {
     std::string name;
     Tensor value;
+    IfMissing if_missing;
   };
   struct Child {
     std::string name;
@@ -157,6 +165,7 @@ class Module {
   void collect_buffers(const std::string& prefix, NamedTensors& out) const;
   void collect_state(const std::string& prefix, NamedTensors& out) const;
   void collect_masks(const std::string& prefix, NamedTensors& out) const;
+  void collect_may_be_missing(const std::string& prefix, std::set<std::string>& out) const;
   void collect_prunable(const std::string& prefix, std::vector<std::string>& out) const;
 
   std::vector<Param> params_;

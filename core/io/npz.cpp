@@ -207,6 +207,83 @@ class HeaderParser {
   size_t i_ = 0;
 };
 
+// An .npy element type: kind 'f' (float), 'i' (signed), 'u' (unsigned) or
+// 'b' (bool), its size in bytes, and whether the file's byte order differs
+// from ours (little-endian).
+struct NpyDtype {
+  char kind;
+  size_t size;
+  bool swap;
+};
+
+// PyTorch's state_dict dtypes as numpy writes them: '<f4' weights, '<i8'
+// num_batches_tracked, '<f8', '|b1' or '|u1' masks; other sizes of the same
+// kinds and big-endian ('>') variants cost nothing extra to accept.
+NpyDtype parse_dtype(const std::string& descr, const ByteReader& r) {
+  static const std::string kExpected =
+      " (expected a float, integer or bool dtype such as '<f4', '<f8', '<i8', '|u1' or '|b1')";
+  if (descr.size() != 3) r.fail("dtype '" + descr + "' is not supported" + kExpected);
+  const char order = descr[0], kind = descr[1], size = descr[2];
+  const bool known = (kind == 'f' && (size == '4' || size == '8')) ||
+                     ((kind == 'i' || kind == 'u') &&
+                      (size == '1' || size == '2' || size == '4' || size == '8')) ||
+                     (kind == 'b' && size == '1');
+  if (!known || (order != '<' && order != '>' && order != '|' && order != '='))
+    r.fail("dtype '" + descr + "' is not supported" + kExpected);
+  const auto bytes = static_cast<size_t>(size - '0');
+  if (order == '|' && bytes != 1) r.fail("dtype '" + descr + "' has no byte order" + kExpected);
+  return {kind, bytes, order == '>' && bytes > 1};
+}
+
+// One element (little-endian bytes) as float32. Integers must be exactly
+// representable (|v| <= 2^24 or a multiple that float keeps): a counter or an
+// index silently rounded would be a wrong answer.
+float element_to_float(const uint8_t* b, const NpyDtype& dtype, const std::string& descr,
+                       uint64_t index, const ByteReader& r) {
+  auto load = [&](auto v) {
+    std::memcpy(&v, b, sizeof(v));
+    return v;
+  };
+  auto exact = [&](auto v) -> float {
+    const auto f = static_cast<float>(v);
+    if (static_cast<long double>(f) != static_cast<long double>(v))  // exact for 64-bit integers on x86
+      r.fail("element " + std::to_string(index) + " of dtype '" + descr + "' is " +
+             std::to_string(v) + ", which float32 cannot hold exactly");
+    return f;
+  };
+  switch (dtype.kind) {
+    case 'f':
+      return dtype.size == 4 ? load(float{}) : static_cast<float>(load(double{}));
+    case 'b':
+      if (b[0] > 1)
+        r.fail("element " + std::to_string(index) + " of dtype '|b1' is " + std::to_string(b[0]) +
+               ", expected 0 or 1");
+      return b[0];
+    case 'i':
+      switch (dtype.size) {
+        case 1:
+          return load(int8_t{});
+        case 2:
+          return load(int16_t{});
+        case 4:
+          return exact(load(int32_t{}));
+        default:
+          return exact(load(int64_t{}));
+      }
+    default:
+      switch (dtype.size) {
+        case 1:
+          return load(uint8_t{});
+        case 2:
+          return load(uint16_t{});
+        case 4:
+          return exact(load(uint32_t{}));
+        default:
+          return exact(load(uint64_t{}));
+      }
+  }
+}
+
 // Parses one .npy array (the bytes of one archive entry) into a float tensor.
 Tensor parse_npy(std::span<const uint8_t> bytes, const std::string& source) {
   ByteReader r(bytes, source);
@@ -261,13 +338,8 @@ Tensor parse_npy(std::span<const uint8_t> bytes, const std::string& source) {
                          : "shape") +
            "'");
 
-  size_t item = 0;
-  if (descr == "<f4")
-    item = 4;
-  else if (descr == "<f8")
-    item = 8;
-  else
-    r.fail("dtype '" + descr + "' is not supported (expected '<f4' or '<f8')");
+  const NpyDtype dtype = parse_dtype(descr, r);
+  const size_t item = dtype.size;
 
   // The data must be exactly numel items; compare without overflow.
   if (!dims_fit_int64(shape))
@@ -282,17 +354,14 @@ Tensor parse_npy(std::span<const uint8_t> bytes, const std::string& source) {
   Tensor t = Tensor::empty(shape);
   float* out = t.data();
   auto value = [&](uint64_t i) -> float {
-    if (item == 4) {
-      float f;
-      std::memcpy(&f, data.data() + i * 4, 4);
-      return f;
-    }
-    double d;
-    std::memcpy(&d, data.data() + i * 8, 8);
-    return static_cast<float>(d);
+    const uint8_t* src = data.data() + i * item;
+    uint8_t b[8] = {};
+    for (size_t k = 0; k < item && k < sizeof(b); ++k) b[k] = src[dtype.swap ? item - 1 - k : k];
+    return element_to_float(b, dtype, descr, i, r);
   };
+  const bool native_f4 = dtype.kind == 'f' && item == 4 && !dtype.swap;
   if (!fortran || shape.size() <= 1) {
-    if (item == 4) {
+    if (native_f4) {
       if (numel) std::memcpy(out, data.data(), data_bytes);
     } else {
       for (uint64_t i = 0; i < numel; ++i) out[i] = value(i);

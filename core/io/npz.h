@@ -10,8 +10,11 @@
 //
 // Reading: what we write, and what numpy.savez / numpy.savez_compressed
 // write: stored or deflated entries (method 0 or 8), ZIP64 extra fields and
-// records, NPY versions 1-3, dtype '<f4' or '<f8' (converted to float32),
-// C or Fortran order. Every offset, size, CRC and shape is checked against
+// records, NPY versions 1-3, C or Fortran order, and the dtypes a PyTorch
+// state_dict saved with numpy has: '<f4', '<f8' (rounded to float32), '<i8'
+// (num_batches_tracked), '|b1' and '|u1' (masks); also the other integer sizes
+// and big-endian variants. Everything becomes float32; an integer float32
+// cannot hold exactly is an error, not a rounded value. Every offset, size, CRC and shape is checked against
 // the file before anything is allocated; errors are one-line FormatErrors
 // naming the file and the entry.
 #pragma once
@@ -34,7 +37,7 @@ void write_npz(const std::string& path, const NamedTensors& tensors);
 
 /// Reads every array of an .npz archive, in archive order, names without the
 /// ".npy" suffix. Throws IoError if the file cannot be read, FormatError if
-/// its content is not a valid archive of float arrays.
+/// its content is not a valid archive of numeric arrays.
 NamedTensors read_npz(const std::string& path);
 
 }  // namespace spruce::io

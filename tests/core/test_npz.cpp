@@ -176,7 +176,13 @@ arrays = {
 assert arrays['fortran'].flags.f_contiguous and not arrays['fortran'].flags.c_contiguous
 np.savez(os.path.join(d, 'plain.npz'), **arrays)
 np.savez_compressed(os.path.join(d, 'compressed.npz'), **arrays)
-np.savez(os.path.join(d, 'ints.npz'), i=np.arange(3))
+# PyTorch state_dict dtypes: int64 counters, bool and uint8 masks; and
+# big-endian data, and an int64 that float32 cannot hold.
+np.savez(os.path.join(d, 'ints.npz'), i=np.arange(3), b=np.array([True, False, True]),
+         u=np.array([0, 1, 255], dtype=np.uint8), be=np.array([1.5, -2.0], dtype='>f4'),
+         i32=np.array([-7, 16777216], dtype=np.int32))
+np.savez(os.path.join(d, 'huge.npz'), n=np.array([1, 2**53 + 1], dtype=np.int64))
+np.savez(os.path.join(d, 'complex.npz'), c=np.zeros(2, dtype=np.complex64))
 )";
   REQUIRE(run_python(dir, script, dir.path().string()) == 0);
   for (const char* file : {"plain.npz", "compressed.npz"}) {
@@ -196,10 +202,22 @@ np.savez(os.path.join(d, 'ints.npz'), i=np.arange(3))
     CHECK(t[3].second.dim() == 0);
     CHECK(t[3].second.item() == -2.25f);
   }
-  const auto m = error_message<FormatError>([&] { read_npz(dir.file("ints.npz")); });
-  CHECK(m.find(dir.file("ints.npz")) != std::string::npos);
-  CHECK(m.find("entry 'i.npy'") != std::string::npos);
-  CHECK(m.find("dtype '<i8' is not supported") != std::string::npos);
+  const auto ints = read_npz(dir.file("ints.npz"));
+  REQUIRE(ints.size() == 5);
+  const std::vector<std::vector<float>> expected = {
+      {0, 1, 2}, {1, 0, 1}, {0, 1, 255}, {1.5f, -2.f}, {-7, 16777216}};
+  for (size_t i = 0; i < ints.size(); ++i) {
+    CAPTURE(ints[i].first);
+    REQUIRE(ints[i].second.numel() == static_cast<int64_t>(expected[i].size()));
+    for (size_t k = 0; k < expected[i].size(); ++k)
+      CHECK(ints[i].second.at(static_cast<int64_t>(k)) == expected[i][k]);
+  }
+  const auto m = error_message<FormatError>([&] { read_npz(dir.file("huge.npz")); });
+  CHECK(m.find(dir.file("huge.npz")) != std::string::npos);
+  CHECK(m.find("entry 'n.npy': element 1 of dtype '<i8' is 9007199254740993, which float32 cannot "
+               "hold exactly") != std::string::npos);
+  const auto c = error_message<FormatError>([&] { read_npz(dir.file("complex.npz")); });
+  CHECK(c.find("entry 'c.npy': dtype '<c8' is not supported") != std::string::npos);
 }
 
 TEST_CASE("damaged archives throw FormatError naming the file and the entry") {
@@ -232,9 +250,17 @@ TEST_CASE("damaged archives throw FormatError naming the file and the entry") {
   }
   SUBCASE("unsupported dtype") {
     auto b = bytes;
-    patch(b, "'<f4'", "'<i4'");
+    patch(b, "'<f4'", "'<U4'");
     fix_single_entry_crc(b);
-    expect_error(b, "entry 'w.npy': dtype '<i4' is not supported (expected '<f4' or '<f8')");
+    expect_error(
+        b, "entry 'w.npy': dtype '<U4' is not supported (expected a float, integer or bool dtype");
+  }
+  SUBCASE("bool that is neither 0 nor 1") {
+    auto b = bytes;
+    patch(b, "'<f4'", "'|b1'");
+    patch(b, "(2, 3)", "(24, )");  // the 24 float bytes read as 24 bools: not all 0/1
+    fix_single_entry_crc(b);
+    expect_error(b, "of dtype '|b1' is");
   }
   SUBCASE("shape does not match the data") {
     auto b = bytes;
