@@ -12,8 +12,11 @@ namespace spruce::pruning {
 struct FisherOptions {
   double damp = 1e-5;        // λ (the reference's scripts use 1e-5)
   int64_t block_size = 100;  // c; >= a layer's size gives one block per layer
-  int64_t samples = 400;     // m: gradients per Fisher
-  int64_t batch = 1;  // b: samples averaged into each gradient (the batch source's batch size)
+  /// WoodFisher: each block damped with λ + relative_damp × the mean of its
+  /// Fisher diagonal (GGᵀ/m)_qq, so damping follows the Fisher's scale (0 = off).
+  double relative_damp = 0.0;
+  int64_t samples = 400;  // m: gradients per Fisher
+  int64_t batch = 1;      // b: samples averaged into each gradient (the batch source's batch size)
 };
 
 }  // namespace spruce::pruning

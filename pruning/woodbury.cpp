@@ -7,6 +7,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <numeric>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -145,13 +146,16 @@ void inverse_gram(const double* g, int64_t ldg, int64_t m, int64_t n, double dam
 /// λ_b: the requested λ, raised to kDampFloor × the block's largest Fisher
 /// diagonal entry (GGᵀ/m)_qq when it is below that (see woodbury.h).
 double damp_for_block(const double* g, int64_t ldg, int64_t m, int64_t n, double damp,
-                      Workspace& ws) {
+                      double relative_damp, Workspace& ws, char* raised) {
   if (m == 0) return damp;
   double* sums = Workspace::sized(ws.sums, n);
   std::fill_n(sums, n, 0.0);
   for (int64_t i = 0; i < m; ++i)
     for (int64_t q = 0; q < n; ++q) sums[q] += g[q + i * ldg] * g[q + i * ldg];
   const double max_diag = *std::max_element(sums, sums + n) / static_cast<double>(m);
+  if (relative_damp > 0)  // + relative_damp × the mean Fisher diagonal entry of the block
+    damp += relative_damp * std::accumulate(sums, sums + n, 0.0) / static_cast<double>(m * n);
+  *raised = damp < kDampFloor * max_diag;
   return std::max(damp, kDampFloor * max_diag);
 }
 
@@ -261,7 +265,7 @@ std::vector<float> BlockInverse::dense(int64_t b) const {
 std::vector<int64_t> BlockInverse::raised_blocks() const {
   std::vector<int64_t> out;
   for (int64_t b = 0; b < num_blocks(); ++b)
-    if (block_damp(b) > damp_) out.push_back(b);
+    if (raised_[static_cast<size_t>(b)]) out.push_back(b);
   return out;
 }
 
@@ -284,6 +288,7 @@ BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> 
   inv.blocks_ = std::move(blocks);
   inv.damp_ = options.damp;
   inv.block_damp_.assign(inv.blocks_.size(), options.damp);
+  inv.raised_.assign(inv.blocks_.size(), 0);
   inv.rank_ = m;
   int64_t expect = 0, dense_size = 0, factor_size = 0;
   for (const Block& blk : inv.blocks_) {
@@ -346,7 +351,7 @@ BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> 
       const int64_t n = blk.size();
       const double* g = gt + (blk.begin - begin);  // column-major n×m, leading dimension width
       float* diag = inv.diag_.data() + blk.begin;
-      const double damp = inv.block_damp_[b] = damp_for_block(g, width, m, n, options.damp, ws);
+      const double damp = inv.block_damp_[b] = damp_for_block(g, width, m, n, options.damp, options.relative_damp, ws, &inv.raised_[b]);
       if (inv.factored(b)) {
         inverse_gram(g, width, m, n, damp, inv.factor_.data() + inv.offset_[b], diag, ws);
         continue;

@@ -54,6 +54,9 @@ struct InverseOptions {
   double damp = 1e-5;  // λ > 0
   InverseMethod method = InverseMethod::Auto;
   int64_t chunk = 32;  // k, gradients per Recursion step (>= 1)
+  /// Damping that follows the Fisher's scale: block b gets
+  /// λ_b = λ + relative_damp · mean_q (GGᵀ/m)_qq over its weights (0 = off).
+  double relative_damp = 0.0;
 };
 
 /// F_b⁻¹ for a partition of w into blocks, each dense or factored.
@@ -67,9 +70,10 @@ class BlockInverse {
   int64_t dim() const { return blocks_.empty() ? 0 : blocks_.back().end; }
   /// The requested λ.
   double damp() const { return damp_; }
-  /// λ_b, the damping block b was inverted with (>= damp()).
+  /// λ_b, the damping block b was inverted with (>= damp(); with relative
+  /// damping, λ + relative_damp · its mean Fisher diagonal entry, or the floor).
   double block_damp(int64_t b) const { return block_damp_[static_cast<size_t>(b)]; }
-  /// The blocks whose λ_b had to be raised above damp(), in order.
+  /// The blocks whose λ_b had to be raised to the floor, in order.
   std::vector<int64_t> raised_blocks() const;
   /// Whether block b is kept as its Woodbury factor B (else dense).
   bool factored(int64_t b) const { return factored_[static_cast<size_t>(b)] != 0; }
@@ -96,6 +100,7 @@ class BlockInverse {
   std::vector<Block> blocks_;
   double damp_ = 0.0;
   std::vector<double> block_damp_;  // λ_b per block
+  std::vector<char> raised_;        // 1 where λ_b was raised to the floor
   int64_t rank_ = 0;                // m, the columns of every factor
   std::vector<uint8_t> factored_;   // per block
   std::vector<int64_t> offset_;     // per block: start in dense_ or factor_

@@ -34,7 +34,7 @@ void WoodFisherPruner::prepare(const PrunableSet& set, const GradientBank* grads
   first_ = 0;
   mask_ = set.flat_mask();
   inverse_ = block_fisher_inverse(*grads, make_blocks(set.layer_sizes(), fisher.block_size),
-                                  {fisher.damp, options_.method, options_.chunk}, mask_);
+                                  {fisher.damp, options_.method, options_.chunk, fisher.relative_damp}, mask_);
   warn_raised_damping(set);
 }
 
@@ -76,7 +76,7 @@ void WoodFisherPruner::prepare_distributed(const PrunableSet& set, const Gradien
   mask_.assign(mask.begin() + first_, mask.begin() + first_ + partition_.columns(me));
   grads_ = &owned_grads_;
   inverse_ = block_fisher_inverse(owned_grads_, std::move(owned),
-                                  {fisher_.damp, options_.method, options_.chunk}, mask_);
+                                  {fisher_.damp, options_.method, options_.chunk, fisher_.relative_damp}, mask_);
   warn_raised_damping(set);
 }
 

@@ -72,7 +72,7 @@ struct Settings {
   double initial_sparsity = 0.0, final_sparsity = 0.9, finetune_lr = 0.0, update_scale = 1.0;
   double prune_lr_factor = 1.0;
   int64_t sub_steps = 1;
-  bool prune_reset_momentum = false, fisher_augment = false;
+  bool prune_reset_momentum = false, fisher_augment = false, damp_weight_decay = false;
   std::vector<std::string> patterns;
   bool all_layers = false;
   pruning::FisherOptions fisher;
@@ -146,6 +146,8 @@ void declare(cli::Args& a, Settings& s) {
             "k: each pruning step in k sub-steps, the Fisher recomputed at the current weights "
             "before each",
             1, 1000);
+  a.add_flag("damp-weight-decay", &s.damp_weight_decay,
+             "add --weight-decay to the Fisher damping lambda (the effective damping of SGD's L2)");
   a.add_flag("prune-reset-momentum", &s.prune_reset_momentum,
              "drop the optimizer's momentum right after each pruning step");
   a.add_double("prune-lr-factor", &s.prune_lr_factor,
@@ -616,6 +618,7 @@ void Run::setup_pruning() {
   o.schedule = {s_.prune_start, s_.prune_end, s_.prune_every, s_.initial_sparsity,
                 s_.final_sparsity};
   o.fisher = s_.fisher;
+  if (s_.damp_weight_decay) o.fisher.damp += s_.weight_decay;
   o.sub_steps = s_.sub_steps;
   o.reset_momentum = s_.prune_reset_momentum;
   o.lr_factor = s_.prune_lr_factor;

@@ -160,6 +160,30 @@ TEST_CASE("masked weights: their gradient entries count as zero and they decoupl
   }
 }
 
+TEST_CASE("relative damping: block b is damped with λ + r · mean of its Fisher diagonal") {
+  const std::vector<int64_t> layers{7, 5};
+  const GradientBank bank = random_bank(12, 9, 21);
+  const double damp = 1e-3, r = 0.1;
+  // One block per layer: the direct inverse with the λ_b computed here.
+  const BlockInverse inv = block_fisher_inverse(bank, make_blocks(layers, 100),
+                                                {damp, InverseMethod::Direct, 32, r});
+  for (int64_t b = 0; b < 2; ++b) {
+    const Block blk = inv.blocks()[b];
+    double mean = 0.0;
+    for (int64_t i = 0; i < bank.rows(); ++i)
+      for (int64_t q = blk.begin; q < blk.end; ++q) mean += std::pow(bank.row(i)[q], 2.0);
+    mean /= static_cast<double>(bank.rows() * blk.size());
+    CAPTURE(b);
+    CHECK(inv.block_damp(b) == doctest::Approx(damp + r * mean).epsilon(1e-9));
+    const ref::Mat want = ref::inverse(
+        ref::fisher(bank.data(), bank.rows(), bank.dim(), blk.begin, blk.size(), damp + r * mean, {}),
+        blk.size());
+    const std::vector<float> got = inv.dense(b);
+    CHECK(ref::max_rel_err(got.data(), want.data(), blk.size() * blk.size()) < 1e-4);
+  }
+  CHECK(inv.raised_blocks().empty());  // relative damping is not a raised floor
+}
+
 TEST_CASE("no gradients: F⁻¹ = I / λ") {
   const GradientBank bank(6);
   const std::vector<int64_t> layers{6};

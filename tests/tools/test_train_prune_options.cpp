@@ -7,6 +7,7 @@
 //                         optimizer step after a pruning step, then differs;
 //   --sub-steps k         with magnitude (no weight update between
 //                         sub-steps) the masks equal those of k = 1;
+//   --damp-weight-decay   the same run as --damp λ + weight decay;
 //   --fisher-augment      Fisher samples with crop and flip: other weights
 //                         than without, the same ones when run again.
 #include <doctest/doctest.h>
@@ -155,4 +156,19 @@ TEST_CASE("--fisher-augment draws other Fisher samples, reproducibly") {
   // Other Fisher samples, another OBS update (the masks may agree: with m = 8 the
   // statistic is close to magnitude's).
   CHECK(read_text(dir.file("aug/final.npz")) != read_text(dir.file("plain/final.npz")));
+}
+
+TEST_CASE("--damp-weight-decay damps the Fisher with λ + weight decay") {
+  TempDir dir;
+  write_mnist(dir.path() / "data");
+  // 0.25 + 0.5 = 0.75 exactly, so both runs use the very same λ.
+  expect_success(
+      run(kTrain, args(dir, "sum", "woodfisher",
+                       {"--weight-decay", "0.5", "--damp", "0.25", "--damp-weight-decay"})));
+  expect_success(
+      run(kTrain, args(dir, "given", "woodfisher", {"--weight-decay", "0.5", "--damp", "0.75"})));
+  expect_success(
+      run(kTrain, args(dir, "plain", "woodfisher", {"--weight-decay", "0.5", "--damp", "0.25"})));
+  CHECK(read_text(dir.file("sum/final.npz")) == read_text(dir.file("given/final.npz")));
+  CHECK(read_text(dir.file("sum/final.npz")) != read_text(dir.file("plain/final.npz")));
 }

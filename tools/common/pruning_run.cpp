@@ -26,6 +26,10 @@ void add_fisher_flags(Args& args, pruning::FisherOptions& s, int64_t* seed, bool
   args.add_double("damp", &s.damp, "lambda: Fisher damping", pruning::kMinDamp, pruning::kMaxDamp);
   args.add_int("block-size", &s.block_size,
                "c: WoodFisher block size (>= a layer's size: exact per layer)", 1);
+  args.add_double("relative-damp", &s.relative_damp,
+                  "WoodFisher: add this x the mean Fisher diagonal entry of each block to lambda "
+                  "(damping that follows the Fisher's scale; 0 = off)",
+                  0);
   if (seed) args.add_int("fisher-seed", seed, "seed of the Fisher samples", 0);
   if (augment)
     args.add_flag("fisher-augment", augment,
