@@ -43,7 +43,17 @@ std::string shape_str(const Shape& shape) {
 // malloc, each big buffer is fresh mmap memory every time: the kernel
 // zero-fills every page on first touch (about a tenth of a ResNet-20 step).
 // Freed big blocks are therefore kept and handed out again for a request of
-// exactly the same (page-rounded) size.
+// exactly the same (page-rounded) size, or failing that the smallest cached
+// block of at most kMaxSlack times the size.
+//
+// The slack matters for inference: a forward without a graph keeps only a
+// layer's input and output alive, so the live peak (and the cache bound
+// below) is small, while every layer asks for a size of its own. With exact
+// sizes only, the cache then evicted one size for the next and every output
+// was fresh memory: spruce-eval spent a quarter of its time in page faults
+// (issue 14). A freed layer's buffer now serves the next layers of similar
+// size. Training steps, where every size has its exact block after the first
+// step, are unchanged.
 //
 // The cache is bounded: memory held (live + cached) may exceed the largest
 // amount ever live at once by kHeadroom; beyond that a miss first returns
@@ -59,20 +69,33 @@ namespace {
 constexpr size_t kBigBytes = size_t{256} << 10;  // smaller buffers use aligned_alloc
 constexpr size_t kPage = 4096;
 constexpr double kHeadroom = 1.5;  // held / live peak before a miss releases blocks
+constexpr size_t kMaxSlack = 2;    // a request may take a cached block up to this many times larger
 
 class BlockCache {
  public:
-  void* take(size_t bytes) {
+  /// A block of at least `bytes` (page-rounded); its size is stored in *got.
+  void* take(size_t bytes, size_t* got) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      // Most recently freed first: its pages are the likeliest to be in cache.
+      // Exact size first, most recently freed first (its pages are the
+      // likeliest to be in cache); else the smallest block within the slack.
+      size_t best = free_.size();
       for (size_t i = free_.size(); i-- > 0;) {
-        if (free_[i].bytes != bytes) continue;
-        void* p = free_[i].ptr;
-        cached_ -= bytes;
-        free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(i));
-        live_ += bytes;
-        return p;
+        const size_t b = free_[i].bytes;
+        if (b == bytes) {
+          best = i;
+          break;
+        }
+        if (b > bytes && b <= kMaxSlack * bytes && (best == free_.size() || b < free_[best].bytes))
+          best = i;
+      }
+      if (best < free_.size()) {
+        const Block blk = free_[best];
+        cached_ -= blk.bytes;
+        free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(best));
+        live_ += blk.bytes;
+        *got = blk.bytes;
+        return blk.ptr;
       }
       const size_t peak = std::max(peak_, live_ + bytes);
       const double limit = kHeadroom * static_cast<double>(peak);
@@ -90,6 +113,7 @@ class BlockCache {
       live_ -= bytes;
       throw std::bad_alloc();
     }
+    *got = bytes;
     return p;
   }
 
@@ -129,15 +153,14 @@ size_t storage_bytes(int64_t n) {
 
 Storage::Storage(int64_t n) : size_(n) {
   const size_t bytes = storage_bytes(n);
-  data_ = static_cast<float*>(bytes >= kBigBytes ? block_cache().take(bytes)
+  data_ = static_cast<float*>(bytes >= kBigBytes ? block_cache().take(bytes, &block_bytes_)
                                                  : std::aligned_alloc(64, bytes));
   if (!data_) throw std::bad_alloc();
 }
 
 Storage::~Storage() {
-  const size_t bytes = storage_bytes(size_);
-  if (bytes >= kBigBytes)
-    block_cache().give(data_, bytes);
+  if (block_bytes_ > 0)
+    block_cache().give(data_, block_bytes_);
   else
     std::free(data_);
 }
@@ -230,7 +253,8 @@ Tensor Tensor::detach() const { return make_view(*this, shape()); }
 
 void Tensor::copy_from(const Tensor& src) {
   if (src.numel() != numel())
-    throw std::invalid_argument("copy_from: " + shape_str(src.shape()) + " into " + shape_str(shape()));
+    throw std::invalid_argument("copy_from: " + shape_str(src.shape()) + " into " +
+                                shape_str(shape()));
   std::memcpy(data(), src.data(), sizeof(float) * static_cast<size_t>(numel()));
 }
 
@@ -276,7 +300,8 @@ std::string Tensor::to_string(int64_t max_values) const {
 
 Tensor make_view(const Tensor& base, const Shape& shape) {
   if (numel_of(shape) != base.numel())
-    throw std::invalid_argument("cannot view " + shape_str(base.shape()) + " as " + shape_str(shape));
+    throw std::invalid_argument("cannot view " + shape_str(base.shape()) + " as " +
+                                shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
   impl->storage = checked(base.impl_).storage;

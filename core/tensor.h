@@ -23,8 +23,9 @@ int64_t numel_of(const Shape& shape);
 std::string shape_str(const Shape& shape);
 
 /// A 64-byte aligned float buffer. Tensors share it through shared_ptr.
-/// Big buffers are recycled: a freed one is kept for the next request of the
-/// same size (core/tensor.cpp), so contents start undefined either way.
+/// Big buffers are recycled: a freed one is kept for a later request of the
+/// same or a somewhat smaller size (core/tensor.cpp), so contents start
+/// undefined either way.
 class Storage {
  public:
   explicit Storage(int64_t n);
@@ -38,6 +39,7 @@ class Storage {
  private:
   float* data_ = nullptr;
   int64_t size_ = 0;
+  size_t block_bytes_ = 0;  // a big buffer's whole block (may exceed size_)
 };
 
 struct Node;

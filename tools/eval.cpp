@@ -22,12 +22,14 @@ int main(int argc, char** argv) {
     std::string shortcut = "B";
     double width = 1.0;
     int64_t batch = 256, threads = default_num_threads(), limit = 0, in_channels = 1, classes = 10;
-    cli::Args args("spruce-eval --model PATH",
-                   "Evaluates a model (spruce checkpoint or NumPy .npz) on a data set: loss, top-1 accuracy,\n"
-                   "per-class accuracy, confusion matrix, and the sparsity of every prunable layer.");
+    cli::Args args(
+        "spruce-eval --model PATH",
+        "Evaluates a model (spruce checkpoint or NumPy .npz) on a data set: loss, top-1 accuracy,\n"
+        "per-class accuracy, confusion matrix, and the sparsity of every prunable layer.");
     args.add_string("model", &model_path, "checkpoint (.ckpt) or .npz file to evaluate");
     args.add_choice("data", &data, cli::dataset_names(), "data set");
-    args.add_string("data-dir", &data_dir, "data set directory (default: the data set's standard place)");
+    args.add_string("data-dir", &data_dir,
+                    "data set directory (default: the data set's standard place)");
     args.add_choice("split", &split, {"test", "train"}, "which split to evaluate on");
     args.add_int("batch-size", &batch, "evaluation batch size", 1);
     args.add_int("limit", &limit, "evaluate only the first N samples (0 = all)", 0);
@@ -50,12 +52,18 @@ int main(int argc, char** argv) {
     cli::LoadedModel loaded = cli::load_model(model_path, npz_spec);
     auto dataset = cli::load_dataset(data, data_dir, split == "train");
     cli::check_model_fits_data(loaded.spec, *dataset, model_path);
-    std::printf("model   %s  %s, %lld parameters\n", model_path.c_str(), loaded.spec.describe().c_str(),
+    std::printf("model   %s  %s, %lld parameters\n", model_path.c_str(),
+                loaded.spec.describe().c_str(),
                 static_cast<long long>(loaded.module->num_parameters()));
-    std::printf("data    %s %s split, %lld samples\n", data.c_str(), split.c_str(),
-                static_cast<long long>(limit > 0 ? std::min(limit, dataset->size()) : dataset->size()));
-    const auto result = cli::evaluate(*loaded.module, dataset,
-                                      cli::eval_transforms(data, dataset->image_shape().channels), batch, limit);
+    std::printf(
+        "data    %s %s split, %lld samples\n", data.c_str(), split.c_str(),
+        static_cast<long long>(limit > 0 ? std::min(limit, dataset->size()) : dataset->size()));
+    const auto result =
+        cli::evaluate(*loaded.module, dataset,
+                      cli::eval_transforms(data, dataset->image_shape().channels), batch, limit);
+    std::printf("time    %lld images in %.2f s, %.0f images/s\n",
+                static_cast<long long>(result.samples), result.seconds,
+                result.seconds > 0 ? static_cast<double>(result.samples) / result.seconds : 0.0);
     std::printf("\nloss %.4f   top-1 %.2f%%\n\n", result.loss, 100 * result.accuracy);
     cli::print_class_table(result, dataset->class_names());
     std::printf("\n");
@@ -63,7 +71,8 @@ int main(int argc, char** argv) {
     const auto sparsity = cli::layer_sparsity(*loaded.module);
     std::printf("\n");
     cli::print_sparsity_table(sparsity);
-    if (!json_out.empty()) cli::write_eval_json(json_out, model_path, result, dataset->class_names(), sparsity);
+    if (!json_out.empty())
+      cli::write_eval_json(json_out, model_path, result, dataset->class_names(), sparsity);
     return 0;
   });
 }

@@ -1,4 +1,5 @@
-// Tensor creation, views, copies and the random generator.
+// Tensor creation, views, copies, the reuse of big freed buffers and the
+// random generator.
 #include <doctest/doctest.h>
 
 #include "core/random.h"
@@ -26,6 +27,32 @@ TEST_CASE("storage is 64-byte aligned") {
   for (int64_t n : {1, 3, 17, 1000}) {
     Tensor t = Tensor::empty({n});
     CHECK(reinterpret_cast<uintptr_t>(t.data()) % 64 == 0);
+  }
+}
+
+TEST_CASE("big freed buffers serve later requests of the same or a somewhat smaller size") {
+  // Sizes unlike any other test's, so no block cached before can match.
+  const int64_t big = (int64_t{3} << 20) + 123;  // floats: ~12 MiB
+  const float* first = nullptr;
+  {
+    Tensor t = Tensor::empty({big});
+    first = t.data();
+    t.data()[big - 1] = 1.f;
+  }
+  {
+    Tensor smaller = Tensor::empty({big * 2 / 3});  // within the slack: the same block
+    CHECK(smaller.data() == first);
+  }
+  {
+    // The block went back whole: the original size finds it again.
+    Tensor again = Tensor::empty({big});
+    CHECK(again.data() == first);
+    Tensor held = Tensor::empty({big});  // a second one while the block is taken
+    CHECK(held.data() != first);
+  }
+  {
+    Tensor tiny = Tensor::empty({big / 4});  // far smaller: not worth a 4x larger block
+    CHECK(tiny.data() != first);
   }
 }
 

@@ -1,6 +1,8 @@
 // Batched evaluation without autograd.
 #include "tools/common/evaluate.h"
 
+#include <chrono>
+
 #include "core/autograd.h"
 #include "core/ops/loss.h"
 #include "data/data_loader.h"
@@ -34,10 +36,12 @@ EvalResult evaluate(Module& model, std::shared_ptr<const data::Dataset> dataset,
   result.confusion.assign(classes, std::vector<int64_t>(classes, 0));
   double loss_sum = 0;
   int64_t correct = 0;
+  const auto start = std::chrono::steady_clock::now();
   while (auto batch = loader.next()) {
     Tensor logits = model(batch->images);
     const auto n = static_cast<int64_t>(batch->labels.size());
-    loss_sum += static_cast<double>(ops::cross_entropy(logits, batch->labels).item()) * static_cast<double>(n);
+    loss_sum += static_cast<double>(ops::cross_entropy(logits, batch->labels).item()) *
+                static_cast<double>(n);
     const int64_t C = logits.size(1);
     for (int64_t i = 0; i < n; ++i) {
       const float* row = logits.data() + i * C;
@@ -50,6 +54,7 @@ EvalResult evaluate(Module& model, std::shared_ptr<const data::Dataset> dataset,
     }
     result.samples += n;
   }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (result.samples > 0) {
     result.loss = loss_sum / static_cast<double>(result.samples);
     result.accuracy = static_cast<double>(correct) / static_cast<double>(result.samples);

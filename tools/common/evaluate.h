@@ -14,9 +14,10 @@
 namespace spruce::cli {
 
 struct EvalResult {
-  double loss = 0;       // mean cross-entropy
-  double accuracy = 0;   // top-1 in [0, 1]
+  double loss = 0;      // mean cross-entropy
+  double accuracy = 0;  // top-1 in [0, 1]
   int64_t samples = 0;
+  double seconds = 0;  // wall time of the evaluation loop (batches, forward, scoring)
   std::vector<std::vector<int64_t>> confusion;  // [true class][predicted class]
   /// Accuracy of one class (0 when the class has no samples).
   double class_accuracy(size_t c) const;
@@ -24,6 +25,7 @@ struct EvalResult {
 
 /// Evaluates `model` on at most `limit` samples (0 = all) in order.
 EvalResult evaluate(Module& model, std::shared_ptr<const data::Dataset> dataset,
-                    const data::TransformList& transforms, int64_t batch_size = 256, int64_t limit = 0);
+                    const data::TransformList& transforms, int64_t batch_size = 256,
+                    int64_t limit = 0);
 
 }  // namespace spruce::cli

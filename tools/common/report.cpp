@@ -73,7 +73,7 @@ void write_eval_json(const std::string& path, const std::string& model_path, con
                      const std::vector<std::string>& class_names, const std::vector<LayerSparsity>& sparsity) {
   Json j;
   j.begin_object().field("model", model_path).field("samples", result.samples).field("loss", result.loss);
-  j.field("top1", result.accuracy);
+  j.field("top1", result.accuracy).field("seconds", result.seconds);
   j.key("classes").begin_array();
   for (size_t c = 0; c < result.confusion.size(); ++c) {
     j.begin_object().field("name", c < class_names.size() ? class_names[c] : std::string("?"));
