@@ -2,6 +2,7 @@
 // records the backward for autograd; the kernels live beside it:
 //   depthwise convs (groups == C_in == C_out)   conv2d_depthwise.h
 //   dense 3x3 stride-1 convs with AVX-512        conv2d_winograd.h
+//   1x1 unpadded convs (forward), AVX2 + FMA     conv2d_pointwise.h
 //   other one-group convs with AVX2 + FMA        conv2d_direct.h
 //   everything else (and d_input of strides > 1) im2col + sgemm, conv2d_gemm.h
 //
@@ -30,6 +31,7 @@
 #include "conv2d_depthwise.h"
 #include "conv2d_direct.h"
 #include "conv2d_gemm.h"
+#include "conv2d_pointwise.h"
 #include "conv2d_winograd.h"
 #include "grad_buffer.h"
 #include "im2col.h"
@@ -132,11 +134,16 @@ Scratch& partial_scratch() {  // per-range d_weight partial sums (calling thread
 }
 
 /// out = conv(x, w) transformed by o for a conv with no depthwise kernel:
-/// Winograd, the direct kernel or the GEMM path, whichever applies first.
+/// Winograd, the pointwise or direct kernel or the GEMM path, whichever
+/// applies first.
 void dense_forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
                    float* out) {
   if (winograd::supports(g)) {  // splits the samples over the threads itself
     winograd::forward(x, w, o, g, 0, g.N, out);
+    return;
+  }
+  if (pointwise::supports(g)) {  // likewise
+    pointwise::forward(x, w, o, g, out);
     return;
   }
   const bool direct = direct::supports_forward(g);

@@ -1,0 +1,230 @@
+// Pointwise conv micro-kernels (see conv2d_pointwise.h).
+//
+// Work: the N * P columns are cut into panels of R; a task packs a chunk of
+// up to kChunkPanels panels ([panel][C][R], a few hundred KB: it stays in
+// L2) and runs, for each block of B output channels (its packed weights
+// [C][B], up to 128 KB, also from L2), the micro-kernel on every panel of
+// the chunk. With few columns (batch 1, small planes) tasks also split the
+// output-channel blocks, each packing the chunk it needs.
+#include "conv2d_pointwise.h"
+
+#include <algorithm>
+
+#include "../parallel.h"
+#include "conv2d_lanes.h"  // defines SPRUCE_DIRECT_CONV with AVX2 + FMA
+#include "scratch.h"
+
+namespace spruce::ops::pointwise {
+
+#ifdef SPRUCE_DIRECT_CONV
+namespace {
+
+constexpr int64_t kChunkPanels = 12;
+
+/// T[i][0:B] = init + sum_c xp[c][i] * wp[c][0:B] for the R columns of a
+/// panel: the register block. Each sum runs over c in order.
+#ifdef __AVX512F__
+__attribute__((noinline)) void block_avx512(const float* xp, const float* wp, int64_t C,
+                                            const float* init, float* T) {
+  constexpr int R = 8;
+  const __m512 i0 = _mm512_loadu_ps(init), i1 = _mm512_loadu_ps(init + 16);
+  __m512 a[R], b[R];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) a[i] = i0, b[i] = i1;
+  for (int64_t c = 0; c < C; ++c, xp += R, wp += 32) {
+    const __m512 w0 = _mm512_loadu_ps(wp), w1 = _mm512_loadu_ps(wp + 16);
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      const __m512 v = _mm512_set1_ps(xp[i]);
+      a[i] = _mm512_fmadd_ps(v, w0, a[i]);
+      b[i] = _mm512_fmadd_ps(v, w1, b[i]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) {
+    _mm512_storeu_ps(T + 32 * i, a[i]);
+    _mm512_storeu_ps(T + 32 * i + 16, b[i]);
+  }
+}
+#endif
+
+__attribute__((noinline)) void block_avx2(const float* xp, const float* wp, int64_t C,
+                                          const float* init, float* T) {
+  constexpr int R = 6;
+  const __m256 i0 = _mm256_loadu_ps(init), i1 = _mm256_loadu_ps(init + 8);
+  __m256 a[R], b[R];
+#pragma GCC unroll 6
+  for (int i = 0; i < R; ++i) a[i] = i0, b[i] = i1;
+  for (int64_t c = 0; c < C; ++c, xp += R, wp += 16) {
+    const __m256 w0 = _mm256_loadu_ps(wp), w1 = _mm256_loadu_ps(wp + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < R; ++i) {
+      const __m256 v = _mm256_broadcast_ss(xp + i);
+      a[i] = _mm256_fmadd_ps(v, w0, a[i]);
+      b[i] = _mm256_fmadd_ps(v, w1, b[i]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < R; ++i) {
+    _mm256_storeu_ps(T + 16 * i, a[i]);
+    _mm256_storeu_ps(T + 16 * i + 8, b[i]);
+  }
+}
+
+/// The register block of one ISA: R columns x B output channels.
+struct Kernel {
+  int64_t R, B;
+  void (*block)(const float*, const float*, int64_t, const float*, float*);
+};
+
+Kernel kernel_for(Isa isa) {
+#ifdef __AVX512F__
+  if (isa == Isa::kAvx512) return {8, 32, block_avx512};
+#endif
+  (void)isa;
+  return {6, 16, block_avx2};
+}
+
+/// wp[ob][c][0:B] = w[ob * B + j, c] * scale (zero past OC) and
+/// init[ob][0:B] = shift, for the output-channel blocks ob.
+void pack_weights(const float* w, const ConvOutput& o, const ConvGeometry& g, int64_t B, float* wp,
+                  float* init) {
+  const int64_t C = g.C, blocks = (g.OC + B - 1) / B;
+  parallel_for(0, blocks, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t ob = lo; ob < hi; ++ob) {
+      const int64_t o0 = ob * B, on = std::min(B, g.OC - o0);
+      float* dst = wp + ob * C * B;
+      for (int64_t h = 0; h < B; h += 8)  // 8 rows of w at a time, transposed
+        lanes::planes_to_lanes(w + (o0 + h) * C, C, std::clamp<int64_t>(on - h, 0, 8), C,
+                               [&](int64_t c) { return dst + c * B + h; });
+      for (int64_t j = 0; j < B; ++j) {
+        const int64_t oc = o0 + j;
+        init[ob * B + j] = oc < g.OC && o.shift ? o.shift[oc] : 0.f;
+        if (oc >= g.OC || !o.scale) continue;
+        for (int64_t c = 0; c < C; ++c) dst[c * B + j] *= o.scale[oc];
+      }
+    }
+  });
+}
+
+/// xp[k][c][0:R] = x at the columns [q0 + k R, q0 + (k + 1) R) for the
+/// panels k < panels (columns past N * P are zero). Column q is output pixel
+/// q % P of sample q / P; at stride 1 a run of columns inside one sample is
+/// a run of input pixels, copied per channel, else each is gathered.
+void pack_columns(const float* x, const ConvGeometry& g, int64_t R, int64_t q0, int64_t panels,
+                  float* xp) {
+  const int64_t C = g.C, P = g.P(), Q = g.N * P, HW = g.H * g.W, s = g.stride;
+  for (int64_t k = 0; k < panels; ++k) {
+    float* panel = xp + k * C * R;
+    for (int64_t j = 0; j < R;) {
+      const int64_t q = q0 + k * R + j;
+      if (q >= Q) {  // past the last column
+        for (int64_t c = 0; c < C; ++c) std::fill(panel + c * R + j, panel + c * R + R, 0.f);
+        break;
+      }
+      const int64_t n = q / P, p = q % P;
+      if (s != 1) {
+        const float* src = x + n * C * HW + (p / g.OW) * s * g.W + (p % g.OW) * s;
+        for (int64_t c = 0; c < C; ++c) panel[c * R + j] = src[c * HW];
+        ++j;
+        continue;
+      }
+      const int64_t len = std::min(R - j, P - p);
+      const float* src = x + n * C * P + p;
+      if (len == 8 && R == 8) {
+        for (int64_t c = 0; c < C; ++c)
+          _mm256_storeu_ps(panel + c * R, _mm256_loadu_ps(src + c * P));
+      } else {
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t i = 0; i < len; ++i) panel[c * R + j + i] = src[c * P + i];
+      }
+      j += len;
+    }
+  }
+}
+
+/// out (NCHW) = the R x B block T of the columns [q, q + R) and the output
+/// channels [o0, o0 + B), finished by o (residual, ReLU).
+void write_block(const float* T, const ConvGeometry& g, const ConvOutput& o, int64_t R, int64_t B,
+                 int64_t q, int64_t o0, float* out) {
+  const int64_t P = g.P(), Q = g.N * P, on = std::min(B, g.OC - o0);
+  for (int64_t j = 0; j < R && q + j < Q;) {
+    const int64_t n = (q + j) / P, p = (q + j) % P;
+    const int64_t len = std::min({R - j, P - p, Q - q - j});
+    for (int64_t h = 0; h < on; h += 8) {
+      const int64_t at = (n * g.OC + o0 + h) * P + p;
+      lanes::lanes_to_planes<false>([&](int64_t l) { return T + (j + l) * B + h; }, len,
+                                    std::min<int64_t>(8, on - h), out + at, P, o,
+                                    o.residual ? o.residual + at : nullptr);
+    }
+    j += len;
+  }
+}
+
+Scratch& weight_scratch() {  // packed weights and start values (calling thread)
+  thread_local Scratch s;
+  return s;
+}
+
+Scratch& panel_scratch() {  // a task's packed columns
+  thread_local Scratch s;
+  return s;
+}
+
+}  // namespace
+
+Isa best_isa() {
+#ifdef __AVX512F__
+  return Isa::kAvx512;
+#else
+  return Isa::kAvx2;
+#endif
+}
+
+bool supports(const ConvGeometry& g) {
+  return g.KH == 1 && g.KW == 1 && g.padding == 0 && g.groups == 1 && g.C > 0 && g.OC > 0 &&
+         g.N * g.P() > 0;
+}
+
+void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g, float* out,
+             Isa isa) {
+  const Kernel k = kernel_for(isa);
+  const int64_t R = k.R, B = k.B, C = g.C;
+  const int64_t blocks = (g.OC + B - 1) / B;
+  float* wp = weight_scratch().get(blocks * B * (C + 1));
+  float* init = wp + blocks * B * C;
+  pack_weights(w, o, g, B, wp, init);
+
+  const int64_t Q = g.N * g.P(), panels = (Q + R - 1) / R;
+  const int64_t threads = in_parallel_region() ? 1 : num_threads();
+  // Chunks of panels, smaller when there are too few to keep every thread busy.
+  const int64_t per_chunk = std::clamp<int64_t>(panels / (2 * threads), 1, kChunkPanels);
+  const int64_t chunks = (panels + per_chunk - 1) / per_chunk;
+  // Few chunks (batch 1): the output-channel blocks are split too.
+  const int64_t groups = std::clamp<int64_t>((2 * threads + chunks - 1) / chunks, 1, blocks);
+  const int64_t per_group = (blocks + groups - 1) / groups;
+  parallel_for(0, chunks * groups, 1, [&](int64_t t0, int64_t t1) {
+    float* xp = panel_scratch().get(per_chunk * C * R);
+    alignas(64) float T[8 * 32];
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t ch = t / groups, gr = t % groups;
+      const int64_t p0 = ch * per_chunk, np = std::min(per_chunk, panels - p0);
+      pack_columns(x, g, R, p0 * R, np, xp);
+      for (int64_t ob = gr * per_group; ob < std::min(blocks, (gr + 1) * per_group); ++ob)
+        for (int64_t kp = 0; kp < np; ++kp) {
+          k.block(xp + kp * C * R, wp + ob * C * B, C, init + ob * B, T);
+          write_block(T, g, o, R, B, (p0 + kp) * R, ob * B, out);
+        }
+    }
+  });
+}
+
+#else  // no AVX2 + FMA: conv2d keeps pointwise convs on its GEMM path
+
+Isa best_isa() { return Isa::kNone; }
+bool supports(const ConvGeometry&) { return false; }
+void forward(const float*, const float*, const ConvOutput&, const ConvGeometry&, float*, Isa) {}
+
+#endif
+
+}  // namespace spruce::ops::pointwise

@@ -1,0 +1,46 @@
+// Pointwise (1x1, unpadded, one group, any stride) convolutions on our own
+// register-blocked micro-kernels: MobileNet's pointwise convs hold ~95 % of
+// its multiply-adds, and on the small planes of its last blocks (4x4, 2x2)
+// they used to go to OpenBLAS, which this environment pins to its AVX2
+// (Haswell) kernels; ResNet's option-B shortcuts are 1x1 stride-2 convs.
+// Used by core/ops/conv2d.cpp for the forward (training and inference); the
+// backward stays on the GEMM / direct kernels.
+//
+// out[n, o, p] = act(scale[o] * sum_c W[o, c] x[n, c, p] + shift[o] + res[n, o, p])
+// is a product W [OC, C] @ X [C, N * P] whose columns are the (sample,
+// pixel) pairs. Columns are packed R at a time into panels [C][R] (a
+// 2x2 plane is then no narrower than a 28x28 one), the weights once per call
+// into blocks of B output channels [C][B] with the scale folded in; the
+// micro-kernel keeps an R x B block of outputs in registers (per input
+// channel: B / lanes weight loads, R broadcasts, R * B / lanes FMAs) starting
+// from the shift, and the block goes back to NCHW through the channel-lane
+// transposes of conv2d_lanes.h, which add the residual and apply the ReLU.
+//   AVX-512: R = 8 columns x B = 32 channels (16 zmm accumulators)
+//   AVX2:    R = 6 columns x B = 16 channels (12 ymm accumulators)
+// Both are compiled when the build targets AVX-512 (tests run both), only
+// the AVX2 one for an AVX2 build; without AVX2 + FMA, supports() is false and
+// conv2d keeps to its GEMM path. Every output is one task's sum over the
+// input channels in order, so results do not depend on the thread count.
+#pragma once
+
+#include <cstdint>
+
+#include "im2col.h"
+
+namespace spruce::ops::pointwise {
+
+enum class Isa { kNone, kAvx2, kAvx512 };
+
+/// The best micro-kernel this build has (kNone: none).
+Isa best_isa();
+
+/// Whether forward() handles g: a pointwise conv and a micro-kernel built.
+bool supports(const ConvGeometry& g);
+
+/// out = conv(x, w) transformed by o, for every sample, on the micro-kernel
+/// `isa` (which the build must have; best_isa() by default). x [N, C, H, W],
+/// w [OC, C], out [N, OC, OH, OW].
+void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g, float* out,
+             Isa isa = best_isa());
+
+}  // namespace spruce::ops::pointwise

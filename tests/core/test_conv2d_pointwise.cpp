@@ -1,0 +1,197 @@
+// The pointwise conv micro-kernels (core/ops/conv2d_pointwise) and the
+// portable GEMM path they replace, each against the double-precision
+// reference (tests/core/conv_reference.h) within 1e-5 relative, on every 1x1
+// conv of MobileNetV1 (width 1, 28x28 and 32x32 inputs) and of ResNet-20
+// option B (its stride-2 shortcuts), batch 1 and 3, plain (a bias) and fused
+// (scale, shift, residual, ReLU), with pruned weights; and conv2d on every
+// 3x3 geometry of ResNet-20. A path the build lacks (AVX-512 on an AVX2
+// build, both on a portable one) is reported as skipped.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/ops/conv2d.h"
+#include "core/ops/conv2d_gemm.h"
+#include "core/ops/conv2d_pointwise.h"
+#include "core/parallel.h"
+#include "core/random.h"
+#include "tests/core/conv_reference.h"
+#include "tests/skip.h"
+
+using namespace spruce;
+using ops::pointwise::Isa;
+using spruce::test::skip_unless;
+
+namespace {
+
+struct Geometry {
+  int64_t C, OC, H, W, K, stride, padding;
+};
+
+/// Every 1x1 conv of MobileNetV1 (width 1, first stride 1) on an H x H
+/// input: block i's pointwise conv sees the plane its depthwise conv left.
+std::vector<Geometry> mobilenet_pointwise(int64_t H) {
+  const int64_t out[13] = {64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024};
+  const int64_t stride[13] = {1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1};
+  std::vector<Geometry> gs;
+  int64_t c = 32;
+  for (int i = 0; i < 13; ++i) {
+    H = (H + 2 - 3) / stride[i] + 1;
+    if (i < 7 || i > 10) gs.push_back({c, out[i], H, H, 1, 1, 0});  // blocks 7-11 repeat block 6
+    c = out[i];
+  }
+  return gs;
+}
+
+/// ResNet-20's convs on an H x H input with `in` channels: the stem, the
+/// 3x3 convs of the three stages, and option B's 1x1 stride-2 shortcuts.
+std::vector<Geometry> resnet20(int64_t in, int64_t H) {
+  return {{in, 16, H, H, 3, 1, 1},         {16, 16, H, H, 3, 1, 1},
+          {16, 32, H, H, 3, 2, 1},         {32, 32, H / 2, H / 2, 3, 1, 1},
+          {32, 64, H / 2, H / 2, 3, 2, 1}, {64, 64, (H + 3) / 4, (H + 3) / 4, 3, 1, 1},
+          {16, 32, H, H, 1, 2, 0},         {32, 64, H / 2, H / 2, 1, 2, 0}};
+}
+
+std::vector<Geometry> pointwise_geometries() {
+  std::vector<Geometry> gs;
+  for (int64_t H : {28, 32})
+    for (const Geometry& g : mobilenet_pointwise(H)) gs.push_back(g);
+  for (int64_t H : {28, 32})
+    for (const Geometry& g : resnet20(1, H))
+      if (g.K == 1) gs.push_back(g);
+  return gs;
+}
+
+std::string describe(const ops::ConvGeometry& g, bool fused) {
+  std::ostringstream os;
+  os << "N" << g.N << " C" << g.C << "->" << g.OC << " " << g.H << "x" << g.W << " k" << g.KH
+     << " s" << g.stride << (fused ? " fused" : " plain");
+  return os.str();
+}
+
+std::vector<float> random_values(int64_t n, Generator& gen, float lo, float hi) {
+  const Tensor t = Tensor::rand({n}, gen, lo, hi);
+  return {t.data(), t.data() + n};
+}
+
+/// A conv's inputs and the two output transforms checked: a plain conv
+/// with a bias, and a fused one (scale, shift, residual, ReLU).
+struct Problem {
+  ops::ConvGeometry g;
+  std::vector<float> x, w, scale, shift, residual;
+  Problem(const Geometry& geo, int64_t N, Generator& gen)
+      : g(test::conv_geometry(N, geo.C, geo.OC, geo.H, geo.W, geo.K, geo.K, geo.stride,
+                              geo.padding)) {
+    x = random_values(N * g.C * g.H * g.W, gen, -1, 1);
+    w = random_values(g.OC * g.Kc(), gen, -0.2f, 0.2f);
+    for (size_t i = 0; i < w.size(); i += 3) w[i] = 0.f;  // pruned weights
+    scale = random_values(g.OC, gen, 0.5f, 2.f);
+    shift = random_values(g.OC, gen, -1, 1);
+    residual = random_values(N * g.OC * g.P(), gen, -1, 1);
+  }
+  ops::ConvOutput output(bool fused) const {
+    if (!fused) return {.shift = shift.data()};
+    return {scale.data(), shift.data(), residual.data(), true};
+  }
+};
+
+/// max |got - want| relative to the largest |want| (at least 1).
+double rel_error(const std::vector<float>& got, const std::vector<double>& want) {
+  double diff = 0, size = 1;
+  for (size_t i = 0; i < want.size(); ++i) {
+    diff = std::max(diff, std::abs(got[i] - want[i]));
+    size = std::max(size, std::abs(want[i]));
+  }
+  return diff / size;
+}
+
+/// Runs `path` on every pointwise geometry, batch 1 and 3, plain and fused,
+/// on 1 and 2 threads, against the reference.
+template <class Path>
+void check_pointwise_path(const Path& path) {
+  Generator gen(17);
+  const int saved = num_threads();
+  for (const Geometry& geo : pointwise_geometries())
+    for (const int64_t N : {1, 3}) {
+      const Problem pr(geo, N, gen);
+      for (const bool fused : {false, true}) {
+        const ops::ConvOutput o = pr.output(fused);
+        const std::vector<double> want = test::reference_conv(pr.g, pr.x.data(), pr.w.data(), o);
+        for (const int threads : {1, 2}) {
+          set_num_threads(threads);
+          std::vector<float> got(want.size(), -7.f);
+          path(pr, o, got.data());
+          INFO(describe(pr.g, fused) << " threads " << threads);
+          CHECK(rel_error(got, want) < 1e-5);
+        }
+      }
+    }
+  set_num_threads(saved);
+}
+
+const bool kNoAvx512 = skip_unless(ops::pointwise::best_isa() == Isa::kAvx512,
+                                   "built without AVX-512: no AVX-512 pointwise kernel to test");
+const bool kNoAvx2 = skip_unless(ops::pointwise::best_isa() != Isa::kNone,
+                                 "built without AVX2 + FMA: no pointwise kernels to test");
+
+}  // namespace
+
+TEST_CASE("pointwise AVX-512 kernel matches the double reference on MobileNetV1 and ResNet-20" *
+          doctest::skip(kNoAvx512)) {
+  check_pointwise_path([](const Problem& p, const ops::ConvOutput& o, float* out) {
+    ops::pointwise::forward(p.x.data(), p.w.data(), o, p.g, out, Isa::kAvx512);
+  });
+}
+
+TEST_CASE("pointwise AVX2 kernel matches the double reference on MobileNetV1 and ResNet-20" *
+          doctest::skip(kNoAvx2)) {
+  check_pointwise_path([](const Problem& p, const ops::ConvOutput& o, float* out) {
+    ops::pointwise::forward(p.x.data(), p.w.data(), o, p.g, out, Isa::kAvx2);
+  });
+}
+
+TEST_CASE("portable GEMM path matches the double reference on the same 1x1 convs") {
+  check_pointwise_path([](const Problem& p, const ops::ConvOutput& o, float* out) {
+    ops::gemm_conv::forward(p.x.data(), p.w.data(), o, p.g, 0, p.g.N, out);
+  });
+}
+
+TEST_CASE("conv2d takes the pointwise kernel for 1x1 convs: bit for bit its output" *
+          doctest::skip(kNoAvx2)) {
+  Generator gen(5);
+  const Problem p({64, 96, 4, 4, 1, 1, 0}, 5, gen);
+  const Tensor x = Tensor::from_data({5, 64, 4, 4}, p.x);
+  const Tensor w = Tensor::from_data({96, 64, 1, 1}, p.w);
+  const Tensor b = Tensor::from_data({96}, p.shift);
+  const Tensor y = ops::conv2d(x, w, b);
+  std::vector<float> want(static_cast<size_t>(y.numel()));
+  ops::pointwise::forward(p.x.data(), p.w.data(), p.output(false), p.g, want.data());
+  CHECK(std::equal(want.begin(), want.end(), y.data()));
+}
+
+TEST_CASE("conv2d_fused matches the double reference on every ResNet-20 geometry") {
+  Generator gen(23);
+  NoGradGuard no_grad;
+  for (const int64_t in : {1, 3})
+    for (const Geometry& geo : resnet20(in, in == 1 ? 28 : 32))
+      for (const int64_t N : {1, 2}) {
+        const Problem p(geo, N, gen);
+        const ops::ConvOutput o = p.output(true);
+        const Tensor y = ops::conv2d_fused(
+            Tensor::from_data({N, p.g.C, p.g.H, p.g.W}, p.x),
+            Tensor::from_data({p.g.OC, p.g.C, p.g.KH, p.g.KW}, p.w),
+            {.scale = Tensor::from_data({p.g.OC}, p.scale),
+             .shift = Tensor::from_data({p.g.OC}, p.shift),
+             .residual = Tensor::from_data({N, p.g.OC, p.g.OH, p.g.OW}, p.residual),
+             .relu = true},
+            {.stride = p.g.stride, .padding = p.g.padding});
+        const std::vector<double> want = test::reference_conv(p.g, p.x.data(), p.w.data(), o);
+        INFO(describe(p.g, true));
+        CHECK(rel_error({y.data(), y.data() + y.numel()}, want) < 1e-5);
+      }
+}
