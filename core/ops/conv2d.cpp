@@ -1,7 +1,7 @@
 // conv2d: the op. Checks shapes, picks a kernel for each direction and
 // records the backward for autograd; the kernels live beside it:
 //   depthwise convs (groups == C_in == C_out)   conv2d_depthwise.h
-//   dense 3x3 stride-1 convs with AVX-512        conv2d_winograd.h
+//   dense 3x3 stride-1 convs with AVX2 + FMA     conv2d_winograd.h
 //   1x1 unpadded convs (forward), AVX2 + FMA     conv2d_pointwise.h
 //   other one-group convs with AVX2 + FMA        conv2d_direct.h
 //   everything else (and d_input of strides > 1) im2col + sgemm, conv2d_gemm.h

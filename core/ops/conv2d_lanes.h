@@ -105,14 +105,15 @@ inline void lanes_to_planes(const At& at, int64_t count, int64_t cn, float* plan
   }
 }
 
-/// rows[j][p] (+)= T[p][j] for p < np, j < nj (<= 16); rows[j] = out + j * P.
-/// Assigned values are finished by `o` with the residual rows res + j * P
-/// (res: the residual at out's position, or null).
-template <bool Accumulate>
+/// rows[j][p] (+)= T[p][j] for p < np, j < nj (<= Stride, a multiple of 8:
+/// T's rows are Stride floats apart); rows[j] = out + j * P. Assigned values
+/// are finished by `o` with the residual rows res + j * P (res: the residual
+/// at out's position, or null).
+template <bool Accumulate, int64_t Stride = 16>
 inline void untranspose(const float* T, int64_t np, int64_t nj, float* out, int64_t P,
                         const ConvOutput& o = {}, const float* res = nullptr) {
-  for (int64_t h = 0; h < 2 && h * 8 < nj; ++h)
-    lanes_to_planes<Accumulate>([&](int64_t p) { return T + p * 16 + h * 8; }, np,
+  for (int64_t h = 0; h < Stride / 8 && h * 8 < nj; ++h)
+    lanes_to_planes<Accumulate>([&](int64_t p) { return T + p * Stride + h * 8; }, np,
                                 std::min<int64_t>(8, nj - h * 8), out + h * 8 * P, P, o,
                                 res ? res + h * 8 * P : nullptr);
 }

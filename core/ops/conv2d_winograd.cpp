@@ -8,22 +8,27 @@
 // over input channels, the elementwise product becomes, for each of the 16
 // positions xi of the 4x4 transformed patch, a product of matrices:
 //   M[xi][t][oc] = sum_c U[xi][c][oc] V[xi][t][c]      (t: a 2x2 output tile)
-// Per sample:
-//   1. x (NCHW) -> X, zero-padded, 16 channels per pixel vector (8x8 transposes);
-//   2. V = B^T d B for every tile, 16 channels a vector;
-//   3. the 16 products above, on 1..8 tiles x 16 output channels in registers
-//      (per input channel one weight load and an FMA with an embedded
-//      broadcast per tile);
-//   4. Y = A^T M A + shift, 16 output channels a vector, into two output rows
-//      of [pixel][16], which go back to NCHW through lanes::untranspose (with
+// One code for both vector widths: Vec is L = 16 float lanes on AVX-512 and
+// L = 8 on AVX2, and every buffer holds L channels per pixel vector. Per sample:
+//   1. x (NCHW) -> X, zero-padded, L channels per pixel vector (8x8 transposes);
+//   2. V = B^T d B for every tile, L channels a vector;
+//   3. the 16 products above, on up to Vec::kTiles tiles x Vec::kOut output
+//      vectors in registers (per input channel kOut weight loads and, per
+//      tile, a broadcast and kOut FMAs);
+//   4. Y = A^T M A + shift, L output channels a vector, into two output rows
+//      of [pixel][L], which go back to NCHW through lanes::untranspose (with
 //      the residual and ReLU of a fused conv).
-// Layouts (floats): X [CB][Hx][Wx][16], V [16][CB][TB][16], M [16][OB][TB][16],
-// U [16][OB][C][16], with CB = C / 16, OB = OC / 16, and V and M for a block of
+// Layouts (floats): X [CB][Hx][Wx][L], V [16][CB][TB][L], M [16][OB][TB][L],
+// U [16][OB][C][L], with CB = C / L, OB = OC / L, and V and M for a block of
 // TB tiles (whole tile rows, about 16 tiles: V and M stay in the L1 cache).
+// Every output element is summed in the same order whatever the width, so
+// the two builds agree up to the rounding of their FMAs (both fuse).
 #include "conv2d_winograd.h"
 
 #include <algorithm>
+#include <array>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "../parallel.h"
@@ -31,25 +36,56 @@
 
 namespace spruce::ops::winograd {
 
-#if defined(SPRUCE_DIRECT_CONV) && defined(__AVX512F__)
+#if defined(SPRUCE_DIRECT_CONV)
 namespace {
+
+// One vector of L float lanes, and the register block of the products:
+// kOut output vectors x kTiles tiles of accumulators (AVX-512's 32 registers
+// hold 1 x 8; AVX2's 16 hold 2 x 6, two weight loads per six broadcasts).
+#if defined(__AVX512F__)
+struct Vec {
+  using T = __m512;
+  static constexpr int L = 16, kOut = 1, kTiles = 8;
+  static T load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, T v) { _mm512_storeu_ps(p, v); }
+  static T zero() { return _mm512_setzero_ps(); }
+  static T set1(float v) { return _mm512_set1_ps(v); }
+  static T add(T a, T b) { return _mm512_add_ps(a, b); }
+  static T sub(T a, T b) { return _mm512_sub_ps(a, b); }
+  static T fmadd(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+};
+#else
+struct Vec {
+  using T = __m256;
+  static constexpr int L = 8, kOut = 2, kTiles = 6;
+  static T load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, T v) { _mm256_storeu_ps(p, v); }
+  static T zero() { return _mm256_setzero_ps(); }
+  static T set1(float v) { return _mm256_set1_ps(v); }
+  static T add(T a, T b) { return _mm256_add_ps(a, b); }
+  static T sub(T a, T b) { return _mm256_sub_ps(a, b); }
+  static T fmadd(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
+};
+#endif
+using VT = Vec::T;
+constexpr int64_t L = Vec::L;
 
 struct Plan {
   int64_t C, H, W, OC, CB, OB, TH, TW, Hx, Wx;
   int64_t RB, TB;           // tile rows per block, tiles per block: V and M hold one block
   std::vector<int32_t> at;  // [H * W]: pixel l's vector in a padded buffer, in floats
   explicit Plan(const ConvGeometry& g)
-      : C(g.C), H(g.H), W(g.W), OC(g.OC), CB(g.C / 16), OB(g.OC / 16) {
+      : C(g.C), H(g.H), W(g.W), OC(g.OC), CB(g.C / L), OB(g.OC / L) {
     TH = (H + 1) / 2, TW = (W + 1) / 2;
     Hx = 2 * TH + 2, Wx = 2 * TW + 2;  // one row / column of padding before, the rest after
     RB = std::clamp<int64_t>(16 / TW, 1, TH), TB = RB * TW;
     at.resize(static_cast<size_t>(H * W));
     for (int64_t l = 0; l < H * W; ++l)
-      at[static_cast<size_t>(l)] = static_cast<int32_t>(((1 + l / W) * Wx + 1 + l % W) * 16);
+      at[static_cast<size_t>(l)] = static_cast<int32_t>(((1 + l / W) * Wx + 1 + l % W) * L);
   }
 };
 
-/// U[xi][ob][c][16] = (G g G^T)[xi] of w[oc, c] times scale[oc] (null: 1);
+/// U[xi][ob][c][L] = (G g G^T)[xi] of w[oc, c] times scale[oc] (null: 1);
 /// U holds 16 OC C floats.
 void transform_weights(const float* w, const float* scale, const Plan& pl, float* U) {
   for (int64_t oc = 0; oc < pl.OC; ++oc)
@@ -67,122 +103,134 @@ void transform_weights(const float* w, const float* scale, const Plan& pl, float
         const float u[4] = {gk[i][0], 0.5f * (gk[i][0] + gk[i][1] + gk[i][2]),
                             0.5f * (gk[i][0] - gk[i][1] + gk[i][2]), gk[i][2]};
         for (int j = 0; j < 4; ++j)
-          U[(((i * 4 + j) * pl.OB + oc / 16) * pl.C + c) * 16 + oc % 16] = u[j] * a;
+          U[(((i * 4 + j) * pl.OB + oc / L) * pl.C + c) * L + oc % L] = u[j] * a;
       }
     }
 }
 
-/// X[cb][1 + r][1 + col][0:16] = x[16 cb + 0:16][r][col] for the channel
+/// X[cb][1 + r][1 + col][0:L] = x[L cb + 0:L][r][col] for the channel
 /// blocks cb < blocks of one sample's H x W planes: into the interior of the
 /// padded pixel-vector buffer (the border stays zero).
 void fill(const float* x, int64_t blocks, const Plan& pl, float* X) {
   const int64_t plane = pl.H * pl.W;
   for (int64_t cb = 0; cb < blocks; ++cb) {
-    float* dst = X + cb * pl.Hx * pl.Wx * 16;
-    lanes::planes_to_lanes<2>(x + cb * 16 * plane, plane, 16, plane,
-                              [&](int64_t l) { return dst + pl.at[static_cast<size_t>(l)]; });
+    float* dst = X + cb * pl.Hx * pl.Wx * L;
+    lanes::planes_to_lanes<L / 8>(x + cb * L * plane, plane, L, plane,
+                                  [&](int64_t l) { return dst + pl.at[static_cast<size_t>(l)]; });
   }
 }
 
 /// V[xi][cb][t] = (B^T d B)[xi] for the tiles t of the tile rows [ty0,
 /// ty1) (t counted from the block's first tile) and every channel block cb.
 void transform_input(const float* X, const Plan& pl, int64_t ty0, int64_t ty1, float* V) {
-  const int64_t xi_stride = pl.CB * pl.TB * 16;
+  const int64_t xi_stride = pl.CB * pl.TB * L;
   for (int64_t cb = 0; cb < pl.CB; ++cb)
     for (int64_t ty = ty0; ty < ty1; ++ty)
       for (int64_t tx = 0; tx < pl.TW; ++tx) {
-        const float* d = X + ((cb * pl.Hx + 2 * ty) * pl.Wx + 2 * tx) * 16;
-        __m512 a[4][4];  // B^T d
+        const float* d = X + ((cb * pl.Hx + 2 * ty) * pl.Wx + 2 * tx) * L;
+        VT a[4][4];  // B^T d
         for (int j = 0; j < 4; ++j) {
-          const __m512 d0 = _mm512_loadu_ps(d + j * 16), d1 = _mm512_loadu_ps(d + (pl.Wx + j) * 16);
-          const __m512 d2 = _mm512_loadu_ps(d + (2 * pl.Wx + j) * 16);
-          const __m512 d3 = _mm512_loadu_ps(d + (3 * pl.Wx + j) * 16);
-          a[0][j] = _mm512_sub_ps(d0, d2), a[1][j] = _mm512_add_ps(d1, d2);
-          a[2][j] = _mm512_sub_ps(d2, d1), a[3][j] = _mm512_sub_ps(d1, d3);
+          const VT d0 = Vec::load(d + j * L), d1 = Vec::load(d + (pl.Wx + j) * L);
+          const VT d2 = Vec::load(d + (2 * pl.Wx + j) * L);
+          const VT d3 = Vec::load(d + (3 * pl.Wx + j) * L);
+          a[0][j] = Vec::sub(d0, d2), a[1][j] = Vec::add(d1, d2);
+          a[2][j] = Vec::sub(d2, d1), a[3][j] = Vec::sub(d1, d3);
         }
-        float* v = V + (cb * pl.TB + (ty - ty0) * pl.TW + tx) * 16;
+        float* v = V + (cb * pl.TB + (ty - ty0) * pl.TW + tx) * L;
         for (int i = 0; i < 4; ++i) {  // (B^T d) B
-          _mm512_storeu_ps(v + (i * 4 + 0) * xi_stride, _mm512_sub_ps(a[i][0], a[i][2]));
-          _mm512_storeu_ps(v + (i * 4 + 1) * xi_stride, _mm512_add_ps(a[i][1], a[i][2]));
-          _mm512_storeu_ps(v + (i * 4 + 2) * xi_stride, _mm512_sub_ps(a[i][2], a[i][1]));
-          _mm512_storeu_ps(v + (i * 4 + 3) * xi_stride, _mm512_sub_ps(a[i][1], a[i][3]));
+          Vec::store(v + (i * 4 + 0) * xi_stride, Vec::sub(a[i][0], a[i][2]));
+          Vec::store(v + (i * 4 + 1) * xi_stride, Vec::add(a[i][1], a[i][2]));
+          Vec::store(v + (i * 4 + 2) * xi_stride, Vec::sub(a[i][2], a[i][1]));
+          Vec::store(v + (i * 4 + 3) * xi_stride, Vec::sub(a[i][1], a[i][3]));
         }
       }
 }
 
-/// m[i][0:16] = sum_c u[c][0:16] v[cb(c)][i][c % 16] for NT tiles i: v
+/// m[o][i][0:L] = sum_c u[o][c][0:L] v[cb(c)][i][c % L] for kOut output
+/// vectors o (u: u_stride floats apart, m: m_stride) and NT tiles i: v
 /// points at the first tile of channel block 0, blocks cb_stride apart.
 template <int NT>
-void multiply_tiles(const float* v, int64_t cb_stride, int64_t CB, const float* u, float* m) {
-  __m512 acc[NT];
+void multiply_tiles(const float* v, int64_t cb_stride, int64_t CB, const float* u, int64_t u_stride,
+                    float* m, int64_t m_stride) {
+  constexpr int NO = Vec::kOut;
+  VT acc[NO][NT];
 #pragma GCC unroll 8
-  for (int i = 0; i < NT; ++i) acc[i] = _mm512_setzero_ps();
-  for (int64_t cb = 0; cb < CB; ++cb, v += cb_stride, u += 256) {
+  for (int i = 0; i < NT; ++i)
+    for (int o = 0; o < NO; ++o) acc[o][i] = Vec::zero();
+  for (int64_t cb = 0; cb < CB; ++cb, v += cb_stride, u += L * L) {
 #pragma GCC unroll 16
-    for (int cc = 0; cc < 16; ++cc) {
-      const __m512 w = _mm512_loadu_ps(u + cc * 16);
+    for (int cc = 0; cc < L; ++cc) {
+      VT w[NO];
+      for (int o = 0; o < NO; ++o) w[o] = Vec::load(u + o * u_stride + cc * L);
 #pragma GCC unroll 8
-      for (int i = 0; i < NT; ++i)
-        acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(v[i * 16 + cc]), w, acc[i]);
+      for (int i = 0; i < NT; ++i) {
+        const VT b = Vec::set1(v[i * L + cc]);
+        for (int o = 0; o < NO; ++o) acc[o][i] = Vec::fmadd(b, w[o], acc[o][i]);
+      }
     }
   }
 #pragma GCC unroll 8
-  for (int i = 0; i < NT; ++i) _mm512_storeu_ps(m + i * 16, acc[i]);
+  for (int i = 0; i < NT; ++i)
+    for (int o = 0; o < NO; ++o) Vec::store(m + o * m_stride + i * L, acc[o][i]);
 }
 
-using MultiplyFn = void (*)(const float*, int64_t, int64_t, const float*, float*);
-constexpr MultiplyFn kMultiply[8] = {multiply_tiles<1>, multiply_tiles<2>, multiply_tiles<3>,
-                                     multiply_tiles<4>, multiply_tiles<5>, multiply_tiles<6>,
-                                     multiply_tiles<7>, multiply_tiles<8>};
+using MultiplyFn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t);
+template <int... NT>
+constexpr std::array<MultiplyFn, sizeof...(NT)> multiply_table(std::integer_sequence<int, NT...>) {
+  return {multiply_tiles<NT + 1>...};
+}
+/// kMultiply[nt - 1] multiplies nt tiles, 1 <= nt <= Vec::kTiles.
+constexpr auto kMultiply = multiply_table(std::make_integer_sequence<int, Vec::kTiles>());
 
 /// M = U V for the 16 positions, all output-channel blocks and the nt
 /// tiles of a block.
 void multiply(const float* U, const float* V, const Plan& pl, int64_t nt_all, float* M) {
-  const int64_t cb_stride = pl.TB * 16;
+  const int64_t cb_stride = pl.TB * L;
   for (int64_t xi = 0; xi < 16; ++xi)
-    for (int64_t ob = 0; ob < pl.OB; ++ob) {
-      const float* u = U + (xi * pl.OB + ob) * pl.C * 16;
-      float* m = M + (xi * pl.OB + ob) * pl.TB * 16;
-      const float* v = V + xi * pl.CB * pl.TB * 16;
-      for (int64_t t = 0; t < nt_all; t += 8) {
-        const int64_t nt = std::min<int64_t>(8, nt_all - t);
-        kMultiply[nt - 1](v + t * 16, cb_stride, pl.CB, u, m + t * 16);
+    for (int64_t ob = 0; ob < pl.OB; ob += Vec::kOut) {  // OB is a multiple of kOut
+      const float* u = U + (xi * pl.OB + ob) * pl.C * L;
+      float* m = M + (xi * pl.OB + ob) * pl.TB * L;
+      const float* v = V + xi * pl.CB * pl.TB * L;
+      for (int64_t t = 0; t < nt_all; t += Vec::kTiles) {
+        const int64_t nt = std::min<int64_t>(Vec::kTiles, nt_all - t);
+        kMultiply[static_cast<size_t>(nt - 1)](v + t * L, cb_stride, pl.CB, u, pl.C * L, m + t * L,
+                                               pl.TB * L);
       }
     }
 }
 
 /// out[n] = A^T M A + shift for the tile rows [ty0, ty1), finished by o
 /// (residual, ReLU), in NCHW: one tile row at a time through two
-/// [pixel][16] rows R.
+/// [pixel][L] rows R.
 void transform_output(const float* M, const Plan& pl, const ConvOutput& o, int64_t n, int64_t ty0,
                       int64_t ty1, float* R, float* out) {
-  const int64_t P = pl.H * pl.W, xi_stride = pl.OB * pl.TB * 16, rw = 2 * pl.TW * 16;
+  const int64_t P = pl.H * pl.W, xi_stride = pl.OB * pl.TB * L, rw = 2 * pl.TW * L;
   for (int64_t ob = 0; ob < pl.OB; ++ob) {
-    const __m512 shift = o.shift ? _mm512_loadu_ps(o.shift + ob * 16) : _mm512_setzero_ps();
+    const VT shift = o.shift ? Vec::load(o.shift + ob * L) : Vec::zero();
     for (int64_t ty = ty0; ty < ty1; ++ty) {
       for (int64_t tx = 0; tx < pl.TW; ++tx) {
-        const float* m = M + (ob * pl.TB + (ty - ty0) * pl.TW + tx) * 16;
-        __m512 s[2][4];  // A^T M
+        const float* m = M + (ob * pl.TB + (ty - ty0) * pl.TW + tx) * L;
+        VT s[2][4];  // A^T M
         for (int j = 0; j < 4; ++j) {
-          const __m512 m0 = _mm512_loadu_ps(m + j * xi_stride);
-          const __m512 m1 = _mm512_loadu_ps(m + (4 + j) * xi_stride);
-          const __m512 m2 = _mm512_loadu_ps(m + (8 + j) * xi_stride);
-          const __m512 m3 = _mm512_loadu_ps(m + (12 + j) * xi_stride);
-          s[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-          s[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+          const VT m0 = Vec::load(m + j * xi_stride);
+          const VT m1 = Vec::load(m + (4 + j) * xi_stride);
+          const VT m2 = Vec::load(m + (8 + j) * xi_stride);
+          const VT m3 = Vec::load(m + (12 + j) * xi_stride);
+          s[0][j] = Vec::add(Vec::add(m0, m1), m2);
+          s[1][j] = Vec::sub(Vec::sub(m1, m2), m3);
         }
         for (int i = 0; i < 2; ++i) {  // (A^T M) A + shift
-          float* r = R + i * rw + 2 * tx * 16;
-          const __m512 y0 = _mm512_add_ps(_mm512_add_ps(s[i][0], s[i][1]), s[i][2]);
-          const __m512 y1 = _mm512_sub_ps(_mm512_sub_ps(s[i][1], s[i][2]), s[i][3]);
-          _mm512_storeu_ps(r, _mm512_add_ps(y0, shift));
-          _mm512_storeu_ps(r + 16, _mm512_add_ps(y1, shift));
+          float* r = R + i * rw + 2 * tx * L;
+          const VT y0 = Vec::add(Vec::add(s[i][0], s[i][1]), s[i][2]);
+          const VT y1 = Vec::sub(Vec::sub(s[i][1], s[i][2]), s[i][3]);
+          Vec::store(r, Vec::add(y0, shift));
+          Vec::store(r + L, Vec::add(y1, shift));
         }
       }
       for (int64_t i = 0; i < 2 && 2 * ty + i < pl.H; ++i) {
-        const int64_t at = (n * pl.OC + ob * 16) * P + (2 * ty + i) * pl.W;
-        lanes::untranspose<false>(R + i * rw, pl.W, 16, out + at, P, o,
-                                  o.residual ? o.residual + at : nullptr);
+        const int64_t at = (n * pl.OC + ob * L) * P + (2 * ty + i) * pl.W;
+        lanes::untranspose<false, L>(R + i * rw, pl.W, L, out + at, P, o,
+                                     o.residual ? o.residual + at : nullptr);
       }
     }
   }
@@ -194,51 +242,48 @@ void transform_output(const float* M, const Plan& pl, const ConvOutput& o, int64
 // and summed over tiles and samples, for each of the 16 positions xi,
 //   S[xi][c][oc] = sum_t V[xi][t][c] Z[xi][t][oc],   Z = A D A^T,
 // a product whose long dimension (tiles x samples) is summed over; dW =
-// G^T S G once at the end. Layouts: D [OB][Hx][Wx][16] (the output gradient
-// as pixel vectors, zero past OH x OW), Z [16][OB][TB][16], S [16][OB][C][16].
+// G^T S G once at the end. Layouts: D [OB][Hx][Wx][L] (the output gradient
+// as pixel vectors, zero past OH x OW), Z [16][OB][TB][L], S [16][OB][C][L].
 
 /// Z[xi][ob][t] = (A D A^T)[xi] for the tiles of the tile rows [ty0, ty1).
 void transform_gradient(const float* D, const Plan& pl, int64_t ty0, int64_t ty1, float* Z) {
-  const int64_t xi_stride = pl.OB * pl.TB * 16;
+  const int64_t xi_stride = pl.OB * pl.TB * L;
   for (int64_t ob = 0; ob < pl.OB; ++ob)
     for (int64_t ty = ty0; ty < ty1; ++ty)
       for (int64_t tx = 0; tx < pl.TW; ++tx) {
         // The tile's outputs (2 ty + k, 2 tx + l) sit at D[1 + 2 ty + k][1 + 2 tx + l].
-        const float* d = D + ((ob * pl.Hx + 1 + 2 * ty) * pl.Wx + 1 + 2 * tx) * 16;
-        const __m512 d00 = _mm512_loadu_ps(d), d01 = _mm512_loadu_ps(d + 16);
-        const __m512 d10 = _mm512_loadu_ps(d + pl.Wx * 16),
-                     d11 = _mm512_loadu_ps(d + (pl.Wx + 1) * 16);
+        const float* d = D + ((ob * pl.Hx + 1 + 2 * ty) * pl.Wx + 1 + 2 * tx) * L;
+        const VT d00 = Vec::load(d), d01 = Vec::load(d + L);
+        const VT d10 = Vec::load(d + pl.Wx * L), d11 = Vec::load(d + (pl.Wx + 1) * L);
         // A D: rows D0, D0 + D1, D0 - D1, -D1 (two columns each)
-        const __m512 e[4][2] = {
-            {d00, d01},
-            {_mm512_add_ps(d00, d10), _mm512_add_ps(d01, d11)},
-            {_mm512_sub_ps(d00, d10), _mm512_sub_ps(d01, d11)},
-            {_mm512_sub_ps(_mm512_setzero_ps(), d10), _mm512_sub_ps(_mm512_setzero_ps(), d11)}};
-        float* z = Z + (ob * pl.TB + (ty - ty0) * pl.TW + tx) * 16;
+        const VT e[4][2] = {{d00, d01},
+                            {Vec::add(d00, d10), Vec::add(d01, d11)},
+                            {Vec::sub(d00, d10), Vec::sub(d01, d11)},
+                            {Vec::sub(Vec::zero(), d10), Vec::sub(Vec::zero(), d11)}};
+        float* z = Z + (ob * pl.TB + (ty - ty0) * pl.TW + tx) * L;
         for (int i = 0; i < 4; ++i) {  // (A D) A^T: columns e0, e0 + e1, e0 - e1, -e1
-          _mm512_storeu_ps(z + (i * 4 + 0) * xi_stride, e[i][0]);
-          _mm512_storeu_ps(z + (i * 4 + 1) * xi_stride, _mm512_add_ps(e[i][0], e[i][1]));
-          _mm512_storeu_ps(z + (i * 4 + 2) * xi_stride, _mm512_sub_ps(e[i][0], e[i][1]));
-          _mm512_storeu_ps(z + (i * 4 + 3) * xi_stride,
-                           _mm512_sub_ps(_mm512_setzero_ps(), e[i][1]));
+          Vec::store(z + (i * 4 + 0) * xi_stride, e[i][0]);
+          Vec::store(z + (i * 4 + 1) * xi_stride, Vec::add(e[i][0], e[i][1]));
+          Vec::store(z + (i * 4 + 2) * xi_stride, Vec::sub(e[i][0], e[i][1]));
+          Vec::store(z + (i * 4 + 3) * xi_stride, Vec::sub(Vec::zero(), e[i][1]));
         }
       }
 }
 
-/// s[cc][0:16] += sum over the nt tiles t of v[t][cc] z[t][0:16], for the 16
-/// input channels cc of a block: 16 accumulators, per tile one gradient
-/// load and 16 FMAs with an embedded broadcast.
+/// s[cc][0:L] += sum over the nt tiles t of v[t][cc] z[t][0:L], for the L
+/// input channels cc of a block: L accumulators, per tile one gradient
+/// load and L FMAs with a broadcast.
 void accumulate_tiles(const float* v, const float* z, int64_t nt, float* s) {
-  __m512 acc[16];
+  VT acc[L];
 #pragma GCC unroll 16
-  for (int cc = 0; cc < 16; ++cc) acc[cc] = _mm512_loadu_ps(s + cc * 16);
-  for (int64_t t = 0; t < nt; ++t, v += 16, z += 16) {
-    const __m512 g = _mm512_loadu_ps(z);
+  for (int cc = 0; cc < L; ++cc) acc[cc] = Vec::load(s + cc * L);
+  for (int64_t t = 0; t < nt; ++t, v += L, z += L) {
+    const VT g = Vec::load(z);
 #pragma GCC unroll 16
-    for (int cc = 0; cc < 16; ++cc) acc[cc] = _mm512_fmadd_ps(_mm512_set1_ps(v[cc]), g, acc[cc]);
+    for (int cc = 0; cc < L; ++cc) acc[cc] = Vec::fmadd(Vec::set1(v[cc]), g, acc[cc]);
   }
 #pragma GCC unroll 16
-  for (int cc = 0; cc < 16; ++cc) _mm512_storeu_ps(s + cc * 16, acc[cc]);
+  for (int cc = 0; cc < L; ++cc) Vec::store(s + cc * L, acc[cc]);
 }
 
 /// dw[oc][c] += G^T S[.][c][oc] G (3x3) for every channel pair.
@@ -247,7 +292,7 @@ void add_weight_gradient(const float* S, const Plan& pl, float* dw) {
     for (int64_t c = 0; c < pl.C; ++c) {
       float m[4][4];
       for (int xi = 0; xi < 16; ++xi)
-        m[xi / 4][xi % 4] = S[((xi * pl.OB + oc / 16) * pl.C + c) * 16 + oc % 16];
+        m[xi / 4][xi % 4] = S[((xi * pl.OB + oc / L) * pl.C + c) * L + oc % L];
       float r[3][4];  // G^T m: rows m0 + (m1 + m2) / 2, (m1 - m2) / 2, (m1 + m2) / 2 + m3
       for (int j = 0; j < 4; ++j) {
         r[0][j] = m[0][j] + 0.5f * (m[1][j] + m[2][j]);
@@ -267,7 +312,7 @@ void add_weight_gradient(const float* S, const Plan& pl, float* dw) {
 
 bool supports(const ConvGeometry& g) {
   // Positions in a padded plane of pixel vectors are int32 (Plan::at).
-  const bool small_plane = (g.H + 3) * (g.W + 3) * 16 < std::numeric_limits<int32_t>::max() / 2;
+  const bool small_plane = (g.H + 3) * (g.W + 3) * L < std::numeric_limits<int32_t>::max() / 2;
   return g.KH == 3 && g.KW == 3 && g.stride == 1 && g.padding == 1 && g.groups == 1 &&
          g.C % 16 == 0 && g.OC % 16 == 0 && g.C > 0 && g.OC > 0 && g.N >= 2 && g.H >= 2 &&
          g.W >= 2 && small_plane;
@@ -281,10 +326,10 @@ void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeom
   transform_weights(w, o.scale, pl, U);
   auto run = [&](int64_t lo, int64_t hi) {
     thread_local std::vector<float> xbuf, vbuf, mbuf, rbuf;
-    float* X = lanes::zeroed_scratch(xbuf, pl.CB * pl.Hx * pl.Wx * 16);  // border stays zero
-    float* V = lanes::zeroed_scratch(vbuf, 16 * pl.CB * pl.TB * 16);
-    float* M = lanes::zeroed_scratch(mbuf, 16 * pl.OB * pl.TB * 16);
-    float* R = lanes::zeroed_scratch(rbuf, 2 * 2 * pl.TW * 16);
+    float* X = lanes::zeroed_scratch(xbuf, pl.CB * pl.Hx * pl.Wx * L);  // border stays zero
+    float* V = lanes::zeroed_scratch(vbuf, 16 * pl.CB * pl.TB * L);
+    float* M = lanes::zeroed_scratch(mbuf, 16 * pl.OB * pl.TB * L);
+    float* R = lanes::zeroed_scratch(rbuf, 2 * 2 * pl.TW * L);
     for (int64_t n = lo; n < hi; ++n) {
       fill(x + n * pl.C * pl.H * pl.W, pl.CB, pl, X);
       for (int64_t ty0 = 0; ty0 < pl.TH;
@@ -309,14 +354,14 @@ void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int6
   // samples in order, so the split over threads never changes a bit.
   const int64_t tasks = in_parallel_region() ? 1 : pl.OB;
   thread_local std::vector<float> sbuf;  // the calling thread's; tasks write disjoint blocks
-  float* S = lanes::zeroed_scratch(sbuf, 16 * pl.OB * pl.C * 16);
+  float* S = lanes::zeroed_scratch(sbuf, 16 * pl.OB * pl.C * L);
   parallel_for(0, tasks, 1, [&](int64_t k0, int64_t k1) {
     const int64_t ob0 = tasks == 1 ? 0 : k0, ob1 = tasks == 1 ? pl.OB : k1;
     thread_local std::vector<float> xbuf, dbuf, vbuf, zbuf;
-    float* X = lanes::zeroed_scratch(xbuf, pl.CB * pl.Hx * pl.Wx * 16);
-    float* D = lanes::zeroed_scratch(dbuf, pl.OB * pl.Hx * pl.Wx * 16);
-    float* V = lanes::zeroed_scratch(vbuf, 16 * pl.CB * pl.TB * 16);
-    float* Z = lanes::zeroed_scratch(zbuf, 16 * pl.OB * pl.TB * 16);
+    float* X = lanes::zeroed_scratch(xbuf, pl.CB * pl.Hx * pl.Wx * L);
+    float* D = lanes::zeroed_scratch(dbuf, pl.OB * pl.Hx * pl.Wx * L);
+    float* V = lanes::zeroed_scratch(vbuf, 16 * pl.CB * pl.TB * L);
+    float* Z = lanes::zeroed_scratch(zbuf, 16 * pl.OB * pl.TB * L);
     for (int64_t n = n_lo; n < n_hi; ++n) {
       fill(x + n * pl.C * pl.H * pl.W, pl.CB, pl, X);
       fill(d_out + n * pl.OC * pl.H * pl.W, pl.OB, pl, D);
@@ -327,16 +372,15 @@ void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int6
         for (int64_t xi = 0; xi < 16; ++xi)
           for (int64_t ob = ob0; ob < ob1; ++ob)
             for (int64_t cb = 0; cb < pl.CB; ++cb)
-              accumulate_tiles(V + (xi * pl.CB + cb) * pl.TB * 16,
-                               Z + (xi * pl.OB + ob) * pl.TB * 16, nt,
-                               S + ((xi * pl.OB + ob) * pl.C + cb * 16) * 16);
+              accumulate_tiles(V + (xi * pl.CB + cb) * pl.TB * L, Z + (xi * pl.OB + ob) * pl.TB * L,
+                               nt, S + ((xi * pl.OB + ob) * pl.C + cb * L) * L);
       }
     }
   });
   add_weight_gradient(S, pl, dw);
 }
 
-#else  // without AVX-512 the direct kernel handles these convs
+#else  // without AVX2 + FMA the other kernels handle these convs
 
 bool supports(const ConvGeometry&) { return false; }
 

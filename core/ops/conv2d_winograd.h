@@ -1,13 +1,13 @@
 // Winograd F(2x2, 3x3) for the dense 3x3 stride-1 convs of ResNets, used by
-// core/ops/conv2d.cpp in place of the direct kernels where the CPU has
-// AVX-512: the forward, d_input (the forward of the adjoint conv, again 3x3
-// pad 1) and d_weight (the adjoint of the transforms).
+// core/ops/conv2d.cpp in place of the direct kernels in builds with AVX2 +
+// FMA (8 channels a vector) or AVX-512 (16): the forward, d_input (the forward of the adjoint conv,
+// again 3x3 pad 1) and d_weight (the adjoint of the transforms).
 //
 // The direct kernel already runs these convs at about the machine's sgemm
 // rate, so the only way to go faster is to do fewer multiply-adds: each 2x2
 // block of outputs is computed from a 4x4 input patch with 16 products per
 // (input, output) channel pair instead of 36, 2.25x fewer. The transforms
-// are additions, done 16 channels at a time. The results differ from the
+// are additions, done a vector of channels at a time. The results differ from the
 // direct sum by rounding only (a few float ulps of the inputs' scale).
 #pragma once
 
@@ -17,7 +17,7 @@
 
 namespace spruce::ops::winograd {
 
-/// Whether forward() handles this conv: built for AVX-512, kernel 3x3,
+/// Whether forward() handles this conv: built for AVX2 + FMA, kernel 3x3,
 /// stride 1, padding 1, one group, C and OC multiples of 16, and a batch
 /// (N >= 2: a single sample, as in per-sample Fisher gradients, keeps the
 /// direct kernel, which splits one sample over the threads). Depends on the
@@ -27,9 +27,9 @@ bool supports(const ConvGeometry& g);
 /// out[n] = conv(x[n], w), transformed by `o` (ConvOutput: scale folded into
 /// the transformed weights, shift, residual and ReLU applied as the output
 /// is written), for the samples [n_lo, n_hi); o.residual may be out itself
-/// (the conv is then added to out, as conv2d's backward does for d_input). x [N, C, H, W], w [OC, C, 3,
-/// 3], out [N, OC, H, W]. Each sample is computed the same way whatever the
-/// split of samples over threads.
+/// (the conv is then added to out, as conv2d's backward does for d_input). x [N, C, H, W], w [OC,
+/// C, 3, 3], out [N, OC, H, W]. Each sample is computed the same way whatever the split of samples
+/// over threads.
 void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
              int64_t n_lo, int64_t n_hi, float* out);
 

@@ -232,7 +232,7 @@ TEST_CASE("conv2d forward and backward match the naive reference") {
       {2, 6, 33, 8, 8, 1, 1, 2, 0, 1},
       {1, 4, 40, 28, 28, 3, 3, 1, 1, 1},
       {1, 4, 24, 28, 28, 3, 3, 2, 1, 1},
-      // Winograd (AVX-512): forward and d_input (the adjoint conv is again
+      // Winograd (AVX2 + FMA): forward and d_input (the adjoint conv is again
       // 3x3 pad 1 of whole 16-channel blocks); odd and even planes
       {3, 16, 32, 7, 9, 3, 3, 1, 1, 1},
       {2, 32, 16, 6, 6, 3, 3, 1, 1, 1, false},

@@ -86,7 +86,7 @@ std::string describe(const Case& c, bool residual, bool relu, int threads) {
 TEST_CASE("conv2d_fused matches conv2d -> batch_norm (eval) -> add -> relu on every kernel") {
   const Case cases[] = {
       {4, 3, 16, 9, 9, 3, 3, 1, 1, 1, "direct 3x3"},
-      {4, 16, 32, 9, 7, 3, 3, 1, 1, 1, "Winograd 3x3 (AVX-512), odd plane"},
+      {4, 16, 32, 9, 7, 3, 3, 1, 1, 1, "Winograd 3x3 (AVX2 + FMA), odd plane"},
       {1, 16, 16, 6, 6, 3, 3, 1, 1, 1, "direct 3x3, one sample"},
       {3, 16, 20, 10, 10, 3, 3, 2, 1, 1, "direct 3x3 stride 2, partial block"},
       {4, 16, 32, 8, 8, 1, 1, 2, 0, 1, "direct 1x1 stride 2 (projection)"},

@@ -26,9 +26,11 @@ ops::ConvGeometry geometry(int64_t N, int64_t C, int64_t OC, int64_t H, int64_t 
   return test::conv_geometry(N, C, OC, H, W, 3, 3, 1, 1);
 }
 
-/// Every case below is skipped when the build has no Winograd kernels (no AVX-512).
+/// Every case below is skipped when the build has no Winograd kernels (no
+/// AVX2 + FMA); an AVX2 build (-march=haswell) tests the 8-lane code, an
+/// AVX-512 build the 16-lane one.
 const bool kNoWinograd = skip_unless(ops::winograd::supports(geometry(2, 16, 16, 8, 8)),
-                                     "built without AVX-512: no Winograd kernels to test "
+                                     "built without AVX2 + FMA: no Winograd kernels to test "
                                      "(conv2d uses its other kernels)");
 
 std::vector<float> run(const ops::ConvGeometry& g, const std::vector<float>& x,
