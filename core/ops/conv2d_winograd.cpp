@@ -45,7 +45,7 @@ namespace {
 #if defined(__AVX512F__)
 struct Vec {
   using T = __m512;
-  static constexpr int L = 16, kOut = 1, kTiles = 8;
+  static constexpr int L = 16, kOut = 1, kTiles = 8, kGradC = 16, kGradOut = 1;
   static T load(const float* p) { return _mm512_loadu_ps(p); }
   static void store(float* p, T v) { _mm512_storeu_ps(p, v); }
   static T zero() { return _mm512_setzero_ps(); }
@@ -57,7 +57,7 @@ struct Vec {
 #else
 struct Vec {
   using T = __m256;
-  static constexpr int L = 8, kOut = 2, kTiles = 6;
+  static constexpr int L = 8, kOut = 2, kTiles = 6, kGradC = 4, kGradOut = 2;
   static T load(const float* p) { return _mm256_loadu_ps(p); }
   static void store(float* p, T v) { _mm256_storeu_ps(p, v); }
   static T zero() { return _mm256_setzero_ps(); }
@@ -191,8 +191,11 @@ void multiply(const float* U, const float* V, const Plan& pl, int64_t nt_all, fl
       const float* u = U + (xi * pl.OB + ob) * pl.C * L;
       float* m = M + (xi * pl.OB + ob) * pl.TB * L;
       const float* v = V + xi * pl.CB * pl.TB * L;
-      for (int64_t t = 0; t < nt_all; t += Vec::kTiles) {
-        const int64_t nt = std::min<int64_t>(Vec::kTiles, nt_all - t);
+      // Chunks of equal size (14 tiles: 5 + 5 + 4, not 6 + 6 + 2): a short
+      // chunk would reload every weight for few products.
+      const int64_t chunks = (nt_all + Vec::kTiles - 1) / Vec::kTiles;
+      for (int64_t k = 0; k < chunks; ++k) {
+        const int64_t t = k * nt_all / chunks, nt = (k + 1) * nt_all / chunks - t;
         kMultiply[static_cast<size_t>(nt - 1)](v + t * L, cb_stride, pl.CB, u, pl.C * L, m + t * L,
                                                pl.TB * L);
       }
@@ -270,20 +273,29 @@ void transform_gradient(const float* D, const Plan& pl, int64_t ty0, int64_t ty1
       }
 }
 
-/// s[cc][0:L] += sum over the nt tiles t of v[t][cc] z[t][0:L], for the L
-/// input channels cc of a block: L accumulators, per tile one gradient
-/// load and L FMAs with a broadcast.
-void accumulate_tiles(const float* v, const float* z, int64_t nt, float* s) {
-  VT acc[L];
+/// s[o][cc][0:L] += sum over the nt tiles t of v[t][cc] z[o][t][0:L], for
+/// kGradC input channels cc (of one block) and kGradOut output vectors o
+/// (z: z_stride floats apart, s: s_stride): per tile kGradOut gradient
+/// loads, kGradC broadcasts and their products.
+void accumulate_tiles(const float* v, const float* z, int64_t z_stride, int64_t nt, float* s,
+                      int64_t s_stride) {
+  constexpr int NC = Vec::kGradC, NO = Vec::kGradOut;
+  VT acc[NO][NC];
 #pragma GCC unroll 16
-  for (int cc = 0; cc < L; ++cc) acc[cc] = Vec::load(s + cc * L);
+  for (int cc = 0; cc < NC; ++cc)
+    for (int o = 0; o < NO; ++o) acc[o][cc] = Vec::load(s + o * s_stride + cc * L);
   for (int64_t t = 0; t < nt; ++t, v += L, z += L) {
-    const VT g = Vec::load(z);
+    VT g[NO];
+    for (int o = 0; o < NO; ++o) g[o] = Vec::load(z + o * z_stride);
 #pragma GCC unroll 16
-    for (int cc = 0; cc < L; ++cc) acc[cc] = Vec::fmadd(Vec::set1(v[cc]), g, acc[cc]);
+    for (int cc = 0; cc < NC; ++cc) {
+      const VT b = Vec::set1(v[cc]);
+      for (int o = 0; o < NO; ++o) acc[o][cc] = Vec::fmadd(b, g[o], acc[o][cc]);
+    }
   }
 #pragma GCC unroll 16
-  for (int cc = 0; cc < L; ++cc) Vec::store(s + cc * L, acc[cc]);
+  for (int cc = 0; cc < NC; ++cc)
+    for (int o = 0; o < NO; ++o) Vec::store(s + o * s_stride + cc * L, acc[o][cc]);
 }
 
 /// dw[oc][c] += G^T S[.][c][oc] G (3x3) for every channel pair.
@@ -352,11 +364,12 @@ void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int6
   const Plan pl(g);
   // Tasks own output-channel blocks; each sums its part of S over all the
   // samples in order, so the split over threads never changes a bit.
-  const int64_t tasks = in_parallel_region() ? 1 : pl.OB;
+  constexpr int64_t NO = Vec::kGradOut;  // OB is a multiple
+  const int64_t tasks = in_parallel_region() ? 1 : pl.OB / NO;
   thread_local std::vector<float> sbuf;  // the calling thread's; tasks write disjoint blocks
   float* S = lanes::zeroed_scratch(sbuf, 16 * pl.OB * pl.C * L);
   parallel_for(0, tasks, 1, [&](int64_t k0, int64_t k1) {
-    const int64_t ob0 = tasks == 1 ? 0 : k0, ob1 = tasks == 1 ? pl.OB : k1;
+    const int64_t ob0 = tasks == 1 ? 0 : k0 * NO, ob1 = tasks == 1 ? pl.OB : k1 * NO;
     thread_local std::vector<float> xbuf, dbuf, vbuf, zbuf;
     float* X = lanes::zeroed_scratch(xbuf, pl.CB * pl.Hx * pl.Wx * L);
     float* D = lanes::zeroed_scratch(dbuf, pl.OB * pl.Hx * pl.Wx * L);
@@ -370,10 +383,11 @@ void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int6
         transform_input(X, pl, ty0, ty1, V);
         transform_gradient(D, pl, ty0, ty1, Z);
         for (int64_t xi = 0; xi < 16; ++xi)
-          for (int64_t ob = ob0; ob < ob1; ++ob)
-            for (int64_t cb = 0; cb < pl.CB; ++cb)
-              accumulate_tiles(V + (xi * pl.CB + cb) * pl.TB * L, Z + (xi * pl.OB + ob) * pl.TB * L,
-                               nt, S + ((xi * pl.OB + ob) * pl.C + cb * L) * L);
+          for (int64_t ob = ob0; ob < ob1; ob += NO)
+            for (int64_t c = 0; c < pl.C; c += Vec::kGradC)
+              accumulate_tiles(V + (xi * pl.CB + c / L) * pl.TB * L + c % L,
+                               Z + (xi * pl.OB + ob) * pl.TB * L, pl.TB * L, nt,
+                               S + ((xi * pl.OB + ob) * pl.C + c) * L, pl.C * L);
       }
     }
   });
