@@ -152,6 +152,8 @@ size_t storage_bytes(int64_t n) {
 }  // namespace
 
 Storage::Storage(int64_t n) : size_(n) {
+  static std::atomic<uint64_t> next_id{1};
+  id_ = next_id.fetch_add(1, std::memory_order_relaxed);
   const size_t bytes = storage_bytes(n);
   data_ = static_cast<float*>(bytes >= kBigBytes ? block_cache().take(bytes, &block_bytes_)
                                                  : std::aligned_alloc(64, bytes));
@@ -231,7 +233,11 @@ int64_t Tensor::numel() const { return numel_of(shape()); }
 
 float* Tensor::data() { return checked(impl_).storage->data(); }
 
-const float* Tensor::data() const { return checked(impl_).storage->data(); }
+// Reading through a const handle is not a write (no version bump).
+const float* Tensor::data() const {
+  const Storage& storage = *checked(impl_).storage;
+  return storage.data();
+}
 
 float Tensor::item() const {
   if (numel() != 1) throw std::logic_error("item() on a tensor of shape " + shape_str(shape()));
@@ -259,6 +265,8 @@ void Tensor::copy_from(const Tensor& src) {
 }
 
 void Tensor::fill_(float value) { std::fill_n(data(), numel(), value); }
+
+ContentVersion Tensor::content_version() const { return checked(impl_).storage->version(); }
 
 bool Tensor::shares_storage_with(const Tensor& other) const {
   return defined() && other.defined() && impl_->storage == other.impl_->storage;

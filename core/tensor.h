@@ -6,6 +6,7 @@
 // contiguous data shares the storage. Everything else allocates a new result.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
@@ -22,24 +23,44 @@ int64_t numel_of(const Shape& shape);
 /// "[2, 3, 4]" for messages.
 std::string shape_str(const Shape& shape);
 
+/// Identifies the contents of a storage: `storage` is unique to one Storage
+/// for the life of the process (never reused), and `writes` changes every time
+/// someone takes mutable access to it. Equal versions mean equal contents, so
+/// a cache derived from a tensor (compressed inference weights) can check it
+/// is current with two compares per call.
+struct ContentVersion {
+  uint64_t storage = 0;
+  uint64_t writes = 0;
+  bool operator==(const ContentVersion&) const = default;
+};
+
 /// A 64-byte aligned float buffer. Tensors share it through shared_ptr.
 /// Big buffers are recycled: a freed one is kept for a later request of the
 /// same or a somewhat smaller size (core/tensor.cpp), so contents start
 /// undefined either way.
+/// Every mutable data() call counts as a write (see ContentVersion): writers
+/// must take the pointer afresh for each change (optimizer steps, loads,
+/// masks, fills and copies all do), never keep one across calls.
 class Storage {
  public:
   explicit Storage(int64_t n);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
-  float* data() { return data_; }
+  float* data() {
+    writes_.fetch_add(1, std::memory_order_relaxed);
+    return data_;
+  }
   const float* data() const { return data_; }
   int64_t size() const { return size_; }
+  ContentVersion version() const { return {id_, writes_.load(std::memory_order_relaxed)}; }
 
  private:
   float* data_ = nullptr;
   int64_t size_ = 0;
   size_t block_bytes_ = 0;  // a big buffer's whole block (may exceed size_)
+  uint64_t id_ = 0;
+  std::atomic<uint64_t> writes_{0};
 };
 
 struct Node;
@@ -90,6 +111,9 @@ class Tensor {
   void zero_() { fill_(0.f); }
   /// True when both handles point at the same storage.
   bool shares_storage_with(const Tensor& other) const;
+  /// The storage's content version: changes with every mutable data(),
+  /// span(), copy_from() or fill_() on any handle sharing the storage.
+  ContentVersion content_version() const;
 
   // ---- autograd ----
   bool requires_grad() const;

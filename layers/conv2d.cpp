@@ -4,6 +4,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "../core/autograd.h"
+#include "../core/ops/sparse_conv2d.h"
 #include "init.h"
 
 namespace spruce {
@@ -29,6 +31,20 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size,
   if (bias) bias_ = register_parameter("bias", b);
 }
 
-Tensor Conv2d::forward(const Tensor& x) { return ops::conv2d(x, masked_weight(), bias_, options_); }
+bool Conv2d::runs_sparse() {
+  return options_.groups == 1 && sparse_.use_sparse(weight_, mask("weight"));
+}
+
+Tensor Conv2d::forward(const Tensor& x) {
+  if (!is_training() && !grad_mode_enabled() && runs_sparse())
+    return ops::sparse_conv2d_fused(x, weight_, mask("weight"), sparse_, {.shift = bias_}, options_);
+  return ops::conv2d(x, masked_weight(), bias_, options_);
+}
+
+Tensor Conv2d::forward_fused(const Tensor& x, const ops::ConvEpilogue& epilogue) {
+  if (!grad_mode_enabled() && runs_sparse())
+    return ops::sparse_conv2d_fused(x, weight_, mask("weight"), sparse_, epilogue, options_);
+  return ops::conv2d_fused(x, masked_weight(), epilogue, options_);
+}
 
 }  // namespace spruce

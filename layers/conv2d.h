@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "../core/ops/conv2d.h"
+#include "../core/ops/sparse_weights.h"
 #include "../core/random.h"
 #include "module.h"
 
@@ -16,6 +17,10 @@ namespace spruce {
 /// and, when `bias`, "bias" [out_channels]. PyTorch's default initialisation:
 /// weight ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in / groups * k * k
 /// (kaiming_uniform, a = sqrt(5)), same bound for the bias.
+/// In eval mode with no graph recorded (NoGradGuard) a conv with groups 1
+/// whose masked weight is sparse enough (ops::SparseWeightCache::use_sparse)
+/// runs the sparse kernels of core/ops/sparse_conv2d.h on its nonzeros,
+/// compressed once and recompressed whenever the weight or mask changes.
 /// Example: Conv2d(16, 32, 3, {.stride = 2, .padding = 1}, false, gen).
 class Conv2d : public Module {
  public:
@@ -24,6 +29,12 @@ class Conv2d : public Module {
          Generator& gen = default_generator());
 
   Tensor forward(const Tensor& x) override;
+  /// Inference only (throws std::logic_error when a graph would be
+  /// recorded): ops::conv2d_fused of x and the masked weight with `epilogue`,
+  /// on the sparse kernels when the weight is sparse enough (see above).
+  Tensor forward_fused(const Tensor& x, const ops::ConvEpilogue& epilogue);
+  /// Whether inference currently runs this layer on the sparse kernels.
+  bool runs_sparse();
 
   Tensor weight() const { return weight_; }
   /// The weight as the forward uses it: weight * mask when a mask is attached.
@@ -42,6 +53,7 @@ class Conv2d : public Module {
   ops::Conv2dOptions options_;
   Tensor weight_;  // [C_out, C_in / groups, k, k]
   Tensor bias_;    // [C_out] or undefined
+  ops::SparseWeightCache sparse_;
 };
 
 }  // namespace spruce

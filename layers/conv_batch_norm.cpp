@@ -19,9 +19,8 @@ Tensor conv_batch_norm(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, const Ten
                                                      bn.running_var(), bn.options().eps);
   // bn(conv + b) = scale conv + (shift + scale b).
   if (conv.bias().defined()) a.shift = ops::add(a.shift, ops::mul(a.scale, conv.bias()));
-  return ops::conv2d_fused(x, conv.masked_weight(),
-                           {.scale = a.scale, .shift = a.shift, .residual = residual, .relu = relu},
-                           conv.options());
+  return conv.forward_fused(
+      x, {.scale = a.scale, .shift = a.shift, .residual = residual, .relu = relu});
 }
 
 }  // namespace spruce

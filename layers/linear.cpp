@@ -4,7 +4,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "../core/autograd.h"
 #include "../core/ops/matmul.h"
+#include "../core/ops/sparse_conv2d.h"
 #include "init.h"
 
 namespace spruce {
@@ -23,6 +25,8 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool bias, Generator& 
 }
 
 Tensor Linear::forward(const Tensor& x) {
+  if (!is_training() && !grad_mode_enabled() && x.dim() == 2 && runs_sparse())
+    return ops::sparse_linear(x, weight_, mask("weight"), sparse_, bias_);
   return ops::linear(x, masked_parameter("weight"), bias_);
 }
 

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 
+#include "../core/ops/sparse_weights.h"
 #include "../core/random.h"
 #include "module.h"
 
@@ -12,13 +13,16 @@ namespace spruce {
 /// Parameters: "weight" [out_features, in_features] (prunable) and, when
 /// `bias`, "bias" [out_features]. PyTorch's default initialisation:
 /// weight ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform, a = sqrt(5)), same
-/// bound for the bias.
+/// bound for the bias. In eval mode under NoGradGuard a sparse enough masked
+/// weight runs the sparse kernels (as Conv2d does).
 class Linear : public Module {
  public:
   Linear(int64_t in_features, int64_t out_features, bool bias = true,
          Generator& gen = default_generator());
 
   Tensor forward(const Tensor& x) override;
+  /// Whether inference currently runs this layer on the sparse kernels.
+  bool runs_sparse() { return sparse_.use_sparse(weight_, mask("weight")); }
 
   Tensor weight() const { return weight_; }
   /// Undefined when the layer has no bias.
@@ -31,6 +35,7 @@ class Linear : public Module {
   int64_t out_features_;
   Tensor weight_;  // [out, in]
   Tensor bias_;    // [out] or undefined
+  ops::SparseWeightCache sparse_;
 };
 
 }  // namespace spruce

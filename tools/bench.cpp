@@ -18,6 +18,9 @@
 //   fisher      collecting m Fisher gradients of ResNet-20's conv + linear
 //               weights (1x28x28, eval mode) with collect_fisher_gradients,
 //               per sample (batch 1) and per mini-batch (batch --fisher-mb).
+//   sparse      dense against sparse inference of pruned ResNet-20 B and
+//               MobileNetV1, model-file sizes and the layer crossover (not in
+//               the default sections; see tools/bench_sparse.cpp).
 //   woodfisher  the block-diagonal inverse Fisher of the same weights from m
 //               random gradients, for (c, m) settings, through
 //               block_fisher_inverse, and the plain rank-1 Woodbury loop for
@@ -57,6 +60,7 @@
 #include "pruning/model_pruning.h"
 #include "pruning/woodbury.h"
 #include "tools/common/args.h"
+#include "tools/bench_sparse.h"
 #include "tools/common/json.h"
 #include "tools/common/report.h"
 
@@ -466,6 +470,7 @@ struct Settings {
   std::vector<std::string> sections{"sgemm", "models", "fisher", "woodfisher"};
   std::vector<std::string> woodfisher{"100x1000", "1000x100"};
   std::string json;
+  bench::SparseSettings sparse;
 };
 
 int run(int argc, char** argv) {
@@ -483,7 +488,7 @@ int run(int argc, char** argv) {
   a.add_int("iters", &s.iters, "timed training steps per run", 1);
   a.add_int("infer-iters", &s.infer_iters, "timed inference batches per run", 1);
   a.add_string_list("sections", &s.sections, "what to measure",
-                    {"sgemm", "models", "fisher", "woodfisher"});
+                    {"sgemm", "models", "fisher", "woodfisher", "sparse"});
   a.add_int("fisher-m", &s.fisher_m, "Fisher gradients to collect", 1);
   a.add_int("fisher-mb", &s.fisher_mb, "mini-batch size of the per-minibatch collection", 1);
   a.add_string_list("woodfisher", &s.woodfisher, "block inverse settings CxM (block size x gradients)");
@@ -491,6 +496,10 @@ int run(int argc, char** argv) {
   a.add_double("rank1-budget", &s.rank1_budget,
                "seconds per setting for the rank-1 loop (extrapolated beyond; 0 = skip)", 0);
   a.add_string("json", &s.json, "also write every figure to this JSON file");
+  a.add_flag("quick", &s.sparse.quick, "sparse section: few iterations (under a minute)");
+  a.add_int("sparse-pairs", &s.sparse.pairs, "sparse section: alternated dense/sparse pairs", 1);
+  a.add_string("sparse-resnet", &s.sparse.resnet, "sparse section: ResNet-20 B checkpoint");
+  a.add_string("sparse-mobilenet", &s.sparse.mobilenet, "sparse section: MobileNetV1 .npz");
   if (!a.parse(argc, argv)) return 0;
   for (const auto& sh : s.shapes) parse_shape(sh);
   set_num_threads(static_cast<int>(s.threads));
@@ -610,6 +619,11 @@ int run(int argc, char** argv) {
       j.end_object();
     }
     j.end_array();
+  }
+
+  if (want("sparse")) {
+    s.sparse.batch = s.batch;
+    bench::run_sparse_section(s.sparse, j);
   }
 
   j.end_object();

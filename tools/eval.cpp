@@ -16,7 +16,7 @@ using namespace spruce;
 
 int main(int argc, char** argv) {
   return cli::run_tool("spruce-eval", [&] {
-    std::string model_path, data = "fashion-mnist", data_dir, split = "test", json_out;
+    std::string model_path, data = "fashion-mnist", data_dir, split = "test", json_out, sparse_out;
     cli::ModelSpec npz_spec;
     npz_spec.config.in_channels = 1;
     std::string shortcut = "B";
@@ -39,6 +39,8 @@ int main(int argc, char** argv) {
     args.add_int("in-channels", &in_channels, "for .npz files: input channels", 1, 3);
     args.add_int("num-classes", &classes, "for .npz files: number of classes", 2);
     args.add_choice("shortcut", &shortcut, {"A", "B"}, "for .npz files: ResNet shortcut option");
+    args.add_string("sparse-out", &sparse_out,
+                    "also write the model as a compact checkpoint (nonzeros + bitmasks)");
     args.add_double("width", &width, "for .npz files: MobileNet width multiplier", 0, 16, true);
     if (!args.parse(argc, argv)) return 0;
     if (model_path.empty()) throw UsageError("--model is required (a checkpoint or .npz file)");
@@ -50,6 +52,14 @@ int main(int argc, char** argv) {
     npz_spec.config.width = static_cast<float>(width);
 
     cli::LoadedModel loaded = cli::load_model(model_path, npz_spec);
+    if (!sparse_out.empty()) {
+      io::Checkpoint ck;
+      cli::put_model(ck, loaded.spec, *loaded.module);
+      const double compact = static_cast<double>(cli::save_compact(sparse_out, ck));
+      std::printf("compact checkpoint %s: %.0f KiB, %.1f%% of %s\n", sparse_out.c_str(),
+                  compact / 1024, 100 * compact / static_cast<double>(std::filesystem::file_size(model_path)),
+                  model_path.c_str());
+    }
     auto dataset = cli::load_dataset(data, data_dir, split == "train");
     cli::check_model_fits_data(loaded.spec, *dataset, model_path);
     std::printf("model   %s  %s, %lld parameters\n", model_path.c_str(),

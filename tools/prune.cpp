@@ -30,7 +30,7 @@ using namespace spruce;
 
 int main(int argc, char** argv) {
   return cli::run_tool("spruce-prune", [&] {
-    std::string model_path, out, npz_out, json_out, method_name = "woodfisher",
+    std::string model_path, out, npz_out, sparse_out, json_out, method_name = "woodfisher",
                                                     data = "fashion-mnist", data_dir;
     std::vector<std::string> patterns;
     double sparsity = 0.9;
@@ -47,6 +47,8 @@ int main(int argc, char** argv) {
     args.add_string("model", &model_path, "trained checkpoint to prune");
     args.add_string("out", &out, "where to write the pruned checkpoint (with masks)");
     args.add_string("npz", &npz_out, "also export the pruned weights and masks as .npz");
+    args.add_string("sparse-out", &sparse_out,
+                    "also write a compact checkpoint: nonzeros + bitmasks (spruce-eval reads it)");
     args.add_string("json", &json_out, "also write the report as JSON");
     args.add_string("method", &method_name, "pruning method");
     double update_scale = 1.0;
@@ -149,6 +151,12 @@ int main(int argc, char** argv) {
     ck.set_meta("pruned.bn_recalibrate", std::to_string(bn.batches));
     cli::put_model(ck, loaded.spec, model);
     io::save_checkpoint(out, ck);
+    if (!sparse_out.empty()) {
+      const double dense = static_cast<double>(std::filesystem::file_size(out));
+      const double compact = static_cast<double>(cli::save_compact(sparse_out, ck));
+      std::printf("compact checkpoint %s: %.0f KiB, %.1f%% of %s\n", sparse_out.c_str(),
+                  compact / 1024, 100 * compact / dense, out.c_str());
+    }
     if (!npz_out.empty()) cli::export_npz(npz_out, model);
     if (!json_out.empty()) {
       cli::Json j;

@@ -4,6 +4,8 @@
 // C_in / groups * KH * KW; linear: N * In * Out; matmul: M * K * N). This is
 // the count the PyTorch comparison uses for GFLOP/s (batch norm, ReLU, adds and pooling
 // are not counted), taken from the ops themselves so any model is covered.
+// The sparse inference ops (sparse_conv2d.h) count only the products of
+// their nonzero weights: what remains to compute once zeros are skipped.
 #pragma once
 
 #include <cstdint>

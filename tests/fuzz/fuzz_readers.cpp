@@ -14,6 +14,7 @@
 #include <iterator>
 
 #include "core/io/checkpoint.h"
+#include "core/io/sparse_checkpoint.h"
 #include "core/io/file.h"
 #include "core/io/npz.h"
 #include "data/cifar10.h"
@@ -199,6 +200,19 @@ void read_checkpoint(Bytes input) {
   io::load_checkpoint(path.string());
 }
 
+void read_compact(Bytes input) {
+  if (input.empty()) return;
+  std::vector<uint8_t> body(input.begin() + 1, input.end());
+  if ((input[0] & 1) && body.size() >= 4) {
+    const uint32_t crc = io::crc32_update(0, {body.data(), body.size() - 4});
+    std::memcpy(body.data() + body.size() - 4, &crc, 4);
+  }
+  const fs::path path = scratch() / "input.ckpt";
+  put_file(path, body);
+  const io::Checkpoint ck = io::load_checkpoint(path.string());
+  if (io::is_compressed(ck)) io::expand_checkpoint(ck);
+}
+
 void read_npz(Bytes input) {
   if (input.empty()) return;
   const uint8_t mode = input[0] % 3;
@@ -214,6 +228,7 @@ const std::vector<Target>& targets() {
                                        {"cifar10", read_cifar10},
                                        {"image", read_image},
                                        {"checkpoint", read_checkpoint},
+                                       {"compact", read_compact},
                                        {"npz", read_npz}};
   return all;
 }
@@ -333,6 +348,20 @@ std::vector<Seed> seeds(const std::string& target) {
     const std::vector<uint8_t> file = get_file(path);
     out.push_back({"checkpoint", with_mode(0, file)});
     out.push_back({"checkpoint-fixed-crc", with_mode(1, file)});
+  } else if (target == "compact") {
+    io::Checkpoint ck;
+    ck.set_meta("model.name", "resnet20");
+    Tensor w = Tensor::zeros({4, 3, 3, 3});
+    Tensor mask = Tensor::zeros({4, 3, 3, 3});
+    for (int64_t i = 0; i < w.numel(); i += 11) w.data()[i] = 0.5f + static_cast<float>(i), mask.data()[i] = 1.f;
+    ck.set_tensor("model/w", w);
+    ck.set_tensor("model/w_mask", mask);
+    ck.set_tensor("model/b", Tensor::from_data({2}, {1.f, -2.f}));
+    const fs::path path = scratch() / "seed.ckpt";
+    io::save_checkpoint(path.string(), io::compress_checkpoint(ck));
+    const std::vector<uint8_t> file = get_file(path);
+    out.push_back({"compact", with_mode(0, file)});
+    out.push_back({"compact-fixed-crc", with_mode(1, file)});
   } else if (target == "npz") {
     const fs::path path = scratch() / "seed.npz";
     io::write_npz(path.string(), {{"layer1.0.conv1.weight",

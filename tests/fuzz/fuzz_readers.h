@@ -13,6 +13,8 @@
 //               declared images before stb allocates them)
 //   checkpoint  bit 0: overwrite the last 4 bytes with the CRC-32 of the others,
 //               so the structure behind the CRC check is reached
+//   compact     a compact checkpoint (core/io/sparse_checkpoint.h): loaded, then
+//               expanded when marked compact; bit 0 as for checkpoint
 //   npz         mode % 3: 0 the rest is an .npz archive; 1 or 2 the rest is one
 //               .npy array, put into a valid archive stored (1) or deflated (2)
 //               with a correct CRC, so the .npy parser is reached
@@ -35,9 +37,10 @@ void read_idx(Bytes input);
 void read_cifar10(Bytes input);
 void read_image(Bytes input);
 void read_checkpoint(Bytes input);
+void read_compact(Bytes input);
 void read_npz(Bytes input);
 
-/// The fuzz targets by name ("idx", "cifar10", "image", "checkpoint", "npz").
+/// The fuzz targets by name ("idx", "cifar10", "image", "checkpoint", "compact", "npz").
 struct Target {
   const char* name;
   Reader read;

@@ -1,10 +1,12 @@
 // Model checkpoints and .npz files for the tools.
 #include "tools/common/model_io.h"
 
+#include <filesystem>
 #include <sstream>
 
 #include "core/error.h"
 #include "core/io/npz.h"
+#include "core/io/sparse_checkpoint.h"
 
 namespace spruce::cli {
 namespace {
@@ -82,6 +84,8 @@ LoadedModel load_model(const std::string& path, const ModelSpec& npz_spec) {
     state = io::read_npz(path);
   } else {
     loaded.checkpoint = io::load_checkpoint(path);
+    if (io::is_compressed(loaded.checkpoint))
+      loaded.checkpoint = io::expand_checkpoint(loaded.checkpoint);
     loaded.spec = model_spec_from(loaded.checkpoint);
     state = model_state_from(loaded.checkpoint);
   }
@@ -94,6 +98,11 @@ LoadedModel load_model(const std::string& path, const ModelSpec& npz_spec) {
     throw FormatError(path + ": " + e.what());
   }
   return loaded;
+}
+
+uint64_t save_compact(const std::string& path, const io::Checkpoint& ckpt) {
+  io::save_checkpoint(path, io::compress_checkpoint(ckpt));
+  return std::filesystem::file_size(path);
 }
 
 void export_npz(const std::string& path, const Module& module) { io::write_npz(path, module.state_dict()); }

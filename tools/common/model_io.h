@@ -35,10 +35,16 @@ struct LoadedModel {
   io::Checkpoint checkpoint;  // empty meta/tensors for .npz files
 };
 
-/// Loads a checkpoint (".ckpt" or any other name) or an ".npz" (which needs
+/// Loads a checkpoint (".ckpt" or any other name; compact ones too) or an ".npz" (which needs
 /// `npz_spec`). The module is rebuilt from the registry and its state loaded
 /// strictly: a checkpoint of another architecture fails with the key named.
 LoadedModel load_model(const std::string& path, const ModelSpec& npz_spec);
+
+/// Writes the model as a compact checkpoint (core/io/sparse_checkpoint.h):
+/// `ckpt` (metadata and tensors, put_model's included) with every mostly-zero
+/// tensor and every mask as a bitmask plus its nonzeros. load_model reads it
+/// like any checkpoint. Returns the file's size in bytes.
+uint64_t save_compact(const std::string& path, const io::Checkpoint& ckpt);
 
 /// Exports the module's state_dict to .npz (keys as PyTorch's state_dict;
 /// masks are included as "<param>_mask").

@@ -1,0 +1,273 @@
+// Sparse conv2d and linear inference (see sparse_conv2d.h).
+//
+// Every product is cast as out[row][q] = sum over a row's nonzeros of
+// value * src[offset + q] over a grid of positions q, so one row kernel
+// (sparse_spmm.h) serves all layers:
+// - k x k convs, any stride s: a sample is copied into s x s zero-padded
+//   phase planes (phase (a, b) holds padded pixel (s i + a, s j + b)), Hq x Wq
+//   each. Output (oh, ow) under tap (c, kh, kw) then reads plane
+//   (c, kh % s, kw % s) at (oh + kh / s, ow + kw / s): with grid position
+//   q = oh Wq + ow, a fixed offset per tap plus q, for stride 2 as for 1. The
+//   grid is Wq wide, the output OW <= Wq: the Wq - OW extra columns per row
+//   (2 of 9 at 7x7, 2 of 30 at 28x28) are computed and dropped.
+// - 1x1 stride-1 convs read the sample in place (q = pixel); when a sample
+//   has few pixels (MobileNet's 4x4 and 2x2 layers) several samples are
+//   copied side by side ([C][samples x pixels]) so a row spans more vector
+//   lanes.
+// - linear: the input transposed to [in][N]; q = sample.
+// The row result goes to a small per-thread buffer; the epilogue (scale and
+// shift in the kernel, residual and ReLU here) writes it to NCHW.
+//
+// Threads: batches split over groups of samples; a batch with fewer groups
+// than threads (batch 1) splits the output rows instead.
+#include "sparse_conv2d.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "../autograd.h"
+#include "../parallel.h"
+#include "mac_counter.h"
+#include "sparse_spmm.h"
+
+namespace spruce::ops {
+
+namespace {
+
+std::vector<float>& pack_scratch() {
+  thread_local std::vector<float> buf;
+  return buf;
+}
+
+std::vector<float>& row_scratch() {
+  thread_local std::vector<float> buf;
+  return buf;
+}
+
+float* grown(std::vector<float>& buf, int64_t n) {
+  if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
+  return buf.data();
+}
+
+/// dst[i] = act(g[i] + res[i]) for i < n (res may be null).
+inline void finish_run(const float* __restrict g, const float* __restrict res, bool relu, int64_t n,
+                       float* __restrict dst) {
+  if (res) {
+    if (relu)
+      for (int64_t i = 0; i < n; ++i) dst[i] = std::max(g[i] + res[i], 0.f);
+    else
+      for (int64_t i = 0; i < n; ++i) dst[i] = g[i] + res[i];
+  } else if (relu) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = std::max(g[i], 0.f);
+  } else {
+    std::memcpy(dst, g, sizeof(float) * static_cast<size_t>(n));
+  }
+}
+
+/// A conv's geometry and how its input is laid out for the row kernel.
+struct ConvLayout {
+  int64_t N, C, H, W, OC, KH, KW, s, pad, OH, OW;
+  bool in_place = false;           // 1x1 stride 1 unpadded: planes of P = H W pixels
+  int64_t group = 1;               // samples per grid (in place only)
+  int64_t Hq = 0, Wq = 0, PS = 0;  // phase planes (otherwise)
+
+  int64_t P() const { return OH * OW; }
+  /// Grid positions for a group of `nb` samples.
+  int64_t Q(int64_t nb) const { return in_place ? nb * P() : OH * Wq; }
+  /// Floats of the packed input of one group (0 when read in place).
+  int64_t packed_floats() const {
+    if (!in_place) return C * s * s * PS + Wq + 32;
+    return group > 1 ? C * group * P() : 0;
+  }
+  int32_t offset(int64_t col) const {
+    const int64_t c = col / (KH * KW), kh = col / KW % KH, kw = col % KW;
+    if (in_place) return static_cast<int32_t>(c * group * P());
+    return static_cast<int32_t>(((c * s + kh % s) * s + kw % s) * PS + (kh / s) * Wq + kw / s);
+  }
+};
+
+/// Packs samples [n0, n0 + nb) of x for the row kernel; returns the source.
+const float* pack(const ConvLayout& L, const float* x, int64_t n0, int64_t nb, float* buf) {
+  const int64_t P = L.H * L.W;
+  if (L.in_place) {
+    if (L.group == 1) return x + n0 * L.C * P;
+    for (int64_t c = 0; c < L.C; ++c)
+      for (int64_t b = 0; b < nb; ++b)
+        std::memcpy(buf + (c * L.group + b) * P, x + ((n0 + b) * L.C + c) * P,
+                    sizeof(float) * static_cast<size_t>(P));
+    return buf;
+  }
+  std::fill(buf, buf + L.packed_floats(), 0.f);
+  const int64_t s = L.s;
+  for (int64_t c = 0; c < L.C; ++c)
+    for (int64_t ih = 0; ih < L.H; ++ih) {
+      const float* src = x + (n0 * L.C + c) * P + ih * L.W;
+      const int64_t y = ih + L.pad;
+      float* row = buf + (c * s + y % s) * s * L.PS + (y / s) * L.Wq;
+      if (s == 1) {
+        std::memcpy(row + L.pad, src, sizeof(float) * static_cast<size_t>(L.W));
+      } else {
+        for (int64_t iw = 0; iw < L.W; ++iw) {
+          const int64_t xx = iw + L.pad;
+          row[(xx % s) * L.PS + xx / s] = src[iw];
+        }
+      }
+    }
+  return buf;
+}
+
+}  // namespace
+
+Tensor sparse_conv2d_fused(const Tensor& x, const Tensor& weight, const Tensor& multiplier,
+                           SparseWeightCache& cache, const ConvEpilogue& epilogue,
+                           const Conv2dOptions& options) {
+  auto fail = [&](const std::string& what) {
+    throw std::invalid_argument("sparse_conv2d_fused: " + what + " (input " + shape_str(x.shape()) +
+                                ", weight " + shape_str(weight.shape()) + ")");
+  };
+  if (x.dim() != 4 || weight.dim() != 4) fail("input and weight must be 4-D");
+  if (options.groups != 1) fail("groups must be 1");
+  if (options.stride < 1 || options.padding < 0) fail("bad stride or padding");
+  ConvLayout L{};
+  L.N = x.size(0), L.C = x.size(1), L.H = x.size(2), L.W = x.size(3);
+  L.OC = weight.size(0), L.KH = weight.size(2), L.KW = weight.size(3);
+  L.s = options.stride, L.pad = options.padding;
+  if (weight.size(1) != L.C) fail("input channels differ from the weight's");
+  if (L.H + 2 * L.pad < L.KH || L.W + 2 * L.pad < L.KW) fail("kernel larger than padded input");
+  L.OH = (L.H + 2 * L.pad - L.KH) / L.s + 1, L.OW = (L.W + 2 * L.pad - L.KW) / L.s + 1;
+  const Tensor &scale = epilogue.scale, &shift = epilogue.shift, &residual = epilogue.residual;
+  for (const Tensor* t : {&scale, &shift})
+    if (t->defined() && (t->dim() != 1 || t->size(0) != L.OC))
+      fail("scale and shift must be [C_out], got " + shape_str(t->shape()));
+  if (residual.defined() && residual.shape() != Shape{L.N, L.OC, L.OH, L.OW})
+    fail("residual must be [N, C_out, H_out, W_out], got " + shape_str(residual.shape()));
+  if (any_requires_grad({&x, &weight, &multiplier, &scale, &shift, &residual}))
+    throw std::logic_error(
+        "sparse_conv2d_fused: records no graph; call it under NoGradGuard or on tensors that "
+        "need no gradient");
+
+  const SparseRows& rows = cache.get(weight, multiplier);
+  L.in_place = L.KH == 1 && L.KW == 1 && L.s == 1 && L.pad == 0;
+  const int64_t P = L.P();
+  if (L.in_place) {
+    L.group = (P >= 128 || L.N <= 1) ? 1 : std::min<int64_t>(L.N, (256 + P - 1) / P);
+  } else {
+    const int64_t Hp = L.H + 2 * L.pad, Wp = L.W + 2 * L.pad;
+    L.Hq = (Hp + L.s - 1) / L.s, L.Wq = (Wp + L.s - 1) / L.s, L.PS = L.Hq * L.Wq;
+  }
+  SparseWeightCache::Derived& d = cache.derived();
+  const int64_t key[4] = {L.H, L.W, L.group, L.s * 1000 + L.pad};
+  if (!std::equal(key, key + 4, d.key)) {
+    std::copy(key, key + 4, d.key);
+    d.offset.resize(rows.col.size());
+    for (size_t j = 0; j < rows.col.size(); ++j) d.offset[j] = L.offset(rows.col[j]);
+  }
+
+  count_macs(rows.nnz() * L.N * P);  // an upper bound at the borders of padded convs
+  Tensor out = Tensor::empty({L.N, L.OC, L.OH, L.OW});
+  if (out.numel() == 0) return out;
+  const float* xd = x.data();
+  float* od = out.data();
+  const float* sc = scale.defined() ? scale.data() : nullptr;
+  const float* sh = shift.defined() ? shift.data() : nullptr;
+  const float* res = residual.defined() ? residual.data() : nullptr;
+  const sparse::RowKernel kernel = sparse::row_kernel();
+  const int32_t* start = rows.start.data();
+  const int32_t* off = d.offset.data();
+  const float* val = rows.value.data();
+
+  // Rows [oc0, oc1) of the samples [n0, n0 + nb) from their packed input.
+  auto run_rows = [&](const float* src, int64_t n0, int64_t nb, int64_t oc0, int64_t oc1) {
+    const int64_t Q = L.Q(nb);
+    float* g = grown(row_scratch(), Q);
+    for (int64_t oc = oc0; oc < oc1; ++oc) {
+      kernel(src, off + start[oc], val + start[oc], start[oc + 1] - start[oc], Q, sc ? sc[oc] : 1.f,
+             sh ? sh[oc] : 0.f, g);
+      if (L.in_place) {  // grid row b = sample n0 + b
+        for (int64_t b = 0; b < nb; ++b) {
+          const int64_t at = ((n0 + b) * L.OC + oc) * P;
+          finish_run(g + b * P, res ? res + at : nullptr, epilogue.relu, P, od + at);
+        }
+      } else {  // grid row oh of sample n0
+        for (int64_t oh = 0; oh < L.OH; ++oh) {
+          const int64_t at = (n0 * L.OC + oc) * P + oh * L.OW;
+          finish_run(g + oh * L.Wq, res ? res + at : nullptr, epilogue.relu, L.OW, od + at);
+        }
+      }
+    }
+  };
+
+  const int64_t group = L.in_place ? L.group : 1;
+  const int64_t groups = (L.N + group - 1) / group;
+  auto group_size = [&](int64_t gi) { return std::min(group, L.N - gi * group); };
+  if (groups >= num_threads() || in_parallel_region()) {
+    parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t gi = g0; gi < g1; ++gi) {
+        const int64_t nb = group_size(gi);
+        const float* src = pack(L, xd, gi * group, nb, grown(pack_scratch(), L.packed_floats()));
+        run_rows(src, gi * group, nb, 0, L.OC);
+      }
+    });
+  } else {
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      const int64_t nb = group_size(gi);
+      const float* src = pack(L, xd, gi * group, nb, grown(pack_scratch(), L.packed_floats()));
+      parallel_for(0, L.OC, 1,
+                   [&](int64_t oc0, int64_t oc1) { run_rows(src, gi * group, nb, oc0, oc1); });
+    }
+  }
+  return out;
+}
+
+Tensor sparse_linear(const Tensor& x, const Tensor& weight, const Tensor& multiplier,
+                     SparseWeightCache& cache, const Tensor& bias) {
+  auto fail = [&](const std::string& what) {
+    throw std::invalid_argument("sparse_linear: " + what + " (input " + shape_str(x.shape()) +
+                                ", weight " + shape_str(weight.shape()) + ")");
+  };
+  if (x.dim() != 2 || weight.dim() != 2) fail("input and weight must be 2-D");
+  const int64_t N = x.size(0), IN = x.size(1), OUT = weight.size(0);
+  if (weight.size(1) != IN) fail("input features differ from the weight's");
+  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != OUT))
+    fail("bias must be [out], got " + shape_str(bias.shape()));
+  if (any_requires_grad({&x, &weight, &multiplier, &bias}))
+    throw std::logic_error(
+        "sparse_linear: records no graph; call it under NoGradGuard or on tensors that need no "
+        "gradient");
+  const SparseRows& rows = cache.get(weight, multiplier);
+  SparseWeightCache::Derived& d = cache.derived();
+  const int64_t key[4] = {N, IN, -2, -2};
+  if (!std::equal(key, key + 4, d.key)) {
+    std::copy(key, key + 4, d.key);
+    d.offset.resize(rows.col.size());
+    for (size_t j = 0; j < rows.col.size(); ++j)
+      d.offset[j] = static_cast<int32_t>(rows.col[j] * N);
+  }
+  count_macs(rows.nnz() * N);
+  Tensor out = Tensor::empty({N, OUT});
+  if (out.numel() == 0) return out;
+  // [in][N]: a row's nonzero j reads samples at offset col_j N.
+  std::vector<float> xt(static_cast<size_t>(N * IN));
+  const float* xd = x.data();
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t i = 0; i < IN; ++i) xt[static_cast<size_t>(i * N + n)] = xd[n * IN + i];
+  const float* b = bias.defined() ? bias.data() : nullptr;
+  float* od = out.data();
+  const sparse::RowKernel kernel = sparse::row_kernel();
+  parallel_for(0, OUT, 16, [&](int64_t o0, int64_t o1) {
+    float* g = grown(row_scratch(), N);
+    for (int64_t o = o0; o < o1; ++o) {
+      const int32_t s0 = rows.start[static_cast<size_t>(o)],
+                    s1 = rows.start[static_cast<size_t>(o + 1)];
+      kernel(xt.data(), d.offset.data() + s0, rows.value.data() + s0, s1 - s0, N, 1.f,
+             b ? b[o] : 0.f, g);
+      for (int64_t n = 0; n < N; ++n) od[n * OUT + o] = g[n];
+    }
+  });
+  return out;
+}
+
+}  // namespace spruce::ops

@@ -1,0 +1,268 @@
+// spruce-bench's `sparse` section (see bench_sparse.h).
+//
+// Models: the committed dense checkpoints (ResNet-20 B and MobileNetV1 on
+// Fashion-MNIST, 1x28x28), pruned in memory by global magnitude over the
+// registry's default prunable weights (pruning::prune_step with the magnitude
+// pruner) to 0, 50, 75, 90, 95 and 98 % (and 89 % for MobileNetV1, its
+// gradual target). For each: inference images/s at --batch and batch-1
+// latency, dense kernels (ops::SparseMode::kDense) against the default
+// (kAuto: sparse where a layer's density is at most kSparseMaxDensity), in
+// alternated pairs (dense then sparse, `pairs` times); figures are medians,
+// and the speed-up is the median of the per-pair ratios. Weights are
+// compressed at the first inference call (untimed warm-up), as a model is when
+// it enters inference. MMACs: multiply-adds per image the dense model runs and
+// those that remain on the sparse path (the sparse kernels count only their
+// nonzeros); GFLOP/s = 2 x remaining MACs x img/s. Sizes: the checkpoint and
+// its compact (bitmask + nonzeros, masks included) form, as spruce-prune
+// --sparse-out writes, against the dense model's checkpoint (the 0 % row).
+//
+// Crossover: single layers of both models at batch --batch, dense conv2d_fused
+// against sparse_conv2d_fused at densities 0.6 .. 0.1; the density where the
+// sparse kernel becomes faster is what kSparseMaxDensity is set from.
+#include "tools/bench_sparse.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/io/checkpoint.h"
+#include "core/io/sparse_checkpoint.h"
+#include "core/ops/conv2d.h"
+#include "core/ops/mac_counter.h"
+#include "core/ops/sparse_conv2d.h"
+#include "core/ops/sparse_spmm.h"
+#include "core/random.h"
+#include "models/registry.h"
+#include "pruning/magnitude_pruner.h"
+#include "pruning/model_pruning.h"
+#include "pruning/prune_step.h"
+#include "tools/common/model_io.h"
+
+namespace spruce::bench {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double now_s() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
+
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/// Seconds per call of fn, over `iters` calls.
+template <class F>
+double per_call(int64_t iters, F&& fn) {
+  const double t0 = now_s();
+  for (int64_t i = 0; i < iters; ++i) fn();
+  return (now_s() - t0) / static_cast<double>(iters);
+}
+
+/// Median seconds of single calls.
+template <class F>
+double median_call(int64_t iters, F&& fn) {
+  std::vector<double> t;
+  for (int64_t i = 0; i < iters; ++i) {
+    const double t0 = now_s();
+    fn();
+    t.push_back(now_s() - t0);
+  }
+  return median_of(t);
+}
+
+struct Paired {
+  double dense = 0, sparse = 0, ratio = 0;  // medians; ratio = dense time / sparse time
+};
+
+/// Alternates dense and sparse timings `pairs` times (`time` returns seconds).
+template <class T>
+Paired paired(int64_t pairs, T&& time) {
+  std::vector<double> d, s, r;
+  for (int64_t p = 0; p < pairs; ++p) {
+    ops::set_sparse_mode(ops::SparseMode::kDense);
+    d.push_back(time());
+    ops::set_sparse_mode(ops::SparseMode::kAuto);
+    s.push_back(time());
+    r.push_back(d.back() / s.back());
+  }
+  return {median_of(d), median_of(s), median_of(r)};
+}
+
+int64_t macs_per_image(Module& m, const Tensor& x1) {
+  ops::MacCounter c;
+  m.forward(x1);
+  return c.total();
+}
+
+uintmax_t file_bytes(const std::string& path) { return std::filesystem::file_size(path); }
+
+struct Layer {
+  const char* name;
+  int64_t C, OC, H, k, stride, pad;
+};
+
+void crossover(const SparseSettings& s, cli::Json& j) {
+  const Layer layers[] = {
+      {"r20 3x3 16->16 @28", 16, 16, 28, 3, 1, 1},  {"r20 3x3 32->64 s2 @14", 32, 64, 14, 3, 2, 1},
+      {"r20 3x3 64->64 @7", 64, 64, 7, 3, 1, 1},    {"mb 1x1 128->128 @14", 128, 128, 14, 1, 1, 0},
+      {"mb 1x1 256->256 @7", 256, 256, 7, 1, 1, 0}, {"mb 1x1 512->512 @4", 512, 512, 4, 1, 1, 0}};
+  std::vector<double> densities{0.6, 0.5, 0.4, 0.3, 0.2, 0.1};
+  if (s.quick) densities = {0.5, 0.3, 0.1};
+  std::printf(
+      "\n## crossover: dense conv2d_fused time / sparse_conv2d_fused time, batch %lld\n%-24s",
+      static_cast<long long>(s.batch), "layer");
+  for (double d : densities) std::printf(" d=%-5.2f", d);
+  std::printf("\n");
+  j.key("crossover").begin_array();
+  Generator gen(1);
+  NoGradGuard no_grad;
+  for (const Layer& L : layers) {
+    std::printf("%-24s", L.name);
+    std::fflush(stdout);
+    Tensor x = Tensor::randn({s.batch, L.C, L.H, L.H}, gen);
+    Tensor w = Tensor::randn({L.OC, L.C, L.k, L.k}, gen);
+    Tensor scale = Tensor::rand({L.OC}, gen, 0.5f, 1.5f), shift = Tensor::randn({L.OC}, gen);
+    const ops::Conv2dOptions o{.stride = L.stride, .padding = L.pad};
+    j.begin_object().field("layer", std::string(L.name)).key("densities").begin_array();
+    for (double d : densities) j.value(d);
+    j.end_array().key("dense_over_sparse_time").begin_array();
+    for (double density : densities) {
+      Tensor u = Tensor::rand(w.shape(), gen);
+      Tensor wd = w.clone();
+      for (int64_t i = 0; i < wd.numel(); ++i)
+        if (u.at(i) >= density) wd.data()[i] = 0.f;
+      ops::SparseWeightCache cache;
+      const ops::ConvEpilogue e{.scale = scale, .shift = shift, .relu = true};
+      ops::conv2d_fused(x, wd, e, o), ops::sparse_conv2d_fused(x, wd, Tensor(), cache, e, o);
+      const int64_t iters = s.quick ? 1 : 3;
+      const Paired p = paired(s.quick ? 3 : s.pairs, [&] {
+        return ops::sparse_mode() == ops::SparseMode::kDense
+                   ? per_call(iters, [&] { ops::conv2d_fused(x, wd, e, o); })
+                   : per_call(iters,
+                              [&] { ops::sparse_conv2d_fused(x, wd, Tensor(), cache, e, o); });
+      });
+      std::printf(" %7.2f", p.ratio);
+      std::fflush(stdout);
+      j.value(p.ratio);
+    }
+    std::printf("\n");
+    j.end_array().end_object();
+  }
+  j.end_array();
+}
+
+}  // namespace
+
+void run_sparse_section(const SparseSettings& in, cli::Json& j) {
+  SparseSettings s = in;
+  if (s.quick) s.pairs = 3, s.iters = 2, s.single = 10;
+  struct Subject {
+    const char* label;
+    std::string path;
+    cli::ModelSpec spec;
+    std::vector<double> sparsities;
+  };
+  cli::ModelSpec mb_spec;
+  mb_spec.name = "mobilenet_v1";
+  mb_spec.config.in_channels = 1;
+  mb_spec.config.num_classes = 10;
+  const std::vector<Subject> subjects{
+      {"ResNet-20 B", s.resnet, {}, {0, 0.5, 0.75, 0.9, 0.95, 0.98}},
+      {"MobileNetV1", s.mobilenet, mb_spec, {0, 0.5, 0.75, 0.89, 0.9, 0.95, 0.98}}};
+  const std::filesystem::path tmp = std::filesystem::temp_directory_path() /
+                                    ("spruce-bench-sparse-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(tmp);
+  std::printf(
+      "\n## sparse inference (1x28x28; global magnitude masks on the committed dense checkpoints;\n"
+      "##   dense = dense kernels, sparse = layers at density <= %.2f on the sparse kernels (%s);\n"
+      "##   medians of %lld alternated pairs; speed-up = median of pair ratios)\n",
+      ops::kSparseMaxDensity, ops::sparse::path_name(ops::sparse::active_path()),
+      static_cast<long long>(s.pairs));
+  std::printf("%-12s %6s %8s %8s %-9s %-9s %6s %7s %-10s %-10s %6s %9s %9s %6s\n", "model",
+              "sparse", "MMACs", "remain", "dense", "sparse", "x", "GFLOP/s", "dense b1",
+              "sparse b1", "x b1", "ckpt KiB", "compact", "%");
+  j.key("sparse").begin_object();
+  j.field("batch", s.batch).field("pairs", s.pairs).field("iters", s.iters);
+  j.field("single", s.single).field("max_density", ops::kSparseMaxDensity);
+  j.field("simd", std::string(ops::sparse::path_name(ops::sparse::active_path())));
+  j.key("models").begin_array();
+  for (const Subject& sub : subjects) {
+    cli::LoadedModel loaded = cli::load_model(sub.path, sub.spec);
+    const NamedTensors dense_state = [&] {
+      NamedTensors st;
+      for (const auto& [k, v] : loaded.module->state_dict()) st.emplace_back(k, v.clone());
+      return st;
+    }();
+    double unpruned_kib = 0;  // sparsities start at 0
+    for (double sparsity : sub.sparsities) {
+      auto model = models::build_model(loaded.spec.name, loaded.spec.config);
+      model->load_state_dict(dense_state);
+      if (sparsity > 0) {
+        pruning::PrunableSet set =
+            pruning::attach_masks(*model, models::default_prunable_patterns(loaded.spec.name));
+        pruning::MagnitudePruner pruner;
+        pruning::prune_step(pruner, set, nullptr, {.sparsity = sparsity});
+      }
+      model->eval();
+      Generator gen(7);
+      Tensor xb = Tensor::randn({s.batch, 1, 28, 28}, gen);
+      Tensor x1 = Tensor::randn({1, 1, 28, 28}, gen);
+      NoGradGuard no_grad;
+      ops::set_sparse_mode(ops::SparseMode::kDense);
+      const int64_t dense_macs = macs_per_image(*model, x1);
+      model->forward(xb);
+      ops::set_sparse_mode(ops::SparseMode::kAuto);
+      const int64_t remain_macs = macs_per_image(*model, x1);
+      model->forward(xb);
+      const Paired tb =
+          paired(s.pairs, [&] { return per_call(s.iters, [&] { model->forward(xb); }); });
+      const Paired t1 =
+          paired(s.pairs, [&] { return median_call(s.single, [&] { model->forward(x1); }); });
+      const double bsz = static_cast<double>(s.batch);
+      const double dense_ips = bsz / tb.dense, sparse_ips = bsz / tb.sparse;
+
+      io::Checkpoint ckpt;
+      cli::put_model(ckpt, loaded.spec, *model);
+      const std::string dense_path = (tmp / "dense.ckpt").string();
+      const std::string compact_path = (tmp / "compact.ckpt").string();
+      io::save_checkpoint(dense_path, ckpt);
+      io::save_checkpoint(compact_path, io::compress_checkpoint(ckpt));
+      if (sparsity == 0) unpruned_kib = static_cast<double>(file_bytes(dense_path)) / 1024;
+      const double dense_kib = unpruned_kib;  // the dense model's file: no masks
+      const double compact_kib = static_cast<double>(file_bytes(compact_path)) / 1024;
+
+      std::printf(
+          "%-12s %5.0f%% %8.2f %8.2f %9.0f %9.0f %6.2f %7.1f %7.3f ms %7.3f ms %6.2f %9.0f %9.0f "
+          "%5.1f%%\n",
+          sub.label, sparsity * 100, dense_macs / 1e6, remain_macs / 1e6, dense_ips, sparse_ips,
+          tb.ratio, 2.0 * remain_macs * sparse_ips / 1e9, t1.dense * 1e3, t1.sparse * 1e3, t1.ratio,
+          dense_kib, compact_kib, 100 * compact_kib / dense_kib);
+      std::fflush(stdout);
+      j.begin_object().field("model", std::string(sub.label)).field("sparsity", sparsity);
+      j.field("dense_macs", dense_macs).field("remaining_macs", remain_macs);
+      j.field("dense_img_s", dense_ips)
+          .field("sparse_img_s", sparse_ips)
+          .field("speedup", tb.ratio);
+      j.field("dense_b1_ms", t1.dense * 1e3).field("sparse_b1_ms", t1.sparse * 1e3);
+      j.field("speedup_b1", t1.ratio);
+      j.field("ckpt_bytes", static_cast<int64_t>(file_bytes(dense_path)));
+      j.field("dense_model_ckpt_bytes", static_cast<int64_t>(unpruned_kib * 1024));
+      j.field("compact_bytes", static_cast<int64_t>(file_bytes(compact_path)));
+      j.end_object();
+    }
+  }
+  j.end_array();
+  std::filesystem::remove_all(tmp);
+  crossover(s, j);
+  j.end_object();
+}
+
+}  // namespace spruce::bench
