@@ -9,7 +9,9 @@
 // (an unstructured sparse row shares no input between outputs), so the
 // kernel is bound by loads and FMAs alike; 8 independent accumulators cover
 // the FMA latency. The last, partial tile uses masked loads and stores, so
-// nothing is read or written past position Q.
+// nothing is read or written past position Q. The AVX-512 and AVX2 versions
+// are the same loop written twice: their vector types, masks and intrinsics
+// differ in every line.
 #include "sparse_spmm.h"
 
 #include <atomic>

@@ -188,8 +188,8 @@ void read_image(Bytes input) {
   data::load_image_folder(root.string(), options);
 }
 
-void read_checkpoint(Bytes input) {
-  if (input.empty()) return;
+// The checkpoint file of a checkpoint or compact input (mode bit 0: fix the CRC).
+fs::path put_checkpoint_input(Bytes input) {
   std::vector<uint8_t> body(input.begin() + 1, input.end());
   if ((input[0] & 1) && body.size() >= 4) {
     const uint32_t crc = io::crc32_update(0, {body.data(), body.size() - 4});
@@ -197,19 +197,17 @@ void read_checkpoint(Bytes input) {
   }
   const fs::path path = scratch() / "input.ckpt";
   put_file(path, body);
-  io::load_checkpoint(path.string());
+  return path;
+}
+
+void read_checkpoint(Bytes input) {
+  if (input.empty()) return;
+  io::load_checkpoint(put_checkpoint_input(input).string());
 }
 
 void read_compact(Bytes input) {
   if (input.empty()) return;
-  std::vector<uint8_t> body(input.begin() + 1, input.end());
-  if ((input[0] & 1) && body.size() >= 4) {
-    const uint32_t crc = io::crc32_update(0, {body.data(), body.size() - 4});
-    std::memcpy(body.data() + body.size() - 4, &crc, 4);
-  }
-  const fs::path path = scratch() / "input.ckpt";
-  put_file(path, body);
-  const io::Checkpoint ck = io::load_checkpoint(path.string());
+  const io::Checkpoint ck = io::load_checkpoint(put_checkpoint_input(input).string());
   if (io::is_compressed(ck)) io::expand_checkpoint(ck);
 }
 
