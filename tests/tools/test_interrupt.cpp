@@ -118,24 +118,6 @@ std::vector<std::string> pruning_run(const TempDir& dir, const std::string& out,
   return a;
 }
 
-// log.csv without its timing columns (epoch_seconds, img_per_s).
-std::vector<std::string> csv_without_timing(const std::string& path) {
-  std::vector<std::string> rows;
-  for (const std::string& line : lines(read_text(path))) {
-    std::vector<std::string> cols;
-    size_t start = 0;
-    for (size_t comma; (comma = line.find(',', start)) != std::string::npos; start = comma + 1)
-      cols.push_back(line.substr(start, comma - start));
-    cols.push_back(line.substr(start));
-    REQUIRE(cols.size() == 10);
-    cols.erase(cols.begin() + 7, cols.begin() + 9);
-    std::string row;
-    for (const auto& c : cols) row += c + ",";
-    rows.push_back(row);
-  }
-  return rows;
-}
-
 // After a stopped run: what it printed, what it left, and that --resume
 // completes it byte-identical to `reference`.
 void expect_stopped_then_resumed(const TempDir& dir, const std::string& out, const RunResult& r,

@@ -18,7 +18,7 @@
 // The model is the smallest in the registry (mobilenet_v1 at width 0.1,
 // d = 36689 prunable weights), trained on 96 random 28x28 images, 2 epochs of
 // 5 steps of 16, one thread. Kills are exact: the LD_PRELOAD shim
-// kill_after_checkpoint.cpp raises SIGKILL at the first checkpoint rename of
+// fault_shim.cpp raises SIGKILL at the first checkpoint rename of
 // each process, so no timing is involved.
 #include <doctest/doctest.h>
 #include <signal.h>

@@ -34,26 +34,6 @@ std::vector<std::string> train_args(const TempDir& dir, const std::string& out,
   return a;
 }
 
-// log.csv without its timing columns (epoch_seconds, img_per_s), which differ
-// between any two runs.
-std::vector<std::string> csv_without_timing(const std::string& path) {
-  std::vector<std::string> rows;
-  for (const std::string& line : lines(read_text(path))) {
-    std::vector<std::string> cols;
-    size_t start = 0;
-    while (true) {
-      const size_t comma = line.find(',', start);
-      cols.push_back(
-          line.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-      if (comma == std::string::npos) break;
-      start = comma + 1;
-    }
-    REQUIRE_MESSAGE(cols.size() == 10, "unexpected log.csv row: " << line);
-    rows.push_back(cols[0] + "," + cols[1] + "," + cols[2] + "," + cols[3] + "," + cols[4] + "," +
-                   cols[5] + "," + cols[6] + "," + cols[9]);
-  }
-  return rows;
-}
 
 }  // namespace
 

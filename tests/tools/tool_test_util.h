@@ -76,11 +76,16 @@ inline void write_mnist(const fs::path& dir, uint32_t train = 96, uint32_t test 
 /// it takes well under a second. `extra` adds or overrides flags.
 inline std::vector<std::string> tiny_train_args(const TempDir& dir, const std::string& out,
                                                 const std::vector<std::string>& extra = {}) {
-  std::vector<std::string> a{"--data",      "mnist",        "--data-dir",   dir.file("data"),
-                             "--model",     "mobilenet_v1", "--width",      "0.1",
-                             "--epochs",    "2",            "--batch-size", "16",
-                             "--max-steps", "3",            "--eval-limit", "32",
-                             "--threads",   "1",            "--out",        dir.file(out)};
+  std::vector<std::string> a{"--data",       "mnist",
+                             "--data-dir",   dir.file("data"),
+                             "--model",      "mobilenet_v1",
+                             "--width",      "0.1",
+                             "--epochs",     "2",
+                             "--batch-size", "16",
+                             "--max-steps",  "3",
+                             "--eval-limit", "32",
+                             "--threads",    "1",
+                             "--out",        dir.file(out)};
   a.insert(a.end(), extra.begin(), extra.end());
   return a;
 }
@@ -103,6 +108,27 @@ inline std::vector<std::string> lines(const std::string& text) {
     start = end + 1;
   }
   return out;
+}
+
+/// log.csv without its timing columns (epoch_seconds, img_per_s), which differ
+/// between any two runs.
+inline std::vector<std::string> csv_without_timing(const std::string& path) {
+  std::vector<std::string> rows;
+  for (const std::string& line : lines(read_text(path))) {
+    std::vector<std::string> cols;
+    size_t start = 0;
+    while (true) {
+      const size_t comma = line.find(',', start);
+      cols.push_back(
+          line.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+    REQUIRE_MESSAGE(cols.size() == 10, "unexpected log.csv row: " << line);
+    rows.push_back(cols[0] + "," + cols[1] + "," + cols[2] + "," + cols[3] + "," + cols[4] + "," +
+                   cols[5] + "," + cols[6] + "," + cols[9]);
+  }
+  return rows;
 }
 
 /// Runs `program` with `args`, stdin from /dev/null and the current environment
