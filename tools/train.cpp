@@ -606,7 +606,7 @@ void Run::end_epoch() {
   stats_ = {};
   loader_->seek(epoch_, 0);
   save_checkpoint("last.ckpt");
-  if (s_.keep_checkpoints > 0)
+  if (s_.keep_checkpoints > 0 && comm_.is_root())
     io::save_snapshot((out_ / "last.ckpt").string(), epoch_, s_.keep_checkpoints);
   write_logs();
 }
@@ -864,7 +864,7 @@ int main(int argc, char** argv) {
       fs::path p = s.resume;
       // A run folder in use by a live run is refused before its checkpoint is
       // read (the live run may not have written one yet).
-      if (fs::is_directory(p) && (s.out.empty() || fs::path(s.out) == p))
+      if (world().is_root() && fs::is_directory(p) && (s.out.empty() || fs::path(s.out) == p))
         io::RunLock(p.string(), "spruce-train").release();
       if (fs::is_directory(p)) p /= "last.ckpt";
       const io::Checkpoint ck = io::load_checkpoint(p.string());
