@@ -308,6 +308,8 @@ class Run {
   /// After a stop request (Ctrl-C, SIGTERM), agreed by every rank: throws
   /// Stopped naming the checkpoint and the command that continues the run.
   void stop_if_requested() const;
+  /// The command that continues this run (under mpirun with as many ranks).
+  std::string resume_command() const;
   /// Batch-norm running statistics: each rank's own, replaced by their mean
   /// (before evaluating and checkpointing; nothing with one rank).
   void average_running_statistics();
@@ -736,6 +738,12 @@ void Run::lock_run_dir() {
   if (!lock_) lock_ = std::make_unique<io::RunLock>(out_.string(), "spruce-train");
 }
 
+std::string Run::resume_command() const {
+  const std::string launcher =
+      comm_.size() > 1 ? "mpirun -np " + std::to_string(comm_.size()) + " " : "";
+  return launcher + "spruce-train --resume " + shell_word(out_.string());
+}
+
 void Run::stop_if_requested() const {
   if (StopOnSignal::requested() == 0) return;
   const std::string at = batch_in_epoch_ == 0 ? "after epoch " + std::to_string(epoch_)
@@ -743,8 +751,7 @@ void Run::stop_if_requested() const {
                                                     " step " + std::to_string(batch_in_epoch_);
   throw Stopped("stopped by " + std::string(StopOnSignal::signal_name()) + " " + at +
                     " (global step " + std::to_string(global_step_) + "), saved in " +
-                    (out_ / "last.ckpt").string() + "; continue with: spruce-train --resume " +
-                    shell_word(out_.string()),
+                    (out_ / "last.ckpt").string() + "; continue with: " + resume_command(),
                 StopOnSignal::exit_status());
 }
 
@@ -831,7 +838,7 @@ int Run::main() {
   } catch (const IoError& e) {  // e.g. a full disk: say what is kept and how to go on
     if (!fs::exists(out_ / "last.ckpt")) throw;
     throw IoError(std::string(e.what()) + "; the last checkpoint " + (out_ / "last.ckpt").string() +
-                  " is kept: continue with spruce-train --resume " + shell_word(out_.string()));
+                  " is kept: continue with " + resume_command());
   }
   std::printf("done: %s/last.ckpt, final.npz, log.csv, log.jsonl\n", out_.string().c_str());
   return 0;

@@ -214,14 +214,17 @@ inline void expect_success(const RunResult& r) {
   REQUIRE(r.exit_code == 0);
 }
 
-/// ASAN_OPTIONS allowing a preloaded shim: under AddressSanitizer the shim is
-/// not the first library loaded, which ASan would refuse by default.
-inline std::string asan_options_for_shim() {
-  std::string asan = "verify_asan_link_order=0";
+/// "ASAN_OPTIONS=" the current ASAN_OPTIONS plus `option` (the last one given wins).
+inline std::string asan_options_plus(const std::string& option) {
+  std::string asan = option;
   if (const char* prev = std::getenv("ASAN_OPTIONS"); prev != nullptr && *prev != '\0')
     asan = std::string(prev) + ":" + asan;
   return "ASAN_OPTIONS=" + asan;
 }
+
+/// ASAN_OPTIONS allowing a preloaded shim: under AddressSanitizer the shim is
+/// not the first library loaded, which ASan would refuse by default.
+inline std::string asan_options_for_shim() { return asan_options_plus("verify_asan_link_order=0"); }
 
 /// Environment that makes a tool SIGKILL itself at its `n`-th checkpoint
 /// (counting renames onto a file named last.ckpt), "before" or "after" the
