@@ -202,9 +202,10 @@ TEST_CASE("a rank killed with SIGKILL ends the job within 60 s; the checkpoint r
   CHECK(fs::exists(out / "final.npz"));
 }
 
-TEST_CASE("SIGTERM to mpirun stops every rank after the same step; resuming on 2 ranks ends "
-          "as the run that was not stopped" *
-          doctest::skip(kNoMpi)) {
+TEST_CASE(
+    "SIGTERM to mpirun stops every rank after the same step; resuming on 2 ranks ends "
+    "as the run that was not stopped" *
+    doctest::skip(kNoMpi)) {
   // mpirun forwards the signal to every rank; each rank's first signal only
   // asks to stop, and the ranks agree on it after each step (a collective),
   // so they leave together and rank 0 saves the checkpoint of that step.
@@ -227,8 +228,8 @@ TEST_CASE("SIGTERM to mpirun stops every rank after the same step; resuming on 2
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     ::kill(mpirun, SIGTERM);
   };
-  const RunResult r = run(kMpirun, mpirun_args(2, args("stopped")), kMpiEnv,
-                          term_after_first_checkpoint);
+  const RunResult r =
+      run(kMpirun, mpirun_args(2, args("stopped")), kMpiEnv, term_after_first_checkpoint);
   INFO("stdout: " << r.out);
   INFO("stderr: " << r.err);
   CHECK(r.exit_code != 0);
