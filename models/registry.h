@@ -1,13 +1,18 @@
-// The model registry: every built-in model by name, its configuration, and the
-// weights a pruner prunes by default.
+// The model registry: every built-in model by name, the options it takes, and
+// the weights a pruner prunes by default.
 //
 // Names: "resnet20", "resnet32", "resnet44", "resnet56", "resnet110" (CIFAR
 // ResNets, models/resnet.h) and "mobilenet_v1" (models/mobilenet_v1.h).
 // The registry is a plain table in registry.cpp (no static self-registration,
-// which a static library could drop at link time).
+// which a static library could drop at link time): adding a model is its file
+// pair and one row there. A model's own options (ResNet's shortcut,
+// MobileNet's width) are named text in ModelConfig::options, declared by its
+// row, so tools offer them as flags, recipes as keys and checkpoints store
+// them as metadata without knowing any model.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,17 +24,34 @@ namespace spruce::models {
 struct ModelConfig {
   int64_t in_channels = 3;  // 1 (MNIST, Fashion-MNIST) or 3 (CIFAR-10)
   int64_t num_classes = 10;
-  char shortcut = 'B';  // ResNet shortcut: 'A' zero padding, 'B' 1x1 conv + BN
-  float width = 1.f;    // MobileNet width multiplier; ResNets accept only 1
-  uint64_t seed = 0;    // seeds the initialisation generator
+  uint64_t seed = 0;  // seeds the initialisation generator
+  /// The model's own options by name, as text (e.g. {"shortcut", "A"},
+  /// {"width", "0.5"}); one the model takes but that is absent or empty here
+  /// has its default (model_options()).
+  std::map<std::string, std::string> options;
+};
+
+/// An option some model takes: the tools' flag --<name>, the checkpoint's
+/// metadata "model.<name>".
+struct ModelOption {
+  std::string name;
+  std::string default_value;
+  std::string help;
 };
 
 /// Every registered model name, in a fixed order.
 std::vector<std::string> model_names();
 
+/// The options model `name` takes; UsageError for an unknown name.
+std::vector<ModelOption> model_options(const std::string& name);
+
+/// Every option of every model, each name once, in table order (for flags).
+std::vector<ModelOption> all_model_options();
+
 /// A freshly initialised model (training mode) from Generator(config.seed).
-/// An unknown name or an invalid config throws spruce::UsageError; the
-/// message for an unknown name lists the valid ones.
+/// An unknown name, an option the model does not take, or an invalid config
+/// throws spruce::UsageError naming the model and the option; the message for
+/// an unknown name lists the valid ones.
 std::unique_ptr<Module> build_model(const std::string& name, const ModelConfig& config = {});
 
 /// Glob patterns (see glob_match) selecting the weights a pruner prunes by

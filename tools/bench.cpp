@@ -129,7 +129,7 @@ std::unique_ptr<Module> make_model(const std::string& name, int64_t in_channels)
   models::ModelConfig cfg;
   cfg.in_channels = in_channels;
   cfg.num_classes = 10;
-  cfg.shortcut = 'A';  // the PyTorch reference's ResNet-20; ignored by MobileNet
+  if (name.rfind("resnet", 0) == 0) cfg.options["shortcut"] = "A";  // the PyTorch reference's
   cfg.seed = 0;
   return models::build_model(name, cfg);
 }

@@ -69,7 +69,7 @@ std::unique_ptr<Module> make_model(const std::string& name, int64_t channels) {
   models::ModelConfig cfg;
   cfg.in_channels = channels;
   cfg.num_classes = 10;
-  cfg.shortcut = 'A';  // spruce-bench's ResNet-20 (the PyTorch reference's)
+  if (name.rfind("resnet", 0) == 0) cfg.options["shortcut"] = "A";  // spruce-bench's ResNet-20
   return models::build_model(name, cfg);
 }
 

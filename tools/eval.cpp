@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "core/error.h"
 #include "core/parallel.h"
@@ -19,8 +20,7 @@ int main(int argc, char** argv) {
     std::string model_path, data = "fashion-mnist", data_dir, split = "test", json_out, sparse_out;
     cli::ModelSpec npz_spec;
     npz_spec.config.in_channels = 1;
-    std::string shortcut = "B";
-    double width = 1.0;
+    std::map<std::string, std::string> model_options;  // for .npz files
     int64_t batch = 256, threads = default_num_threads(), limit = 0, in_channels = 1, classes = 10;
     cli::Args args(
         "spruce-eval --model PATH",
@@ -38,18 +38,16 @@ int main(int argc, char** argv) {
     args.add_string("arch", &npz_spec.name, "for .npz files: model name");
     args.add_int("in-channels", &in_channels, "for .npz files: input channels", 1, 3);
     args.add_int("num-classes", &classes, "for .npz files: number of classes", 2);
-    args.add_choice("shortcut", &shortcut, {"A", "B"}, "for .npz files: ResNet shortcut option");
     args.add_string("sparse-out", &sparse_out,
                     "also write the model as a compact checkpoint (nonzeros + bitmasks)");
-    args.add_double("width", &width, "for .npz files: MobileNet width multiplier", 0, 16, true);
+    cli::add_model_option_flags(args, model_options);  // for .npz files
     if (!args.parse(argc, argv)) return 0;
     if (model_path.empty()) throw UsageError("--model is required (a checkpoint or .npz file)");
     if (!std::filesystem::exists(model_path)) throw IoError(model_path + ": no such file");
     set_num_threads(static_cast<int>(threads));
     npz_spec.config.in_channels = in_channels;
     npz_spec.config.num_classes = classes;
-    npz_spec.config.shortcut = shortcut[0];
-    npz_spec.config.width = static_cast<float>(width);
+    npz_spec.config.options = cli::model_options_for(npz_spec.name, model_options);
 
     cli::LoadedModel loaded = cli::load_model(model_path, npz_spec);
     if (!sparse_out.empty()) {

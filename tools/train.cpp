@@ -57,10 +57,10 @@ namespace fs = std::filesystem;
 namespace {
 
 struct Settings {
-  std::string model = "resnet20", shortcut = "B", data = "fashion-mnist", data_dir,
+  std::string model = "resnet20", data = "fashion-mnist", data_dir,
               schedule = "onecycle";
   std::string out, resume, init;
-  double width = 1.0, lr = 0.1, momentum = 0.9, weight_decay = 5e-4, pct_start = 0.25, min_lr = 0.0;
+  double lr = 0.1, momentum = 0.9, weight_decay = 5e-4, pct_start = 0.25, min_lr = 0.0;
   double gamma = 0.1, warmup_epochs = 0;
   int64_t epochs = 3, batch = 128, crop = 2, seed = 0, threads = default_num_threads();
   int64_t checkpoint_every = 0, max_steps = 0, train_limit = 0, eval_limit = 0, step_epochs = 0;
@@ -77,12 +77,12 @@ struct Settings {
   bool all_layers = false;
   pruning::FisherOptions fisher;
   cli::BnRecalibration bn;
+  std::map<std::string, std::string> model_options;  // the model's own (--shortcut, --width)
 };
 
 void declare(cli::Args& a, Settings& s) {
   a.add_choice("model", &s.model, models::model_names(), "model architecture");
-  a.add_choice("shortcut", &s.shortcut, {"A", "B"}, "ResNet shortcut: A zero-pad, B 1x1 conv + BN");
-  a.add_double("width", &s.width, "MobileNet width multiplier", 0, 16, true);
+  cli::add_model_option_flags(a, s.model_options);  // --shortcut, --width, ...: the registry's
   a.add_choice("data", &s.data, cli::dataset_names(), "data set");
   a.add_string("data-dir", &s.data_dir,
                "data set directory (default: the data set's standard place)");
@@ -364,8 +364,7 @@ void Run::setup_model_and_data() {
   spec_.name = s_.model;
   spec_.config.in_channels = shape.channels;
   spec_.config.num_classes = train_set_->num_classes();
-  spec_.config.shortcut = s_.shortcut[0];
-  spec_.config.width = static_cast<float>(s_.width);
+  spec_.config.options = cli::model_options_for(s_.model, s_.model_options);
   spec_.config.seed = static_cast<uint64_t>(s_.seed);
   model_ = models::build_model(spec_.name, spec_.config);
   if (!s_.init.empty() && s_.resume.empty()) {

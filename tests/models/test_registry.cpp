@@ -22,7 +22,7 @@ TEST_CASE("model_names lists every built-in model and each one builds") {
   const Tensor x = testing::randn({2, 1, 12, 12}, 1);
   for (const std::string& name : names) {
     INFO(name);
-    auto model = build_model(name, {.in_channels = 1, .num_classes = 7, .width = 1.f});
+    auto model = build_model(name, {.in_channels = 1, .num_classes = 7});
     REQUIRE(model);
     CHECK(model->is_training());
     CHECK(model->forward(x).shape() == Shape{2, 7});
@@ -31,13 +31,13 @@ TEST_CASE("model_names lists every built-in model and each one builds") {
 
 TEST_CASE("build_model passes the config on") {
   CHECK(build_model("resnet20")->num_parameters() == 272474);
-  CHECK(build_model("resnet20", {.shortcut = 'A'})->num_parameters() == 269722);
+  CHECK(build_model("resnet20", {.options = {{"shortcut", "A"}}})->num_parameters() == 269722);
   CHECK(build_model("resnet20", {.in_channels = 1})->num_parameters() == 272186);
   CHECK(build_model("resnet32")->num_parameters() == 466906);
-  CHECK(build_model("resnet44", {.shortcut = 'A'})->num_parameters() == 658586);
-  CHECK(build_model("resnet110", {.shortcut = 'A'})->num_parameters() == 1727962);
+  CHECK(build_model("resnet44", {.options = {{"shortcut", "A"}}})->num_parameters() == 658586);
+  CHECK(build_model("resnet110", {.options = {{"shortcut", "A"}}})->num_parameters() == 1727962);
   CHECK(build_model("mobilenet_v1")->num_parameters() == 3217226);
-  CHECK(build_model("mobilenet_v1", {.width = 0.25f})->num_parameters() == 215642);
+  CHECK(build_model("mobilenet_v1", {.options = {{"width", "0.25"}}})->num_parameters() == 215642);
   CHECK(build_model("resnet20", {.num_classes = 100})->parameter("fc.weight").shape() ==
         Shape{100, 64});
 }
@@ -61,10 +61,10 @@ TEST_CASE("unknown names and invalid configs are usage errors") {
       UsageError);
   CHECK_THROWS_WITH_AS(default_prunable_patterns("vgg16"), doctest::Contains("mobilenet_v1"),
                        UsageError);
-  CHECK_THROWS_AS(build_model("resnet20", {.shortcut = 'C'}), UsageError);
-  CHECK_THROWS_WITH_AS(build_model("resnet20", {.width = 0.5f}), doctest::Contains("width"),
-                       UsageError);
-  CHECK_THROWS_AS(build_model("mobilenet_v1", {.width = -1.f}), UsageError);
+  CHECK_THROWS_AS(build_model("resnet20", {.options = {{"shortcut", "C"}}}), UsageError);
+  CHECK_THROWS_WITH_AS(build_model("resnet20", {.options = {{"width", "0.5"}}}),
+                       doctest::Contains("width"), UsageError);
+  CHECK_THROWS_AS(build_model("mobilenet_v1", {.options = {{"width", "-1"}}}), UsageError);
   CHECK_THROWS_AS(build_model("mobilenet_v1", {.in_channels = 0}), UsageError);
 }
 
@@ -90,4 +90,21 @@ TEST_CASE("default prunable patterns select the reference's weights") {
   CHECK(selected.front() == "conv1.weight");
   CHECK(selected[1] == "layers.0.conv1.weight");
   CHECK(selected.back() == "linear.weight");
+}
+
+TEST_CASE("each model's own options come from its table row, with defaults") {
+  REQUIRE(model_options("resnet20").size() == 1);
+  CHECK(model_options("resnet56")[0].name == "shortcut");
+  CHECK(model_options("resnet56")[0].default_value == "B");
+  REQUIRE(model_options("mobilenet_v1").size() == 1);
+  CHECK(model_options("mobilenet_v1")[0].name == "width");
+  std::vector<std::string> all;
+  for (const ModelOption& o : all_model_options()) all.push_back(o.name);
+  CHECK(all == std::vector<std::string>{"shortcut", "width"});
+  // Empty means the default; a misspelt option names itself and the valid ones.
+  CHECK(build_model("resnet20", {.options = {{"shortcut", ""}}})->num_parameters() == 272474);
+  CHECK_THROWS_WITH_AS(build_model("mobilenet_v1", {.options = {{"widht", "0.5"}}}),
+                       "mobilenet_v1 takes no option 'widht' (its options: width)", UsageError);
+  CHECK_THROWS_WITH_AS(build_model("mobilenet_v1", {.options = {{"width", "x"}}}),
+                       "mobilenet_v1: width: 'x', expected a positive number", UsageError);
 }

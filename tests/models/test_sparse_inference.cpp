@@ -57,7 +57,6 @@ double rel_diff(const Tensor& a, const Tensor& b) {
 std::unique_ptr<Module> model(const std::string& name) {
   models::ModelConfig c;
   c.in_channels = 1;
-  c.shortcut = 'B';
   return models::build_model(name, c);
 }
 

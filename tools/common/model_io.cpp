@@ -13,7 +13,8 @@ namespace {
 constexpr const char* kPrefix = "model/";
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 int64_t meta_int(const io::Checkpoint& ckpt, const std::string& key) {
@@ -28,11 +29,56 @@ int64_t meta_int(const io::Checkpoint& ckpt, const std::string& key) {
 }
 }  // namespace
 
+namespace {
+/// Whether two option values are the same text or the same number ("1", "1.0").
+bool same_value(const std::string& a, const std::string& b) {
+  if (a == b) return true;
+  try {
+    size_t ua = 0, ub = 0;
+    const double x = std::stod(a, &ua), y = std::stod(b, &ub);
+    return ua == a.size() && ub == b.size() && x == y;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+/// The value the model uses for option `o`: config's, or the default.
+std::string effective(const models::ModelConfig& config, const models::ModelOption& o) {
+  auto it = config.options.find(o.name);
+  return it == config.options.end() || it->second.empty() ? o.default_value : it->second;
+}
+}  // namespace
+
+void add_model_option_flags(Args& args, std::map<std::string, std::string>& values) {
+  for (const models::ModelOption& o : models::all_model_options())
+    args.add_string(o.name, &values[o.name], o.help + " (default " + o.default_value + ")");
+}
+
+std::map<std::string, std::string> model_options_for(
+    const std::string& name, const std::map<std::string, std::string>& values) {
+  const std::vector<models::ModelOption> takes = models::model_options(name);
+  std::map<std::string, std::string> out;
+  for (const auto& [key, value] : values) {
+    bool taken = false;
+    for (const models::ModelOption& o : takes) taken = taken || o.name == key;
+    if (taken) {
+      out[key] = value;
+      continue;
+    }
+    if (value.empty()) continue;
+    for (const models::ModelOption& o : models::all_model_options())
+      if (o.name == key && same_value(value, o.default_value)) taken = true;
+    if (!taken)
+      throw UsageError("--" + key + " " + value + ": model " + name + " does not take this option");
+  }
+  return out;
+}
+
 std::string ModelSpec::describe() const {
   std::ostringstream os;
   os << name << " (in " << config.in_channels << ", classes " << config.num_classes;
-  if (name.rfind("resnet", 0) == 0) os << ", shortcut " << config.shortcut;
-  if (name == "mobilenet_v1") os << ", width " << config.width;
+  for (const models::ModelOption& o : models::model_options(name))
+    os << ", " << o.name << ' ' << effective(config, o);
   os << ')';
   return os.str();
 }
@@ -41,29 +87,32 @@ void put_model(io::Checkpoint& ckpt, const ModelSpec& spec, const Module& module
   ckpt.set_meta("model.name", spec.name);
   ckpt.set_meta("model.in_channels", std::to_string(spec.config.in_channels));
   ckpt.set_meta("model.num_classes", std::to_string(spec.config.num_classes));
-  ckpt.set_meta("model.shortcut", std::string(1, spec.config.shortcut));
-  std::ostringstream width;
-  width.precision(9);
-  width << spec.config.width;
-  ckpt.set_meta("model.width", width.str());
+  for (const models::ModelOption& o : models::model_options(spec.name))
+    ckpt.set_meta("model." + o.name, effective(spec.config, o));
   for (const auto& [key, value] : module.state_dict()) ckpt.set_tensor(kPrefix + key, value);
 }
 
 ModelSpec model_spec_from(const io::Checkpoint& ckpt) {
-  for (const char* key : {"model.name", "model.in_channels", "model.num_classes", "model.shortcut", "model.width"})
+  for (const char* key : {"model.name", "model.in_channels", "model.num_classes"})
     if (!ckpt.has_meta(key))
-      throw FormatError(ckpt.source + ": metadata '" + key + "' is missing, expected a spruce model checkpoint");
+      throw FormatError(ckpt.source + ": metadata '" + key +
+                        "' is missing, expected a spruce model checkpoint");
   ModelSpec spec;
   spec.name = ckpt.meta_value("model.name");
+  std::vector<models::ModelOption> takes;
+  try {
+    takes = models::model_options(spec.name);
+  } catch (const UsageError& e) {
+    throw FormatError(ckpt.source + ": metadata 'model.name': " + e.what());
+  }
   spec.config.in_channels = meta_int(ckpt, "model.in_channels");
   spec.config.num_classes = meta_int(ckpt, "model.num_classes");
-  const std::string& sc = ckpt.meta_value("model.shortcut");
-  if (sc.size() != 1) throw FormatError(ckpt.source + ": metadata 'model.shortcut' is '" + sc + "', expected A or B");
-  spec.config.shortcut = sc[0];
-  try {
-    spec.config.width = std::stof(ckpt.meta_value("model.width"));
-  } catch (const std::exception&) {
-    throw FormatError(ckpt.source + ": metadata 'model.width' is not a number");
+  for (const models::ModelOption& o : takes) {
+    const std::string key = "model." + o.name;
+    if (!ckpt.has_meta(key))
+      throw FormatError(ckpt.source + ": metadata '" + key + "' is missing, expected the " +
+                        spec.name + " option " + o.name);
+    spec.config.options[o.name] = ckpt.meta_value(key);
   }
   return spec;
 }
@@ -89,7 +138,12 @@ LoadedModel load_model(const std::string& path, const ModelSpec& npz_spec) {
     loaded.spec = model_spec_from(loaded.checkpoint);
     state = model_state_from(loaded.checkpoint);
   }
-  loaded.module = models::build_model(loaded.spec.name, loaded.spec.config);
+  try {
+    loaded.module = models::build_model(loaded.spec.name, loaded.spec.config);
+  } catch (const UsageError& e) {
+    if (!loaded.checkpoint.source.empty()) throw FormatError(path + ": " + e.what());
+    throw;
+  }
   try {
     loaded.module->load_state_dict(state);
   } catch (const Error& e) {
@@ -105,6 +159,8 @@ uint64_t save_compact(const std::string& path, const io::Checkpoint& ckpt) {
   return std::filesystem::file_size(path);
 }
 
-void export_npz(const std::string& path, const Module& module) { io::write_npz(path, module.state_dict()); }
+void export_npz(const std::string& path, const Module& module) {
+  io::write_npz(path, module.state_dict());
+}
 
 }  // namespace spruce::cli

@@ -6,19 +6,34 @@
 // the model name and config from the command line.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 
 #include "core/io/checkpoint.h"
 #include "layers/module.h"
 #include "models/registry.h"
+#include "tools/common/args.h"
 
 namespace spruce::cli {
+
+/// Adds a flag --<option> for every option some registered model takes (its
+/// registry row declares it); values land in `values`, where empty means the
+/// model's default.
+void add_model_option_flags(Args& args, std::map<std::string, std::string>& values);
+
+/// The entries of `values` that model `name` takes. Any other entry must be
+/// empty or the option's default (older runs saved every option for every
+/// model); a real value for an option the model does not take is a
+/// UsageError naming the flag.
+std::map<std::string, std::string> model_options_for(
+    const std::string& name, const std::map<std::string, std::string>& values);
 
 struct ModelSpec {
   std::string name = "resnet20";
   models::ModelConfig config;
-  /// "resnet20 (in 1, classes 10, shortcut A)" for logs.
+  /// "resnet20 (in 1, classes 10, shortcut A)" for logs: every option the
+  /// model takes, with its default where config.options has none.
   std::string describe() const;
 };
 
