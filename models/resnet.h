@@ -48,6 +48,11 @@ class BasicBlock : public Module {
 
   Tensor forward(const Tensor& x) override;
 
+  /// The channels an option-A shortcut pads to; 0 when the shortcut is the
+  /// identity or a projection (child "shortcut"). For code that walks the
+  /// model, such as the ONNX export.
+  int64_t shortcut_pad_channels() const { return pad_to_channels_; }
+
  private:
   Conv2d* conv1_;
   BatchNorm2d* bn1_;

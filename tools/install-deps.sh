@@ -3,9 +3,12 @@
 # As root it runs apt-get; otherwise through sudo when available; otherwise it
 # prints the command to run and fails.
 # libopenmpi-dev and openmpi-bin are optional (Meson option mpi = auto):
-# they let one job run as several processes under mpirun.
+# they let one job run as several processes under mpirun. libonnx-dev and
+# libprotobuf-dev are optional too (Meson option onnx = auto): the ONNX export
+# (spruce-export) writes its files with ONNX's own schema classes and protobuf;
+# python3-onnx lets the tests check those files with onnx.checker.
 set -eu
-packages="g++ meson ninja-build pkg-config libopenblas-dev zlib1g-dev libstb-dev doctest-dev libyaml-cpp-dev dataset-fashion-mnist libopenmpi-dev openmpi-bin"
+packages="g++ meson ninja-build pkg-config libopenblas-dev zlib1g-dev libstb-dev doctest-dev libyaml-cpp-dev dataset-fashion-mnist libopenmpi-dev openmpi-bin libonnx-dev libprotobuf-dev python3-onnx"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
