@@ -17,7 +17,7 @@
 //               ops::sgemm (the models' path: C split on our pool) is shown too.
 //   fisher      collecting m Fisher gradients of ResNet-20's conv + linear
 //               weights (1x28x28, eval mode) with collect_fisher_gradients,
-//               per sample (batch 1) and per mini-batch (batch --fisher-mb).
+//               per sample (batch 1) and per mini-batch (batch --fisher-batch).
 //   sparse      dense against sparse inference of pruned ResNet-20 B and
 //               MobileNetV1, model-file sizes and the layer crossover (not in
 //               the default sections; see tools/bench_sparse.cpp).
@@ -443,9 +443,7 @@ std::string cell(const Stat& s, const char* f) {
   return fmt(f, s.med) + " [" + fmt(f, s.lo) + ".." + fmt(f, s.hi) + "]";
 }
 
-void json_stat(cli::Json& j, const std::string& key, const Stat& s) {
-  j.key(key).begin_object().field("median", s.med).field("min", s.lo).field("max", s.hi).end_object();
-}
+cli::Json json_stat(const Stat& s) { return {{"median", s.med}, {"min", s.lo}, {"max", s.hi}}; }
 
 std::string now_utc() {
   const std::time_t t = std::time(nullptr);
@@ -480,7 +478,7 @@ int run(int argc, char** argv) {
               "workloads run in PyTorch (tools/README.md, \"Benchmarks\"; compare ratios\n"
               "measured in one session).");
   a.add_int("threads", &s.threads, "threads for BLAS and our loops", 1, 256);
-  a.add_int("batch", &s.batch, "batch size for the model benchmarks", 1);
+  a.add_int("batch-size", &s.batch, "batch size for the model benchmarks", 1);
   a.add_string_list("models", &s.models, "models to time", models::model_names());
   a.add_string_list("shapes", &s.shapes, "input shapes CxHxW");
   a.add_int("runs", &s.runs, "runs per figure (each model run is a fresh process); medians shown", 1);
@@ -489,8 +487,11 @@ int run(int argc, char** argv) {
   a.add_int("infer-iters", &s.infer_iters, "timed inference batches per run", 1);
   a.add_string_list("sections", &s.sections, "what to measure",
                     {"sgemm", "models", "fisher", "woodfisher", "sparse"});
-  a.add_int("fisher-m", &s.fisher_m, "Fisher gradients to collect", 1);
-  a.add_int("fisher-mb", &s.fisher_mb, "mini-batch size of the per-minibatch collection", 1);
+  a.add_int("fisher-samples", &s.fisher_m, "m: Fisher gradients to collect", 1);
+  a.add_int("fisher-batch", &s.fisher_mb, "b: mini-batch size of the per-minibatch collection", 1);
+  a.add_deprecated("batch", "batch-size");
+  a.add_deprecated("fisher-m", "fisher-samples");
+  a.add_deprecated("fisher-mb", "fisher-batch");
   a.add_string_list("woodfisher", &s.woodfisher, "block inverse settings CxM (block size x gradients)");
   a.add_int("wf-runs", &s.wf_runs, "runs per block-inverse setting", 1);
   a.add_double("rank1-budget", &s.rank1_budget,
@@ -512,9 +513,10 @@ int run(int argc, char** argv) {
               static_cast<long long>(s.threads), cpu_name().c_str(), openblas_get_config(),
               openblas_get_corename());
   std::fflush(stdout);
-  cli::Json j;
-  j.begin_object().field("date_utc", date).field("threads", s.threads).field("cpu", cpu_name());
-  j.field("openblas", std::string(openblas_get_config()));
+  cli::Json j = {{"date_utc", date},
+                 {"threads", s.threads},
+                 {"cpu", cpu_name()},
+                 {"openblas", std::string(openblas_get_config())}};
 
   if (want("sgemm")) {
     std::printf(
@@ -523,18 +525,15 @@ int run(int argc, char** argv) {
         "# ops::sgemm = the models' path (C split on our pool, 1-thread OpenBLAS per block)\n"
         "%-6s %-28s %s\n",
         static_cast<long long>(s.threads), "n", "roofline (OpenBLAS)", "ops::sgemm (pool)");
-    j.key("sgemm").begin_array();
+    j["sgemm"] = cli::Json::array();
     for (int64_t n : {1024, 2048}) {
       const GemmRow g = bench_sgemm(n, s.runs, s.warmup);
       std::printf("%-6lld %-28s %s\n", static_cast<long long>(n), cell(g.blas, "%.1f").c_str(),
                   cell(g.pool, "%.1f").c_str());
       std::fflush(stdout);
-      j.begin_object().field("n", n);
-      json_stat(j, "gflops", g.blas);
-      json_stat(j, "gflops_pool", g.pool);
-      j.end_object();
+      j["sgemm"].push_back(
+          {{"n", n}, {"gflops", json_stat(g.blas)}, {"gflops_pool", json_stat(g.pool)}});
     }
-    j.end_array();
   }
 
   if (want("models")) {
@@ -546,7 +545,7 @@ int run(int argc, char** argv) {
     std::printf("%-13s %-8s %7s %-24s %8s %7s %-26s %7s %-20s\n", "model", "input", "MMACs",
                 "train img/s", "step ms", "GFLOP/s", "infer img/s", "GFLOP/s", "peak RSS MiB");
     std::fflush(stdout);
-    j.key("models").begin_array();
+    j["models"] = cli::Json::array();
     for (const auto& model : s.models)
       for (const auto& shape : s.shapes) {
         ChildSpec spec{model, shape, s.batch, s.threads, s.iters, s.infer_iters, s.warmup};
@@ -557,45 +556,49 @@ int run(int argc, char** argv) {
                     6 * mm * r.train_ips.med / 1e9, cell(r.infer_ips, "%.1f").c_str(),
                     2 * mm * r.infer_ips.med / 1e9, cell(r.rss, "%.0f").c_str());
         std::fflush(stdout);
-        j.begin_object().field("model", model).field("shape", shape).field("batch", s.batch);
-        j.field("threads", s.threads).field("params", r.params).field("macs_per_img", r.macs);
-        j.field("runs", s.runs).field("iters", s.iters).field("warmup", s.warmup);
-        json_stat(j, "train_img_s", r.train_ips);
-        json_stat(j, "train_step_ms", r.train_ms);
-        j.field("train_step_ms_min", r.train_min_ms);
-        json_stat(j, "train_step_cpu_ms", r.train_cpu_ms);
-        j.field("train_gflops", 6 * mm * r.train_ips.med / 1e9);
-        json_stat(j, "infer_img_s", r.infer_ips);
-        j.field("infer_gflops", 2 * mm * r.infer_ips.med / 1e9);
-        json_stat(j, "peak_rss_train_mib", r.rss);
-        j.end_object();
+        j["models"].push_back({{"model", model},
+                               {"shape", shape},
+                               {"batch_size", s.batch},
+                               {"threads", s.threads},
+                               {"params", r.params},
+                               {"macs_per_img", r.macs},
+                               {"runs", s.runs},
+                               {"iters", s.iters},
+                               {"warmup", s.warmup},
+                               {"train_img_s", json_stat(r.train_ips)},
+                               {"train_step_ms", json_stat(r.train_ms)},
+                               {"train_step_ms_min", r.train_min_ms},
+                               {"train_step_cpu_ms", json_stat(r.train_cpu_ms)},
+                               {"train_gflops", 6 * mm * r.train_ips.med / 1e9},
+                               {"infer_img_s", json_stat(r.infer_ips)},
+                               {"infer_gflops", 2 * mm * r.infer_ips.med / 1e9},
+                               {"peak_rss_train_mib", json_stat(r.rss)}});
       }
-    j.end_array();
   }
 
   if (want("fisher")) {
     std::printf("\n## Fisher gradient collection (ResNet-20 A, 1x28x28, eval mode, all conv + linear "
                 "weights)\n%-14s %5s %6s %-22s %s\n",
                 "kind", "m", "batch", "seconds", "ms/grad");
-    j.key("fisher").begin_array();
+    j["fisher"] = cli::Json::array();
     for (int64_t batch : {int64_t{1}, s.fisher_mb}) {
       const FisherRow f = bench_fisher(s.fisher_m, batch, s.runs);
       std::printf("%-14s %5lld %6lld %-22s %.2f\n", f.kind.c_str(), static_cast<long long>(f.m),
                   static_cast<long long>(f.batch), cell(f.seconds, "%.3f").c_str(),
                   f.seconds.med / static_cast<double>(f.m) * 1e3);
       std::fflush(stdout);
-      j.begin_object().field("kind", f.kind).field("m", f.m).field("batch", f.batch);
-      json_stat(j, "seconds", f.seconds);
-      j.end_object();
+      j["fisher"].push_back({{"kind", f.kind},
+                             {"fisher_samples", f.m},
+                             {"fisher_batch", f.batch},
+                             {"seconds", json_stat(f.seconds)}});
     }
-    j.end_array();
   }
 
   if (want("woodfisher")) {
     std::printf("\n## WoodFisher block inverse (ResNet-20 1x28x28 conv + linear weights, random "
                 "gradients, lambda 1e-5)\n%-6s %-6s %7s %-22s %9s %-s\n",
                 "c", "m", "blocks", "block_fisher_inverse s", "MiB", "rank-1 loop s");
-    j.key("woodfisher").begin_array();
+    j["woodfisher"] = cli::Json::array();
     for (const auto& cm : s.woodfisher) {
       const size_t x = cm.find('x');
       if (x == std::string::npos) throw UsageError("--woodfisher: expected CxM, got '" + cm + "'");
@@ -612,22 +615,24 @@ int run(int argc, char** argv) {
                   static_cast<long long>(m), static_cast<long long>(w.blocks),
                   cell(w.seconds, "%.2f").c_str(), w.memory_mib, r1.c_str());
       std::fflush(stdout);
-      j.begin_object().field("c", c).field("m", m).field("blocks", w.blocks).field("d", w.d);
-      json_stat(j, "seconds", w.seconds);
-      j.field("memory_mib", w.memory_mib).field("rank1_seconds", w.rank1_s);
-      j.field("rank1_blocks_timed", w.rank1_blocks).field("rank1_extrapolated", w.rank1_extrapolated);
-      j.end_object();
+      j["woodfisher"].push_back({{"block_size", c},
+                                 {"fisher_samples", m},
+                                 {"blocks", w.blocks},
+                                 {"d", w.d},
+                                 {"seconds", json_stat(w.seconds)},
+                                 {"memory_mib", w.memory_mib},
+                                 {"rank1_seconds", w.rank1_s},
+                                 {"rank1_blocks_timed", w.rank1_blocks},
+                                 {"rank1_extrapolated", w.rank1_extrapolated}});
     }
-    j.end_array();
   }
 
   if (want("sparse")) {
     s.sparse.batch = s.batch;
-    bench::run_sparse_section(s.sparse, j);
+    j["sparse"] = bench::run_sparse_section(s.sparse);
   }
 
-  j.end_object();
-  if (!s.json.empty()) cli::write_text_file(s.json, j.str() + "\n");
+  if (!s.json.empty()) cli::write_json_file(s.json, j);
   return 0;
 }
 

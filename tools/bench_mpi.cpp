@@ -78,7 +78,7 @@ void bench_train(Communicator& comm, const std::string& model_name, int64_t batc
   auto model = make_model(model_name, 1);
   const auto [first, last] = shard(batch, comm.rank(), comm.size());
   if (last == first)
-    throw UsageError("--batch " + std::to_string(batch) + " leaves a rank no sample");
+    throw UsageError("--batch-size " + std::to_string(batch) + " leaves a rank no sample");
   Generator gen(0);  // the same global batch on every rank; each takes its rows
   const Tensor all = Tensor::randn({batch, 1, 28, 28}, gen);
   std::vector<int32_t> labels(static_cast<size_t>(batch));
@@ -167,7 +167,8 @@ int main(int argc, char** argv) {
                 "Data-parallel training and distributed WoodFisher, under mpirun.");
     a.add_choice("section", &section, {"train", "woodfisher"}, "what to measure");
     a.add_choice("model", &model, models::model_names(), "train: model (1x28x28 input)");
-    a.add_int("batch", &batch, "train: global batch, split over the ranks", 1);
+    a.add_int("batch-size", &batch, "train: global batch, split over the ranks", 1);
+    a.add_deprecated("batch", "batch-size");
     a.add_int("threads", &threads, "threads per rank", 1, 256);
     a.add_int("warmup", &warmup, "train: untimed steps", 0);
     a.add_int("iters", &iters, "train: timed steps (median reported)", 1);

@@ -109,7 +109,7 @@ struct Layer {
   int64_t C, OC, H, k, stride, pad;
 };
 
-void crossover(const SparseSettings& s, cli::Json& j) {
+cli::Json crossover(const SparseSettings& s) {
   const Layer layers[] = {
       {"r20 3x3 16->16 @28", 16, 16, 28, 3, 1, 1},  {"r20 3x3 32->64 s2 @14", 32, 64, 14, 3, 2, 1},
       {"r20 3x3 64->64 @7", 64, 64, 7, 3, 1, 1},    {"mb 1x1 128->128 @14", 128, 128, 14, 1, 1, 0},
@@ -121,7 +121,7 @@ void crossover(const SparseSettings& s, cli::Json& j) {
       static_cast<long long>(s.batch), "layer");
   for (double d : densities) std::printf(" d=%-5.2f", d);
   std::printf("\n");
-  j.key("crossover").begin_array();
+  cli::Json rows = cli::Json::array();
   Generator gen(1);
   NoGradGuard no_grad;
   for (const Layer& L : layers) {
@@ -131,9 +131,7 @@ void crossover(const SparseSettings& s, cli::Json& j) {
     Tensor w = Tensor::randn({L.OC, L.C, L.k, L.k}, gen);
     Tensor scale = Tensor::rand({L.OC}, gen, 0.5f, 1.5f), shift = Tensor::randn({L.OC}, gen);
     const ops::Conv2dOptions o{.stride = L.stride, .padding = L.pad};
-    j.begin_object().field("layer", std::string(L.name)).key("densities").begin_array();
-    for (double d : densities) j.value(d);
-    j.end_array().key("dense_over_sparse_time").begin_array();
+    cli::Json row = {{"layer", L.name}, {"densities", densities}, {"dense_over_sparse_time", cli::Json::array()}};
     for (double density : densities) {
       Tensor u = Tensor::rand(w.shape(), gen);
       Tensor wd = w.clone();
@@ -151,17 +149,17 @@ void crossover(const SparseSettings& s, cli::Json& j) {
       });
       std::printf(" %7.2f", p.ratio);
       std::fflush(stdout);
-      j.value(p.ratio);
+      row["dense_over_sparse_time"].push_back(p.ratio);
     }
     std::printf("\n");
-    j.end_array().end_object();
+    rows.push_back(row);
   }
-  j.end_array();
+  return rows;
 }
 
 }  // namespace
 
-void run_sparse_section(const SparseSettings& in, cli::Json& j) {
+cli::Json run_sparse_section(const SparseSettings& in) {
   SparseSettings s = in;
   if (s.quick) s.pairs = 3, s.iters = 2, s.single = 10;
   struct Subject {
@@ -189,11 +187,13 @@ void run_sparse_section(const SparseSettings& in, cli::Json& j) {
   std::printf("%-12s %6s %8s %8s %-9s %-9s %6s %7s %-10s %-10s %6s %9s %9s %6s\n", "model",
               "sparse", "MMACs", "remain", "dense", "sparse", "x", "GFLOP/s", "dense b1",
               "sparse b1", "x b1", "ckpt KiB", "compact", "%");
-  j.key("sparse").begin_object();
-  j.field("batch", s.batch).field("pairs", s.pairs).field("iters", s.iters);
-  j.field("single", s.single).field("max_density", ops::kSparseMaxDensity);
-  j.field("simd", std::string(ops::sparse::path_name(ops::sparse::active_path())));
-  j.key("models").begin_array();
+  cli::Json j = {{"batch_size", s.batch},
+                 {"pairs", s.pairs},
+                 {"iters", s.iters},
+                 {"single", s.single},
+                 {"max_density", ops::kSparseMaxDensity},
+                 {"simd", ops::sparse::path_name(ops::sparse::active_path())},
+                 {"models", cli::Json::array()}};
   for (const Subject& sub : subjects) {
     cli::LoadedModel loaded = cli::load_model(sub.path, sub.spec);
     const NamedTensors dense_state = [&] {
@@ -246,23 +246,24 @@ void run_sparse_section(const SparseSettings& in, cli::Json& j) {
           tb.ratio, 2.0 * remain_macs * sparse_ips / 1e9, t1.dense * 1e3, t1.sparse * 1e3, t1.ratio,
           dense_kib, compact_kib, 100 * compact_kib / dense_kib);
       std::fflush(stdout);
-      j.begin_object().field("model", std::string(sub.label)).field("sparsity", sparsity);
-      j.field("dense_macs", dense_macs).field("remaining_macs", remain_macs);
-      j.field("dense_img_s", dense_ips)
-          .field("sparse_img_s", sparse_ips)
-          .field("speedup", tb.ratio);
-      j.field("dense_b1_ms", t1.dense * 1e3).field("sparse_b1_ms", t1.sparse * 1e3);
-      j.field("speedup_b1", t1.ratio);
-      j.field("ckpt_bytes", static_cast<int64_t>(file_bytes(dense_path)));
-      j.field("dense_model_ckpt_bytes", static_cast<int64_t>(unpruned_kib * 1024));
-      j.field("compact_bytes", static_cast<int64_t>(file_bytes(compact_path)));
-      j.end_object();
+      j["models"].push_back({{"model", sub.label},
+                             {"sparsity", sparsity},
+                             {"dense_macs", dense_macs},
+                             {"remaining_macs", remain_macs},
+                             {"dense_img_s", dense_ips},
+                             {"sparse_img_s", sparse_ips},
+                             {"speedup", tb.ratio},
+                             {"dense_b1_ms", t1.dense * 1e3},
+                             {"sparse_b1_ms", t1.sparse * 1e3},
+                             {"speedup_b1", t1.ratio},
+                             {"ckpt_bytes", file_bytes(dense_path)},
+                             {"dense_model_ckpt_bytes", static_cast<int64_t>(unpruned_kib * 1024)},
+                             {"compact_bytes", file_bytes(compact_path)}});
     }
   }
-  j.end_array();
   std::filesystem::remove_all(tmp);
-  crossover(s, j);
-  j.end_object();
+  j["crossover"] = crossover(s);
+  return j;
 }
 
 }  // namespace spruce::bench

@@ -19,7 +19,7 @@ struct SparseSettings {
   bool quick = false;   // pairs 3, iters 2, single 10, fewer crossover points
 };
 
-/// Prints the tables to stdout and appends a "sparse" object to `j`.
-void run_sparse_section(const SparseSettings& s, cli::Json& j);
+/// Prints the tables to stdout and returns them as the JSON "sparse" object.
+cli::Json run_sparse_section(const SparseSettings& s);
 
 }  // namespace spruce::bench

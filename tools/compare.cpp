@@ -81,7 +81,8 @@ struct Options {
 };
 
 void declare(cli::Args& args, Options& o) {
-  args.add_string("model", &o.model_path, "trained checkpoint");
+  args.add_string("checkpoint", &o.model_path, "trained checkpoint");
+  args.add_deprecated("model", "checkpoint");  // --model is an architecture name elsewhere
   args.add_string_list("methods", &o.methods, "pruning methods to compare");
   cli::add_update_scale_flag(args, o.update_scale);
   args.add_double_list("sparsities", &o.sparsities, "target sparsities", 0, 1, true);
@@ -272,19 +273,17 @@ cli::Plot print_summary(const Sweep& sw, const std::vector<pruning::PruningMetho
 /// results.csv and results.json: one row per method, sparsity and seed.
 void write_results(const Sweep& sw, const std::vector<Row>& rows, const cli::Plot& plot) {
   const Options& o = sw.o;
-  cli::Json j;
-  j.begin_object()
-      .field("model", o.model_path)
-      .field("dense_top1", sw.dense.accuracy)
-      .field("dense_loss", sw.dense.loss);
-  j.field("fisher_samples", o.fisher.samples)
-      .field("fisher_batch", o.fisher.batch)
-      .field("damp", o.fisher.damp);
-  j.field("block_size", o.fisher.block_size).field("steps", o.steps);
-  j.field("bn_recalibrate", o.bn.batches)
-      .field("bn_batch", o.bn.batch)
-      .key("results")
-      .begin_array();
+  cli::Json j = {{"checkpoint", o.model_path},
+                 {"dense_top1", sw.dense.accuracy},
+                 {"dense_loss", sw.dense.loss},
+                 {"fisher_samples", o.fisher.samples},
+                 {"fisher_batch", o.fisher.batch},
+                 {"damp", o.fisher.damp},
+                 {"block_size", o.fisher.block_size},
+                 {"steps", o.steps},
+                 {"bn_recalibrate", o.bn.batches},
+                 {"bn_batch", o.bn.batch},
+                 {"results", cli::Json::array()}};
   std::string csv =
       "method,seed,target_sparsity,sparsity,top1,test_loss,loss_increase,predicted_loss_increase,"
       "quadratic_loss_increase,collect_seconds,inverse_seconds,total_seconds,bn_recalibrate,bn_"
@@ -297,29 +296,29 @@ void write_results(const Sweep& sw, const std::vector<Row>& rows, const cli::Plo
                   r.loss, r.loss - sw.dense.loss, r.predicted, r.quadratic, r.collect_s,
                   r.inverse_s, r.total_s, static_cast<long long>(o.bn.batches), r.bn_s);
     csv += line;
-    j.begin_object()
-        .field("method", r.method)
-        .field("seed", r.seed)
-        .field("target_sparsity", r.target);
-    j.field("sparsity", r.sparsity).field("top1", r.top1).field("test_loss", r.loss);
-    j.field("loss_increase", r.loss - sw.dense.loss).field("predicted_loss_increase", r.predicted);
-    j.field("quadratic_loss_increase", r.quadratic);
-    j.field("collect_seconds", r.collect_s)
-        .field("inverse_seconds", r.inverse_s)
-        .field("total_seconds", r.total_s);
-    j.field("bn_seconds", r.bn_s);
-    j.end_object();
+    j["results"].push_back({{"method", r.method},
+                            {"seed", r.seed},
+                            {"target_sparsity", r.target},
+                            {"sparsity", r.sparsity},
+                            {"top1", r.top1},
+                            {"test_loss", r.loss},
+                            {"loss_increase", r.loss - sw.dense.loss},
+                            {"predicted_loss_increase", r.predicted},
+                            {"quadratic_loss_increase", r.quadratic},
+                            {"collect_seconds", r.collect_s},
+                            {"inverse_seconds", r.inverse_s},
+                            {"total_seconds", r.total_s},
+                            {"bn_seconds", r.bn_s}});
   }
-  j.end_array().end_object();
   cli::write_text_file((fs::path(o.out) / "results.csv").string(), csv);
-  cli::write_text_file((fs::path(o.out) / "results.json").string(), j.str() + "\n");
+  cli::write_json_file((fs::path(o.out) / "results.json").string(), j);
   // After a stop the plot lacks cells: results.csv and results.json hold what was done.
   if (StopOnSignal::requested() == 0)
     cli::write_text_file((fs::path(o.out) / "accuracy.svg").string(), plot.to_svg());
 }
 
 int compare(Options& o) {
-  if (o.model_path.empty()) throw UsageError("--model is required (a trained checkpoint)");
+  if (o.model_path.empty()) throw UsageError("--checkpoint is required (a trained checkpoint)");
   std::vector<pruning::PruningMethod> methods;
   for (const auto& m : o.methods) methods.push_back(pruning::parse_method(m, o.update_scale));
   const std::vector<int64_t> seeds = parse_seeds(o.seeds_text);
@@ -375,7 +374,7 @@ int main(int argc, char** argv) {
   return cli::run_tool("spruce-compare", [&] {
     Options o;
     cli::Args args(
-        "spruce-compare --model CKPT",
+        "spruce-compare --checkpoint CKPT",
         "Compares pruning methods one-shot on a trained checkpoint: methods x sparsities x seeds.\n"
         "Methods: magnitude|diagfisher|woodfisher, optionally -layer (per-layer selection) and, "
         "for\n"

@@ -9,32 +9,17 @@
 #include "core/ops/matmul.h"
 #include "core/parallel.h"
 #include "core/random.h"
-#include "core/version.h"
+#include "tools/common/args.h"
 
 using namespace spruce;
 
-int main(int argc, char** argv) {
-  // No flags to parse: --help and --version only, anything else is refused.
-  if (argc > 1) {
-    const std::string arg = argv[1];
-    if (argc == 2 && (arg == "--help" || arg == "-h")) {
-      std::printf(
-          "usage: spruce-demo\n\nTrains a two-layer perceptron on a seeded synthetic batch with "
-          "plain SGD\n"
-          "and prints the falling loss: a quick check that the engine learns.\n\n"
-          "flags:\n  --help     show this help\n  --version  print the spruce version\n");
-      return 0;
-    }
-    if (argc == 2 && arg == "--version") {
-      std::printf("spruce-demo %s\n", SPRUCE_VERSION);
-      return 0;
-    }
-    std::fprintf(
-        stderr,
-        "spruce-demo: error: unexpected argument '%s' (spruce-demo takes none; see --help)\n",
-        arg.c_str());
-    return 2;
-  }
+namespace {
+int demo(int argc, char** argv) {
+  // No flags of its own: --help and --version only, anything else is refused.
+  cli::Args args("spruce-demo",
+                 "Trains a two-layer perceptron on a seeded synthetic batch with plain SGD and\n"
+                 "prints the falling loss: a quick check that the engine learns.");
+  if (!args.parse(argc, argv)) return 0;
   set_num_threads(default_num_threads());
   Generator g(0);
   const int64_t n = 256, features = 32, hidden = 64, classes = 4;
@@ -68,4 +53,9 @@ int main(int argc, char** argv) {
       for (int64_t i = 0; i < p->numel(); ++i) p->data()[i] -= 0.5f * p->grad().data()[i];
   }
   return 0;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  return cli::run_tool("spruce-demo", [&] { return demo(argc, argv); });
 }

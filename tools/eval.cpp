@@ -17,32 +17,36 @@ using namespace spruce;
 
 int main(int argc, char** argv) {
   return cli::run_tool("spruce-eval", [&] {
+    std::vector<char*> old_spellings = cli::old_model_flag_as_checkpoint(argc, argv);
     std::string model_path, data = "fashion-mnist", data_dir, split = "test", json_out, sparse_out;
     cli::ModelSpec npz_spec;
     npz_spec.config.in_channels = 1;
     std::map<std::string, std::string> model_options;  // for .npz files
     int64_t batch = 256, threads = default_num_threads(), limit = 0, in_channels = 1, classes = 10;
     cli::Args args(
-        "spruce-eval --model PATH",
+        "spruce-eval --checkpoint PATH",
         "Evaluates a model (spruce checkpoint or NumPy .npz) on a data set: loss, top-1 accuracy,\n"
         "per-class accuracy, confusion matrix, and the sparsity of every prunable layer.");
-    args.add_string("model", &model_path, "checkpoint (.ckpt) or .npz file to evaluate");
+    args.add_string("checkpoint", &model_path, "checkpoint (.ckpt) or .npz file to evaluate");
     args.add_choice("data", &data, cli::dataset_names(), "data set");
     args.add_string("data-dir", &data_dir,
                     "data set directory (default: the data set's standard place)");
     args.add_choice("split", &split, {"test", "train"}, "which split to evaluate on");
     args.add_int("batch-size", &batch, "evaluation batch size", 1);
-    args.add_int("limit", &limit, "evaluate only the first N samples (0 = all)", 0);
+    args.add_int("eval-limit", &limit, "evaluate only the first N samples (0 = all)", 0);
+    args.add_deprecated("limit", "eval-limit");
     args.add_int("threads", &threads, "threads for BLAS and our loops", 1, 256);
     args.add_string("json", &json_out, "also write the results as JSON to this file");
-    args.add_string("arch", &npz_spec.name, "for .npz files: model name");
+    cli::add_architecture_flag(args, npz_spec.name);
     args.add_int("in-channels", &in_channels, "for .npz files: input channels", 1, 3);
     args.add_int("num-classes", &classes, "for .npz files: number of classes", 2);
     args.add_string("sparse-out", &sparse_out,
                     "also write the model as a compact checkpoint (nonzeros + bitmasks)");
     cli::add_model_option_flags(args, model_options);  // for .npz files
-    if (!args.parse(argc, argv)) return 0;
-    if (model_path.empty()) throw UsageError("--model is required (a checkpoint or .npz file)");
+    if (!args.parse(static_cast<int>(old_spellings.size()), old_spellings.data())) return 0;
+    cli::check_model_flag(npz_spec.name);
+    if (model_path.empty())
+      throw UsageError("--checkpoint is required (a checkpoint or .npz file)");
     if (!std::filesystem::exists(model_path)) throw IoError(model_path + ": no such file");
     set_num_threads(static_cast<int>(threads));
     npz_spec.config.in_channels = in_channels;
@@ -55,7 +59,8 @@ int main(int argc, char** argv) {
       cli::put_model(ck, loaded.spec, *loaded.module);
       const double compact = static_cast<double>(cli::save_compact(sparse_out, ck));
       std::printf("compact checkpoint %s: %.0f KiB, %.1f%% of %s\n", sparse_out.c_str(),
-                  compact / 1024, 100 * compact / static_cast<double>(std::filesystem::file_size(model_path)),
+                  compact / 1024,
+                  100 * compact / static_cast<double>(std::filesystem::file_size(model_path)),
                   model_path.c_str());
     }
     auto dataset = cli::load_dataset(data, data_dir, split == "train");

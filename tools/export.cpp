@@ -22,23 +22,26 @@ int main(int argc, char** argv) {
     int64_t image_size = 0, in_channels = 1, classes = 10;
     bool keep_batch_norm = false;
     cli::Args args(
-        "spruce-export --model PATH --out MODEL.onnx",
+        "spruce-export --checkpoint PATH --out MODEL.onnx",
         "Exports a model (spruce checkpoint or NumPy .npz) to ONNX (opset 13) for ONNX Runtime:\n"
         "the inference graph with a dynamic batch dimension, batch norms folded into the convs,\n"
         "pruned weights as zeros. Input \"input\" [batch, C, H, W], output \"logits\" [batch, "
         "classes].");
-    args.add_string("model", &model_path, "checkpoint (.ckpt) or .npz file to export");
+    args.add_string("checkpoint", &model_path, "checkpoint (.ckpt) or .npz file to export");
     args.add_string("out", &out, "where to write the .onnx file");
     args.add_int("image-size", &image_size,
                  "input height and width; 0: 28 for 1-channel models, 32 otherwise", 0);
     args.add_flag("keep-batch-norm", &keep_batch_norm,
                   "write BatchNormalization nodes instead of folding them into the convs");
-    args.add_string("arch", &npz_spec.name, "for .npz files: model name");
+    cli::add_architecture_flag(args, npz_spec.name);
     args.add_int("in-channels", &in_channels, "for .npz files: input channels", 1, 3);
     args.add_int("num-classes", &classes, "for .npz files: number of classes", 2);
     cli::add_model_option_flags(args, model_options);  // for .npz files
-    if (!args.parse(argc, argv)) return 0;
-    if (model_path.empty()) throw UsageError("--model is required (a checkpoint or .npz file)");
+    std::vector<char*> old_spellings = cli::old_model_flag_as_checkpoint(argc, argv);
+    if (!args.parse(static_cast<int>(old_spellings.size()), old_spellings.data())) return 0;
+    cli::check_model_flag(npz_spec.name);
+    if (model_path.empty())
+      throw UsageError("--checkpoint is required (a checkpoint or .npz file)");
     if (out.empty()) throw UsageError("--out is required (the .onnx file to write)");
     if (!std::filesystem::exists(model_path)) throw IoError(model_path + ": no such file");
     npz_spec.config.in_channels = in_channels;

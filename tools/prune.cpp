@@ -39,12 +39,12 @@ int main(int argc, char** argv) {
     pruning::FisherOptions fisher;
     cli::BnRecalibration bn;
     cli::Args args(
-        "spruce-prune --model CKPT --out PRUNED.ckpt",
+        "spruce-prune --checkpoint CKPT --out PRUNED.ckpt",
         "One-shot pruning of a trained model to a target sparsity (magnitude, diagonal Fisher or\n"
         "WoodFisher). Methods: magnitude|diagfisher|woodfisher, optionally -layer (independent\n"
         "per-layer selection instead of one global threshold) and, for woodfisher, -summed (the\n"
         "reference's summed single-weight updates) or -noupdate; e.g. woodfisher-layer-summed.");
-    args.add_string("model", &model_path, "trained checkpoint to prune");
+    args.add_string("checkpoint", &model_path, "trained checkpoint (.ckpt) or compact checkpoint to prune");
     args.add_string("out", &out, "where to write the pruned checkpoint (with masks)");
     args.add_string("npz", &npz_out, "also export the pruned weights and masks as .npz");
     args.add_string("sparse-out", &sparse_out,
@@ -70,8 +70,9 @@ int main(int argc, char** argv) {
     args.add_int("eval-limit", &eval_limit, "evaluate on the first N test samples only (0 = all)",
                  0);
     args.add_int("threads", &threads, "threads for BLAS and our loops", 1, 256);
+    args.add_deprecated("model", "checkpoint");  // --model is an architecture name elsewhere
     if (!args.parse(argc, argv)) return 0;
-    if (model_path.empty()) throw UsageError("--model is required (a trained checkpoint)");
+    if (model_path.empty()) throw UsageError("--checkpoint is required (a trained checkpoint)");
     if (out.empty()) throw UsageError("--out is required (where to write the pruned checkpoint)");
     const auto method = pruning::parse_method(method_name, update_scale);
     set_num_threads(static_cast<int>(threads));
@@ -159,35 +160,32 @@ int main(int argc, char** argv) {
     }
     if (!npz_out.empty()) cli::export_npz(npz_out, model);
     if (!json_out.empty()) {
-      cli::Json j;
-      j.begin_object()
-          .field("model", model_path)
-          .field("method", method.name())
-          .field("sparsity", sparsity);
-      j.field("steps", steps)
-          .field("fisher_samples", fisher.samples)
-          .field("fisher_batch", fisher.batch);
-      j.field("damp", fisher.damp).field("block_size", fisher.block_size);
-      j.field("bn_recalibrate", bn.batches)
-          .field("bn_batch", bn.batch)
-          .field("bn_seconds", bn_seconds);
-      j.field("loss_before", before.loss).field("top1_before", before.accuracy);
-      j.field("loss_after", after.loss)
-          .field("top1_after", after.accuracy)
-          .field("predicted_loss_increase", predicted);
-      j.field("collect_seconds", collect)
-          .field("inverse_seconds", inverse)
-          .field("total_seconds", total);
-      j.key("layers").begin_array();
+      cli::Json j = {{"checkpoint", model_path},
+                     {"method", method.name()},
+                     {"sparsity", sparsity},
+                     {"steps", steps},
+                     {"fisher_samples", fisher.samples},
+                     {"fisher_batch", fisher.batch},
+                     {"damp", fisher.damp},
+                     {"block_size", fisher.block_size},
+                     {"bn_recalibrate", bn.batches},
+                     {"bn_batch", bn.batch},
+                     {"bn_seconds", bn_seconds},
+                     {"loss_before", before.loss},
+                     {"top1_before", before.accuracy},
+                     {"loss_after", after.loss},
+                     {"top1_after", after.accuracy},
+                     {"predicted_loss_increase", predicted},
+                     {"collect_seconds", collect},
+                     {"inverse_seconds", inverse},
+                     {"total_seconds", total},
+                     {"layers", cli::Json::array()}};
       for (const auto& l : steps_done.back().report.layers)
-        j.begin_object()
-            .field("name", l.name)
-            .field("size", l.size)
-            .field("pruned", l.pruned_after)
-            .field("predicted_loss", l.predicted_loss)
-            .end_object();
-      j.end_array().end_object();
-      cli::write_text_file(json_out, j.str() + "\n");
+        j["layers"].push_back({{"name", l.name},
+                               {"size", l.size},
+                               {"pruned", l.pruned_after},
+                               {"predicted_loss", l.predicted_loss}});
+      cli::write_json_file(json_out, j);
     }
     std::printf("wrote %s\n", out.c_str());
     return 0;

@@ -587,16 +587,13 @@ void Run::end_epoch() {
                 opt_->lr(), train_loss, train_acc, result.loss, result.accuracy, stats_.seconds,
                 ips, sparsity.back().sparsity());
   csv_ += row;
-  cli::Json j;
-  j.begin_object().field("epoch", epoch_ + 1).field("step", global_step_).field("lr", opt_->lr());
-  j.field("train_loss", train_loss).field("train_acc", train_acc).field("test_loss", result.loss);
-  j.field("test_acc", result.accuracy)
-      .field("epoch_seconds", stats_.seconds)
-      .field("img_per_s", ips);
-  j.key("sparsity").begin_object();
-  for (const auto& r : sparsity) j.field(r.name, r.sparsity());
-  j.end_object().end_object();
-  jsonl_ += j.str() + "\n";
+  cli::Json j = {{"epoch", epoch_ + 1},       {"step", global_step_},
+                 {"lr", opt_->lr()},          {"train_loss", train_loss},
+                 {"train_acc", train_acc},    {"test_loss", result.loss},
+                 {"test_acc", result.accuracy}, {"epoch_seconds", stats_.seconds},
+                 {"img_per_s", ips}};
+  for (const auto& r : sparsity) j["sparsity"][r.name] = r.sparsity();
+  jsonl_ += cli::json_text(j) + "\n";
   std::printf(
       "epoch %lld/%lld  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.1fs  %.0f img/s\n",
       static_cast<long long>(epoch_ + 1), static_cast<long long>(s_.epochs), train_loss,
@@ -692,22 +689,25 @@ void Run::log_prune_step(const pruning::GradualStep& step, const cli::EvalResult
                 report.predicted_loss, before.loss, after.loss, before.accuracy, after.accuracy,
                 collect_s, report.inverse_seconds);
   prune_csv_ += row;
-  cli::Json j;
-  j.begin_object()
-      .field("event", "prune")
-      .field("unit", s_.prune_unit)
-      .field("t", t)
-      .field("epoch", epoch_);
-  j.field("step", global_step_).field("method", method).field("target", target);
-  j.field("sparsity", report.sparsity).field("predicted_loss_increase", report.predicted_loss);
-  j.field("test_loss_before", before.loss).field("test_loss_after", after.loss);
-  j.field("test_acc_before", before.accuracy).field("test_acc_after", after.accuracy);
-  j.field("collect_seconds", collect_s).field("inverse_seconds", report.inverse_seconds);
-  if (s_.bn.enabled()) j.field("bn_recalibrate", s_.bn.batches);
-  j.key("layers").begin_object();
-  for (const auto& l : report.layers) j.field(l.name, l.sparsity);
-  j.end_object().end_object();
-  jsonl_ += j.str() + "\n";
+  cli::Json j = {{"event", "prune"},
+                 {"unit", s_.prune_unit},
+                 {"t", t},
+                 {"epoch", epoch_},
+                 {"step", global_step_},
+                 {"method", method},
+                 {"target", target},
+                 {"sparsity", report.sparsity},
+                 {"predicted_loss_increase", report.predicted_loss},
+                 {"test_loss_before", before.loss},
+                 {"test_loss_after", after.loss},
+                 {"test_acc_before", before.accuracy},
+                 {"test_acc_after", after.accuracy},
+                 {"collect_seconds", collect_s},
+                 {"inverse_seconds", report.inverse_seconds}};
+  if (s_.bn.enabled()) j["bn_recalibrate"] = s_.bn.batches;
+  j["layers"] = cli::Json::object();
+  for (const auto& l : report.layers) j["layers"][l.name] = l.sparsity;
+  jsonl_ += cli::json_text(j) + "\n";
 }
 
 void Run::average_running_statistics() {

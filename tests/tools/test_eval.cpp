@@ -7,8 +7,11 @@
 // file, and write no --json output.
 #include <doctest/doctest.h>
 
+#include <cstdio>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "core/io/checkpoint.h"
 #include "tool_test_util.h"
@@ -42,8 +45,8 @@ const Trained& trained() {
 
 std::vector<std::string> eval_args(const std::string& model, const std::string& data_dir,
                                    const std::vector<std::string>& extra = {}) {
-  std::vector<std::string> a{"--model",    model,    "--data",    "mnist",
-                             "--data-dir", data_dir, "--threads", "1"};
+  std::vector<std::string> a{"--checkpoint", model,    "--data",    "mnist",
+                             "--data-dir",   data_dir, "--threads", "1"};
   a.insert(a.end(), extra.begin(), extra.end());
   return a;
 }
@@ -79,14 +82,37 @@ TEST_CASE("spruce-eval: a checkpoint and its .npz give the same results; --json 
   const RunResult ck = run(kEval, eval_args(t.ckpt, t.data, {"--json", out.file("ck.json")}));
   INFO("stderr: " << ck.err);
   REQUIRE(ck.exit_code == 0);
-  const RunResult npz = run(kEval, eval_args(t.npz, t.data, {"--arch", "resnet20"}));
+  const RunResult npz = run(kEval, eval_args(t.npz, t.data, {"--model", "resnet20"}));
   INFO("stderr: " << npz.err);
   REQUIRE(npz.exit_code == 0);
   CHECK(results(ck.out) == results(npz.out));
   CHECK(contains(ck.out, "32 samples"));
-  const std::string json = read_text(out.file("ck.json"));
-  CHECK(starts_with(json, "{"));
-  CHECK(contains(json, "\"top1\""));
+  // The JSON holds what was printed: the samples, the top-1 and a row per class.
+  const nlohmann::json json = nlohmann::json::parse(read_text(out.file("ck.json")));
+  CHECK(json.at("checkpoint") == t.ckpt);
+  CHECK(json.at("samples") == 32);
+  char printed[32];
+  std::snprintf(printed, sizeof printed, "top-1 %.2f%%", 100 * json.at("top1").get<double>());
+  CHECK(contains(ck.out, printed));
+  CHECK(json.at("classes").size() == 10);
+  CHECK(json.at("confusion").size() == 10);
+  int64_t counted = 0;
+  for (const auto& row : json.at("confusion"))
+    for (const auto& v : row) counted += v.get<int64_t>();
+  CHECK(counted == 32);
+}
+
+TEST_CASE("spruce-eval: the old spellings --limit, --arch and --model FILE work, with a warning") {
+  const Trained& t = trained();
+  const RunResult r =
+      run(kEval, {"--model", t.npz, "--arch", "resnet20", "--limit", "8", "--data", "mnist",
+                  "--data-dir", t.data, "--threads", "1"});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(contains(r.out, "8 samples"));
+  CHECK(contains(r.err, "spruce-eval: warning: --limit is deprecated, use --eval-limit"));
+  CHECK(contains(r.err, "spruce-eval: warning: --arch is deprecated, use --model"));
+  CHECK(contains(r.err, "--model FILE is deprecated"));
 }
 
 TEST_CASE("spruce-eval: unreadable models fail with status 1, name the file and write nothing") {
@@ -137,13 +163,13 @@ TEST_CASE("spruce-eval: unreadable models fail with status 1, name the file and 
                    json);
   }
   SUBCASE(".npz of another architecture") {
-    expect_failure(run(kEval, eval_args(t.npz, t.data, {"--arch", "resnet32", "--json", json})),
+    expect_failure(run(kEval, eval_args(t.npz, t.data, {"--model", "resnet32", "--json", json})),
                    {t.npz + ": "}, json);
   }
   SUBCASE(".npz with another number of classes") {
     expect_failure(
         run(kEval,
-            eval_args(t.npz, t.data, {"--arch", "resnet20", "--num-classes", "7", "--json", json})),
+            eval_args(t.npz, t.data, {"--model", "resnet20", "--num-classes", "7", "--json", json})),
         {t.npz + ": "}, json);
   }
 }

@@ -64,8 +64,8 @@ std::vector<float> printed_logits(const std::string& out) {
 TEST_CASE("spruce-export: --help, --version and usage errors (status 2, one line)") {
   RunResult r = run(kExport, {"--help"});
   CHECK(r.exit_code == 0);
-  CHECK(r.out.find("usage: spruce-export --model PATH --out MODEL.onnx") != std::string::npos);
-  CHECK(r.out.find("--keep-batch-norm") != std::string::npos);
+  CHECK(r.out.find("usage: spruce-export --checkpoint PATH --out MODEL.onnx") != std::string::npos);
+  CHECK(r.out.find("--[no-]keep-batch-norm") != std::string::npos);
   r = run(kExport, {"--version"});
   CHECK(r.exit_code == 0);
   CHECK(r.out.rfind("spruce-export ", 0) == 0);
@@ -73,11 +73,11 @@ TEST_CASE("spruce-export: --help, --version and usage errors (status 2, one line
   TempDir dir;
   const std::string ckpt = kResults + "/resnet20b-fmnist-dense-15/last.ckpt";
   expect_error(run(kExport, {"--bogus"}), 2, {"--bogus"});
-  expect_error(run(kExport, {"--out", dir.file("m.onnx")}), 2, {"--model is required"});
-  expect_error(run(kExport, {"--model", ckpt}), 2, {"--out is required"});
-  expect_error(run(kExport, {"--model", ckpt, "--out", dir.file("m.onnx"), "--image-size", "-1"}),
+  expect_error(run(kExport, {"--out", dir.file("m.onnx")}), 2, {"--checkpoint is required"});
+  expect_error(run(kExport, {"--checkpoint", ckpt}), 2, {"--out is required"});
+  expect_error(run(kExport, {"--checkpoint", ckpt, "--out", dir.file("m.onnx"), "--image-size", "-1"}),
                2, {"--image-size"});
-  expect_error(run(kExport, {"--model", kResults + "/mobilenet-fmnist-dense-15/final.npz", "--arch",
+  expect_error(run(kExport, {"--checkpoint", kResults + "/mobilenet-fmnist-dense-15/final.npz", "--model",
                              "mobilenet_v1", "--shortcut", "A", "--out", dir.file("m.onnx")}),
                2, {"--shortcut"});
   CHECK(dir.count() == 0);
@@ -85,10 +85,10 @@ TEST_CASE("spruce-export: --help, --version and usage errors (status 2, one line
 
 TEST_CASE("spruce-export: a missing model or output folder is one line naming it (status 1)") {
   TempDir dir;
-  expect_error(run(kExport, {"--model", dir.file("none.ckpt"), "--out", dir.file("m.onnx")}), 1,
+  expect_error(run(kExport, {"--checkpoint", dir.file("none.ckpt"), "--out", dir.file("m.onnx")}), 1,
                {dir.file("none.ckpt")});
   if (kBuilt)
-    expect_error(run(kExport, {"--model", kResults + "/resnet20b-fmnist-dense-15/last.ckpt",
+    expect_error(run(kExport, {"--checkpoint", kResults + "/resnet20b-fmnist-dense-15/last.ckpt",
                                "--out", dir.file("no/such/m.onnx")}),
                  1, {dir.file("no/such/m.onnx")});
   CHECK(dir.count() == 0);
@@ -97,7 +97,7 @@ TEST_CASE("spruce-export: a missing model or output folder is one line naming it
 TEST_CASE("spruce-export: a build without ONNX says so (status 1)" *
           doctest::skip(skip_unless(!kBuilt, "this build has the ONNX export"))) {
   TempDir dir;
-  expect_error(run(kExport, {"--model", kResults + "/resnet20b-fmnist-dense-15/last.ckpt", "--out",
+  expect_error(run(kExport, {"--checkpoint", kResults + "/resnet20b-fmnist-dense-15/last.ckpt", "--out",
                              dir.file("m.onnx")}),
                1, {"ONNX export is not built", "libonnx-dev"});
   CHECK(dir.count() == 0);
@@ -132,8 +132,8 @@ TEST_CASE("spruce-export: the committed checkpoints give spruce's logits in ONNX
   const std::vector<Export> exports{
       {kResults + "/resnet20b-fmnist-dense-15/last.ckpt", {}, r20b},
       {kResults + "/resnet20b-fmnist-dense-15/last.ckpt", {"--keep-batch-norm"}, r20b},
-      {kResults + "/mobilenet-fmnist-dense-15/final.npz", {"--arch", "mobilenet_v1"}, mobilenet},
-      {dir.file("r20b-90.npz"), {"--arch", "resnet20", "--shortcut", "B"}, r20b},
+      {kResults + "/mobilenet-fmnist-dense-15/final.npz", {"--model", "mobilenet_v1"}, mobilenet},
+      {dir.file("r20b-90.npz"), {"--model", "resnet20", "--shortcut", "B"}, r20b},
   };
   std::vector<OrtJob> jobs;
   std::vector<Tensor> expected;
@@ -141,7 +141,7 @@ TEST_CASE("spruce-export: the committed checkpoints give spruce's logits in ONNX
     const Export& e = exports[i];
     CAPTURE(e.model);
     const std::string out = dir.file("m" + std::to_string(i) + ".onnx");
-    std::vector<std::string> args{"--model", e.model, "--out", out};
+    std::vector<std::string> args{"--checkpoint", e.model, "--out", out};
     args.insert(args.end(), e.flags.begin(), e.flags.end());
     const RunResult r = run(kExport, args);
     INFO("stderr: " << r.err);
@@ -177,10 +177,10 @@ TEST_CASE("spruce-export: the committed checkpoints' files pass onnx.checker" *
           doctest::skip(skip_unless(kCheckerMissing.empty(), kCheckerMissing))) {
   TempDir dir;
   const std::vector<std::vector<std::string>> exports{
-      {"--model", kResults + "/resnet20b-fmnist-dense-15/last.ckpt", "--out", dir.file("r.onnx")},
-      {"--model", kResults + "/resnet20b-fmnist-dense-15/last.ckpt", "--out", dir.file("rb.onnx"),
+      {"--checkpoint", kResults + "/resnet20b-fmnist-dense-15/last.ckpt", "--out", dir.file("r.onnx")},
+      {"--checkpoint", kResults + "/resnet20b-fmnist-dense-15/last.ckpt", "--out", dir.file("rb.onnx"),
        "--keep-batch-norm", "--image-size", "32"},
-      {"--model", kResults + "/mobilenet-fmnist-dense-15/final.npz", "--arch", "mobilenet_v1",
+      {"--checkpoint", kResults + "/mobilenet-fmnist-dense-15/final.npz", "--model", "mobilenet_v1",
        "--out", dir.file("m.onnx")}};
   for (const auto& args : exports) {
     const RunResult r = run(kExport, args);

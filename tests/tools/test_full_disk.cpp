@@ -120,7 +120,7 @@ TEST_CASE("spruce-prune and spruce-compare: a full disk at each output file") {
   TempDir dir;
   write_mnist(dir.path() / "data");
   expect_success(run(kTrain, tiny_train_args(dir, "model", {"--epochs", "1"})));
-  const std::vector<std::string> common{"--model",      dir.file("model/last.ckpt"),
+  const std::vector<std::string> common{"--checkpoint", dir.file("model/last.ckpt"),
                                         "--data",       "mnist",
                                         "--data-dir",   dir.file("data"),
                                         "--eval-limit", "32",

@@ -36,7 +36,7 @@ TEST_CASE("spruce-prune: a signal stops it before it writes; a second one at onc
   write_mnist(dir.path() / "data");
   expect_success(run(kTrain, tiny_train_args(dir, "model", {"--epochs", "1"})));
   fs::create_directories(dir.file("p"));
-  const std::vector<std::string> prune{"--model",
+  const std::vector<std::string> prune{"--checkpoint",
                                        dir.file("model/last.ckpt"),
                                        "--data",
                                        "mnist",
@@ -80,7 +80,7 @@ TEST_CASE("spruce-compare: a signal keeps the results done so far") {
     if (i > 1) sparsities += ",";
     sparsities += std::to_string(i * 0.05);
   }
-  const std::vector<std::string> compare{"--model",      dir.file("model/last.ckpt"),
+  const std::vector<std::string> compare{"--checkpoint", dir.file("model/last.ckpt"),
                                          "--data",       "mnist",
                                          "--data-dir",   dir.file("data"),
                                          "--methods",    "magnitude,magnitude-layer",

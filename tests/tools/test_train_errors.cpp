@@ -106,7 +106,7 @@ TEST_CASE("spruce-train: a NaN/Inf loss stops with status 1 and keeps the last c
   CHECK(read_bytes(ckpt) == before);
   CHECK_FALSE(fs::exists(dir.file("run/final.npz")));
 
-  const RunResult eval = run(kEval, {"--model", ckpt, "--data", "mnist", "--data-dir",
+  const RunResult eval = run(kEval, {"--checkpoint", ckpt, "--data", "mnist", "--data-dir",
                                      dir.file("data"), "--threads", "1"});
   INFO("spruce-eval stderr: " << eval.err);
   CHECK(eval.exit_code == 0);

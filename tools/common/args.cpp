@@ -1,6 +1,7 @@
-// Flag parsing and validation for the tools.
+// Flag parsing (CLI11) and validation for the tools.
 #include "tools/common/args.h"
 
+#include <CLI/CLI.hpp>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -10,8 +11,8 @@
 #include "core/communicator.h"
 #include "core/error.h"
 #include "core/stop_request.h"
-#include "core/warning.h"
 #include "core/version.h"
+#include "core/warning.h"
 
 namespace spruce::cli {
 namespace {
@@ -64,23 +65,26 @@ void Args::add_string(const std::string& name, std::string* target, const std::s
        [target] { return *target; }});
 }
 
-void Args::add_choice(const std::string& name, std::string* target, std::vector<std::string> choices,
-                      const std::string& help) {
+void Args::add_choice(const std::string& name, std::string* target,
+                      std::vector<std::string> choices, const std::string& help) {
   const std::string list = join(choices, "|");
-  add({name, help, *target, list, [name, target, choices](const std::string& v) {
+  add({name, help, *target, list,
+       [name, target, choices](const std::string& v) {
          for (const auto& c : choices)
            if (c == v) {
              *target = v;
              return;
            }
-         throw UsageError("--" + name + ": unknown value '" + v + "', expected one of: " + join(choices));
+         throw UsageError("--" + name + ": unknown value '" + v +
+                          "', expected one of: " + join(choices));
        },
        [target] { return *target; }});
 }
 
 void Args::add_int(const std::string& name, int64_t* target, const std::string& help, int64_t min,
                    int64_t max) {
-  add({name, help, std::to_string(*target), "INT", [=](const std::string& v) {
+  add({name, help, std::to_string(*target), "INT",
+       [=](const std::string& v) {
          size_t used = 0;
          long long x = 0;
          try {
@@ -101,31 +105,36 @@ void Args::add_int(const std::string& name, int64_t* target, const std::string& 
 
 void Args::add_double(const std::string& name, double* target, const std::string& help, double min,
                       double max, bool min_exclusive, bool max_exclusive) {
-  add({name, help, fmt_double(*target), "NUM", [=](const std::string& v) {
+  add({name, help, fmt_double(*target), "NUM",
+       [=](const std::string& v) {
          const double d = to_double(name, v);
          const bool low = min_exclusive ? d <= min : d < min;
          const bool high = max_exclusive ? d >= max : d > max;
          if (low || high) {
            std::string range = std::string(min_exclusive ? "(" : "[") + fmt_double(min) + ", " +
-                               (max >= 1e300 ? "inf" : fmt_double(max)) + (max_exclusive ? ")" : "]");
-           throw UsageError("--" + name + ": " + v + " is out of range, expected a value in " + range);
+                               (max >= 1e300 ? "inf" : fmt_double(max)) +
+                               (max_exclusive ? ")" : "]");
+           throw UsageError("--" + name + ": " + v + " is out of range, expected a value in " +
+                            range);
          }
          *target = d;
        },
        [target] { return fmt_double(*target); }});
 }
 
-void Args::add_double_list(const std::string& name, std::vector<double>* target, const std::string& help,
-                           double min, double max, bool max_exclusive) {
+void Args::add_double_list(const std::string& name, std::vector<double>* target,
+                           const std::string& help, double min, double max, bool max_exclusive) {
   std::vector<std::string> text;
   for (double d : *target) text.push_back(fmt_double(d));
-  add({name, help, join(text, ","), "NUM,NUM,...", [=](const std::string& v) {
+  add({name, help, join(text, ","), "NUM,NUM,...",
+       [=](const std::string& v) {
          std::vector<double> values;
          for (const auto& part : split(v, ',')) {
            const double d = to_double(name, part);
            if (d < min || (max_exclusive ? d >= max : d > max))
-             throw UsageError("--" + name + ": " + part + " is out of range, expected a value in [" +
-                              fmt_double(min) + ", " + fmt_double(max) + (max_exclusive ? ")" : "]"));
+             throw UsageError("--" + name + ": " + part +
+                              " is out of range, expected a value in [" + fmt_double(min) + ", " +
+                              fmt_double(max) + (max_exclusive ? ")" : "]"));
            values.push_back(d);
          }
          if (values.empty()) throw UsageError("--" + name + ": expected at least one number");
@@ -148,7 +157,8 @@ void Args::add_string_list(const std::string& name, std::vector<std::string>* ta
            bool ok = choices.empty();
            for (const auto& c : choices) ok = ok || c == item;
            if (!ok)
-             throw UsageError("--" + name + ": unknown value '" + item + "', expected one of: " + join(choices));
+             throw UsageError("--" + name + ": unknown value '" + item +
+                              "', expected one of: " + join(choices));
          }
          *target = values;
        },
@@ -156,10 +166,17 @@ void Args::add_string_list(const std::string& name, std::vector<std::string>* ta
 }
 
 void Args::add_flag(const std::string& name, bool* target, const std::string& help) {
-  Flag f{name, help, *target ? "on" : "off", "", [=](const std::string& v) {
-           if (v == "true" || v == "1" || v == "on" || v == "yes") *target = true;
-           else if (v == "false" || v == "0" || v == "off" || v == "no") *target = false;
-           else throw UsageError("--" + name + ": expected true or false, got '" + v + "'");
+  Flag f{name,
+         help,
+         *target ? "on" : "off",
+         "",
+         [=](const std::string& v) {
+           if (v == "true" || v == "1" || v == "on" || v == "yes")
+             *target = true;
+           else if (v == "false" || v == "0" || v == "off" || v == "no")
+             *target = false;
+           else
+             throw UsageError("--" + name + ": expected true or false, got '" + v + "'");
          },
          [target] { return std::string(*target ? "true" : "false"); }};
   f.is_switch = true;
@@ -175,43 +192,67 @@ void Args::set_value(Flag& flag, const std::string& value, const std::string& so
   }
 }
 
+void Args::add_deprecated(const std::string& old_name, const std::string& new_name) {
+  deprecated_.emplace_back(old_name, new_name);
+}
+
 bool Args::parse(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "-h" || arg == "--help") {
-      std::fputs(help().c_str(), stdout);
-      return false;
-    }
-    if (arg == "--version") {
-      std::printf("%s %s\n", program_.substr(0, program_.find(' ')).c_str(), SPRUCE_VERSION);
-      return false;
-    }
-    if (arg.rfind("--", 0) != 0)
-      throw UsageError("unexpected argument '" + arg + "' (flags start with --; see --help)");
-    std::string name = arg.substr(2), value;
-    const size_t eq = name.find('=');
-    const bool has_value = eq != std::string::npos;
-    if (has_value) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    }
-    bool negated = false;
-    if (!index_.count(name) && name.rfind("no-", 0) == 0 && index_.count(name.substr(3)) &&
-        flags_[index_[name.substr(3)]].is_switch) {
-      name = name.substr(3);
-      negated = true;
-    }
-    auto it = index_.find(name);
-    if (it == index_.end()) throw UsageError("unknown flag --" + name + " (see --help)");
-    Flag& flag = flags_[it->second];
-    if (flag.is_switch && !has_value) {
-      value = negated ? "false" : "true";
-    } else if (!has_value) {
-      if (i + 1 >= argc) throw UsageError("--" + name + " needs a value");
-      value = argv[++i];
-    }
-    set_value(flag, value, "");
-    given_[name] = true;
+  const std::string name = program_.substr(0, program_.find(' '));
+  CLI::App app(summary_, name);
+  app.set_version_flag("--version", std::string(SPRUCE_VERSION), "print the spruce version");
+  app.set_help_flag("-h,--help", "show this help");
+  // Every flag is read as text and checked by our own setters (below), so a
+  // recipe or a saved checkpoint setting the same flag gets the same checks;
+  // --help prints our table (help()), with every default.
+  std::vector<std::pair<CLI::Option*, Flag*>> options;
+  for (Flag& f : flags_) {
+    CLI::Option* opt = f.is_switch
+                           ? app.add_flag("--" + f.name + "{true},!--no-" + f.name + "{false}")
+                           : app.add_option("--" + f.name)->type_name(f.kind);
+    opt->description(f.help)
+        ->default_str(f.default_text)
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    options.emplace_back(opt, &f);
+  }
+  std::vector<std::pair<CLI::Option*, Flag*>> aliases;
+  for (const auto& [old_name, new_name] : deprecated_) {
+    Flag& f = flags_.at(index_.at(new_name));
+    CLI::Option* opt = f.is_switch
+                           ? app.add_flag("--" + old_name + "{true},!--no-" + old_name + "{false}")
+                           : app.add_option("--" + old_name);
+    opt->group("")->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // hidden from --help
+    aliases.emplace_back(opt, &f);
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::fputs(help().c_str(), stdout);
+    return false;
+  } catch (const CLI::CallForVersion&) {
+    std::printf("%s %s\n", name.c_str(), SPRUCE_VERSION);
+    return false;
+  } catch (const CLI::ExtrasError&) {
+    const std::vector<std::string> extra = app.remaining();
+    const std::string arg = extra.empty() ? std::string("?") : extra.front();
+    if (arg.rfind("-", 0) == 0)
+      throw UsageError("unknown flag " + arg.substr(0, arg.find('=')) + " (see --help)");
+    throw UsageError("unexpected argument '" + arg + "' (flags start with --; see --help)");
+  } catch (const CLI::ArgumentMismatch& e) {  // "--epochs: 1 required INT missing"
+    const std::string what = e.what();
+    throw UsageError(what.substr(0, what.find(':')) + " needs a value (see --help)");
+  } catch (const CLI::ParseError& e) {
+    throw UsageError(e.what());
+  }
+  for (const auto& [opt, flag] : aliases) {
+    if (opt->count() == 0) continue;
+    warn("--" + opt->get_lnames().front() + " is deprecated, use --" + flag->name);
+    set_value(*flag, opt->as<std::string>(), "");
+    given_[flag->name] = true;
+  }
+  for (const auto& [opt, flag] : options) {
+    if (opt->count() == 0) continue;
+    set_value(*flag, opt->as<std::string>(), "");
+    given_[flag->name] = true;
   }
   return true;
 }
@@ -228,7 +269,8 @@ void Args::apply_defaults(const std::vector<std::pair<std::string, std::string>>
                           const std::string& source) {
   for (const auto& [name, value] : settings) {
     auto it = index_.find(name);
-    if (it == index_.end()) throw UsageError(source + ": unknown setting '" + name + "' (see --help)");
+    if (it == index_.end())
+      throw UsageError(source + ": unknown setting '" + name + "' (see --help)");
     if (given(name)) continue;
     set_value(flags_[it->second], value, source);
   }
@@ -244,9 +286,11 @@ std::string Args::help() const {
   std::ostringstream os;
   os << "usage: " << program_ << " [flags]\n\n" << summary_ << "\n\nflags:\n";
   for (const auto& f : flags_) {
-    std::string left = "  --" + f.name + (f.is_switch ? "" : " " + f.kind);
-    if (left.size() < 34) left.resize(34, ' ');
-    else left += "\n" + std::string(34, ' ');
+    std::string left = "  --" + (f.is_switch ? "[no-]" + f.name : f.name + " " + f.kind);
+    if (left.size() < 34)
+      left.resize(34, ' ');
+    else
+      left += "\n" + std::string(34, ' ');
     os << left << f.help;
     if (!f.default_text.empty()) os << " (default: " << f.default_text << ")";
     os << '\n';
@@ -274,7 +318,8 @@ int run_tool(const char* program, const std::function<int()>& body) {
   try {
     comm = &world();
     if (!comm->is_root() && std::freopen("/dev/null", "w", stdout) == nullptr)
-      throw IoError("/dev/null: cannot open for rank " + std::to_string(comm->rank()) + "'s output");
+      throw IoError("/dev/null: cannot open for rank " + std::to_string(comm->rank()) +
+                    "'s output");
     return body();
   } catch (const Stopped& e) {  // every rank stopped together: no abort
     if (comm == nullptr || comm->is_root()) std::fprintf(stderr, "%s: %s\n", program, e.what());

@@ -1,43 +1,23 @@
-// A minimal JSON writer for logs and result files (objects, arrays, numbers,
-// strings with escapes). Non-finite numbers are written as null.
+// JSON for the tools' result and log files (bench --json, eval/prune --json,
+// compare's results.json, train's log.jsonl), built with nlohmann-json
+// (Debian nlohmann-json3-dev). Keys keep the order they were added in, so a
+// file reads in the order its fields are explained; non-finite numbers are
+// written as null.
 #pragma once
 
-#include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
-#include <vector>
 
 namespace spruce::cli {
 
-class Json {
- public:
-  Json& begin_object();
-  Json& end_object();
-  Json& begin_array();
-  Json& end_array();
-  /// Inside an object: the next value's key.
-  Json& key(const std::string& k);
-  Json& value(const std::string& s);
-  Json& value(const char* s) { return value(std::string(s)); }
-  Json& value(double d);
-  Json& value(int64_t i);
-  Json& value(int i) { return value(static_cast<int64_t>(i)); }
-  Json& value(bool b);
-  /// key + value in one call.
-  template <class T>
-  Json& field(const std::string& k, const T& v) {
-    key(k);
-    return value(v);
-  }
-  const std::string& str() const { return out_; }
+using Json = nlohmann::ordered_json;
 
- private:
-  void separator();
-  std::string out_;
-  std::vector<bool> first_;  // per open container: no element written yet
-  bool after_key_ = false;
-};
+/// The text of `j`: one line (a JSON-lines record) when indent < 0, else
+/// indented by that many spaces; strings that are not valid UTF-8 (a path,
+/// say) get U+FFFD for their bad bytes instead of failing the write.
+std::string json_text(const Json& j, int indent = -1);
 
-/// Escapes a string for a JSON string literal (without the quotes).
-std::string json_escape(const std::string& s);
+/// Writes `j` (indented by 2) and a newline to `path` atomically; IoError on failure.
+void write_json_file(const std::string& path, const Json& j);
 
 }  // namespace spruce::cli

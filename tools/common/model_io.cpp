@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/io/npz.h"
 #include "core/io/sparse_checkpoint.h"
+#include "core/warning.h"
 
 namespace spruce::cli {
 namespace {
@@ -161,6 +162,45 @@ uint64_t save_compact(const std::string& path, const io::Checkpoint& ckpt) {
 
 void export_npz(const std::string& path, const Module& module) {
   io::write_npz(path, module.state_dict());
+}
+
+namespace {
+bool is_model_name(const std::string& name) {
+  for (const auto& m : models::model_names())
+    if (m == name) return true;
+  return false;
+}
+
+std::string model_names_text() {
+  std::string out;
+  for (const auto& n : models::model_names()) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+}  // namespace
+
+void add_architecture_flag(Args& args, std::string& name) {
+  args.add_string("model", &name,
+                  "for .npz files: model architecture (" + model_names_text() + ")");
+  args.add_deprecated("arch", "model");
+}
+
+void check_model_flag(const std::string& name) {
+  if (!name.empty() && !is_model_name(name))
+    throw UsageError("--model: unknown value '" + name +
+                     "', expected one of: " + model_names_text());
+}
+
+std::vector<char*> old_model_flag_as_checkpoint(int argc, char** argv) {
+  static char checkpoint[] = "--checkpoint";
+  std::vector<char*> out(argv, argv + argc);
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string(argv[i]) == "--model" && !is_model_name(argv[i + 1]) &&
+        std::filesystem::is_regular_file(argv[i + 1])) {
+      warn("--model FILE is deprecated: --model names an architecture; use --checkpoint " +
+           std::string(argv[i + 1]));
+      out[static_cast<size_t>(i)] = checkpoint;
+    }
+  return out;
 }
 
 }  // namespace spruce::cli

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/io/checkpoint.h"
 #include "layers/module.h"
@@ -16,6 +17,18 @@
 #include "tools/common/args.h"
 
 namespace spruce::cli {
+
+/// Declares --model NAME onto `name`: the architecture of a model read from
+/// an .npz (a checkpoint names its own). Tools that read a model file call
+/// this and take the file as --checkpoint; check_model_flag() validates.
+void add_architecture_flag(Args& args, std::string& name);
+/// UsageError unless `name` is empty or a registered model.
+void check_model_flag(const std::string& name);
+
+/// Before --checkpoint, the tools that read a model file took it as --model:
+/// "--model FILE" (FILE exists and is no architecture) is rewritten to
+/// "--checkpoint FILE" with a deprecation warning. Returns the new argv.
+std::vector<char*> old_model_flag_as_checkpoint(int argc, char** argv);
 
 /// Adds a flag --<option> for every option some registered model takes (its
 /// registry row declares it); values land in `values`, where empty means the

@@ -71,25 +71,20 @@ void write_text_file(const std::string& path, const std::string& text) {
 
 void write_eval_json(const std::string& path, const std::string& model_path, const EvalResult& result,
                      const std::vector<std::string>& class_names, const std::vector<LayerSparsity>& sparsity) {
-  Json j;
-  j.begin_object().field("model", model_path).field("samples", result.samples).field("loss", result.loss);
-  j.field("top1", result.accuracy).field("seconds", result.seconds);
-  j.key("classes").begin_array();
-  for (size_t c = 0; c < result.confusion.size(); ++c) {
-    j.begin_object().field("name", c < class_names.size() ? class_names[c] : std::string("?"));
-    j.field("accuracy", result.class_accuracy(c)).end_object();
-  }
-  j.end_array().key("confusion").begin_array();
-  for (const auto& row : result.confusion) {
-    j.begin_array();
-    for (int64_t v : row) j.value(v);
-    j.end_array();
-  }
-  j.end_array().key("sparsity").begin_array();
+  Json j = {{"checkpoint", model_path},
+            {"samples", result.samples},
+            {"loss", result.loss},
+            {"top1", result.accuracy},
+            {"seconds", result.seconds},
+            {"classes", Json::array()},
+            {"confusion", result.confusion},
+            {"sparsity", Json::array()}};
+  for (size_t c = 0; c < result.confusion.size(); ++c)
+    j["classes"].push_back({{"name", c < class_names.size() ? class_names[c] : std::string("?")},
+                            {"accuracy", result.class_accuracy(c)}});
   for (const auto& r : sparsity)
-    j.begin_object().field("name", r.name).field("size", r.size).field("zeros", r.zeros).end_object();
-  j.end_array().end_object();
-  write_text_file(path, j.str() + "\n");
+    j["sparsity"].push_back({{"name", r.name}, {"size", r.size}, {"zeros", r.zeros}});
+  write_json_file(path, j);
 }
 
 }  // namespace spruce::cli

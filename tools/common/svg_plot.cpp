@@ -7,7 +7,6 @@
 #include <limits>
 #include <sstream>
 
-#include "tools/common/json.h"
 
 namespace spruce::cli {
 namespace {
