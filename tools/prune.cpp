@@ -31,7 +31,7 @@ using namespace spruce;
 int main(int argc, char** argv) {
   return cli::run_tool("spruce-prune", [&] {
     std::string model_path, out, npz_out, sparse_out, json_out, method_name = "woodfisher",
-                                                    data = "fashion-mnist", data_dir;
+                                                                data = "fashion-mnist", data_dir;
     std::vector<std::string> patterns;
     double sparsity = 0.9;
     int64_t steps = 1, threads = default_num_threads(), eval_limit = 0, fisher_seed = 0;
@@ -44,7 +44,8 @@ int main(int argc, char** argv) {
         "WoodFisher). Methods: magnitude|diagfisher|woodfisher, optionally -layer (independent\n"
         "per-layer selection instead of one global threshold) and, for woodfisher, -summed (the\n"
         "reference's summed single-weight updates) or -noupdate; e.g. woodfisher-layer-summed.");
-    args.add_string("checkpoint", &model_path, "trained checkpoint (.ckpt) or compact checkpoint to prune");
+    args.add_string("checkpoint", &model_path,
+                    "trained checkpoint (.ckpt) or compact checkpoint to prune");
     args.add_string("out", &out, "where to write the pruned checkpoint (with masks)");
     args.add_string("npz", &npz_out, "also export the pruned weights and masks as .npz");
     args.add_string("sparse-out", &sparse_out,
@@ -86,6 +87,12 @@ int main(int argc, char** argv) {
     const auto& tf = session.transforms;
     pruning::PrunableSet& set = session.set;
 
+    // Ctrl-C or SIGTERM: stop at the next stage, before writing anything (an
+    // output is complete or absent); a signal while writing lets it finish.
+    // Installed before the first line is printed: whoever reacts to that line
+    // with a signal must find the handler in place.
+    StopOnSignal stop("spruce-prune: stopping before writing " + out +
+                      " (Ctrl-C again to quit at once)");
     std::printf("model   %s  %s\n", model_path.c_str(), loaded.spec.describe().c_str());
     std::printf("prune   %s to %.2f%% of %lld weights in %zu layers, %lld step(s)",
                 method.name().c_str(), 100 * sparsity, static_cast<long long>(set.numel()),
@@ -99,10 +106,6 @@ int main(int argc, char** argv) {
                   static_cast<long long>(bn.batches), static_cast<long long>(bn.batch));
     std::printf("\n");
     std::fflush(stdout);
-    // Ctrl-C or SIGTERM: stop at the next stage, before writing anything (an
-    // output is complete or absent); a signal while writing lets it finish.
-    StopOnSignal stop("spruce-prune: stopping before writing " + out +
-                      " (Ctrl-C again to quit at once)");
     auto stop_point = [&] {
       if (StopOnSignal::requested_on_any(world()))
         throw Stopped("stopped by " + std::string(StopOnSignal::signal_name()) +

@@ -33,7 +33,10 @@ int exit_status_of(int signal) { return 128 + signal; }
 
 TEST_CASE("spruce-prune: a signal stops it before it writes; a second one at once") {
   TempDir dir;
-  write_mnist(dir.path() / "data");
+  // 4,000 test images: the evaluation before pruning then takes long enough
+  // (a tenth of a second or more) for the second signal, 5 ms after the
+  // first, to arrive before the tool reaches its next stop point.
+  write_mnist(dir.path() / "data", 96, 4000);
   expect_success(run(kTrain, tiny_train_args(dir, "model", {"--epochs", "1"})));
   fs::create_directories(dir.file("p"));
   const std::vector<std::string> prune{"--checkpoint",
@@ -67,6 +70,7 @@ TEST_CASE("spruce-prune: a signal stops it before it writes; a second one at onc
     CHECK(files_in(dir.file("p")).empty());
   }
   const RunResult twice = run(kPrune, prune, {}, send_signal(SIGINT, "model ", 0, 2, 5));
+  INFO("exit code " << twice.exit_code << ", stderr: " << twice.err);
   CHECK(twice.signal == SIGINT);
   CHECK(files_in(dir.file("p")).empty());
 }
