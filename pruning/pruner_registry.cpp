@@ -19,10 +19,20 @@ std::unique_ptr<Pruner> make_diag_fisher(const PruningMethod&, Communicator* com
   return std::make_unique<DiagFisherPruner>(comm);
 }
 
-std::unique_ptr<Pruner> make_woodfisher(const PruningMethod& method, Communicator* comm) {
+WoodFisherOptions woodfisher_options(const PruningMethod& method) {
   WoodFisherOptions o;
   o.update = method.update;
   o.update_scale = method.update_scale;
+  return o;
+}
+
+std::unique_ptr<Pruner> make_woodfisher(const PruningMethod& method, Communicator* comm) {
+  return std::make_unique<WoodFisherPruner>(woodfisher_options(method), comm);
+}
+
+std::unique_ptr<Pruner> make_woodtaylor(const PruningMethod& method, Communicator* comm) {
+  WoodFisherOptions o = woodfisher_options(method);
+  o.first_order = true;
   return std::make_unique<WoodFisherPruner>(o, comm);
 }
 
@@ -39,6 +49,7 @@ const std::vector<PrunerKind>& pruner_table() {
       {"magnitude", false, make_magnitude},
       {"diagfisher", false, make_diag_fisher},
       {"woodfisher", true, make_woodfisher},
+      {"woodtaylor", true, make_woodtaylor},
   };
   return table;
 }

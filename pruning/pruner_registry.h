@@ -1,7 +1,7 @@
 // Pruning methods by name, for tools and recipes. A method is a pruner plus
 // its selection mode and (for pruners with an OBS update) its weight update,
 // written as a base name with optional '-' modifiers:
-//   magnitude | diagfisher | woodfisher        (selection: global, update: exact)
+//   magnitude | diagfisher | woodfisher | woodtaylor   (selection: global, update: exact)
 //   -layer / -global                            selection (independent per layer / joint)
 //   -exact / -summed / -noupdate                the OBS update (noupdate = summed, scale 0)
 //   -scaleS                                     the OBS update scaled by S in [0, 1]

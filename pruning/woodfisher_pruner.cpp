@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <numeric>
 #include <stdexcept>
 #include <string>
 
@@ -25,17 +26,55 @@ std::string format_number(double v) {
 void WoodFisherPruner::prepare(const PrunableSet& set, const GradientBank* grads,
                                const FisherOptions& fisher) {
   if (grads == nullptr || grads->dim() != set.numel())
-    throw std::invalid_argument("woodfisher: needs gradients of length " +
+    throw std::invalid_argument(name() + ": needs gradients of length " +
                                 std::to_string(set.numel()));
-  check_finite_gradients(*grads, set, "woodfisher");
+  check_finite_gradients(*grads, set, name());
   fisher_ = fisher;
   if (comm_ != nullptr) return prepare_distributed(set, *grads);
   grads_ = grads;
   first_ = 0;
   mask_ = set.flat_mask();
-  inverse_ = block_fisher_inverse(*grads, make_blocks(set.layer_sizes(), fisher.block_size),
-                                  {fisher.damp, options_.method, options_.chunk, fisher.relative_damp}, mask_);
+  inverse_ = block_fisher_inverse(
+      *grads, make_blocks(set.layer_sizes(), fisher.block_size),
+      {fisher.damp, options_.method, options_.chunk, fisher.relative_damp}, mask_);
   warn_raised_damping(set);
+  compute_newton_step();
+}
+
+void WoodFisherPruner::compute_newton_step() {
+  mean_grad_.clear();
+  newton_.clear();
+  if (!options_.first_order) return;
+  const int64_t d = inverse_.dim(), m = grads_->rows();
+  mean_grad_.assign(static_cast<size_t>(d), 0.0);
+  for (int64_t i = 0; i < m; ++i) {
+    const std::span<const float> g = grads_->row(i);
+    for (int64_t q = 0; q < d; ++q) mean_grad_[q] += g[q];
+  }
+  for (int64_t q = 0; q < d; ++q)
+    mean_grad_[q] =
+        mask_.empty() || mask_[q] != 0.f ? mean_grad_[q] / std::max<int64_t>(m, 1) : 0.0;
+  newton_.assign(static_cast<size_t>(d), 0.0);
+  std::vector<int64_t> all;
+  for (int64_t b = 0; b < inverse_.num_blocks(); ++b) {
+    const Block& block = inverse_.blocks()[b];
+    all.resize(static_cast<size_t>(block.size()));
+    std::iota(all.begin(), all.end(), int64_t{0});
+    inverse_.multiply(b, all, mean_grad_.data() + block.begin, newton_.data() + block.begin);
+  }
+}
+
+void WoodFisherPruner::add_first_order(std::span<const float> before, std::span<const float> after,
+                                       LossPrediction& out) const {
+  for (const Block& block : inverse_.blocks()) {
+    double gain = 0.0, linear = 0.0;
+    for (int64_t q = block.begin; q < block.end; ++q) {
+      gain += mean_grad_[q] * newton_[q];
+      linear += mean_grad_[q] * (static_cast<double>(after[q]) - before[q]);
+    }
+    out.predicted[static_cast<size_t>(block.layer)] -= 0.5 * gain;
+    out.quadratic[static_cast<size_t>(block.layer)] += linear;
+  }
 }
 
 void WoodFisherPruner::warn_raised_damping(const PrunableSet& set) const {
@@ -51,7 +90,7 @@ void WoodFisherPruner::warn_raised_damping(const PrunableSet& set) const {
     layers += (layers.empty() ? "'" : ", '") + set.param(layer).name + "'";
     last_layer = layer;
   }
-  warn("woodfisher: λ = " + format_number(inverse_.damp()) + " leaves " +
+  warn(name() + ": λ = " + format_number(inverse_.damp()) + " leaves " +
        std::to_string(raised.size()) + " of " + std::to_string(inverse_.num_blocks()) +
        " Fisher blocks numerically singular (in " + layers + "); they were damped with up to λ = " +
        format_number(highest) + " (1e-10 x their largest Fisher diagonal entry) instead");
@@ -75,15 +114,17 @@ void WoodFisherPruner::prepare_distributed(const PrunableSet& set, const Gradien
   const std::vector<float> mask = set.flat_mask();
   mask_.assign(mask.begin() + first_, mask.begin() + first_ + partition_.columns(me));
   grads_ = &owned_grads_;
-  inverse_ = block_fisher_inverse(owned_grads_, std::move(owned),
-                                  {fisher_.damp, options_.method, options_.chunk, fisher_.relative_damp}, mask_);
+  inverse_ = block_fisher_inverse(
+      owned_grads_, std::move(owned),
+      {fisher_.damp, options_.method, options_.chunk, fisher_.relative_damp}, mask_);
   warn_raised_damping(set);
+  compute_newton_step();
 }
 
 void WoodFisherPruner::check_prepared(const PrunableSet& set) const {
   const int64_t covered = comm_ != nullptr ? partition_.column_start.back() : inverse_.dim();
   if (grads_ == nullptr || covered != set.numel())
-    throw std::logic_error("woodfisher: prepare() was not called for a set of " +
+    throw std::logic_error(name() + ": prepare() was not called for a set of " +
                            std::to_string(set.numel()) + " weights");
 }
 
@@ -94,7 +135,8 @@ std::vector<double> WoodFisherPruner::scores(const PrunableSet& set) const {
   std::vector<double> rho(w.size());
   for (size_t j = 0; j < diag.size(); ++j) {
     const size_t q = static_cast<size_t>(first_) + j;
-    rho[q] = static_cast<double>(w[q]) * w[q] / (2.0 * diag[j]);
+    const double u = options_.first_order ? w[q] - newton_[j] : w[q];
+    rho[q] = u * u / (2.0 * diag[j]);
   }
   if (comm_ != nullptr)
     comm_->allgather_in_place(std::span<double>(rho), partition_.column_counts());
@@ -113,24 +155,31 @@ LossPrediction WoodFisherPruner::update(PrunableSet& set, std::span<const int64_
     if (q >= first_ && q < first_ + width) local.push_back(q - first_);
   LossPrediction out{std::vector<double>(static_cast<size_t>(set.size()), 0.0),
                      std::vector<double>(static_cast<size_t>(set.size()), 0.0)};
-  if (options_.update == ObsUpdate::Exact) {
+  // WoodTaylor: the Newton step first, then OBS from w − a (whose pruned
+  // entries are the u of the statistic).
+  if (options_.first_order)
+    for (size_t q = 0; q < w.size(); ++q) w[q] = static_cast<float>(w[q] - newton_[q]);
+  const bool interpolate =
+      options_.update_scale != 1.0 && (options_.update == ObsUpdate::Exact || options_.first_order);
+  if (options_.update == ObsUpdate::Exact)
     obs_update_exact(w, inverse_, local, out.predicted);
-    // A partial step along the exact update; the pruned weights stay exactly 0.
-    if (options_.update_scale != 1.0) {
-      for (size_t q = 0; q < w.size(); ++q)
-        w[q] = before[q] + static_cast<float>(options_.update_scale) * (w[q] - before[q]);
-      for (int64_t q : local) w[static_cast<size_t>(q)] = 0.f;
-    }
-  } else
-    obs_update_summed(w, inverse_, local, options_.update_scale, out.predicted);
+  else
+    obs_update_summed(w, inverse_, local, interpolate ? 1.0 : options_.update_scale, out.predicted);
+  // A partial step along the full update; the pruned weights stay exactly 0.
+  if (interpolate) {
+    for (size_t q = 0; q < w.size(); ++q)
+      w[q] = before[q] + static_cast<float>(options_.update_scale) * (w[q] - before[q]);
+    for (int64_t q : local) w[static_cast<size_t>(q)] = 0.f;
+  }
   for (size_t q = 0; q < w.size(); ++q)
     if (!std::isfinite(w[q])) {  // a guard: the checks above should make this unreachable
       const PrunableParam& p = set.param(set.layer_of(first_ + static_cast<int64_t>(q)));
-      throw Error("woodfisher: the OBS update made weight " +
+      throw Error(name() + ": the OBS update made weight " +
                   std::to_string(first_ + static_cast<int64_t>(q) - p.offset) + " of '" + p.name +
                   "' non-finite; the weights were left unchanged");
     }
   fisher_quadratic(before, w, *grads_, inverse_.blocks(), fisher_.damp, mask_, out.quadratic);
+  if (options_.first_order) add_first_order(before, w, out);
   std::copy(w.begin(), w.end(), all.begin() + first_);
   if (comm_ != nullptr) {
     comm_->allgather_in_place(std::span<float>(all), partition_.column_counts());

@@ -1,6 +1,7 @@
 // WoodFisher pruning (Singh & Alistarh 2020; pruning/README.md, "Statistic" and
-// "Weight update (OBS)"): the block-diagonal inverse of the damped empirical
-// Fisher (woodbury.h), the statistic
+// "Weight update (OBS)"), and WoodTaylor, its variant with the loss's
+// first-order term (pruning/README.md, "WoodTaylor"): the block-diagonal inverse of the damped
+// empirical Fisher (woodbury.h), the statistic
 //   ρ_q = w_q² / (2 [F⁻¹]_qq),
 // the loss increase of removing w_q while the rest of its block re-optimises,
 // and an OBS update of the surviving weights of each block (obs_update.h):
@@ -36,6 +37,11 @@ struct WoodFisherOptions {
   double update_scale = 1.0;
   InverseMethod method = InverseMethod::Auto;  // how each block is inverted
   int64_t chunk = 32;                          // k for InverseMethod::Recursion
+  /// WoodTaylor (pruning/README.md, "WoodTaylor"): the mean gradient ḡ of
+  /// the Fisher's samples adds the first-order term. With a = F⁻¹ḡ (the
+  /// Newton step), ρ_q = (w_q − a_q)² / (2 [F⁻¹]_qq) and the update is
+  /// −a followed by the OBS update of w − a.
+  bool first_order = false;
 };
 
 class WoodFisherPruner : public Pruner {
@@ -43,7 +49,7 @@ class WoodFisherPruner : public Pruner {
   /// comm: null or one rank = a single process.
   explicit WoodFisherPruner(WoodFisherOptions options = {}, Communicator* comm = nullptr)
       : options_(options), comm_(comm != nullptr && comm->size() > 1 ? comm : nullptr) {}
-  std::string name() const override { return "woodfisher"; }
+  std::string name() const override { return options_.first_order ? "woodtaylor" : "woodfisher"; }
   bool needs_fisher() const override { return true; }
   void prepare(const PrunableSet& set, const GradientBank* grads,
                const FisherOptions& fisher) override;
@@ -60,6 +66,12 @@ class WoodFisherPruner : public Pruner {
  private:
   void check_prepared(const PrunableSet& set) const;
   void prepare_distributed(const PrunableSet& set, const GradientBank& mine);
+  /// WoodTaylor: mean_grad_ and newton_ from grads_, mask_ and inverse_.
+  void compute_newton_step();
+  /// WoodTaylor's first-order terms of the change after − before, per block:
+  /// −½ ḡ_bᵀa_b (the Newton step's gain) added to predicted, ḡ_bᵀδ_b to quadratic.
+  void add_first_order(std::span<const float> before, std::span<const float> after,
+                       LossPrediction& out) const;
   /// warn()s about the blocks whose damping block_fisher_inverse raised.
   void warn_raised_damping(const PrunableSet& set) const;
 
@@ -72,6 +84,9 @@ class WoodFisherPruner : public Pruner {
   const GradientBank* grads_ = nullptr;
   BlockInverse inverse_;
   std::vector<float> mask_;  // masks at prepare() [d], of this rank's columns when distributed
+  // WoodTaylor only (empty otherwise), over the columns of inverse_: the mean
+  // gradient ḡ (zero where masked) and the Newton step a = F⁻¹ḡ.
+  std::vector<double> mean_grad_, newton_;
 };
 
 }  // namespace spruce::pruning

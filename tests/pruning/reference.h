@@ -62,16 +62,20 @@ inline Mat fisher(const float* g, int64_t m, int64_t ld, int64_t begin, int64_t 
   return f;
 }
 
-/// argmin_δ ½ δᵀHδ subject to δ_q = −w_q for q ∈ Q, from the KKT system
-/// [[H, E_Q], [E_Qᵀ, 0]] [δ; μ] = [0; −w_Q]. H: [n, n], w: [n].
+/// argmin_δ gᵀδ + ½ δᵀHδ subject to δ_q = −w_q for q ∈ Q, from the KKT system
+/// [[H, E_Q], [E_Qᵀ, 0]] [δ; μ] = [−g; −w_Q]. H: [n, n], w: [n], g: [n] or
+/// empty (zero: the OBS setting).
 inline std::vector<double> constrained_minimiser(const Mat& h, int64_t n,
                                                  const std::vector<double>& w,
-                                                 const std::vector<int64_t>& q) {
+                                                 const std::vector<int64_t>& q,
+                                                 const std::vector<double>& g = {}) {
   const int64_t k = static_cast<int64_t>(q.size()), nk = n + k;
   Mat kkt(static_cast<size_t>(nk * nk), 0.0);
   std::vector<double> rhs(static_cast<size_t>(nk), 0.0);
-  for (int64_t i = 0; i < n; ++i)
+  for (int64_t i = 0; i < n; ++i) {
     for (int64_t j = 0; j < n; ++j) kkt[i * nk + j] = h[i * n + j];
+    if (!g.empty()) rhs[i] = -g[i];
+  }
   for (int64_t r = 0; r < k; ++r) {
     kkt[q[r] * nk + n + r] = 1.0;
     kkt[(n + r) * nk + q[r]] = 1.0;
@@ -87,6 +91,14 @@ inline double quadratic(const Mat& h, int64_t n, const std::vector<double>& delt
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < n; ++j) s += delta[i] * h[i * n + j] * delta[j];
   return 0.5 * s;
+}
+
+/// gᵀδ + ½ δᵀHδ: the second-order Taylor model of the loss change.
+inline double taylor(const Mat& h, const std::vector<double>& g, int64_t n,
+                     const std::vector<double>& delta) {
+  double s = quadratic(h, n, delta);
+  for (int64_t i = 0; i < n; ++i) s += g[i] * delta[i];
+  return s;
 }
 
 /// max |a − ref| / max |ref| over n entries.

@@ -133,45 +133,48 @@ TEST_CASE("gather_columns and gather_rows rebuild the bank from every rank's row
   CHECK(std::vector<float>(rows.data(), rows.data() + kSamples * d) == all);
 }
 
-TEST_CASE("distributed WoodFisher: the single process's masks and weights") {
+TEST_CASE("distributed WoodFisher and WoodTaylor: the single process's masks and weights") {
   Communicator& comm = world();
   SingleProcess solo;
   for (const int64_t block_size : {16, 100, 1000})  // dense blocks; factored (2m <= n); per layer
     for (const ObsUpdate update : {ObsUpdate::Exact, ObsUpdate::Summed})
-      for (const Selection selection : {Selection::Global, Selection::PerLayer}) {
-        CAPTURE(block_size);
-        CAPTURE(update == ObsUpdate::Exact ? "exact" : "summed");
-        CAPTURE(selection == Selection::Global ? "global" : "per-layer");
-        Problem one = make_problem(), many = make_problem();
-        const int64_t d = one.set.numel();
-        const std::vector<float> grads = make_gradients(d);
-        const GradientBank whole(d, grads);
-        const GradientBank mine = my_rows(grads, d, comm);
-        WoodFisherOptions wf;
-        wf.update = update;
-        PruneStepOptions o;
-        o.sparsity = 0.6;
-        o.selection = selection;
-        o.fisher.block_size = block_size;
-        o.fisher.damp = 1e-3;
-        WoodFisherPruner single(wf, &solo), spread(wf, &comm);
-        const PruneReport r1 = prune_step(single, one.set, &whole, o);
-        const PruneReport rn = prune_step(spread, many.set, &mine, o);
-        check_same(one, many);
-        CHECK(rn.predicted_loss == doctest::Approx(r1.predicted_loss).epsilon(1e-9));
-        CHECK(rn.quadratic_loss == doctest::Approx(r1.quadratic_loss).epsilon(1e-9));
-        // Each rank keeps only its blocks' inverse.
-        int64_t covered = 0;
-        for (int64_t n : comm.allgather(spread.inverse().dim())) covered += n;
-        CHECK(covered == d);
-        if (comm.size() > 1)
-          CHECK(spread.inverse().memory_bytes() < single.inverse().memory_bytes());
-        // A second step on the new weights and masks (fresh prepare) agrees too.
-        o.sparsity = 0.8;
-        prune_step(single, one.set, &whole, o);
-        prune_step(spread, many.set, &mine, o);
-        check_same(one, many);
-      }
+      for (const Selection selection : {Selection::Global, Selection::PerLayer})
+        for (const bool first_order : {false, true}) {
+          CAPTURE(block_size);
+          CAPTURE(first_order);
+          CAPTURE(update == ObsUpdate::Exact ? "exact" : "summed");
+          CAPTURE(selection == Selection::Global ? "global" : "per-layer");
+          Problem one = make_problem(), many = make_problem();
+          const int64_t d = one.set.numel();
+          const std::vector<float> grads = make_gradients(d);
+          const GradientBank whole(d, grads);
+          const GradientBank mine = my_rows(grads, d, comm);
+          WoodFisherOptions wf;
+          wf.update = update;
+          wf.first_order = first_order;
+          PruneStepOptions o;
+          o.sparsity = 0.6;
+          o.selection = selection;
+          o.fisher.block_size = block_size;
+          o.fisher.damp = 1e-3;
+          WoodFisherPruner single(wf, &solo), spread(wf, &comm);
+          const PruneReport r1 = prune_step(single, one.set, &whole, o);
+          const PruneReport rn = prune_step(spread, many.set, &mine, o);
+          check_same(one, many);
+          CHECK(rn.predicted_loss == doctest::Approx(r1.predicted_loss).epsilon(1e-9));
+          CHECK(rn.quadratic_loss == doctest::Approx(r1.quadratic_loss).epsilon(1e-9));
+          // Each rank keeps only its blocks' inverse.
+          int64_t covered = 0;
+          for (int64_t n : comm.allgather(spread.inverse().dim())) covered += n;
+          CHECK(covered == d);
+          if (comm.size() > 1)
+            CHECK(spread.inverse().memory_bytes() < single.inverse().memory_bytes());
+          // A second step on the new weights and masks (fresh prepare) agrees too.
+          o.sparsity = 0.8;
+          prune_step(single, one.set, &whole, o);
+          prune_step(spread, many.set, &mine, o);
+          check_same(one, many);
+        }
 }
 
 TEST_CASE("distributed diagonal Fisher: the single process's masks and weights") {

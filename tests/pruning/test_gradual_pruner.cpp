@@ -139,7 +139,8 @@ TEST_CASE("the pruner table: every row builds, its name round-trips, modifiers f
       CHECK_THROWS_AS(parse_method(kind.name + "-summed"), UsageError);
     }
   }
-  CHECK(pruner_names() == std::vector<std::string>{"magnitude", "diagfisher", "woodfisher"});
+  CHECK(pruner_names() ==
+        std::vector<std::string>{"magnitude", "diagfisher", "woodfisher", "woodtaylor"});
   // The update scale: from the name, else the caller's default; names round-trip.
   CHECK(parse_method("woodfisher", 0.5).update_scale == 0.5);
   CHECK(parse_method("woodfisher-summed-scale0.25", 0.5).update_scale == 0.25);

@@ -317,3 +317,133 @@ TEST_CASE("already-pruned weights stay zero; the update is the minimiser of the 
     CHECK(r.quadratic_loss == doctest::Approx(r.predicted_loss).epsilon(1e-5));
   }
 }
+
+// WoodTaylor: the same quadratic with the linear term of the mean gradient ḡ
+// of the bank's rows, L(w + δ) − L(w) = ḡᵀδ + ½ δᵀHδ. Its brute-force answer
+// is the KKT system with right-hand side [−ḡ; −w_Q].
+namespace {
+
+std::vector<double> mean_gradient(const GradientBank& bank) {
+  std::vector<double> g(static_cast<size_t>(bank.dim()), 0.0);
+  for (int64_t i = 0; i < bank.rows(); ++i)
+    for (int64_t q = 0; q < bank.dim(); ++q) g[q] += bank.row(i)[q];
+  for (double& v : g) v /= static_cast<double>(bank.rows());
+  return g;
+}
+
+/// H with the entries between blocks of `block` weights zeroed: the Fisher
+/// the pruner uses when it splits the weights into such blocks.
+ref::Mat block_diagonal(const ref::Mat& h, int64_t n, int64_t block) {
+  ref::Mat out = h;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j)
+      if (i / block != j / block) out[i * n + j] = 0.0;
+  return out;
+}
+
+WoodFisherOptions taylor(InverseMethod method, ObsUpdate update = ObsUpdate::Exact,
+                         double scale = 1.0) {
+  WoodFisherOptions o = with(method, update, scale);
+  o.first_order = true;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "WoodTaylor: ρ_q − ½ ḡᵀH⁻¹ḡ is the brute-force minimum of removing w_q, the smallest ρ "
+    "the best single weight, and the one-weight update its minimiser") {
+  for (InverseMethod method : kMethods) {
+    CAPTURE(static_cast<int>(method));
+    const Problem p(false);
+    const std::vector<double> g = mean_gradient(p.bank);
+    const std::vector<double> newton = ref::solve(p.h, g, kD);  // H⁻¹ḡ
+    double newton_gain = 0.0;
+    for (int64_t i = 0; i < kD; ++i) newton_gain += 0.5 * g[i] * newton[i];
+    REQUIRE(newton_gain > 1e-3);  // the first-order term matters here
+    WoodFisherPruner pruner(taylor(method));
+    CHECK(pruner.name() == "woodtaylor");
+    PrunableSet set = make_set(kW);
+    pruner.prepare(set, &p.bank, {kDamp, 100});
+    const std::vector<double> rho = pruner.scores(set);
+    int64_t best_q = -1;
+    double best_loss = 0.0;
+    for (int64_t q = 0; q < kD; ++q) {
+      CAPTURE(q);
+      const std::vector<double> best = ref::constrained_minimiser(p.h, kD, as_double(kW), {q}, g);
+      const double min_loss = ref::taylor(p.h, g, kD, best);
+      if (best_q < 0 || min_loss < best_loss) best_q = q, best_loss = min_loss;
+      CHECK(rho[q] - newton_gain == doctest::Approx(min_loss).epsilon(1e-5));
+      LossPrediction loss;
+      const std::vector<double> delta = apply(pruner, p.bank, {q}, &loss);
+      CHECK(max_abs_diff(delta, best) < 1e-5);
+      CHECK(loss.predicted[0] == doctest::Approx(min_loss).epsilon(1e-5));
+      CHECK(loss.quadratic[0] == doctest::Approx(min_loss).epsilon(1e-5));
+    }
+    CHECK(std::min_element(rho.begin(), rho.end()) - rho.begin() == best_q);
+    // Without the first-order term the ranking differs on this problem.
+    WoodFisherPruner plain(with(method));
+    plain.prepare(set, &p.bank, {kDamp, 100});
+    const std::vector<double> rho0 = plain.scores(set);
+    auto ranking = [](const std::vector<double>& r) {
+      std::vector<int64_t> order(r.size());
+      std::iota(order.begin(), order.end(), int64_t{0});
+      std::sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return r[x] < r[y]; });
+      return order;
+    };
+    CHECK(ranking(rho) != ranking(rho0));
+  }
+}
+
+TEST_CASE(
+    "WoodTaylor exact multi-weight update = the KKT minimiser with ḡ, in one block and in "
+    "several (a block with nothing pruned still takes its Newton step)") {
+  for (InverseMethod method : kMethods) {
+    for (int64_t block : {int64_t{100}, int64_t{3}}) {
+      CAPTURE(static_cast<int>(method));
+      CAPTURE(block);
+      const Problem p(false);
+      const std::vector<double> g = mean_gradient(p.bank);
+      const ref::Mat h = block_diagonal(p.h, kD, block);
+      const std::vector<int64_t> q{0, 2};  // both in the first block of 3
+      const std::vector<double> best = ref::constrained_minimiser(h, kD, as_double(kW), q, g);
+      WoodFisherPruner pruner(taylor(method));
+      LossPrediction loss;
+      const std::vector<double> delta = apply(pruner, p.bank, q, &loss, block);
+      CHECK(max_abs_diff(delta, best) < 1e-5);
+      for (int64_t i : q) CHECK(kW[i] + delta[i] == 0.0);
+      double predicted = 0.0, quadratic = 0.0;
+      for (size_t l = 0; l < loss.predicted.size(); ++l)
+        predicted += loss.predicted[l], quadratic += loss.quadratic[l];
+      CHECK(predicted == doctest::Approx(ref::taylor(h, g, kD, best)).epsilon(1e-5));
+      CHECK(quadratic == doctest::Approx(ref::taylor(h, g, kD, delta)).epsilon(1e-5));
+      if (block == 3) CHECK(std::fabs(delta[4]) > 1e-3);  // the second block moved
+    }
+  }
+}
+
+TEST_CASE("WoodTaylor summed: s · (Newton step + the single-weight OBS updates of w − H⁻¹ḡ)") {
+  const Problem p(false);
+  const std::vector<double> g = mean_gradient(p.bank);
+  const ref::Mat a = ref::inverse(p.h, kD);
+  const std::vector<double> newton = ref::solve(p.h, g, kD);
+  const std::vector<int64_t> q{1, 3};
+  std::vector<double> full(kD);
+  for (int64_t i = 0; i < kD; ++i) full[i] = -newton[i];
+  for (int64_t j : q) {
+    const double u = kW[j] - newton[j];
+    for (int64_t i = 0; i < kD; ++i) full[i] -= a[i * kD + j] * u / a[j * kD + j];
+  }
+  for (double scale : {1.0, 0.5}) {
+    CAPTURE(scale);
+    WoodFisherPruner pruner(taylor(InverseMethod::Direct, ObsUpdate::Summed, scale));
+    const std::vector<double> delta = apply(pruner, p.bank, q);
+    for (int64_t i = 0; i < kD; ++i) {
+      CAPTURE(i);
+      if (i == 1 || i == 3)
+        CHECK(delta[i] == -static_cast<double>(kW[i]));
+      else
+        CHECK(delta[i] == doctest::Approx(scale * full[i]).epsilon(1e-5));
+    }
+  }
+}
