@@ -15,6 +15,11 @@ struct FisherOptions {
   /// WoodFisher: each block damped with λ + relative_damp × the mean of its
   /// Fisher diagonal (GGᵀ/m)_qq, so damping follows the Fisher's scale (0 = off).
   double relative_damp = 0.0;
+  /// WoodTaylor: the mean gradient ḡ enters the model scaled by this (1 = the
+  /// derivation; smaller trusts the first-order term less). With the
+  /// empirical Fisher of a trained model the full Newton step F⁻¹ḡ is far
+  /// outside the quadratic model's range (pruning/README.md, "WoodTaylor").
+  double taylor_scale = 1.0;
   int64_t samples = 400;  // m: gradients per Fisher
   int64_t batch = 1;      // b: samples averaged into each gradient (the batch source's batch size)
 };

@@ -13,9 +13,9 @@
 namespace spruce::pruning {
 
 struct GradualSchedule {
-  int64_t start = 0;          // t_0
-  int64_t end = 0;            // t_end >= t_0
-  int64_t frequency = 1;      // Δt >= 1
+  int64_t start = 0;              // t_0
+  int64_t end = 0;                // t_end >= t_0
+  int64_t frequency = 1;          // Δt >= 1
   double initial_sparsity = 0.0;  // s_i, in [0, 1)
   double final_sparsity = 0.9;    // s_f, in [s_i, 1)
 

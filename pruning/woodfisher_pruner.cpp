@@ -53,7 +53,9 @@ void WoodFisherPruner::compute_newton_step() {
   }
   for (int64_t q = 0; q < d; ++q)
     mean_grad_[q] =
-        mask_.empty() || mask_[q] != 0.f ? mean_grad_[q] / std::max<int64_t>(m, 1) : 0.0;
+        mask_.empty() || mask_[q] != 0.f
+            ? fisher_.taylor_scale * mean_grad_[q] / static_cast<double>(std::max<int64_t>(m, 1))
+            : 0.0;
   newton_.assign(static_cast<size_t>(d), 0.0);
   std::vector<int64_t> all;
   for (int64_t b = 0; b < inverse_.num_blocks(); ++b) {

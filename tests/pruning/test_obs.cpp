@@ -63,9 +63,11 @@ std::vector<double> as_double(const std::vector<float>& v) { return {v.begin(), 
 /// Applies `pruner`'s update for Q to a fresh set holding kW; returns δ and the prediction.
 std::vector<double> apply(WoodFisherPruner& pruner, const GradientBank& bank,
                           const std::vector<int64_t>& q, LossPrediction* loss = nullptr,
-                          int64_t block = 100) {
+                          int64_t block = 100, double taylor_scale = 1.0) {
   PrunableSet set = make_set(kW);
-  pruner.prepare(set, &bank, {kDamp, block});
+  FisherOptions fisher{kDamp, block};
+  fisher.taylor_scale = taylor_scale;
+  pruner.prepare(set, &bank, fisher);
   const LossPrediction l = pruner.update(set, q);
   if (loss) *loss = l;
   const std::vector<float> after = set.flat_weights();
@@ -444,6 +446,27 @@ TEST_CASE("WoodTaylor summed: s · (Newton step + the single-weight OBS updates 
         CHECK(delta[i] == -static_cast<double>(kW[i]));
       else
         CHECK(delta[i] == doctest::Approx(scale * full[i]).epsilon(1e-5));
+    }
+  }
+}
+
+TEST_CASE("WoodTaylor with --taylor-scale t: the KKT minimiser with t·ḡ; t = 0 is WoodFisher") {
+  const Problem p(false);
+  const std::vector<double> g = mean_gradient(p.bank);
+  const std::vector<int64_t> q{0, 2};
+  for (double t : {0.0, 0.25}) {
+    CAPTURE(t);
+    std::vector<double> tg(g);
+    for (double& v : tg) v *= t;
+    const std::vector<double> best = ref::constrained_minimiser(p.h, kD, as_double(kW), q, tg);
+    WoodFisherPruner pruner(taylor(InverseMethod::Direct));
+    LossPrediction loss;
+    const std::vector<double> delta = apply(pruner, p.bank, q, &loss, 100, t);
+    CHECK(max_abs_diff(delta, best) < 1e-5);
+    CHECK(loss.predicted[0] == doctest::Approx(ref::taylor(p.h, tg, kD, best)).epsilon(1e-5));
+    if (t == 0.0) {
+      WoodFisherPruner plain(with(InverseMethod::Direct));
+      CHECK(max_abs_diff(apply(plain, p.bank, q), delta) == 0.0);
     }
   }
 }

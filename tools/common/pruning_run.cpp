@@ -30,6 +30,10 @@ void add_fisher_flags(Args& args, pruning::FisherOptions& s, int64_t* seed, bool
                   "WoodFisher: add this x the mean Fisher diagonal entry of each block to lambda "
                   "(damping that follows the Fisher's scale; 0 = off)",
                   0);
+  args.add_double("taylor-scale", &s.taylor_scale,
+                  "WoodTaylor: scale of the mean gradient's first-order term (1 = the full "
+                  "Newton step; see pruning/README.md, WoodTaylor)",
+                  0, 1);
   if (seed) args.add_int("fisher-seed", seed, "seed of the Fisher samples", 0);
   if (augment)
     args.add_flag("fisher-augment", augment,
