@@ -1,8 +1,9 @@
 // The graph walk behind Tensor::backward().
 #include "autograd.h"
 
-#include <stdexcept>
 #include <unordered_set>
+
+#include "error.h"
 
 namespace spruce {
 namespace {
@@ -40,11 +41,11 @@ void record(Tensor& out, const char* name, std::vector<Tensor> inputs, BackwardF
 
 void Tensor::backward(const Tensor& seed) const {
   if (!requires_grad())
-    throw std::logic_error("backward() on a tensor that does not require grad");
+    throw UsageError("backward() on a tensor that does not require grad");
   Tensor root = *this;
   if (seed.defined()) {
     if (seed.shape() != shape())
-      throw std::invalid_argument("backward seed of shape " + shape_str(seed.shape()) +
+      throw UsageError("backward seed of shape " + shape_str(seed.shape()) +
                                   " for a tensor of shape " + shape_str(shape()));
     Tensor& g = root.grad_or_zeros();
     float* pg = g.data();
@@ -53,7 +54,7 @@ void Tensor::backward(const Tensor& seed) const {
     for (int64_t i = 0; i < n; ++i) pg[i] += ps[i];
   } else {
     if (numel() != 1)
-      throw std::logic_error("backward() without a seed needs a one-element tensor, got " +
+      throw UsageError("backward() without a seed needs a one-element tensor, got " +
                              shape_str(shape()));
     root.grad_or_zeros().data()[0] += 1.f;
   }

@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <stdexcept>
 
 #include "error.h"
 
@@ -38,7 +37,7 @@ std::vector<int64_t> Communicator::allgather(int64_t value) {
 void SingleProcess::exchange_bytes(const void* send, int64_t send_bytes, int to, void* recv,
                                    int64_t recv_bytes, int from) {
   if (to != 0 || from != 0 || send_bytes != recv_bytes)
-    throw std::invalid_argument("exchange_bytes: a single process can only exchange with itself");
+    throw UsageError("exchange_bytes: a single process can only exchange with itself");
   if (send_bytes > 0 && send != recv) std::memmove(recv, send, static_cast<size_t>(send_bytes));
 }
 
@@ -55,7 +54,7 @@ Communicator& world() {
     if (launched > 0) return &mpi_world();
 #else
     if (launched > 1)
-      throw Error("started as one of " + std::to_string(launched) +
+      throw UsageError("started as one of " + std::to_string(launched) +
                   " ranks, but this spruce was built without MPI (install libopenmpi-dev and "
                   "reconfigure with -Dmpi=enabled)");
 #endif
@@ -75,7 +74,7 @@ bool built_with_mpi() {
 
 std::pair<int64_t, int64_t> shard(int64_t n, int rank, int ranks) {
   if (ranks < 1 || rank < 0 || rank >= ranks || n < 0)
-    throw std::invalid_argument("shard: rank " + std::to_string(rank) + " of " +
+    throw UsageError("shard: rank " + std::to_string(rank) + " of " +
                                 std::to_string(ranks) + " for " + std::to_string(n) + " items");
   const int64_t base = n / ranks, extra = n % ranks;
   const int64_t begin = rank * base + std::min<int64_t>(rank, extra);

@@ -10,9 +10,9 @@
 #include <mutex>
 #include <new>
 #include <sstream>
-#include <stdexcept>
 #include <unordered_set>
 
+#include "error.h"
 #include "autograd.h"
 #include "random.h"
 
@@ -21,7 +21,7 @@ namespace spruce {
 int64_t numel_of(const Shape& shape) {
   int64_t n = 1;
   for (int64_t d : shape) {
-    if (d < 0) throw std::invalid_argument("negative dimension in shape " + shape_str(shape));
+    if (d < 0) throw UsageError("negative dimension in shape " + shape_str(shape));
     n *= d;
   }
   return n;
@@ -176,7 +176,7 @@ std::shared_ptr<TensorImpl> new_impl(const Shape& shape) {
 }
 
 TensorImpl& checked(const std::shared_ptr<TensorImpl>& impl) {
-  if (!impl) throw std::logic_error("use of an undefined Tensor");
+  if (!impl) throw UsageError("use of an undefined Tensor");
   return *impl;
 }
 }  // namespace
@@ -195,7 +195,7 @@ Tensor Tensor::full(const Shape& shape, float value) {
 
 Tensor Tensor::from_data(const Shape& shape, std::span<const float> values) {
   if (static_cast<int64_t>(values.size()) != numel_of(shape))
-    throw std::invalid_argument("from_data: " + std::to_string(values.size()) +
+    throw UsageError("from_data: " + std::to_string(values.size()) +
                                 " values for shape " + shape_str(shape));
   Tensor t = empty(shape);
   std::copy(values.begin(), values.end(), t.data());
@@ -224,7 +224,7 @@ int64_t Tensor::size(int64_t d) const {
   const int64_t n = dim();
   if (d < 0) d += n;
   if (d < 0 || d >= n)
-    throw std::out_of_range("dimension " + std::to_string(d) + " out of range for shape " +
+    throw UsageError("dimension " + std::to_string(d) + " out of range for shape " +
                             shape_str(shape()));
   return shape()[static_cast<size_t>(d)];
 }
@@ -240,12 +240,12 @@ const float* Tensor::data() const {
 }
 
 float Tensor::item() const {
-  if (numel() != 1) throw std::logic_error("item() on a tensor of shape " + shape_str(shape()));
+  if (numel() != 1) throw UsageError("item() on a tensor of shape " + shape_str(shape()));
   return data()[0];
 }
 
 float Tensor::at(int64_t i) const {
-  if (i < 0 || i >= numel()) throw std::out_of_range("flat index " + std::to_string(i));
+  if (i < 0 || i >= numel()) throw UsageError("flat index " + std::to_string(i));
   return data()[i];
 }
 
@@ -259,7 +259,7 @@ Tensor Tensor::detach() const { return make_view(*this, shape()); }
 
 void Tensor::copy_from(const Tensor& src) {
   if (src.numel() != numel())
-    throw std::invalid_argument("copy_from: " + shape_str(src.shape()) + " into " +
+    throw UsageError("copy_from: " + shape_str(src.shape()) + " into " +
                                 shape_str(shape()));
   std::memcpy(data(), src.data(), sizeof(float) * static_cast<size_t>(numel()));
 }
@@ -308,7 +308,7 @@ std::string Tensor::to_string(int64_t max_values) const {
 
 Tensor make_view(const Tensor& base, const Shape& shape) {
   if (numel_of(shape) != base.numel())
-    throw std::invalid_argument("cannot view " + shape_str(base.shape()) + " as " +
+    throw UsageError("cannot view " + shape_str(base.shape()) + " as " +
                                 shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;

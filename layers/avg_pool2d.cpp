@@ -1,15 +1,16 @@
 // AvgPool2d: forwards through ops::avg_pool2d.
 #include "avg_pool2d.h"
 
-#include <stdexcept>
 #include <string>
+
+#include "../core/error.h"
 
 namespace spruce {
 
 AvgPool2d::AvgPool2d(const ops::Pool2dOptions& options) : options_(options) {
   if (options.kernel <= 0 || options.stride <= 0 || options.padding < 0 ||
       2 * options.padding > options.kernel)
-    throw std::invalid_argument("AvgPool2d: invalid kernel " + std::to_string(options.kernel) +
+    throw UsageError("AvgPool2d: invalid kernel " + std::to_string(options.kernel) +
                                 ", stride " + std::to_string(options.stride) + ", padding " +
                                 std::to_string(options.padding));
 }

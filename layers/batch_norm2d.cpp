@@ -2,9 +2,9 @@
 // through ops::batch_norm with the module's training flag.
 #include "batch_norm2d.h"
 
-#include <stdexcept>
 #include <string>
 
+#include "../core/error.h"
 #include "../core/ops/batch_norm.h"
 
 namespace spruce {
@@ -12,7 +12,7 @@ namespace spruce {
 BatchNorm2d::BatchNorm2d(int64_t num_features, const BatchNorm2dOptions& options)
     : num_features_(num_features), options_(options) {
   if (num_features <= 0)
-    throw std::invalid_argument("BatchNorm2d: num_features must be positive, got " +
+    throw UsageError("BatchNorm2d: num_features must be positive, got " +
                                 std::to_string(num_features));
   if (options.affine) {
     weight_ = register_parameter("weight", Tensor::ones({num_features}));

@@ -3,11 +3,11 @@
 // running_k = (1 - 1/k) running_{k-1} + (1/k) batch_k = mean of batches 1..k.
 #include "batch_norm_recalibration.h"
 
-#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "../core/error.h"
 #include "../core/autograd.h"
 #include "batch_norm2d.h"
 
@@ -55,7 +55,7 @@ class RestoreOnExit {
 
 int64_t recalibrate_batch_norm(Module& model, int64_t num_batches, const InputSource& next_batch) {
   if (num_batches < 0)
-    throw std::invalid_argument("recalibrate_batch_norm: num_batches must be >= 0, got " +
+    throw UsageError("recalibrate_batch_norm: num_batches must be >= 0, got " +
                                 std::to_string(num_batches));
   std::vector<Module*> all;
   std::vector<BatchNorm2d*> bns;

@@ -1,9 +1,9 @@
 // Conv2d: registers weight and bias, forwards through ops::conv2d.
 #include "conv2d.h"
 
-#include <stdexcept>
 #include <string>
 
+#include "../core/error.h"
 #include "../core/autograd.h"
 #include "../core/ops/sparse_conv2d.h"
 #include "init.h"
@@ -19,7 +19,7 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size,
   const int64_t g = options.groups;
   if (in_channels <= 0 || out_channels <= 0 || kernel_size <= 0 || options.stride <= 0 ||
       options.padding < 0 || g <= 0 || in_channels % g != 0 || out_channels % g != 0)
-    throw std::invalid_argument(
+    throw UsageError(
         "Conv2d: invalid configuration in=" + std::to_string(in_channels) +
         " out=" + std::to_string(out_channels) + " kernel=" + std::to_string(kernel_size) +
         " stride=" + std::to_string(options.stride) +

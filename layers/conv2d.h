@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "../core/error.h"
 #include "../core/ops/conv2d.h"
 #include "../core/ops/sparse_weights.h"
 #include "../core/random.h"
@@ -29,7 +30,7 @@ class Conv2d : public Module {
          Generator& gen = default_generator());
 
   Tensor forward(const Tensor& x) override;
-  /// Inference only (throws std::logic_error when a graph would be
+  /// Inference only (throws UsageError when a graph would be
   /// recorded): ops::conv2d_fused of x and the masked weight with `epilogue`,
   /// on the sparse kernels when the weight is sparse enough (see above).
   Tensor forward_fused(const Tensor& x, const ops::ConvEpilogue& epilogue);

@@ -2,13 +2,14 @@
 #include "init.h"
 
 #include <cmath>
-#include <stdexcept>
+
+#include "../core/error.h"
 
 namespace spruce::init {
 namespace {
 int64_t receptive_field(const Tensor& w) {
   if (w.dim() < 2)
-    throw std::invalid_argument("fan of a tensor with fewer than 2 dimensions: " +
+    throw UsageError("fan of a tensor with fewer than 2 dimensions: " +
                                 shape_str(w.shape()));
   int64_t r = 1;
   for (int64_t d = 2; d < w.dim(); ++d) r *= w.size(d);

@@ -1,9 +1,9 @@
 // Linear: registers weight and bias, forwards through ops::linear.
 #include "linear.h"
 
-#include <stdexcept>
 #include <string>
 
+#include "../core/error.h"
 #include "../core/autograd.h"
 #include "../core/ops/matmul.h"
 #include "../core/ops/sparse_conv2d.h"
@@ -14,7 +14,7 @@ namespace spruce {
 Linear::Linear(int64_t in_features, int64_t out_features, bool bias, Generator& gen)
     : in_features_(in_features), out_features_(out_features) {
   if (in_features <= 0 || out_features <= 0)
-    throw std::invalid_argument("Linear: features must be positive, got " +
+    throw UsageError("Linear: features must be positive, got " +
                                 std::to_string(in_features) + " -> " +
                                 std::to_string(out_features));
   Tensor w = Tensor::empty({out_features, in_features});

@@ -2,7 +2,6 @@
 #include "module.h"
 
 #include <map>
-#include <stdexcept>
 
 #include "../core/error.h"
 #include "../core/ops/elementwise.h"
@@ -23,7 +22,7 @@ bool ends_with_mask_suffix(std::string_view name) {
 void check_binary(const Tensor& mask, const std::string& what) {
   for (float v : mask.span())
     if (v != 0.f && v != 1.f)
-      throw std::invalid_argument(what + ": mask values must be 0 or 1, found " +
+      throw UsageError(what + ": mask values must be 0 or 1, found " +
                                   std::to_string(v));
 }
 }  // namespace
@@ -53,21 +52,21 @@ bool glob_match(std::string_view pattern, std::string_view name) {
 
 void Module::check_new_name(const std::string& name) const {
   if (name.empty() || name.find('.') != std::string::npos)
-    throw std::invalid_argument("module entry name '" + name + "' must be non-empty without '.'");
+    throw UsageError("module entry name '" + name + "' must be non-empty without '.'");
   if (ends_with_mask_suffix(name))
-    throw std::invalid_argument("module entry name '" + name +
+    throw UsageError("module entry name '" + name +
                                 "': the suffix _mask is reserved for masks");
   for (const Param& p : params_)
-    if (p.name == name) throw std::invalid_argument("duplicate name '" + name + "' (a parameter)");
+    if (p.name == name) throw UsageError("duplicate name '" + name + "' (a parameter)");
   for (const Buffer& b : buffers_)
-    if (b.name == name) throw std::invalid_argument("duplicate name '" + name + "' (a buffer)");
+    if (b.name == name) throw UsageError("duplicate name '" + name + "' (a buffer)");
   for (const Child& c : children_)
-    if (c.name == name) throw std::invalid_argument("duplicate name '" + name + "' (a child)");
+    if (c.name == name) throw UsageError("duplicate name '" + name + "' (a child)");
 }
 
 Tensor Module::register_parameter(std::string name, Tensor value, Prunable prunable) {
   check_new_name(name);
-  if (!value.defined()) throw std::invalid_argument("parameter '" + name + "' is undefined");
+  if (!value.defined()) throw UsageError("parameter '" + name + "' is undefined");
   value.set_requires_grad(true);
   params_.push_back({std::move(name), value, prunable, Tensor()});
   return value;
@@ -75,14 +74,14 @@ Tensor Module::register_parameter(std::string name, Tensor value, Prunable pruna
 
 Tensor Module::register_buffer(std::string name, Tensor value, IfMissing if_missing) {
   check_new_name(name);
-  if (!value.defined()) throw std::invalid_argument("buffer '" + name + "' is undefined");
+  if (!value.defined()) throw UsageError("buffer '" + name + "' is undefined");
   buffers_.push_back({std::move(name), value, if_missing});
   return value;
 }
 
 void Module::add_child(std::string name, std::unique_ptr<Module> module) {
   check_new_name(name);
-  if (!module) throw std::invalid_argument("child '" + name + "' is null");
+  if (!module) throw UsageError("child '" + name + "' is null");
   module->train(training_);
   children_.push_back({std::move(name), std::move(module)});
 }
@@ -182,21 +181,21 @@ const Module::Param* Module::find_param(std::string_view local) const {
 Module::Param& Module::param_slot(const std::string& dotted, const char* what) {
   auto [owner, local] = resolve(dotted);
   const Param* p = owner ? owner->find_param(local) : nullptr;
-  if (!p) throw std::invalid_argument(std::string(what) + ": no parameter named '" + dotted + "'");
+  if (!p) throw UsageError(std::string(what) + ": no parameter named '" + dotted + "'");
   return const_cast<Param&>(*p);
 }
 
 Tensor Module::parameter(const std::string& name) const {
   auto [owner, local] = resolve(name);
   const Param* p = owner ? owner->find_param(local) : nullptr;
-  if (!p) throw std::invalid_argument("no parameter named '" + name + "'");
+  if (!p) throw UsageError("no parameter named '" + name + "'");
   return p->value;
 }
 
 Tensor Module::buffer(const std::string& name) const {
   for (auto& [key, t] : named_buffers())
     if (key == name) return t;
-  throw std::invalid_argument("no buffer named '" + name + "'");
+  throw UsageError("no buffer named '" + name + "'");
 }
 
 Module& Module::submodule(const std::string& path) {
@@ -204,7 +203,7 @@ Module& Module::submodule(const std::string& path) {
   if (owner)
     for (const Child& c : owner->children_)
       if (c.name == last) return *c.module;
-  throw std::invalid_argument("no submodule named '" + path + "'");
+  throw UsageError("no submodule named '" + path + "'");
 }
 
 // ---- mode ----
@@ -262,7 +261,7 @@ void Module::load_state_dict(const NamedTensors& state, bool strict) {
     if (ends_with_mask_suffix(key)) {
       try {
         check_binary(src, key);
-      } catch (const std::invalid_argument& e) {
+      } catch (const UsageError& e) {
         throw FormatError(std::string("load_state_dict: ") + e.what());
       }
     }
@@ -304,9 +303,9 @@ std::vector<std::string> Module::prunable_parameter_names(
 void Module::set_mask(const std::string& param_name, const Tensor& mask) {
   Param& p = param_slot(param_name, "set_mask");
   if (p.prunable != Prunable::kYes)
-    throw std::invalid_argument("set_mask: parameter '" + param_name + "' is not prunable");
+    throw UsageError("set_mask: parameter '" + param_name + "' is not prunable");
   if (!mask.defined() || mask.shape() != p.value.shape())
-    throw std::invalid_argument("set_mask: mask for '" + param_name + "' must have shape " +
+    throw UsageError("set_mask: mask for '" + param_name + "' must have shape " +
                                 shape_str(p.value.shape()) +
                                 (mask.defined() ? ", got " + shape_str(mask.shape()) : ""));
   check_binary(mask, "set_mask '" + param_name + "'");
@@ -322,7 +321,7 @@ bool Module::has_mask(const std::string& param_name) const { return mask(param_n
 Tensor Module::mask(const std::string& param_name) const {
   auto [owner, local] = resolve(param_name);
   const Param* p = owner ? owner->find_param(local) : nullptr;
-  if (!p) throw std::invalid_argument("mask: no parameter named '" + param_name + "'");
+  if (!p) throw UsageError("mask: no parameter named '" + param_name + "'");
   return p->mask;
 }
 
@@ -348,7 +347,7 @@ void Module::apply_masks() {
 Tensor Module::masked_parameter(std::string_view name) const {
   const Param* p = find_param(name);
   if (!p)
-    throw std::invalid_argument("masked_parameter: no parameter named '" + std::string(name) + "'");
+    throw UsageError("masked_parameter: no parameter named '" + std::string(name) + "'");
   return p->mask.defined() ? ops::mul_mask(p->value, p->mask) : p->value;
 }
 

@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "../core/error.h"
 #include "../core/tensor.h"
 
 namespace spruce {
@@ -74,7 +75,7 @@ class Module {
   std::vector<std::pair<std::string, Module*>> named_children() const;
   /// Total number of parameter elements.
   int64_t num_parameters() const;
-  /// The parameter or buffer with this dotted name; throws std::invalid_argument
+  /// The parameter or buffer with this dotted name; throws UsageError
   /// naming the key when there is none.
   Tensor parameter(const std::string& name) const;
   Tensor buffer(const std::string& name) const;

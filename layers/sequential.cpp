@@ -1,8 +1,9 @@
 // Sequential: registers children by index and chains their forwards.
 #include "sequential.h"
 
-#include <stdexcept>
 #include <string>
+
+#include "../core/error.h"
 
 namespace spruce {
 
@@ -18,7 +19,7 @@ Tensor Sequential::forward(const Tensor& x) {
 
 Module& Sequential::operator[](int64_t i) const {
   if (i < 0 || i >= size())
-    throw std::out_of_range("Sequential: index " + std::to_string(i) + " out of range for " +
+    throw UsageError("Sequential: index " + std::to_string(i) + " out of range for " +
                             std::to_string(size()) + " modules");
   return *modules_[static_cast<size_t>(i)];
 }

@@ -15,8 +15,6 @@ void load_npz(Module& module, const std::string& path, bool strict) {
     module.load_state_dict(state, strict);
   } catch (const Error& e) {
     throw FormatError(path + ": " + e.what());
-  } catch (const std::invalid_argument& e) {
-    throw FormatError(path + ": " + e.what());
   }
 }
 

@@ -28,7 +28,7 @@ struct ModelConfig {
   /// The model's own options by name, as text (e.g. {"shortcut", "A"},
   /// {"width", "0.5"}); one the model takes but that is absent or empty here
   /// has its default (model_options()).
-  std::map<std::string, std::string> options;
+  std::map<std::string, std::string> options = {};
 };
 
 /// An option some model takes: the tools' flag --<name>, the checkpoint's

@@ -10,6 +10,8 @@
 #include <span>
 #include <vector>
 
+#include "../core/error.h"
+
 namespace spruce::pruning {
 
 /// One diagonal block: the flat indices [begin, end) of w, inside one layer.
@@ -23,7 +25,7 @@ struct Block {
 
 /// Blocks of at most `block_size` weights covering layers laid out back to back
 /// (layer l occupies [sum of sizes before l, + sizes[l])). Zero-size layers get
-/// no block. Throws std::invalid_argument when block_size < 1 or a size < 0.
+/// no block. Throws UsageError when block_size < 1 or a size < 0.
 std::vector<Block> make_blocks(std::span<const int64_t> layer_sizes, int64_t block_size);
 
 }  // namespace spruce::pruning

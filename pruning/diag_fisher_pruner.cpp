@@ -1,9 +1,9 @@
 // Diagonal Fisher pruning.
 #include "diag_fisher_pruner.h"
 
-#include <stdexcept>
 #include <string>
 
+#include "../core/error.h"
 #include "../core/parallel.h"
 
 namespace spruce::pruning {
@@ -11,7 +11,7 @@ namespace {
 
 void check_prepared(const std::vector<double>& diag, const PrunableSet& set) {
   if (static_cast<int64_t>(diag.size()) != set.numel())
-    throw std::logic_error("diag_fisher: prepare() was not called for a set of " +
+    throw UsageError("diag_fisher: prepare() was not called for a set of " +
                            std::to_string(set.numel()) + " weights");
 }
 
@@ -20,10 +20,10 @@ void check_prepared(const std::vector<double>& diag, const PrunableSet& set) {
 void DiagFisherPruner::prepare(const PrunableSet& set, const GradientBank* grads,
                                const FisherOptions& fisher) {
   if (grads == nullptr || grads->dim() != set.numel())
-    throw std::invalid_argument("diag_fisher: needs gradients of length " +
+    throw UsageError("diag_fisher: needs gradients of length " +
                                 std::to_string(set.numel()));
   if (!(fisher.damp > 0.0))
-    throw std::invalid_argument("diag_fisher: damping λ = " + std::to_string(fisher.damp) +
+    throw UsageError("diag_fisher: damping λ = " + std::to_string(fisher.damp) +
                                 ", expected > 0");
   check_finite_gradients(*grads, set, "diag_fisher");
   const int64_t d = grads->dim();

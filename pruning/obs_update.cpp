@@ -2,10 +2,10 @@
 #include "obs_update.h"
 
 #include <algorithm>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "../core/error.h"
 #include "../core/parallel.h"
 #include "block_parallel.h"
 
@@ -16,10 +16,10 @@ namespace {
 std::vector<size_t> split_by_block(const BlockInverse& inv, std::span<const int64_t> prune) {
   for (size_t i = 0; i < prune.size(); ++i) {
     if (prune[i] < 0 || prune[i] >= inv.dim())
-      throw std::invalid_argument("obs_update: index " + std::to_string(prune[i]) +
+      throw UsageError("obs_update: index " + std::to_string(prune[i]) +
                                   " outside [0, " + std::to_string(inv.dim()) + ")");
     if (i > 0 && prune[i] <= prune[i - 1])
-      throw std::invalid_argument("obs_update: indices must be ascending and distinct");
+      throw UsageError("obs_update: indices must be ascending and distinct");
   }
   std::vector<size_t> first;
   for (const Block& b : inv.blocks())
@@ -31,11 +31,11 @@ std::vector<size_t> split_by_block(const BlockInverse& inv, std::span<const int6
 
 void check_sizes(std::span<float> w, const BlockInverse& inv, std::span<double> loss) {
   if (static_cast<int64_t>(w.size()) != inv.dim())
-    throw std::invalid_argument("obs_update: " + std::to_string(w.size()) +
+    throw UsageError("obs_update: " + std::to_string(w.size()) +
                                 " weights, inverse covers " + std::to_string(inv.dim()));
   for (const Block& b : inv.blocks())
     if (b.layer < 0 || b.layer >= static_cast<int64_t>(loss.size()))
-      throw std::invalid_argument("obs_update: block of layer " + std::to_string(b.layer) +
+      throw UsageError("obs_update: block of layer " + std::to_string(b.layer) +
                                   " but " + std::to_string(loss.size()) + " loss entries");
 }
 
@@ -111,14 +111,14 @@ void fisher_quadratic(std::span<const float> before, std::span<const float> afte
   const int64_t d = grads.dim(), m = grads.rows();
   if (static_cast<int64_t>(before.size()) != d || static_cast<int64_t>(after.size()) != d ||
       (!mask.empty() && static_cast<int64_t>(mask.size()) != d))
-    throw std::invalid_argument("fisher_quadratic: vectors of " + std::to_string(before.size()) +
+    throw UsageError("fisher_quadratic: vectors of " + std::to_string(before.size()) +
                                 ", " + std::to_string(after.size()) + " and " +
                                 std::to_string(mask.size()) + " entries for " + std::to_string(d) +
                                 " weights");
   const int64_t nb = static_cast<int64_t>(blocks.size());
   for (const Block& b : blocks)
     if (b.begin < 0 || b.end > d || b.layer < 0 || b.layer >= static_cast<int64_t>(loss.size()))
-      throw std::invalid_argument("fisher_quadratic: block [" + std::to_string(b.begin) + ", " +
+      throw UsageError("fisher_quadratic: block [" + std::to_string(b.begin) + ", " +
                                   std::to_string(b.end) + ") of layer " + std::to_string(b.layer) +
                                   " does not fit " + std::to_string(d) + " weights and " +
                                   std::to_string(loss.size()) + " layers");

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <span>
 
+#include "../core/error.h"
 #include "blocks.h"
 #include "fisher_gradients.h"
 #include "woodbury.h"
@@ -22,7 +23,7 @@ namespace spruce::pruning {
 
 /// Exact multi-weight OBS update of w [d] in place for the flat indices
 /// `prune` (ascending, distinct); adds each block's ½ w_Qᵀ(A_QQ)⁻¹w_Q to
-/// loss[block.layer]. Throws std::invalid_argument on bad indices.
+/// loss[block.layer]. Throws UsageError on bad indices.
 void obs_update_exact(std::span<float> w, const BlockInverse& inv, std::span<const int64_t> prune,
                       std::span<double> loss);
 

@@ -2,25 +2,26 @@
 #include "prunable_set.h"
 
 #include <algorithm>
-#include <stdexcept>
+
+#include "../core/error.h"
 
 namespace spruce::pruning {
 
 void PrunableSet::add(std::string name, Tensor weight, Tensor mask) {
   if (!weight.defined())
-    throw std::invalid_argument("PrunableSet: weight '" + name + "' is undefined");
+    throw UsageError("PrunableSet: weight '" + name + "' is undefined");
   for (const auto& p : params_)
-    if (p.name == name) throw std::invalid_argument("PrunableSet: duplicate name '" + name + "'");
+    if (p.name == name) throw UsageError("PrunableSet: duplicate name '" + name + "'");
   if (!mask.defined()) {
     mask = Tensor::ones(weight.shape());
   } else {
     if (mask.numel() != weight.numel())
-      throw std::invalid_argument("PrunableSet: mask of '" + name + "' has shape " +
+      throw UsageError("PrunableSet: mask of '" + name + "' has shape " +
                                   shape_str(mask.shape()) + ", weight " +
                                   shape_str(weight.shape()));
     for (float v : mask.span())
       if (v != 0.f && v != 1.f)
-        throw std::invalid_argument("PrunableSet: mask of '" + name + "' holds " +
+        throw UsageError("PrunableSet: mask of '" + name + "' holds " +
                                     std::to_string(v) + ", expected only 0 and 1");
   }
   params_.push_back({std::move(name), std::move(weight), std::move(mask), numel_});
@@ -35,7 +36,7 @@ std::vector<int64_t> PrunableSet::layer_sizes() const {
 
 int64_t PrunableSet::layer_of(int64_t q) const {
   if (q < 0 || q >= numel_)
-    throw std::out_of_range("PrunableSet: flat index " + std::to_string(q) + " outside [0, " +
+    throw UsageError("PrunableSet: flat index " + std::to_string(q) + " outside [0, " +
                             std::to_string(numel_) + ")");
   // Last layer whose offset is <= q; empty layers share offsets, so skip to the one holding q.
   auto it = std::upper_bound(params_.begin(), params_.end(), q,
@@ -57,7 +58,7 @@ std::vector<float> PrunableSet::flat_mask() const {
 
 void PrunableSet::set_flat_weights(const std::vector<float>& values) {
   if (static_cast<int64_t>(values.size()) != numel_)
-    throw std::invalid_argument("PrunableSet: " + std::to_string(values.size()) + " values for " +
+    throw UsageError("PrunableSet: " + std::to_string(values.size()) + " values for " +
                                 std::to_string(numel_) + " weights");
   for (auto& p : params_) std::copy_n(values.begin() + p.offset, p.numel(), p.weight.data());
 }

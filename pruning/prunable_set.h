@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/error.h"
 #include "../core/tensor.h"
 
 namespace spruce::pruning {
@@ -29,7 +30,7 @@ class PrunableSet {
  public:
   /// Appends a weight. An undefined mask becomes a new all-ones mask; a given
   /// mask must have the weight's numel and only 0/1 values. Names are unique.
-  /// Throws std::invalid_argument otherwise.
+  /// Throws UsageError otherwise.
   void add(std::string name, Tensor weight, Tensor mask = Tensor());
 
   const std::vector<PrunableParam>& params() const { return params_; }

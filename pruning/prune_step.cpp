@@ -2,7 +2,8 @@
 #include "prune_step.h"
 
 #include <chrono>
-#include <stdexcept>
+
+#include "../core/error.h"
 
 namespace spruce::pruning {
 namespace {
@@ -18,7 +19,7 @@ PruneReport prune_step(Pruner& pruner, PrunableSet& set, const GradientBank* gra
   const auto t0 = std::chrono::steady_clock::now();
   target_count(options.sparsity, 0);  // validates before any work
   if (pruner.needs_fisher() && grads == nullptr)
-    throw std::invalid_argument("prune_step: pruner '" + pruner.name() +
+    throw UsageError("prune_step: pruner '" + pruner.name() +
                                 "' needs Fisher gradients");
   PruneReport report;
   report.pruner = pruner.name();

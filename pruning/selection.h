@@ -21,6 +21,7 @@
 #include <span>
 #include <vector>
 
+#include "../core/error.h"
 #include "prunable_set.h"
 
 namespace spruce::pruning {
@@ -31,7 +32,7 @@ enum class Selection { Global, PerLayer };
 int64_t target_count(double sparsity, int64_t n);
 
 /// Flat indices to prune now, ascending. scores: [d] (entries of pruned
-/// weights are ignored). Throws std::invalid_argument on a sparsity outside
+/// weights are ignored). Throws UsageError on a sparsity outside
 /// [0, 1], a size mismatch, or a NaN score of an unpruned weight.
 std::vector<int64_t> select_to_prune(const PrunableSet& set, std::span<const double> scores,
                                      double sparsity, Selection mode);

@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <numeric>
 #include <cmath>
-#include <stdexcept>
 #include <string>
 
 #include "../core/error.h"
@@ -33,7 +32,7 @@ void cholesky_lower(double* a, int64_t n, const char* what) {
   int info = 0;
   dpotrf_("L", &ni, a, &ni, &info);
   if (info != 0)
-    throw Error(std::string("woodbury: ") + what + " is not positive definite (potrf info " +
+    throw NumericalError(std::string("woodbury: ") + what + " is not positive definite (potrf info " +
                 std::to_string(info) + "); increase the damping λ");
 }
 
@@ -52,7 +51,7 @@ void cholesky_jittered(double* a, int64_t q) {
     dpotrf_("L", &qi, a, &qi, &info);
     if (info == 0) return;
   }
-  throw Error("woodbury: [F⁻¹]_QQ of " + std::to_string(q) +
+  throw NumericalError("woodbury: [F⁻¹]_QQ of " + std::to_string(q) +
               " weights is not positive definite; increase the damping λ");
 }
 
@@ -97,7 +96,7 @@ void inverse_direct(const double* g, int64_t ldg, int64_t m, int64_t n, double d
   const int ni = static_cast<int>(n);
   int info = 0;
   dpotri_("L", &ni, out, &ni, &info);
-  if (info != 0) throw Error("woodbury: potri failed (info " + std::to_string(info) + ")");
+  if (info != 0) throw NumericalError("woodbury: potri failed (info " + std::to_string(info) + ")");
 }
 
 // The recursion, k gradients per step: U = F⁻¹G_k, S = mI + G_kᵀU = LLᵀ,
@@ -161,10 +160,10 @@ double damp_for_block(const double* g, int64_t ldg, int64_t m, int64_t n, double
 
 void check_options(double damp, int64_t chunk) {
   if (!(damp >= kMinDamp && damp <= kMaxDamp))
-    throw std::invalid_argument("woodbury: damping λ = " + std::to_string(damp) +
+    throw UsageError("woodbury: damping λ = " + std::to_string(damp) +
                                 ", expected a value in [1e-30, 1e30]");
   if (chunk < 1)
-    throw std::invalid_argument("woodbury: chunk " + std::to_string(chunk) + ", expected >= 1");
+    throw UsageError("woodbury: chunk " + std::to_string(chunk) + ", expected >= 1");
 }
 
 }  // namespace
@@ -293,7 +292,7 @@ BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> 
   int64_t expect = 0, dense_size = 0, factor_size = 0;
   for (const Block& blk : inv.blocks_) {
     if (blk.begin != expect || blk.end <= blk.begin)
-      throw std::invalid_argument("block_fisher_inverse: block [" + std::to_string(blk.begin) +
+      throw UsageError("block_fisher_inverse: block [" + std::to_string(blk.begin) +
                                   ", " + std::to_string(blk.end) + ") does not continue at " +
                                   std::to_string(expect));
     expect = blk.end;
@@ -312,10 +311,10 @@ BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> 
     }
   }
   if (expect != d)
-    throw std::invalid_argument("block_fisher_inverse: blocks cover " + std::to_string(expect) +
+    throw UsageError("block_fisher_inverse: blocks cover " + std::to_string(expect) +
                                 " weights, gradients have " + std::to_string(d));
   if (!mask.empty() && static_cast<int64_t>(mask.size()) != d)
-    throw std::invalid_argument("block_fisher_inverse: mask of " + std::to_string(mask.size()) +
+    throw UsageError("block_fisher_inverse: mask of " + std::to_string(mask.size()) +
                                 " entries for " + std::to_string(d) + " weights");
   inv.dense_.resize(static_cast<size_t>(dense_size));
   inv.factor_.resize(static_cast<size_t>(factor_size));
@@ -370,7 +369,7 @@ BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> 
   // [1/(λ_b + max F_qq), 1/λ_b]; anything else would give a wrong ρ silently.
   for (int64_t q = 0; q < d; ++q)
     if (!(std::isfinite(inv.diag_[q]) && inv.diag_[q] > 0.f))
-      throw Error("woodfisher: [F⁻¹]_qq of weight " + std::to_string(q) + " is " +
+      throw NumericalError("woodfisher: [F⁻¹]_qq of weight " + std::to_string(q) + " is " +
                   std::to_string(inv.diag_[q]) +
                   ", not a positive float: are the Fisher gradients finite and below ~1e15?");
   return inv;

@@ -37,6 +37,7 @@
 #include <span>
 #include <vector>
 
+#include "../core/error.h"
 #include "blocks.h"
 #include "fisher_gradients.h"
 
@@ -112,7 +113,7 @@ class BlockInverse {
 /// F_b⁻¹ for every block, from the bank's m gradients (m = grads.rows()).
 /// Blocks must tile [0, d) in order. mask: empty, or [d] with 0 for pruned
 /// weights, whose gradient entries are taken as zero (they then decouple:
-/// row and column q of F⁻¹ become e_q/λ). Throws std::invalid_argument on bad
+/// row and column q of F⁻¹ become e_q/λ). Throws UsageError on bad
 /// options or sizes (λ outside [kMinDamp, kMaxDamp]), spruce::Error when a
 /// block is still not positive definite or the diagonal of F⁻¹ is not a
 /// positive float (gradients so large that 1/F_qq underflows).

@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdio>
 #include <numeric>
-#include <stdexcept>
 #include <string>
 
 #include "../core/error.h"
@@ -26,7 +25,7 @@ std::string format_number(double v) {
 void WoodFisherPruner::prepare(const PrunableSet& set, const GradientBank* grads,
                                const FisherOptions& fisher) {
   if (grads == nullptr || grads->dim() != set.numel())
-    throw std::invalid_argument(name() + ": needs gradients of length " +
+    throw UsageError(name() + ": needs gradients of length " +
                                 std::to_string(set.numel()));
   check_finite_gradients(*grads, set, name());
   fisher_ = fisher;
@@ -126,7 +125,7 @@ void WoodFisherPruner::prepare_distributed(const PrunableSet& set, const Gradien
 void WoodFisherPruner::check_prepared(const PrunableSet& set) const {
   const int64_t covered = comm_ != nullptr ? partition_.column_start.back() : inverse_.dim();
   if (grads_ == nullptr || covered != set.numel())
-    throw std::logic_error(name() + ": prepare() was not called for a set of " +
+    throw UsageError(name() + ": prepare() was not called for a set of " +
                            std::to_string(set.numel()) + " weights");
 }
 
@@ -176,7 +175,7 @@ LossPrediction WoodFisherPruner::update(PrunableSet& set, std::span<const int64_
   for (size_t q = 0; q < w.size(); ++q)
     if (!std::isfinite(w[q])) {  // a guard: the checks above should make this unreachable
       const PrunableParam& p = set.param(set.layer_of(first_ + static_cast<int64_t>(q)));
-      throw Error(name() + ": the OBS update made weight " +
+      throw NumericalError(name() + ": the OBS update made weight " +
                   std::to_string(first_ + static_cast<int64_t>(q) - p.offset) + " of '" + p.name +
                   "' non-finite; the weights were left unchanged");
     }

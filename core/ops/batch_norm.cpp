@@ -35,10 +35,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "../error.h"
 #include "../autograd.h"
 #include "batch_norm_sync.h"
 #include "grad_buffer.h"
@@ -56,7 +56,7 @@ int64_t channel_grain(int64_t per_channel) {
 
 void check_channel_vector(const char* what, const Tensor& t, int64_t C) {
   if (t.defined() && (t.dim() != 1 || t.size(0) != C))
-    throw std::invalid_argument(std::string("batch_norm: ") + what + " " + shape_str(t.shape()) +
+    throw UsageError(std::string("batch_norm: ") + what + " " + shape_str(t.shape()) +
                                 " for " + std::to_string(C) + " channels, expected [" +
                                 std::to_string(C) + "]");
 }
@@ -383,7 +383,7 @@ struct BatchNormReluBackward {
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
                   Tensor& running_var, const BatchNormOptions& options) {
   if (x.dim() < 2)
-    throw std::invalid_argument("batch_norm: input " + shape_str(x.shape()) +
+    throw UsageError("batch_norm: input " + shape_str(x.shape()) +
                                 ", expected [N, C, H, W] or [N, C]");
   const int64_t N = x.size(0), C = x.size(1);
   int64_t S = 1;  // spatial size: every dimension after C
@@ -394,14 +394,14 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
   check_channel_vector("running_mean", running_mean, C);
   check_channel_vector("running_var", running_var, C);
   if (running_mean.defined() != running_var.defined())
-    throw std::invalid_argument(
+    throw UsageError(
         "batch_norm: running_mean and running_var must both be given or both be absent");
   if (options.training && M <= 1)
-    throw std::invalid_argument(
+    throw UsageError(
         "batch_norm: expected more than 1 value per channel in training, got input " +
         shape_str(x.shape()));
   if (!options.training && !running_mean.defined())
-    throw std::invalid_argument("batch_norm: eval mode needs running_mean and running_var");
+    throw UsageError("batch_norm: eval mode needs running_mean and running_var");
 
   // Per-channel statistics used by this call (batch or running), kept for the backward.
   BatchNormBackward saved;
@@ -503,7 +503,7 @@ ChannelAffine batch_norm_eval_affine(const Tensor& weight, const Tensor& bias,
                                      const Tensor& running_mean, const Tensor& running_var,
                                      float eps) {
   if (!running_mean.defined() || !running_var.defined() || running_mean.dim() != 1)
-    throw std::invalid_argument("batch_norm_eval_affine: needs running_mean and running_var [C]");
+    throw UsageError("batch_norm_eval_affine: needs running_mean and running_var [C]");
   const int64_t C = running_mean.size(0);
   check_channel_vector("weight", weight, C);
   check_channel_vector("bias", bias, C);

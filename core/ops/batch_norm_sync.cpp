@@ -2,8 +2,9 @@
 #include "batch_norm_sync.h"
 
 #include <algorithm>
-#include <stdexcept>
 #include <string>
+
+#include "../error.h"
 
 namespace spruce::ops {
 namespace {
@@ -12,10 +13,10 @@ const BatchNormSync* g_active = nullptr;  // main thread only
 
 SyncBatchNorm::SyncBatchNorm(Communicator& comm, int64_t local, int64_t whole) {
   if (local < 1 || whole < local)
-    throw std::invalid_argument("SyncBatchNorm: " + std::to_string(local) + " of " +
+    throw UsageError("SyncBatchNorm: " + std::to_string(local) + " of " +
                                 std::to_string(whole) + " samples, expected 1 <= local <= whole");
   if (g_active != nullptr)
-    throw std::logic_error("SyncBatchNorm: a synchronization context is already active");
+    throw UsageError("SyncBatchNorm: a synchronization context is already active");
   context_ = {&comm, static_cast<double>(local) / static_cast<double>(whole)};
   g_active = &context_;
 }

@@ -21,11 +21,11 @@
 #include "conv2d.h"
 
 #include <algorithm>
-#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "../error.h"
 #include "../autograd.h"
 #include "../parallel.h"
 #include "conv2d_depthwise.h"
@@ -47,7 +47,7 @@ namespace {
 ConvGeometry check_shapes(const Tensor& x, const Tensor& weight, const Tensor& bias,
                           const Conv2dOptions& o) {
   auto fail = [&](const std::string& what) {
-    throw std::invalid_argument("conv2d: " + what + " (input " + shape_str(x.shape()) +
+    throw UsageError("conv2d: " + what + " (input " + shape_str(x.shape()) +
                                 ", weight " + shape_str(weight.shape()) + ", bias " +
                                 (bias.defined() ? shape_str(bias.shape()) : "none") + ", stride " +
                                 std::to_string(o.stride) + ", padding " +
@@ -258,7 +258,7 @@ Tensor conv2d_fused(const Tensor& x, const Tensor& weight, const ConvEpilogue& e
   const Tensor& shift = epilogue.shift;
   const Tensor& residual = epilogue.residual;
   auto fail = [&](const std::string& what) {
-    throw std::invalid_argument("conv2d_fused: " + what + " (input " + shape_str(x.shape()) +
+    throw UsageError("conv2d_fused: " + what + " (input " + shape_str(x.shape()) +
                                 ", weight " + shape_str(weight.shape()) + ")");
   };
   for (const Tensor* t : {&scale, &shift})
@@ -267,7 +267,7 @@ Tensor conv2d_fused(const Tensor& x, const Tensor& weight, const ConvEpilogue& e
   if (residual.defined() && residual.shape() != Shape{g.N, g.OC, g.OH, g.OW})
     fail("residual must be [N, C_out, H_out, W_out], got " + shape_str(residual.shape()));
   if (any_requires_grad({&x, &weight, &scale, &shift, &residual}))
-    throw std::logic_error(
+    throw UsageError(
         "conv2d_fused: records no graph; call it under NoGradGuard or on tensors that need no "
         "gradient");
   auto ptr = [](const Tensor& t) { return t.defined() ? t.data() : nullptr; };

@@ -2,6 +2,7 @@
 // zero padding and groups; forward and backward in core/ops/conv2d.cpp.
 #pragma once
 
+#include "../error.h"
 #include "../tensor.h"
 
 namespace spruce::ops {
@@ -18,7 +19,7 @@ struct Conv2dOptions {
 /// Dense and grouped convs run im2col + sgemm; depthwise (groups == C_in ==
 /// C_out) runs a direct kernel. The backward adds into the gradients of the
 /// inputs that require one. Results are deterministic for a given thread count.
-/// Throws std::invalid_argument on inconsistent shapes or options.
+/// Throws UsageError on inconsistent shapes or options.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
               const Conv2dOptions& options = {});
 
@@ -39,8 +40,8 @@ struct ConvEpilogue {
 /// (batch_norm_eval_affine). Same shapes and kernels as conv2d; equal to
 /// relu(conv2d(x, weight) * scale + shift + residual) up to float rounding
 /// (the direct kernels fold the scale into the weights). It records no graph:
-/// throws std::logic_error when grad mode is on and an input requires a
-/// gradient, std::invalid_argument on inconsistent shapes.
+/// throws UsageError when grad mode is on and an input requires a
+/// gradient, UsageError on inconsistent shapes.
 Tensor conv2d_fused(const Tensor& x, const Tensor& weight, const ConvEpilogue& epilogue,
                     const Conv2dOptions& options = {});
 

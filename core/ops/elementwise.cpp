@@ -7,8 +7,8 @@
 // fresh gradient it assigns, into an existing one it adds.
 #include "elementwise.h"
 
-#include <stdexcept>
 
+#include "../error.h"
 #include "../autograd.h"
 #include "batch_norm.h"
 #include "grad_buffer.h"
@@ -20,7 +20,7 @@ constexpr int64_t kGrain = 1 << 15;
 
 void check_same_shape(const char* op, const Tensor& a, const Tensor& b) {
   if (a.shape() != b.shape())
-    throw std::invalid_argument(std::string(op) + ": shapes " + shape_str(a.shape()) + " and " +
+    throw UsageError(std::string(op) + ": shapes " + shape_str(a.shape()) + " and " +
                                 shape_str(b.shape()) + " differ");
 }
 
@@ -129,7 +129,7 @@ Tensor sum(const Tensor& x) {
 
 Tensor mean(const Tensor& x) {
   const int64_t n = x.numel();
-  if (n == 0) throw std::invalid_argument("mean of an empty tensor");
+  if (n == 0) throw UsageError("mean of an empty tensor");
   return scale(sum(x), 1.f / static_cast<float>(n));
 }
 

@@ -2,21 +2,21 @@
 #include "loss.h"
 
 #include <cmath>
-#include <stdexcept>
 #include <vector>
 
+#include "../error.h"
 #include "../autograd.h"
 
 namespace spruce::ops {
 
 Tensor cross_entropy(const Tensor& logits, std::span<const int32_t> labels) {
   if (logits.dim() != 2)
-    throw std::invalid_argument("cross_entropy: logits must be [N, C], got " + shape_str(logits.shape()));
+    throw UsageError("cross_entropy: logits must be [N, C], got " + shape_str(logits.shape()));
   const int64_t N = logits.size(0), C = logits.size(1);
   if (static_cast<int64_t>(labels.size()) != N)
-    throw std::invalid_argument("cross_entropy: " + std::to_string(labels.size()) + " labels for " +
+    throw UsageError("cross_entropy: " + std::to_string(labels.size()) + " labels for " +
                                 std::to_string(N) + " rows");
-  if (N == 0) throw std::invalid_argument("cross_entropy: empty batch");
+  if (N == 0) throw UsageError("cross_entropy: empty batch");
   // Softmax probabilities are kept for the backward: d z = (p - onehot) / N.
   auto probs = std::make_shared<std::vector<float>>(static_cast<size_t>(N * C));
   std::vector<int32_t> y(labels.begin(), labels.end());
@@ -24,7 +24,7 @@ Tensor cross_entropy(const Tensor& logits, std::span<const int32_t> labels) {
   const float* z = logits.data();
   for (int64_t n = 0; n < N; ++n) {
     if (y[n] < 0 || y[n] >= C)
-      throw std::invalid_argument("cross_entropy: label " + std::to_string(y[n]) + " outside [0, " +
+      throw UsageError("cross_entropy: label " + std::to_string(y[n]) + " outside [0, " +
                                   std::to_string(C) + ")");
     const float* row = z + n * C;
     float mx = row[0];

@@ -1,8 +1,8 @@
 // matmul and linear on ops::sgemm (row-major, split over spruce's threads).
 #include "matmul.h"
 
-#include <stdexcept>
 
+#include "../error.h"
 #include "../autograd.h"
 #include "gemm.h"
 #include "mac_counter.h"
@@ -11,7 +11,7 @@ namespace spruce::ops {
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
   if (a.dim() != 2 || b.dim() != 2 || a.size(1) != b.size(0))
-    throw std::invalid_argument("matmul: shapes " + shape_str(a.shape()) + " and " + shape_str(b.shape()));
+    throw UsageError("matmul: shapes " + shape_str(a.shape()) + " and " + shape_str(b.shape()));
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
   count_macs(M * K * N);
   Tensor out = Tensor::empty({M, N});
@@ -30,11 +30,11 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   if (x.dim() != 2 || weight.dim() != 2 || x.size(1) != weight.size(1))
-    throw std::invalid_argument("linear: input " + shape_str(x.shape()) + " and weight " +
+    throw UsageError("linear: input " + shape_str(x.shape()) + " and weight " +
                                 shape_str(weight.shape()));
   const int64_t N = x.size(0), In = x.size(1), Out = weight.size(0);
   if (bias.defined() && (bias.dim() != 1 || bias.size(0) != Out))
-    throw std::invalid_argument("linear: bias " + shape_str(bias.shape()) + " for " +
+    throw UsageError("linear: bias " + shape_str(bias.shape()) + " for " +
                                 std::to_string(Out) + " outputs");
   count_macs(N * In * Out);
   Tensor out = Tensor::empty({N, Out});

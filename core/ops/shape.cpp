@@ -1,8 +1,8 @@
 // Reshape and flatten: views of the same storage; the gradient is reshaped back.
 #include "shape.h"
 
-#include <stdexcept>
 
+#include "../error.h"
 #include "../autograd.h"
 
 namespace spruce::ops {
@@ -12,7 +12,7 @@ Tensor reshape(const Tensor& x, Shape shape) {
   int infer = -1;
   for (size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] == -1) {
-      if (infer >= 0) throw std::invalid_argument("reshape: more than one -1 in " + shape_str(shape));
+      if (infer >= 0) throw UsageError("reshape: more than one -1 in " + shape_str(shape));
       infer = static_cast<int>(i);
     } else {
       known *= shape[i];
@@ -20,7 +20,7 @@ Tensor reshape(const Tensor& x, Shape shape) {
   }
   if (infer >= 0) {
     if (known == 0 || x.numel() % known != 0)
-      throw std::invalid_argument("reshape: cannot view " + shape_str(x.shape()) + " as " + shape_str(shape));
+      throw UsageError("reshape: cannot view " + shape_str(x.shape()) + " as " + shape_str(shape));
     shape[static_cast<size_t>(infer)] = x.numel() / known;
   }
   Tensor out = make_view(x, shape);
@@ -34,7 +34,7 @@ Tensor reshape(const Tensor& x, Shape shape) {
 }
 
 Tensor flatten(const Tensor& x) {
-  if (x.dim() < 1) throw std::invalid_argument("flatten of a scalar");
+  if (x.dim() < 1) throw UsageError("flatten of a scalar");
   return reshape(x, {x.size(0), -1});
 }
 

@@ -6,10 +6,10 @@
 
 #include <algorithm>
 #include <cstring>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "../error.h"
 #include "../autograd.h"
 #include "../parallel.h"
 
@@ -20,11 +20,11 @@ constexpr int64_t kGrain = 1 << 15;  // output elements per parallel chunk
 
 Tensor shortcut_pad(const Tensor& x, int64_t out_channels) {
   if (x.dim() != 4)
-    throw std::invalid_argument("shortcut_pad: input " + shape_str(x.shape()) +
+    throw UsageError("shortcut_pad: input " + shape_str(x.shape()) +
                                 ", expected [N, C, H, W]");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   if (out_channels < C || (out_channels - C) % 2 != 0)
-    throw std::invalid_argument("shortcut_pad: " + std::to_string(out_channels) +
+    throw UsageError("shortcut_pad: " + std::to_string(out_channels) +
                                 " output channels for " + std::to_string(C) +
                                 " input channels; need out_channels >= C with an even difference");
   const int64_t pad = (out_channels - C) / 2;

@@ -24,10 +24,10 @@
 
 #include <algorithm>
 #include <cstring>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "../error.h"
 #include "../autograd.h"
 #include "../parallel.h"
 #include "mac_counter.h"
@@ -125,7 +125,7 @@ Tensor sparse_conv2d_fused(const Tensor& x, const Tensor& weight, const Tensor& 
                            SparseWeightCache& cache, const ConvEpilogue& epilogue,
                            const Conv2dOptions& options) {
   auto fail = [&](const std::string& what) {
-    throw std::invalid_argument("sparse_conv2d_fused: " + what + " (input " + shape_str(x.shape()) +
+    throw UsageError("sparse_conv2d_fused: " + what + " (input " + shape_str(x.shape()) +
                                 ", weight " + shape_str(weight.shape()) + ")");
   };
   if (x.dim() != 4 || weight.dim() != 4) fail("input and weight must be 4-D");
@@ -145,7 +145,7 @@ Tensor sparse_conv2d_fused(const Tensor& x, const Tensor& weight, const Tensor& 
   if (residual.defined() && residual.shape() != Shape{L.N, L.OC, L.OH, L.OW})
     fail("residual must be [N, C_out, H_out, W_out], got " + shape_str(residual.shape()));
   if (any_requires_grad({&x, &weight, &multiplier, &scale, &shift, &residual}))
-    throw std::logic_error(
+    throw UsageError(
         "sparse_conv2d_fused: records no graph; call it under NoGradGuard or on tensors that "
         "need no gradient");
 
@@ -225,7 +225,7 @@ Tensor sparse_conv2d_fused(const Tensor& x, const Tensor& weight, const Tensor& 
 Tensor sparse_linear(const Tensor& x, const Tensor& weight, const Tensor& multiplier,
                      SparseWeightCache& cache, const Tensor& bias) {
   auto fail = [&](const std::string& what) {
-    throw std::invalid_argument("sparse_linear: " + what + " (input " + shape_str(x.shape()) +
+    throw UsageError("sparse_linear: " + what + " (input " + shape_str(x.shape()) +
                                 ", weight " + shape_str(weight.shape()) + ")");
   };
   if (x.dim() != 2 || weight.dim() != 2) fail("input and weight must be 2-D");
@@ -234,7 +234,7 @@ Tensor sparse_linear(const Tensor& x, const Tensor& weight, const Tensor& multip
   if (bias.defined() && (bias.dim() != 1 || bias.size(0) != OUT))
     fail("bias must be [out], got " + shape_str(bias.shape()));
   if (any_requires_grad({&x, &weight, &multiplier, &bias}))
-    throw std::logic_error(
+    throw UsageError(
         "sparse_linear: records no graph; call it under NoGradGuard or on tensors that need no "
         "gradient");
   const SparseRows& rows = cache.get(weight, multiplier);

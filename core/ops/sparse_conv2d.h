@@ -4,6 +4,7 @@
 // Forward only, no graph: for eval mode under NoGradGuard.
 #pragma once
 
+#include "../error.h"
 #include "../tensor.h"
 #include "conv2d.h"
 #include "sparse_weights.h"
@@ -14,7 +15,7 @@ namespace spruce::ops {
 /// that `cache` keeps for weight x multiplier (recompressed first when either
 /// changed). Equal to the dense result up to float rounding; groups must be
 /// 1. The epilogue's shift doubles as a conv bias. Throws
-/// std::invalid_argument on inconsistent shapes, std::logic_error when a
+/// UsageError on inconsistent shapes, UsageError when a
 /// graph would have to be recorded.
 Tensor sparse_conv2d_fused(const Tensor& x, const Tensor& weight, const Tensor& multiplier,
                            SparseWeightCache& cache, const ConvEpilogue& epilogue,

@@ -15,11 +15,12 @@
 #include "sparse_spmm.h"
 
 #include <atomic>
-#include <stdexcept>
 #include <string>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+
+#include "../error.h"
 #define SPRUCE_SPARSE_X86 1
 #endif
 
@@ -220,7 +221,7 @@ SimdPath active_path() {
 
 void force_path(std::optional<SimdPath> path) {
   if (path && !path_supported(*path))
-    throw std::invalid_argument(std::string("sparse kernels: this CPU cannot run the ") +
+    throw UsageError(std::string("sparse kernels: this CPU cannot run the ") +
                                 path_name(*path) + " path");
   g_forced.store(path ? static_cast<int>(*path) : -1);
 }

@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <optional>
 
+#include "../error.h"
+
 namespace spruce::ops::sparse {
 
 enum class SimdPath { kPortable, kAvx2, kAvx512 };
@@ -22,7 +24,7 @@ bool path_supported(SimdPath path);
 /// The path in use: the forced one, else the widest the CPU supports.
 SimdPath active_path();
 /// Tests and benches: use `path` (std::nullopt: back to automatic). Throws
-/// std::invalid_argument when the CPU cannot run it.
+/// UsageError when the CPU cannot run it.
 void force_path(std::optional<SimdPath> path);
 
 /// out[q] = scale * sum_{j < nnz} val[j] * src[off[j] + q] + shift for

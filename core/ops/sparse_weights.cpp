@@ -3,7 +3,8 @@
 #include "sparse_weights.h"
 
 #include <atomic>
-#include <stdexcept>
+
+#include "../error.h"
 
 namespace spruce::ops {
 
@@ -20,9 +21,9 @@ double SparseRows::density() const {
 }
 
 SparseRows compress_rows(const Tensor& weight, const Tensor& multiplier) {
-  if (weight.dim() < 1) throw std::invalid_argument("compress_rows: weight must have a dimension");
+  if (weight.dim() < 1) throw UsageError("compress_rows: weight must have a dimension");
   if (multiplier.defined() && multiplier.numel() != weight.numel())
-    throw std::invalid_argument("compress_rows: multiplier " + shape_str(multiplier.shape()) +
+    throw UsageError("compress_rows: multiplier " + shape_str(multiplier.shape()) +
                                 " for weight " + shape_str(weight.shape()));
   SparseRows r;
   r.rows = weight.size(0);

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include "core/autograd.h"
+#include "core/error.h"
 #include "core/ops/elementwise.h"
 #include "core/ops/matmul.h"
 
@@ -61,9 +62,9 @@ TEST_CASE("backward frees the graph and intermediate gradients") {
 TEST_CASE("backward needs a seed for non-scalars and a graph") {
   Tensor x = Tensor::from_data({2}, {1, 2}).set_requires_grad(true);
   Tensor y = ops::scale(x, 2.f);
-  CHECK_THROWS(y.backward());
+  CHECK_THROWS_AS(y.backward(), UsageError);
   y.backward(Tensor::from_data({2}, {1.f, 10.f}));
   CHECK(x.grad().at(1) == doctest::Approx(20.f));
   Tensor c = Tensor::ones({1});
-  CHECK_THROWS(c.backward());
+  CHECK_THROWS_AS(c.backward(), UsageError);
 }

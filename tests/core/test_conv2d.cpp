@@ -28,10 +28,10 @@
 #include <algorithm>
 #include <cmath>
 #include <sstream>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/autograd.h"
 #include "core/gradcheck.h"
 #include "core/ops/conv2d.h"
@@ -380,21 +380,21 @@ TEST_CASE("conv2d rejects inconsistent shapes with a clear message") {
   auto conv = [&](const Shape& w, const Shape& b, Conv2dOptions o) {
     return ops::conv2d(x, Tensor::zeros(w), b.empty() ? Tensor() : Tensor::zeros(b), o);
   };
-  CHECK_THROWS_AS(conv({3, 3, 3, 3}, {}, {}), std::invalid_argument);             // C_in mismatch
-  CHECK_THROWS_AS(conv({3, 4, 3, 3}, {4}, {}), std::invalid_argument);            // bias size
-  CHECK_THROWS_AS(conv({3, 4, 3, 3}, {3, 1}, {}), std::invalid_argument);         // bias rank
-  CHECK_THROWS_AS(conv({3, 2, 3, 3}, {}, {.groups = 2}), std::invalid_argument);  // C_out % groups
-  CHECK_THROWS_AS(conv({4, 1, 3, 3}, {}, {.groups = 3}), std::invalid_argument);  // C_in % groups
-  CHECK_THROWS_AS(conv({4, 4, 7, 7}, {}, {}), std::invalid_argument);             // kernel too big
-  CHECK_THROWS_AS(conv({4, 4, 3, 3}, {}, {.stride = 0}), std::invalid_argument);
-  CHECK_THROWS_AS(conv({4, 4, 3, 3}, {}, {.padding = -1}), std::invalid_argument);
+  CHECK_THROWS_AS(conv({3, 3, 3, 3}, {}, {}), UsageError);             // C_in mismatch
+  CHECK_THROWS_AS(conv({3, 4, 3, 3}, {4}, {}), UsageError);            // bias size
+  CHECK_THROWS_AS(conv({3, 4, 3, 3}, {3, 1}, {}), UsageError);         // bias rank
+  CHECK_THROWS_AS(conv({3, 2, 3, 3}, {}, {.groups = 2}), UsageError);  // C_out % groups
+  CHECK_THROWS_AS(conv({4, 1, 3, 3}, {}, {.groups = 3}), UsageError);  // C_in % groups
+  CHECK_THROWS_AS(conv({4, 4, 7, 7}, {}, {}), UsageError);             // kernel too big
+  CHECK_THROWS_AS(conv({4, 4, 3, 3}, {}, {.stride = 0}), UsageError);
+  CHECK_THROWS_AS(conv({4, 4, 3, 3}, {}, {.padding = -1}), UsageError);
   CHECK_THROWS_AS(ops::conv2d(Tensor::zeros({4, 5, 5}), Tensor::zeros({4, 4, 3, 3})),
-                  std::invalid_argument);
-  CHECK_THROWS_AS(ops::conv2d(x, Tensor::zeros({4, 4, 3})), std::invalid_argument);
+                  UsageError);
+  CHECK_THROWS_AS(ops::conv2d(x, Tensor::zeros({4, 4, 3})), UsageError);
   try {
     conv({3, 3, 3, 3}, {}, {});
     FAIL("no exception");
-  } catch (const std::invalid_argument& e) {
+  } catch (const UsageError& e) {
     const std::string msg = e.what();
     CHECK(msg.find("[2, 4, 5, 5]") != std::string::npos);
     CHECK(msg.find("[3, 3, 3, 3]") != std::string::npos);

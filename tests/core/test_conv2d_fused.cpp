@@ -14,9 +14,9 @@
 #include <algorithm>
 #include <cmath>
 #include <sstream>
-#include <stdexcept>
 #include <string>
 
+#include "core/error.h"
 #include "core/autograd.h"
 #include "core/ops/batch_norm.h"
 #include "core/ops/conv2d.h"
@@ -158,7 +158,7 @@ TEST_CASE("batch_norm_eval_affine is the map eval batch_norm applies") {
   CHECK(b.scale.data()[2] == doctest::Approx(a.scale.data()[2] / 2).epsilon(1e-3));
   Tensor undefined;
   CHECK_THROWS_AS(ops::batch_norm_eval_affine(bn.weight, bn.bias, undefined, bn.var, kEps),
-                  std::invalid_argument);
+                  UsageError);
 }
 
 TEST_CASE("conv2d_fused records no graph and checks its shapes") {
@@ -167,15 +167,15 @@ TEST_CASE("conv2d_fused records no graph and checks its shapes") {
   Tensor w = Tensor::randn({8, 4, 3, 3}, gen);
   const ops::Conv2dOptions o{.padding = 1};
   w.set_requires_grad(true);
-  CHECK_THROWS_AS(ops::conv2d_fused(x, w, {}, o), std::logic_error);
+  CHECK_THROWS_AS(ops::conv2d_fused(x, w, {}, o), UsageError);
   {
     NoGradGuard no_grad;  // the intended use: inference
     const Tensor out = ops::conv2d_fused(x, w, {.relu = true}, o);
     CHECK(out.shape() == Shape{2, 8, 6, 6});
     CHECK_FALSE(out.requires_grad());
     CHECK_THROWS_AS(ops::conv2d_fused(x, w, {.scale = Tensor::ones({7})}, o),
-                    std::invalid_argument);
+                    UsageError);
     CHECK_THROWS_AS(ops::conv2d_fused(x, w, {.residual = Tensor::zeros({2, 8, 5, 6})}, o),
-                    std::invalid_argument);
+                    UsageError);
   }
 }

@@ -12,6 +12,7 @@
 #include <numeric>
 #include <vector>
 
+#include "core/error.h"
 #include "core/autograd.h"
 #include "core/gradcheck.h"
 #include "core/ops/pooling.h"
@@ -144,13 +145,13 @@ TEST_CASE("global_avg_pool2d values, gradient and gradient check") {
 
 TEST_CASE("pooling rejects bad shapes and options") {
   Tensor x = Tensor::zeros({1, 1, 4, 4});
-  CHECK_THROWS_AS(ops::max_pool2d(Tensor::zeros({4, 4}), {}), std::invalid_argument);
-  CHECK_THROWS_AS(ops::max_pool2d(x, {0, 1, 0}), std::invalid_argument);
-  CHECK_THROWS_AS(ops::max_pool2d(x, {2, 0, 0}), std::invalid_argument);
-  CHECK_THROWS_AS(ops::max_pool2d(x, {2, 2, 2}), std::invalid_argument);  // padding > kernel / 2
+  CHECK_THROWS_AS(ops::max_pool2d(Tensor::zeros({4, 4}), {}), UsageError);
+  CHECK_THROWS_AS(ops::max_pool2d(x, {0, 1, 0}), UsageError);
+  CHECK_THROWS_AS(ops::max_pool2d(x, {2, 0, 0}), UsageError);
+  CHECK_THROWS_AS(ops::max_pool2d(x, {2, 2, 2}), UsageError);  // padding > kernel / 2
   CHECK_THROWS_AS(ops::avg_pool2d(x, {5, 1, 0}),
-                  std::invalid_argument);  // window larger than input
-  CHECK_THROWS_AS(ops::global_avg_pool2d(Tensor::zeros({2, 3})), std::invalid_argument);
+                  UsageError);  // window larger than input
+  CHECK_THROWS_AS(ops::global_avg_pool2d(Tensor::zeros({2, 3})), UsageError);
 }
 
 TEST_CASE("pooling records no graph when nothing needs a gradient") {

@@ -8,6 +8,7 @@
 #include <numeric>
 #include <vector>
 
+#include "core/error.h"
 #include "core/gradcheck.h"
 #include "core/ops/shortcut.h"
 #include "core/random.h"
@@ -84,7 +85,7 @@ TEST_CASE("shortcut_pad gradient check") {
 
 TEST_CASE("shortcut_pad rejects fewer output channels, an odd difference and non-4D input") {
   Tensor x = Tensor::zeros({1, 4, 2, 2});
-  CHECK_THROWS_AS(ops::shortcut_pad(x, 2), std::invalid_argument);
-  CHECK_THROWS_AS(ops::shortcut_pad(x, 7), std::invalid_argument);
-  CHECK_THROWS_AS(ops::shortcut_pad(Tensor::zeros({4, 2}), 4), std::invalid_argument);
+  CHECK_THROWS_AS(ops::shortcut_pad(x, 2), UsageError);
+  CHECK_THROWS_AS(ops::shortcut_pad(x, 7), UsageError);
+  CHECK_THROWS_AS(ops::shortcut_pad(Tensor::zeros({4, 2}), 4), UsageError);
 }

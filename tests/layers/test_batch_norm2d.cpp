@@ -5,10 +5,10 @@
 
 #include <cmath>
 #include <memory>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "layers/batch_norm2d.h"
 #include "tests/layers/layer_checks.h"
 
@@ -74,7 +74,7 @@ TEST_CASE("BatchNorm2d has PyTorch's state_dict keys and is never prunable") {
   CHECK(bn.bias().at(2) == 0.f);
   CHECK(bn.running_var().at(1) == 1.f);
   CHECK(bn.prunable_parameter_names().empty());
-  CHECK_THROWS_AS(bn.set_mask("weight", Tensor::ones({3})), std::invalid_argument);
+  CHECK_THROWS_AS(bn.set_mask("weight", Tensor::ones({3})), UsageError);
 
   BatchNorm2d plain(3, {.affine = false});
   CHECK(plain.named_parameters().empty());
@@ -84,7 +84,7 @@ TEST_CASE("BatchNorm2d has PyTorch's state_dict keys and is never prunable") {
   for (int64_t n = 0; n < 4; ++n)
     for (int64_t i = 0; i < 4; ++i) mean += y.at(n * 12 + 4 + i);  // channel 1
   CHECK(mean / 16.0 == doctest::Approx(0.0).epsilon(1e-5));
-  CHECK_THROWS_AS(BatchNorm2d(0), std::invalid_argument);
+  CHECK_THROWS_AS(BatchNorm2d(0), UsageError);
 }
 
 TEST_CASE("BatchNorm2d gradients in training and eval mode") {

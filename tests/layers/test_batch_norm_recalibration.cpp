@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "core/error.h"
 #include "core/autograd.h"
 #include "layers/batch_norm2d.h"
 #include "layers/batch_norm_recalibration.h"
@@ -194,7 +195,7 @@ TEST_CASE("recalibrate_batch_norm with 0 batches changes nothing; negative throw
   CHECK(m.bn1->running_mean().at(0) == 5.f);
   CHECK(m.bn1->running_var().at(1) == 0.01f);
   CHECK_THROWS_AS(recalibrate_batch_norm(m.seq, -1, [] { return Tensor(); }),
-                  std::invalid_argument);
+                  UsageError);
 }
 
 TEST_CASE("recalibrate_batch_norm restores momentum and modes when the batch source throws") {

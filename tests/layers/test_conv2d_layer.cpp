@@ -5,8 +5,8 @@
 
 #include <cmath>
 #include <memory>
-#include <stdexcept>
 
+#include "core/error.h"
 #include "layers/conv2d.h"
 #include "tests/layers/layer_checks.h"
 
@@ -94,8 +94,8 @@ TEST_CASE("Conv2d registers parameters with PyTorch shapes and init") {
   Conv2d no_bias(3, 4, 3, {}, false);
   CHECK(no_bias.named_parameters().size() == 1);
   CHECK_FALSE(no_bias.bias().defined());
-  CHECK_THROWS_AS(Conv2d(3, 4, 3, {.groups = 2}), std::invalid_argument);
-  CHECK_THROWS_AS(Conv2d(4, 4, 3, {.stride = 0}), std::invalid_argument);
+  CHECK_THROWS_AS(Conv2d(3, 4, 3, {.groups = 2}), UsageError);
+  CHECK_THROWS_AS(Conv2d(4, 4, 3, {.stride = 0}), UsageError);
 }
 
 TEST_CASE("Conv2d gradients: dense, strided grouped, depthwise") {

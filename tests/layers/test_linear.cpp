@@ -4,8 +4,8 @@
 
 #include <cmath>
 #include <memory>
-#include <stdexcept>
 
+#include "core/error.h"
 #include "layers/linear.h"
 #include "tests/layers/layer_checks.h"
 
@@ -42,7 +42,7 @@ TEST_CASE("Linear registers weight (prunable) and bias") {
   CHECK_FALSE(no_bias.bias().defined());
   const Tensor y = no_bias.forward(Tensor::zeros({2, 4}));
   CHECK(y.at(5) == 0.f);
-  CHECK_THROWS_AS(Linear(0, 3), std::invalid_argument);
+  CHECK_THROWS_AS(Linear(0, 3), UsageError);
 }
 
 TEST_CASE("Linear initialisation is PyTorch's default and seeded") {

@@ -3,7 +3,6 @@
 #include <doctest/doctest.h>
 
 #include <memory>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -101,10 +100,10 @@ TEST_CASE("parameters and buffers have dotted names in PyTorch order") {
   CHECK(net.buffer("block.1.stat").numel() == 2);
   CHECK(&net.submodule("block.1") == &(*net.block_)[1]);
   CHECK_THROWS_WITH_AS(net.parameter("block.2.weight"), doctest::Contains("block.2.weight"),
-                       std::invalid_argument);
-  CHECK_THROWS_AS(net.parameter("a.stat"), std::invalid_argument);
-  CHECK_THROWS_AS(net.buffer("a.weight"), std::invalid_argument);
-  CHECK_THROWS_AS(net.submodule("block.7"), std::invalid_argument);
+                       UsageError);
+  CHECK_THROWS_AS(net.parameter("a.stat"), UsageError);
+  CHECK_THROWS_AS(net.buffer("a.weight"), UsageError);
+  CHECK_THROWS_AS(net.submodule("block.7"), UsageError);
 }
 
 TEST_CASE("state_dict lists each module's parameters, buffers, masks, then its children") {
@@ -124,12 +123,12 @@ TEST_CASE("state_dict lists each module's parameters, buffers, masks, then its c
 
 TEST_CASE("registration rejects duplicate, dotted and reserved names") {
   Leaf leaf(2);
-  CHECK_THROWS_AS(leaf.register_parameter("weight", Tensor::zeros({1})), std::invalid_argument);
-  CHECK_THROWS_AS(leaf.register_buffer("stat", Tensor::zeros({1})), std::invalid_argument);
-  CHECK_THROWS_AS(leaf.register_buffer("a.b", Tensor::zeros({1})), std::invalid_argument);
-  CHECK_THROWS_AS(leaf.register_buffer("", Tensor::zeros({1})), std::invalid_argument);
-  CHECK_THROWS_AS(leaf.register_buffer("weight_mask", Tensor::zeros({1})), std::invalid_argument);
-  CHECK_THROWS_AS(leaf.register_parameter("undefined", Tensor()), std::invalid_argument);
+  CHECK_THROWS_AS(leaf.register_parameter("weight", Tensor::zeros({1})), UsageError);
+  CHECK_THROWS_AS(leaf.register_buffer("stat", Tensor::zeros({1})), UsageError);
+  CHECK_THROWS_AS(leaf.register_buffer("a.b", Tensor::zeros({1})), UsageError);
+  CHECK_THROWS_AS(leaf.register_buffer("", Tensor::zeros({1})), UsageError);
+  CHECK_THROWS_AS(leaf.register_buffer("weight_mask", Tensor::zeros({1})), UsageError);
+  CHECK_THROWS_AS(leaf.register_parameter("undefined", Tensor()), UsageError);
   leaf.register_buffer("extra", Tensor::zeros({1}));
   CHECK(leaf.named_buffers().size() == 2);
 }
@@ -253,11 +252,11 @@ TEST_CASE("set_mask validates and the forward uses weight * mask") {
         std::vector<std::string>{"block.0.weight", "block.1.weight"});
   CHECK(net.prunable_parameter_names({"*.bias", "a.*"}) == std::vector<std::string>{"a.weight"});
   CHECK_THROWS_WITH_AS(net.set_mask("a.bias", Tensor::ones({2})), doctest::Contains("not prunable"),
-                       std::invalid_argument);
+                       UsageError);
   CHECK_THROWS_WITH_AS(net.set_mask("a.nothing", Tensor::ones({2, 2})),
-                       doctest::Contains("a.nothing"), std::invalid_argument);
-  CHECK_THROWS_AS(net.set_mask("a.weight", Tensor::ones({4})), std::invalid_argument);
-  CHECK_THROWS_AS(net.set_mask("a.weight", Tensor::full({2, 2}, 2.f)), std::invalid_argument);
+                       doctest::Contains("a.nothing"), UsageError);
+  CHECK_THROWS_AS(net.set_mask("a.weight", Tensor::ones({4})), UsageError);
+  CHECK_THROWS_AS(net.set_mask("a.weight", Tensor::full({2, 2}, 2.f)), UsageError);
 
   // Mask a.weight = [[1, 1.25], [1.5, 1.75]] to [[1, 0], [0, 1.75]]: x = [1, 2] -> [1.5, 4].
   net.set_mask("a.weight", Tensor::from_data({2, 2}, {1.f, 0.f, 0.f, 1.f}));

@@ -3,7 +3,6 @@
 #include <doctest/doctest.h>
 
 #include <memory>
-#include <stdexcept>
 
 #include "core/error.h"
 #include "layers/avg_pool2d.h"
@@ -38,7 +37,7 @@ TEST_CASE("MaxPool2d known values") {
   REQUIRE(z.shape() == Shape{1, 1, 2, 2});
   CHECK(z.at(0) == -1.f);
   CHECK(padded.forward(grid()).at(3) == 14.f);  // rows 1..3, cols 1..3
-  CHECK_THROWS_AS(MaxPool2d({.kernel = 0}), std::invalid_argument);
+  CHECK_THROWS_AS(MaxPool2d({.kernel = 0}), UsageError);
 }
 
 TEST_CASE("AvgPool2d known values") {

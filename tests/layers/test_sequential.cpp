@@ -3,9 +3,9 @@
 #include <doctest/doctest.h>
 
 #include <memory>
-#include <stdexcept>
 #include <vector>
 
+#include "core/error.h"
 #include "core/ops/elementwise.h"
 #include "layers/flatten.h"
 #include "layers/linear.h"
@@ -36,8 +36,8 @@ TEST_CASE("Sequential names its children by index") {
   CHECK(seq->named_children()[1].first == "1");
   CHECK(seq->prunable_parameter_names() == std::vector<std::string>{"0.weight", "2.weight"});
   CHECK(dynamic_cast<ReLU*>(&(*seq)[1]) != nullptr);
-  CHECK_THROWS_AS((*seq)[3], std::out_of_range);
-  CHECK_THROWS_AS((*seq)[-1], std::out_of_range);
+  CHECK_THROWS_AS((*seq)[3], UsageError);
+  CHECK_THROWS_AS((*seq)[-1], UsageError);
 }
 
 TEST_CASE("Sequential forward chains its modules") {

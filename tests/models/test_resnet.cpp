@@ -98,12 +98,12 @@ TEST_CASE("ResNet parameter and state names match PyTorch") {
   CHECK(net->parameter("layer3.2.conv2.weight").shape() == Shape{64, 64, 3, 3});
   CHECK(net->parameter("layer2.1.conv1.weight").shape() == Shape{32, 32, 3, 3});
   CHECK(net->parameter("fc.weight").shape() == Shape{10, 64});
-  CHECK_THROWS(net->parameter("layer1.0.shortcut.0.weight"));  // identity there
+  CHECK_THROWS_AS(net->parameter("layer1.0.shortcut.0.weight"), UsageError);  // identity there
 
   auto a = resnet(20, 3, 'A');
   CHECK(a->named_parameters().size() == 59);
   CHECK(a->state_dict().size() == 116);
-  CHECK_THROWS(a->parameter("layer2.0.shortcut.0.weight"));
+  CHECK_THROWS_AS(a->parameter("layer2.0.shortcut.0.weight"), UsageError);
 }
 
 TEST_CASE("the default prunable set is the 18 in-block convs") {

@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "core/error.h"
 #include "core/parallel.h"
 #include "pruning/block_parallel.h"
 #include "pruning/blocks.h"
@@ -44,9 +45,9 @@ TEST_CASE("blocks tile [0, d) in order; empty layers get none") {
 
 TEST_CASE("invalid block size or layer size is rejected") {
   const std::vector<int64_t> sizes{5};
-  CHECK_THROWS_AS(make_blocks(sizes, 0), std::invalid_argument);
+  CHECK_THROWS_AS(make_blocks(sizes, 0), UsageError);
   const std::vector<int64_t> bad{5, -1};
-  CHECK_THROWS_AS(make_blocks(bad, 2), std::invalid_argument);
+  CHECK_THROWS_AS(make_blocks(bad, 2), UsageError);
 }
 
 TEST_CASE("for_each_block visits every block once and rethrows a worker's error") {

@@ -14,6 +14,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/error.h"
 #include "core/communicator.h"
 #include "core/random.h"
 #include "pruning/diag_fisher_pruner.h"
@@ -87,7 +88,7 @@ TEST_CASE("shard splits n items evenly in rank order") {
   CHECK(shard(10, 1, 3) == std::pair<int64_t, int64_t>{4, 7});
   CHECK(shard(10, 2, 3) == std::pair<int64_t, int64_t>{7, 10});
   CHECK(shard(1, 1, 2) == std::pair<int64_t, int64_t>{1, 1});
-  CHECK_THROWS(shard(5, 2, 2));
+  CHECK_THROWS_AS(shard(5, 2, 2), UsageError);
 }
 
 TEST_CASE("partition_blocks cuts contiguous runs of about equal inverse memory") {

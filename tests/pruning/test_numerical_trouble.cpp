@@ -160,11 +160,11 @@ TEST_CASE(
   bank.add(std::vector<float>{1, 2, 3, 4});
   for (double damp : {0.0, 1e-31, 1e31})
     CHECK_THROWS_AS(block_fisher_inverse(bank, make_blocks(std::vector<int64_t>{4}, 4), {damp}),
-                    std::invalid_argument);
+                    UsageError);
   GradientBank huge(2);
   huge.add(std::vector<float>{1e30f, 0.f});  // F_00 = 1e60: 1/F_00 is 0 in float
   CHECK_THROWS_AS(block_fisher_inverse(huge, make_blocks(std::vector<int64_t>{2}, 2), {1e-5}),
-                  Error);
+                  NumericalError);
 }
 
 TEST_CASE(
@@ -190,7 +190,7 @@ TEST_CASE(
       std::string message;
       try {
         prune_step(*pruner, set, &bank, {0.5, Selection::Global, {1e-4, 4}});
-      } catch (const Error& e) {
+      } catch (const NumericalError& e) {
         message = e.what();
       }
       CHECK(message.find("Fisher gradient 2 of 3 is " +

@@ -4,9 +4,9 @@
 
 #include <cmath>
 #include <limits>
-#include <stdexcept>
 #include <vector>
 
+#include "core/error.h"
 #include "pruning/selection.h"
 
 using namespace spruce;
@@ -32,9 +32,9 @@ TEST_CASE("target_count rounds half away from zero and checks the range") {
   CHECK(target_count(0.9, 268336) == 241502);
   CHECK(target_count(0.0, 10) == 0);
   CHECK(target_count(1.0, 10) == 10);
-  CHECK_THROWS_AS(target_count(1.5, 10), std::invalid_argument);
-  CHECK_THROWS_AS(target_count(-0.1, 10), std::invalid_argument);
-  CHECK_THROWS_AS(target_count(std::nan(""), 10), std::invalid_argument);
+  CHECK_THROWS_AS(target_count(1.5, 10), UsageError);
+  CHECK_THROWS_AS(target_count(-0.1, 10), UsageError);
+  CHECK_THROWS_AS(target_count(std::nan(""), 10), UsageError);
 }
 
 TEST_CASE("global: the round(s·d) smallest scores over all layers") {
@@ -79,11 +79,11 @@ TEST_CASE("already-pruned weights count toward the target and are never chosen a
 TEST_CASE("bad inputs are rejected") {
   const PrunableSet set = two_layers();
   CHECK_THROWS_AS(select_to_prune(set, std::vector<double>(11, 0.0), 0.5, Selection::Global),
-                  std::invalid_argument);
+                  UsageError);
   std::vector<double> nan = kScores;
   nan[3] = std::numeric_limits<double>::quiet_NaN();
-  CHECK_THROWS_AS(select_to_prune(set, nan, 0.5, Selection::Global), std::invalid_argument);
-  CHECK_THROWS_AS(select_to_prune(set, kScores, 2.0, Selection::Global), std::invalid_argument);
+  CHECK_THROWS_AS(select_to_prune(set, nan, 0.5, Selection::Global), UsageError);
+  CHECK_THROWS_AS(select_to_prune(set, kScores, 2.0, Selection::Global), UsageError);
   // A NaN on a weight that is already pruned does not matter.
   const PrunableSet masked = two_layers({1, 1, 1, 0, 1});
   CHECK(select_to_prune(masked, nan, 0.25, Selection::Global) == std::vector<int64_t>{1, 7});

@@ -4,9 +4,9 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <stdexcept>
 #include <vector>
 
+#include "core/error.h"
 #include "core/parallel.h"
 #include "core/random.h"
 #include "pruning/woodbury.h"
@@ -225,13 +225,13 @@ TEST_CASE("Auto picks the Gram form when m is small next to c, else the direct o
 TEST_CASE("bad options and sizes are rejected") {
   const GradientBank bank = random_bank(8, 3, 1);
   const std::vector<int64_t> layers{8};
-  CHECK_THROWS_AS(block_fisher_inverse(bank, make_blocks(layers, 4), {0.0}), std::invalid_argument);
+  CHECK_THROWS_AS(block_fisher_inverse(bank, make_blocks(layers, 4), {0.0}), UsageError);
   CHECK_THROWS_AS(
       block_fisher_inverse(bank, make_blocks(layers, 4), {1e-3, InverseMethod::Recursion, 0}),
-      std::invalid_argument);
+      UsageError);
   const std::vector<int64_t> wrong{7};
-  CHECK_THROWS_AS(block_fisher_inverse(bank, make_blocks(wrong, 4), {1e-3}), std::invalid_argument);
+  CHECK_THROWS_AS(block_fisher_inverse(bank, make_blocks(wrong, 4), {1e-3}), UsageError);
   const std::vector<float> short_mask(5, 1.f);
   CHECK_THROWS_AS(block_fisher_inverse(bank, make_blocks(layers, 4), {1e-3}, short_mask),
-                  std::invalid_argument);
+                  UsageError);
 }

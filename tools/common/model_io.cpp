@@ -149,8 +149,6 @@ LoadedModel load_model(const std::string& path, const ModelSpec& npz_spec) {
     loaded.module->load_state_dict(state);
   } catch (const Error& e) {
     throw FormatError(path + ": " + e.what());
-  } catch (const std::invalid_argument& e) {
-    throw FormatError(path + ": " + e.what());
   }
   return loaded;
 }
