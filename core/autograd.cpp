@@ -40,13 +40,12 @@ void record(Tensor& out, const char* name, std::vector<Tensor> inputs, BackwardF
 }
 
 void Tensor::backward(const Tensor& seed) const {
-  if (!requires_grad())
-    throw UsageError("backward() on a tensor that does not require grad");
+  if (!requires_grad()) throw UsageError("backward() on a tensor that does not require grad");
   Tensor root = *this;
   if (seed.defined()) {
     if (seed.shape() != shape())
       throw UsageError("backward seed of shape " + shape_str(seed.shape()) +
-                                  " for a tensor of shape " + shape_str(shape()));
+                       " for a tensor of shape " + shape_str(shape()));
     Tensor& g = root.grad_or_zeros();
     float* pg = g.data();
     const float* ps = seed.data();
@@ -55,7 +54,7 @@ void Tensor::backward(const Tensor& seed) const {
   } else {
     if (numel() != 1)
       throw UsageError("backward() without a seed needs a one-element tensor, got " +
-                             shape_str(shape()));
+                       shape_str(shape()));
     root.grad_or_zeros().data()[0] += 1.f;
   }
 

@@ -55,8 +55,8 @@ Communicator& world() {
 #else
     if (launched > 1)
       throw UsageError("started as one of " + std::to_string(launched) +
-                  " ranks, but this spruce was built without MPI (install libopenmpi-dev and "
-                  "reconfigure with -Dmpi=enabled)");
+                       " ranks, but this spruce was built without MPI (install libopenmpi-dev and "
+                       "reconfigure with -Dmpi=enabled)");
 #endif
     static SingleProcess solo;
     return &solo;
@@ -74,8 +74,8 @@ bool built_with_mpi() {
 
 std::pair<int64_t, int64_t> shard(int64_t n, int rank, int ranks) {
   if (ranks < 1 || rank < 0 || rank >= ranks || n < 0)
-    throw UsageError("shard: rank " + std::to_string(rank) + " of " +
-                                std::to_string(ranks) + " for " + std::to_string(n) + " items");
+    throw UsageError("shard: rank " + std::to_string(rank) + " of " + std::to_string(ranks) +
+                     " for " + std::to_string(n) + " items");
   const int64_t base = n / ranks, extra = n % ranks;
   const int64_t begin = rank * base + std::min<int64_t>(rank, extra);
   return {begin, begin + base + (rank < extra ? 1 : 0)};

@@ -12,8 +12,8 @@
 #include <sstream>
 #include <unordered_set>
 
-#include "error.h"
 #include "autograd.h"
+#include "error.h"
 #include "random.h"
 
 namespace spruce {
@@ -195,8 +195,8 @@ Tensor Tensor::full(const Shape& shape, float value) {
 
 Tensor Tensor::from_data(const Shape& shape, std::span<const float> values) {
   if (static_cast<int64_t>(values.size()) != numel_of(shape))
-    throw UsageError("from_data: " + std::to_string(values.size()) +
-                                " values for shape " + shape_str(shape));
+    throw UsageError("from_data: " + std::to_string(values.size()) + " values for shape " +
+                     shape_str(shape));
   Tensor t = empty(shape);
   std::copy(values.begin(), values.end(), t.data());
   return t;
@@ -225,7 +225,7 @@ int64_t Tensor::size(int64_t d) const {
   if (d < 0) d += n;
   if (d < 0 || d >= n)
     throw UsageError("dimension " + std::to_string(d) + " out of range for shape " +
-                            shape_str(shape()));
+                     shape_str(shape()));
   return shape()[static_cast<size_t>(d)];
 }
 
@@ -259,8 +259,7 @@ Tensor Tensor::detach() const { return make_view(*this, shape()); }
 
 void Tensor::copy_from(const Tensor& src) {
   if (src.numel() != numel())
-    throw UsageError("copy_from: " + shape_str(src.shape()) + " into " +
-                                shape_str(shape()));
+    throw UsageError("copy_from: " + shape_str(src.shape()) + " into " + shape_str(shape()));
   std::memcpy(data(), src.data(), sizeof(float) * static_cast<size_t>(numel()));
 }
 
@@ -308,8 +307,7 @@ std::string Tensor::to_string(int64_t max_values) const {
 
 Tensor make_view(const Tensor& base, const Shape& shape) {
   if (numel_of(shape) != base.numel())
-    throw UsageError("cannot view " + shape_str(base.shape()) + " as " +
-                                shape_str(shape));
+    throw UsageError("cannot view " + shape_str(base.shape()) + " as " + shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
   impl->storage = checked(base.impl_).storage;

@@ -10,9 +10,9 @@ namespace spruce {
 AvgPool2d::AvgPool2d(const ops::Pool2dOptions& options) : options_(options) {
   if (options.kernel <= 0 || options.stride <= 0 || options.padding < 0 ||
       2 * options.padding > options.kernel)
-    throw UsageError("AvgPool2d: invalid kernel " + std::to_string(options.kernel) +
-                                ", stride " + std::to_string(options.stride) + ", padding " +
-                                std::to_string(options.padding));
+    throw UsageError("AvgPool2d: invalid kernel " + std::to_string(options.kernel) + ", stride " +
+                     std::to_string(options.stride) + ", padding " +
+                     std::to_string(options.padding));
 }
 
 Tensor AvgPool2d::forward(const Tensor& x) { return ops::avg_pool2d(x, options_); }

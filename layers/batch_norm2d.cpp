@@ -13,7 +13,7 @@ BatchNorm2d::BatchNorm2d(int64_t num_features, const BatchNorm2dOptions& options
     : num_features_(num_features), options_(options) {
   if (num_features <= 0)
     throw UsageError("BatchNorm2d: num_features must be positive, got " +
-                                std::to_string(num_features));
+                     std::to_string(num_features));
   if (options.affine) {
     weight_ = register_parameter("weight", Tensor::ones({num_features}));
     bias_ = register_parameter("bias", Tensor::zeros({num_features}));

@@ -7,8 +7,8 @@
 #include <utility>
 #include <vector>
 
-#include "../core/error.h"
 #include "../core/autograd.h"
+#include "../core/error.h"
 #include "batch_norm2d.h"
 
 namespace spruce {
@@ -56,7 +56,7 @@ class RestoreOnExit {
 int64_t recalibrate_batch_norm(Module& model, int64_t num_batches, const InputSource& next_batch) {
   if (num_batches < 0)
     throw UsageError("recalibrate_batch_norm: num_batches must be >= 0, got " +
-                                std::to_string(num_batches));
+                     std::to_string(num_batches));
   std::vector<Module*> all;
   std::vector<BatchNorm2d*> bns;
   collect_modules(model, all, bns);

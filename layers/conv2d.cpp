@@ -3,8 +3,8 @@
 
 #include <string>
 
-#include "../core/error.h"
 #include "../core/autograd.h"
+#include "../core/error.h"
 #include "../core/ops/sparse_conv2d.h"
 #include "init.h"
 
@@ -19,11 +19,10 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size,
   const int64_t g = options.groups;
   if (in_channels <= 0 || out_channels <= 0 || kernel_size <= 0 || options.stride <= 0 ||
       options.padding < 0 || g <= 0 || in_channels % g != 0 || out_channels % g != 0)
-    throw UsageError(
-        "Conv2d: invalid configuration in=" + std::to_string(in_channels) +
-        " out=" + std::to_string(out_channels) + " kernel=" + std::to_string(kernel_size) +
-        " stride=" + std::to_string(options.stride) +
-        " padding=" + std::to_string(options.padding) + " groups=" + std::to_string(g));
+    throw UsageError("Conv2d: invalid configuration in=" + std::to_string(in_channels) + " out=" +
+                     std::to_string(out_channels) + " kernel=" + std::to_string(kernel_size) +
+                     " stride=" + std::to_string(options.stride) + " padding=" +
+                     std::to_string(options.padding) + " groups=" + std::to_string(g));
   Tensor w = Tensor::empty({out_channels, in_channels / g, kernel_size, kernel_size});
   Tensor b = bias ? Tensor::empty({out_channels}) : Tensor();
   init::default_weight_and_bias_(w, b, gen);
@@ -37,7 +36,8 @@ bool Conv2d::runs_sparse() {
 
 Tensor Conv2d::forward(const Tensor& x) {
   if (!is_training() && !grad_mode_enabled() && runs_sparse())
-    return ops::sparse_conv2d_fused(x, weight_, mask("weight"), sparse_, {.shift = bias_}, options_);
+    return ops::sparse_conv2d_fused(x, weight_, mask("weight"), sparse_, {.shift = bias_},
+                                    options_);
   return ops::conv2d(x, masked_weight(), bias_, options_);
 }
 

@@ -9,8 +9,7 @@ namespace spruce::init {
 namespace {
 int64_t receptive_field(const Tensor& w) {
   if (w.dim() < 2)
-    throw UsageError("fan of a tensor with fewer than 2 dimensions: " +
-                                shape_str(w.shape()));
+    throw UsageError("fan of a tensor with fewer than 2 dimensions: " + shape_str(w.shape()));
   int64_t r = 1;
   for (int64_t d = 2; d < w.dim(); ++d) r *= w.size(d);
   return r;

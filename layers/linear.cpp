@@ -3,8 +3,8 @@
 
 #include <string>
 
-#include "../core/error.h"
 #include "../core/autograd.h"
+#include "../core/error.h"
 #include "../core/ops/matmul.h"
 #include "../core/ops/sparse_conv2d.h"
 #include "init.h"
@@ -14,9 +14,8 @@ namespace spruce {
 Linear::Linear(int64_t in_features, int64_t out_features, bool bias, Generator& gen)
     : in_features_(in_features), out_features_(out_features) {
   if (in_features <= 0 || out_features <= 0)
-    throw UsageError("Linear: features must be positive, got " +
-                                std::to_string(in_features) + " -> " +
-                                std::to_string(out_features));
+    throw UsageError("Linear: features must be positive, got " + std::to_string(in_features) +
+                     " -> " + std::to_string(out_features));
   Tensor w = Tensor::empty({out_features, in_features});
   Tensor b = bias ? Tensor::empty({out_features}) : Tensor();
   init::default_weight_and_bias_(w, b, gen);

@@ -22,8 +22,7 @@ bool ends_with_mask_suffix(std::string_view name) {
 void check_binary(const Tensor& mask, const std::string& what) {
   for (float v : mask.span())
     if (v != 0.f && v != 1.f)
-      throw UsageError(what + ": mask values must be 0 or 1, found " +
-                                  std::to_string(v));
+      throw UsageError(what + ": mask values must be 0 or 1, found " + std::to_string(v));
 }
 }  // namespace
 
@@ -54,8 +53,7 @@ void Module::check_new_name(const std::string& name) const {
   if (name.empty() || name.find('.') != std::string::npos)
     throw UsageError("module entry name '" + name + "' must be non-empty without '.'");
   if (ends_with_mask_suffix(name))
-    throw UsageError("module entry name '" + name +
-                                "': the suffix _mask is reserved for masks");
+    throw UsageError("module entry name '" + name + "': the suffix _mask is reserved for masks");
   for (const Param& p : params_)
     if (p.name == name) throw UsageError("duplicate name '" + name + "' (a parameter)");
   for (const Buffer& b : buffers_)
@@ -306,8 +304,8 @@ void Module::set_mask(const std::string& param_name, const Tensor& mask) {
     throw UsageError("set_mask: parameter '" + param_name + "' is not prunable");
   if (!mask.defined() || mask.shape() != p.value.shape())
     throw UsageError("set_mask: mask for '" + param_name + "' must have shape " +
-                                shape_str(p.value.shape()) +
-                                (mask.defined() ? ", got " + shape_str(mask.shape()) : ""));
+                     shape_str(p.value.shape()) +
+                     (mask.defined() ? ", got " + shape_str(mask.shape()) : ""));
   check_binary(mask, "set_mask '" + param_name + "'");
   if (p.mask.defined()) {
     p.mask.copy_from(mask);  // keep the buffer's identity for holders of its handle
@@ -346,8 +344,7 @@ void Module::apply_masks() {
 
 Tensor Module::masked_parameter(std::string_view name) const {
   const Param* p = find_param(name);
-  if (!p)
-    throw UsageError("masked_parameter: no parameter named '" + std::string(name) + "'");
+  if (!p) throw UsageError("masked_parameter: no parameter named '" + std::string(name) + "'");
   return p->mask.defined() ? ops::mul_mask(p->value, p->mask) : p->value;
 }
 

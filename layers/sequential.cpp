@@ -20,7 +20,7 @@ Tensor Sequential::forward(const Tensor& x) {
 Module& Sequential::operator[](int64_t i) const {
   if (i < 0 || i >= size())
     throw UsageError("Sequential: index " + std::to_string(i) + " out of range for " +
-                            std::to_string(size()) + " modules");
+                     std::to_string(size()) + " modules");
   return *modules_[static_cast<size_t>(i)];
 }
 

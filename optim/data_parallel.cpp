@@ -12,8 +12,7 @@ namespace spruce::optim {
 GradientAverager::GradientAverager(Communicator& comm, NamedTensors params, int64_t bucket_bytes)
     : comm_(comm), params_(std::move(params)) {
   if (bucket_bytes < 1)
-    throw UsageError("GradientAverager: bucket of " + std::to_string(bucket_bytes) +
-                                " bytes");
+    throw UsageError("GradientAverager: bucket of " + std::to_string(bucket_bytes) + " bytes");
   int64_t in_bucket = 0, largest = 0, bucket = 0;
   for (size_t i = 0; i < params_.size(); ++i) {
     const int64_t bytes = params_[i].second.numel() * static_cast<int64_t>(sizeof(float));
@@ -39,8 +38,8 @@ int64_t GradientAverager::bytes_per_step() const {
 void GradientAverager::average(int64_t local, int64_t whole) {
   if (comm_.size() == 1) return;
   if (whole < 1 || local < 0 || local > whole)
-    throw UsageError("GradientAverager: " + std::to_string(local) + " of " +
-                                std::to_string(whole) + " samples");
+    throw UsageError("GradientAverager: " + std::to_string(local) + " of " + std::to_string(whole) +
+                     " samples");
   const auto t0 = std::chrono::steady_clock::now();
   const float scale = static_cast<float>(static_cast<double>(local) / static_cast<double>(whole));
   for (size_t b = 0; b + 1 < bucket_start_.size(); ++b) {

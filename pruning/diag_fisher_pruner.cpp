@@ -12,7 +12,7 @@ namespace {
 void check_prepared(const std::vector<double>& diag, const PrunableSet& set) {
   if (static_cast<int64_t>(diag.size()) != set.numel())
     throw UsageError("diag_fisher: prepare() was not called for a set of " +
-                           std::to_string(set.numel()) + " weights");
+                     std::to_string(set.numel()) + " weights");
 }
 
 }  // namespace
@@ -20,11 +20,9 @@ void check_prepared(const std::vector<double>& diag, const PrunableSet& set) {
 void DiagFisherPruner::prepare(const PrunableSet& set, const GradientBank* grads,
                                const FisherOptions& fisher) {
   if (grads == nullptr || grads->dim() != set.numel())
-    throw UsageError("diag_fisher: needs gradients of length " +
-                                std::to_string(set.numel()));
+    throw UsageError("diag_fisher: needs gradients of length " + std::to_string(set.numel()));
   if (!(fisher.damp > 0.0))
-    throw UsageError("diag_fisher: damping λ = " + std::to_string(fisher.damp) +
-                                ", expected > 0");
+    throw UsageError("diag_fisher: damping λ = " + std::to_string(fisher.damp) + ", expected > 0");
   check_finite_gradients(*grads, set, "diag_fisher");
   const int64_t d = grads->dim();
   int64_t m = grads->rows();

@@ -24,8 +24,7 @@ int64_t inverse_bytes(int64_t n, int64_t m, InverseMethod method) {
 
 BlockPartition partition_blocks(std::span<const Block> blocks, int64_t m, InverseMethod method,
                                 int ranks) {
-  if (ranks < 1)
-    throw UsageError("partition_blocks: " + std::to_string(ranks) + " ranks");
+  if (ranks < 1) throw UsageError("partition_blocks: " + std::to_string(ranks) + " ranks");
   const int64_t nb = static_cast<int64_t>(blocks.size());
   std::vector<double> prefix(static_cast<size_t>(nb + 1), 0.0);  // cost of blocks [0, b)
   for (int64_t b = 0; b < nb; ++b)
@@ -51,10 +50,10 @@ GradientBank gather_columns(Communicator& comm, const GradientBank& mine,
   const int n = comm.size(), me = comm.rank();
   const int64_t d = mine.dim();
   if (static_cast<int>(partition.first_block.size()) != n + 1 || partition.column_start.back() != d)
-    throw UsageError(
-        "gather_columns: partition of " + std::to_string(partition.column_start.back()) +
-        " weights over " + std::to_string(partition.first_block.size() - 1) + " ranks, bank of " +
-        std::to_string(d) + " weights on " + std::to_string(n));
+    throw UsageError("gather_columns: partition of " +
+                     std::to_string(partition.column_start.back()) + " weights over " +
+                     std::to_string(partition.first_block.size() - 1) + " ranks, bank of " +
+                     std::to_string(d) + " weights on " + std::to_string(n));
   const std::vector<int64_t> rows = comm.allgather(mine.rows());
   int64_t m = 0;
   for (int64_t r : rows) m += r;

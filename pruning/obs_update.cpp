@@ -16,8 +16,8 @@ namespace {
 std::vector<size_t> split_by_block(const BlockInverse& inv, std::span<const int64_t> prune) {
   for (size_t i = 0; i < prune.size(); ++i) {
     if (prune[i] < 0 || prune[i] >= inv.dim())
-      throw UsageError("obs_update: index " + std::to_string(prune[i]) +
-                                  " outside [0, " + std::to_string(inv.dim()) + ")");
+      throw UsageError("obs_update: index " + std::to_string(prune[i]) + " outside [0, " +
+                       std::to_string(inv.dim()) + ")");
     if (i > 0 && prune[i] <= prune[i - 1])
       throw UsageError("obs_update: indices must be ascending and distinct");
   }
@@ -31,12 +31,12 @@ std::vector<size_t> split_by_block(const BlockInverse& inv, std::span<const int6
 
 void check_sizes(std::span<float> w, const BlockInverse& inv, std::span<double> loss) {
   if (static_cast<int64_t>(w.size()) != inv.dim())
-    throw UsageError("obs_update: " + std::to_string(w.size()) +
-                                " weights, inverse covers " + std::to_string(inv.dim()));
+    throw UsageError("obs_update: " + std::to_string(w.size()) + " weights, inverse covers " +
+                     std::to_string(inv.dim()));
   for (const Block& b : inv.blocks())
     if (b.layer < 0 || b.layer >= static_cast<int64_t>(loss.size()))
-      throw UsageError("obs_update: block of layer " + std::to_string(b.layer) +
-                                  " but " + std::to_string(loss.size()) + " loss entries");
+      throw UsageError("obs_update: block of layer " + std::to_string(b.layer) + " but " +
+                       std::to_string(loss.size()) + " loss entries");
 }
 
 /// Runs fn(block, Q indices, out per-block loss) for every block with work,
@@ -111,17 +111,16 @@ void fisher_quadratic(std::span<const float> before, std::span<const float> afte
   const int64_t d = grads.dim(), m = grads.rows();
   if (static_cast<int64_t>(before.size()) != d || static_cast<int64_t>(after.size()) != d ||
       (!mask.empty() && static_cast<int64_t>(mask.size()) != d))
-    throw UsageError("fisher_quadratic: vectors of " + std::to_string(before.size()) +
-                                ", " + std::to_string(after.size()) + " and " +
-                                std::to_string(mask.size()) + " entries for " + std::to_string(d) +
-                                " weights");
+    throw UsageError("fisher_quadratic: vectors of " + std::to_string(before.size()) + ", " +
+                     std::to_string(after.size()) + " and " + std::to_string(mask.size()) +
+                     " entries for " + std::to_string(d) + " weights");
   const int64_t nb = static_cast<int64_t>(blocks.size());
   for (const Block& b : blocks)
     if (b.begin < 0 || b.end > d || b.layer < 0 || b.layer >= static_cast<int64_t>(loss.size()))
       throw UsageError("fisher_quadratic: block [" + std::to_string(b.begin) + ", " +
-                                  std::to_string(b.end) + ") of layer " + std::to_string(b.layer) +
-                                  " does not fit " + std::to_string(d) + " weights and " +
-                                  std::to_string(loss.size()) + " layers");
+                       std::to_string(b.end) + ") of layer " + std::to_string(b.layer) +
+                       " does not fit " + std::to_string(d) + " weights and " +
+                       std::to_string(loss.size()) + " layers");
   std::vector<double> block_loss(static_cast<size_t>(nb), 0.0);
   // No BLAS inside: plain parallel_for over blocks.
   parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {

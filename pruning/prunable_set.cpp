@@ -8,21 +8,19 @@
 namespace spruce::pruning {
 
 void PrunableSet::add(std::string name, Tensor weight, Tensor mask) {
-  if (!weight.defined())
-    throw UsageError("PrunableSet: weight '" + name + "' is undefined");
+  if (!weight.defined()) throw UsageError("PrunableSet: weight '" + name + "' is undefined");
   for (const auto& p : params_)
     if (p.name == name) throw UsageError("PrunableSet: duplicate name '" + name + "'");
   if (!mask.defined()) {
     mask = Tensor::ones(weight.shape());
   } else {
     if (mask.numel() != weight.numel())
-      throw UsageError("PrunableSet: mask of '" + name + "' has shape " +
-                                  shape_str(mask.shape()) + ", weight " +
-                                  shape_str(weight.shape()));
+      throw UsageError("PrunableSet: mask of '" + name + "' has shape " + shape_str(mask.shape()) +
+                       ", weight " + shape_str(weight.shape()));
     for (float v : mask.span())
       if (v != 0.f && v != 1.f)
-        throw UsageError("PrunableSet: mask of '" + name + "' holds " +
-                                    std::to_string(v) + ", expected only 0 and 1");
+        throw UsageError("PrunableSet: mask of '" + name + "' holds " + std::to_string(v) +
+                         ", expected only 0 and 1");
   }
   params_.push_back({std::move(name), std::move(weight), std::move(mask), numel_});
   numel_ += params_.back().numel();
@@ -37,7 +35,7 @@ std::vector<int64_t> PrunableSet::layer_sizes() const {
 int64_t PrunableSet::layer_of(int64_t q) const {
   if (q < 0 || q >= numel_)
     throw UsageError("PrunableSet: flat index " + std::to_string(q) + " outside [0, " +
-                            std::to_string(numel_) + ")");
+                     std::to_string(numel_) + ")");
   // Last layer whose offset is <= q; empty layers share offsets, so skip to the one holding q.
   auto it = std::upper_bound(params_.begin(), params_.end(), q,
                              [](int64_t v, const PrunableParam& p) { return v < p.offset; });
@@ -59,7 +57,7 @@ std::vector<float> PrunableSet::flat_mask() const {
 void PrunableSet::set_flat_weights(const std::vector<float>& values) {
   if (static_cast<int64_t>(values.size()) != numel_)
     throw UsageError("PrunableSet: " + std::to_string(values.size()) + " values for " +
-                                std::to_string(numel_) + " weights");
+                     std::to_string(numel_) + " weights");
   for (auto& p : params_) std::copy_n(values.begin() + p.offset, p.numel(), p.weight.data());
 }
 

@@ -19,8 +19,7 @@ PruneReport prune_step(Pruner& pruner, PrunableSet& set, const GradientBank* gra
   const auto t0 = std::chrono::steady_clock::now();
   target_count(options.sparsity, 0);  // validates before any work
   if (pruner.needs_fisher() && grads == nullptr)
-    throw UsageError("prune_step: pruner '" + pruner.name() +
-                                "' needs Fisher gradients");
+    throw UsageError("prune_step: pruner '" + pruner.name() + "' needs Fisher gradients");
   PruneReport report;
   report.pruner = pruner.name();
   for (int64_t l = 0; l < set.size(); ++l)

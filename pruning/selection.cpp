@@ -28,16 +28,15 @@ void smallest(std::vector<int64_t> candidates, std::span<const double> scores, i
 
 int64_t target_count(double sparsity, int64_t n) {
   if (!(sparsity >= 0.0 && sparsity <= 1.0))
-    throw UsageError("target sparsity " + std::to_string(sparsity) +
-                                ", expected in [0, 1]");
+    throw UsageError("target sparsity " + std::to_string(sparsity) + ", expected in [0, 1]");
   return std::llround(sparsity * static_cast<double>(n));
 }
 
 std::vector<int64_t> select_to_prune(const PrunableSet& set, std::span<const double> scores,
                                      double sparsity, Selection mode) {
   if (static_cast<int64_t>(scores.size()) != set.numel())
-    throw UsageError("select_to_prune: " + std::to_string(scores.size()) +
-                                " scores for " + std::to_string(set.numel()) + " weights");
+    throw UsageError("select_to_prune: " + std::to_string(scores.size()) + " scores for " +
+                     std::to_string(set.numel()) + " weights");
   target_count(sparsity, 0);
   const std::vector<float> mask = set.flat_mask();
   // Unpruned flat indices of layers [l0, l1).
@@ -48,8 +47,8 @@ std::vector<int64_t> select_to_prune(const PrunableSet& set, std::span<const dou
       for (int64_t q = p.offset; q < p.offset + p.numel(); ++q) {
         if (mask[q] == 0.f) continue;
         if (std::isnan(scores[q]))
-          throw UsageError("select_to_prune: score of weight " +
-                                      std::to_string(q - p.offset) + " of '" + p.name + "' is NaN");
+          throw UsageError("select_to_prune: score of weight " + std::to_string(q - p.offset) +
+                           " of '" + p.name + "' is NaN");
         c.push_back(q);
       }
     }

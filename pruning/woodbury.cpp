@@ -7,8 +7,8 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <numeric>
 #include <cmath>
+#include <numeric>
 #include <string>
 
 #include "../core/error.h"
@@ -32,8 +32,9 @@ void cholesky_lower(double* a, int64_t n, const char* what) {
   int info = 0;
   dpotrf_("L", &ni, a, &ni, &info);
   if (info != 0)
-    throw NumericalError(std::string("woodbury: ") + what + " is not positive definite (potrf info " +
-                std::to_string(info) + "); increase the damping λ");
+    throw NumericalError(std::string("woodbury: ") + what +
+                         " is not positive definite (potrf info " + std::to_string(info) +
+                         "); increase the damping λ");
 }
 
 /// Cholesky (lower) of the SPD q×q matrix a. A_QQ of a dense block was
@@ -52,7 +53,7 @@ void cholesky_jittered(double* a, int64_t q) {
     if (info == 0) return;
   }
   throw NumericalError("woodbury: [F⁻¹]_QQ of " + std::to_string(q) +
-              " weights is not positive definite; increase the damping λ");
+                       " weights is not positive definite; increase the damping λ");
 }
 
 /// x = A⁻¹ x for a Cholesky-factored (lower) q×q matrix.
@@ -161,9 +162,8 @@ double damp_for_block(const double* g, int64_t ldg, int64_t m, int64_t n, double
 void check_options(double damp, int64_t chunk) {
   if (!(damp >= kMinDamp && damp <= kMaxDamp))
     throw UsageError("woodbury: damping λ = " + std::to_string(damp) +
-                                ", expected a value in [1e-30, 1e30]");
-  if (chunk < 1)
-    throw UsageError("woodbury: chunk " + std::to_string(chunk) + ", expected >= 1");
+                     ", expected a value in [1e-30, 1e30]");
+  if (chunk < 1) throw UsageError("woodbury: chunk " + std::to_string(chunk) + ", expected >= 1");
 }
 
 }  // namespace
@@ -292,9 +292,9 @@ BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> 
   int64_t expect = 0, dense_size = 0, factor_size = 0;
   for (const Block& blk : inv.blocks_) {
     if (blk.begin != expect || blk.end <= blk.begin)
-      throw UsageError("block_fisher_inverse: block [" + std::to_string(blk.begin) +
-                                  ", " + std::to_string(blk.end) + ") does not continue at " +
-                                  std::to_string(expect));
+      throw UsageError("block_fisher_inverse: block [" + std::to_string(blk.begin) + ", " +
+                       std::to_string(blk.end) + ") does not continue at " +
+                       std::to_string(expect));
     expect = blk.end;
     const int64_t n = blk.size();
     InverseMethod method =
@@ -312,10 +312,10 @@ BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> 
   }
   if (expect != d)
     throw UsageError("block_fisher_inverse: blocks cover " + std::to_string(expect) +
-                                " weights, gradients have " + std::to_string(d));
+                     " weights, gradients have " + std::to_string(d));
   if (!mask.empty() && static_cast<int64_t>(mask.size()) != d)
     throw UsageError("block_fisher_inverse: mask of " + std::to_string(mask.size()) +
-                                " entries for " + std::to_string(d) + " weights");
+                     " entries for " + std::to_string(d) + " weights");
   inv.dense_.resize(static_cast<size_t>(dense_size));
   inv.factor_.resize(static_cast<size_t>(factor_size));
   inv.diag_.resize(static_cast<size_t>(d));
@@ -350,7 +350,8 @@ BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> 
       const int64_t n = blk.size();
       const double* g = gt + (blk.begin - begin);  // column-major n×m, leading dimension width
       float* diag = inv.diag_.data() + blk.begin;
-      const double damp = inv.block_damp_[b] = damp_for_block(g, width, m, n, options.damp, options.relative_damp, ws, &inv.raised_[b]);
+      const double damp = inv.block_damp_[b] =
+          damp_for_block(g, width, m, n, options.damp, options.relative_damp, ws, &inv.raised_[b]);
       if (inv.factored(b)) {
         inverse_gram(g, width, m, n, damp, inv.factor_.data() + inv.offset_[b], diag, ws);
         continue;
@@ -369,9 +370,10 @@ BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> 
   // [1/(λ_b + max F_qq), 1/λ_b]; anything else would give a wrong ρ silently.
   for (int64_t q = 0; q < d; ++q)
     if (!(std::isfinite(inv.diag_[q]) && inv.diag_[q] > 0.f))
-      throw NumericalError("woodfisher: [F⁻¹]_qq of weight " + std::to_string(q) + " is " +
-                  std::to_string(inv.diag_[q]) +
-                  ", not a positive float: are the Fisher gradients finite and below ~1e15?");
+      throw NumericalError(
+          "woodfisher: [F⁻¹]_qq of weight " + std::to_string(q) + " is " +
+          std::to_string(inv.diag_[q]) +
+          ", not a positive float: are the Fisher gradients finite and below ~1e15?");
   return inv;
 }
 

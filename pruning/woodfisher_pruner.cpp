@@ -25,8 +25,7 @@ std::string format_number(double v) {
 void WoodFisherPruner::prepare(const PrunableSet& set, const GradientBank* grads,
                                const FisherOptions& fisher) {
   if (grads == nullptr || grads->dim() != set.numel())
-    throw UsageError(name() + ": needs gradients of length " +
-                                std::to_string(set.numel()));
+    throw UsageError(name() + ": needs gradients of length " + std::to_string(set.numel()));
   check_finite_gradients(*grads, set, name());
   fisher_ = fisher;
   if (comm_ != nullptr) return prepare_distributed(set, *grads);
@@ -126,7 +125,7 @@ void WoodFisherPruner::check_prepared(const PrunableSet& set) const {
   const int64_t covered = comm_ != nullptr ? partition_.column_start.back() : inverse_.dim();
   if (grads_ == nullptr || covered != set.numel())
     throw UsageError(name() + ": prepare() was not called for a set of " +
-                           std::to_string(set.numel()) + " weights");
+                     std::to_string(set.numel()) + " weights");
 }
 
 std::vector<double> WoodFisherPruner::scores(const PrunableSet& set) const {
@@ -176,8 +175,8 @@ LossPrediction WoodFisherPruner::update(PrunableSet& set, std::span<const int64_
     if (!std::isfinite(w[q])) {  // a guard: the checks above should make this unreachable
       const PrunableParam& p = set.param(set.layer_of(first_ + static_cast<int64_t>(q)));
       throw NumericalError(name() + ": the OBS update made weight " +
-                  std::to_string(first_ + static_cast<int64_t>(q) - p.offset) + " of '" + p.name +
-                  "' non-finite; the weights were left unchanged");
+                           std::to_string(first_ + static_cast<int64_t>(q) - p.offset) + " of '" +
+                           p.name + "' non-finite; the weights were left unchanged");
     }
   fisher_quadratic(before, w, *grads_, inverse_.blocks(), fisher_.damp, mask_, out.quadratic);
   if (options_.first_order) add_first_order(before, w, out);

@@ -38,16 +38,16 @@
 #include <string>
 #include <vector>
 
-#include "../error.h"
 #include "../autograd.h"
+#include "../error.h"
+#include "../parallel.h"
 #include "batch_norm_sync.h"
 #include "grad_buffer.h"
-#include "../parallel.h"
 
 namespace spruce::ops {
 namespace {
-constexpr int64_t kGrain = 1 << 15;     // elements per parallel chunk
-constexpr int64_t kLongPlane = 64;      // planes at least this long are walked per channel
+constexpr int64_t kGrain = 1 << 15;  // elements per parallel chunk
+constexpr int64_t kLongPlane = 64;   // planes at least this long are walked per channel
 
 /// Channels per parallel chunk so that a chunk holds about kGrain elements.
 int64_t channel_grain(int64_t per_channel) {
@@ -56,9 +56,8 @@ int64_t channel_grain(int64_t per_channel) {
 
 void check_channel_vector(const char* what, const Tensor& t, int64_t C) {
   if (t.defined() && (t.dim() != 1 || t.size(0) != C))
-    throw UsageError(std::string("batch_norm: ") + what + " " + shape_str(t.shape()) +
-                                " for " + std::to_string(C) + " channels, expected [" +
-                                std::to_string(C) + "]");
+    throw UsageError(std::string("batch_norm: ") + what + " " + shape_str(t.shape()) + " for " +
+                     std::to_string(C) + " channels, expected [" + std::to_string(C) + "]");
 }
 
 /// Per-channel values repeated S times: channel c of [c0, c0 + width) fills
@@ -203,8 +202,8 @@ void grad_sums(const float* g, const float* x, const float* z, const std::vector
       }
     return;
   }
-  const std::vector<double> mu = expand(
-      std::vector<double>(mean.begin() + c0, mean.begin() + c1), S);
+  const std::vector<double> mu =
+      expand(std::vector<double>(mean.begin() + c0, mean.begin() + c1), S);
   const int64_t L = (c1 - c0) * S;
   std::vector<double> a(static_cast<size_t>(L), 0.0), b(static_cast<size_t>(L), 0.0);
   double* __restrict pa = a.data();
@@ -274,8 +273,7 @@ void grad_input(const float* g, const float* x, const float* z, int64_t N, int64
   const int64_t width = static_cast<int64_t>(A.size());
   if (S >= kLongPlane) {
     for (int64_t i = 0; i < width; ++i)
-      for (int64_t n = 0; n < N; ++n)
-        row((n * C + c0 + i) * S, S, &A[i], &B[i], &K[i], &mu[i], 0);
+      for (int64_t n = 0; n < N; ++n) row((n * C + c0 + i) * S, S, &A[i], &B[i], &K[i], &mu[i], 0);
     return;
   }
   const auto Ae = expand(A, S), Be = expand(B, S), Ke = expand(K, S), Me = expand(mu, S);
@@ -290,8 +288,8 @@ struct BatchNormBackward {
   int64_t N = 0, C = 0, S = 0, M = 0;
   bool training = true;
   std::vector<double> mean, invstd;  // [C]
-  int64_t M_stat = 0;                // values behind the statistics: M, or all ranks' when synchronized
-  BatchNormSync sync{};              // comm == nullptr: not synchronized
+  int64_t M_stat = 0;    // values behind the statistics: M, or all ranks' when synchronized
+  BatchNormSync sync{};  // comm == nullptr: not synchronized
 
   void operator()(const Tensor&, const Tensor& d_out, std::vector<Tensor>& in) const {
     run(d_out, nullptr, in);
@@ -384,7 +382,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
                   Tensor& running_var, const BatchNormOptions& options) {
   if (x.dim() < 2)
     throw UsageError("batch_norm: input " + shape_str(x.shape()) +
-                                ", expected [N, C, H, W] or [N, C]");
+                     ", expected [N, C, H, W] or [N, C]");
   const int64_t N = x.size(0), C = x.size(1);
   int64_t S = 1;  // spatial size: every dimension after C
   for (int64_t d = 2; d < x.dim(); ++d) S *= x.size(d);
@@ -397,9 +395,8 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
     throw UsageError(
         "batch_norm: running_mean and running_var must both be given or both be absent");
   if (options.training && M <= 1)
-    throw UsageError(
-        "batch_norm: expected more than 1 value per channel in training, got input " +
-        shape_str(x.shape()));
+    throw UsageError("batch_norm: expected more than 1 value per channel in training, got input " +
+                     shape_str(x.shape()));
   if (!options.training && !running_mean.defined())
     throw UsageError("batch_norm: eval mode needs running_mean and running_var");
 

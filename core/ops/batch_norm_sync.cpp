@@ -13,8 +13,8 @@ const BatchNormSync* g_active = nullptr;  // main thread only
 
 SyncBatchNorm::SyncBatchNorm(Communicator& comm, int64_t local, int64_t whole) {
   if (local < 1 || whole < local)
-    throw UsageError("SyncBatchNorm: " + std::to_string(local) + " of " +
-                                std::to_string(whole) + " samples, expected 1 <= local <= whole");
+    throw UsageError("SyncBatchNorm: " + std::to_string(local) + " of " + std::to_string(whole) +
+                     " samples, expected 1 <= local <= whole");
   if (g_active != nullptr)
     throw UsageError("SyncBatchNorm: a synchronization context is already active");
   context_ = {&comm, static_cast<double>(local) / static_cast<double>(whole)};

@@ -25,8 +25,8 @@
 #include <utility>
 #include <vector>
 
-#include "../error.h"
 #include "../autograd.h"
+#include "../error.h"
 #include "../parallel.h"
 #include "conv2d_depthwise.h"
 #include "conv2d_direct.h"
@@ -47,12 +47,11 @@ namespace {
 ConvGeometry check_shapes(const Tensor& x, const Tensor& weight, const Tensor& bias,
                           const Conv2dOptions& o) {
   auto fail = [&](const std::string& what) {
-    throw UsageError("conv2d: " + what + " (input " + shape_str(x.shape()) +
-                                ", weight " + shape_str(weight.shape()) + ", bias " +
-                                (bias.defined() ? shape_str(bias.shape()) : "none") + ", stride " +
-                                std::to_string(o.stride) + ", padding " +
-                                std::to_string(o.padding) + ", groups " + std::to_string(o.groups) +
-                                ")");
+    throw UsageError("conv2d: " + what + " (input " + shape_str(x.shape()) + ", weight " +
+                     shape_str(weight.shape()) + ", bias " +
+                     (bias.defined() ? shape_str(bias.shape()) : "none") + ", stride " +
+                     std::to_string(o.stride) + ", padding " + std::to_string(o.padding) +
+                     ", groups " + std::to_string(o.groups) + ")");
   };
   if (!x.defined() || !weight.defined()) fail("input and weight must be defined");
   if (x.dim() != 4) fail("input must be [N, C, H, W]");
@@ -258,8 +257,8 @@ Tensor conv2d_fused(const Tensor& x, const Tensor& weight, const ConvEpilogue& e
   const Tensor& shift = epilogue.shift;
   const Tensor& residual = epilogue.residual;
   auto fail = [&](const std::string& what) {
-    throw UsageError("conv2d_fused: " + what + " (input " + shape_str(x.shape()) +
-                                ", weight " + shape_str(weight.shape()) + ")");
+    throw UsageError("conv2d_fused: " + what + " (input " + shape_str(x.shape()) + ", weight " +
+                     shape_str(weight.shape()) + ")");
   };
   for (const Tensor* t : {&scale, &shift})
     if (t->defined() && (t->dim() != 1 || t->size(0) != g.OC))

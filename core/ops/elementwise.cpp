@@ -7,12 +7,11 @@
 // fresh gradient it assigns, into an existing one it adds.
 #include "elementwise.h"
 
-
-#include "../error.h"
 #include "../autograd.h"
+#include "../error.h"
+#include "../parallel.h"
 #include "batch_norm.h"
 #include "grad_buffer.h"
-#include "../parallel.h"
 
 namespace spruce::ops {
 namespace {
@@ -21,7 +20,7 @@ constexpr int64_t kGrain = 1 << 15;
 void check_same_shape(const char* op, const Tensor& a, const Tensor& b) {
   if (a.shape() != b.shape())
     throw UsageError(std::string(op) + ": shapes " + shape_str(a.shape()) + " and " +
-                                shape_str(b.shape()) + " differ");
+                     shape_str(b.shape()) + " differ");
 }
 
 /// out[i] = f(a[i], b[i]) over n elements, in parallel.
@@ -106,7 +105,8 @@ Tensor relu(const Tensor& x) {
   // After a batch norm, one fused node differentiates both (batch_norm.cpp).
   if (Tensor fused = relu_of_batch_norm(x); fused.defined()) return fused;
   Tensor out = Tensor::empty(x.shape());
-  map2(out.numel(), x.data(), x.data(), out.data(), [](float v, float) { return v > 0.f ? v : 0.f; });
+  map2(out.numel(), x.data(), x.data(), out.data(),
+       [](float v, float) { return v > 0.f ? v : 0.f; });
   // The output is enough: x > 0 exactly where out > 0. A select, not a
   // branch: it vectorises, and the signs are unpredictable.
   record(out, "relu", {x}, [](const Tensor& out, const Tensor& d_out, std::vector<Tensor>& in) {

@@ -4,8 +4,8 @@
 #include <cmath>
 #include <vector>
 
-#include "../error.h"
 #include "../autograd.h"
+#include "../error.h"
 
 namespace spruce::ops {
 
@@ -15,7 +15,7 @@ Tensor cross_entropy(const Tensor& logits, std::span<const int32_t> labels) {
   const int64_t N = logits.size(0), C = logits.size(1);
   if (static_cast<int64_t>(labels.size()) != N)
     throw UsageError("cross_entropy: " + std::to_string(labels.size()) + " labels for " +
-                                std::to_string(N) + " rows");
+                     std::to_string(N) + " rows");
   if (N == 0) throw UsageError("cross_entropy: empty batch");
   // Softmax probabilities are kept for the backward: d z = (p - onehot) / N.
   auto probs = std::make_shared<std::vector<float>>(static_cast<size_t>(N * C));
@@ -25,7 +25,7 @@ Tensor cross_entropy(const Tensor& logits, std::span<const int32_t> labels) {
   for (int64_t n = 0; n < N; ++n) {
     if (y[n] < 0 || y[n] >= C)
       throw UsageError("cross_entropy: label " + std::to_string(y[n]) + " outside [0, " +
-                                  std::to_string(C) + ")");
+                       std::to_string(C) + ")");
     const float* row = z + n * C;
     float mx = row[0];
     for (int64_t c = 1; c < C; ++c) mx = std::max(mx, row[c]);
@@ -37,15 +37,16 @@ Tensor cross_entropy(const Tensor& logits, std::span<const int32_t> labels) {
     total += log_s - static_cast<double>(row[y[n]] - mx);
   }
   Tensor out = Tensor::full({}, static_cast<float>(total / static_cast<double>(N)));
-  record(out, "cross_entropy", {logits},
-         [probs, y = std::move(y), N, C](const Tensor&, const Tensor& d_out, std::vector<Tensor>& in) {
-           const float g = d_out.item() / static_cast<float>(N);
-           float* d = in[0].grad_or_zeros().data();
-           for (int64_t n = 0; n < N; ++n) {
-             for (int64_t c = 0; c < C; ++c) d[n * C + c] += g * (*probs)[n * C + c];
-             d[n * C + y[n]] -= g;
-           }
-         });
+  record(
+      out, "cross_entropy", {logits},
+      [probs, y = std::move(y), N, C](const Tensor&, const Tensor& d_out, std::vector<Tensor>& in) {
+        const float g = d_out.item() / static_cast<float>(N);
+        float* d = in[0].grad_or_zeros().data();
+        for (int64_t n = 0; n < N; ++n) {
+          for (int64_t c = 0; c < C; ++c) d[n * C + c] += g * (*probs)[n * C + c];
+          d[n * C + y[n]] -= g;
+        }
+      });
   return out;
 }
 

@@ -1,9 +1,8 @@
 // matmul and linear on ops::sgemm (row-major, split over spruce's threads).
 #include "matmul.h"
 
-
-#include "../error.h"
 #include "../autograd.h"
+#include "../error.h"
 #include "gemm.h"
 #include "mac_counter.h"
 
@@ -15,27 +14,27 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
   count_macs(M * K * N);
   Tensor out = Tensor::empty({M, N});
-  sgemm(false, false, M, N, K, 1.f, a.data(), K, b.data(), N,
-              0.f, out.data(), N);
-  record(out, "matmul", {a, b}, [M, K, N](const Tensor&, const Tensor& d_out, std::vector<Tensor>& in) {
-    if (in[0].requires_grad())  // d a [M, K] += d_out [M, N] @ b^T
-      sgemm(false, true, M, K, N, 1.f, d_out.data(), N,
-                  in[1].data(), N, 1.f, in[0].grad_or_zeros().data(), K);
-    if (in[1].requires_grad())  // d b [K, N] += a^T @ d_out
-      sgemm(true, false, K, N, M, 1.f, in[0].data(), K,
-                  d_out.data(), N, 1.f, in[1].grad_or_zeros().data(), N);
-  });
+  sgemm(false, false, M, N, K, 1.f, a.data(), K, b.data(), N, 0.f, out.data(), N);
+  record(out, "matmul", {a, b},
+         [M, K, N](const Tensor&, const Tensor& d_out, std::vector<Tensor>& in) {
+           if (in[0].requires_grad())  // d a [M, K] += d_out [M, N] @ b^T
+             sgemm(false, true, M, K, N, 1.f, d_out.data(), N, in[1].data(), N, 1.f,
+                   in[0].grad_or_zeros().data(), K);
+           if (in[1].requires_grad())  // d b [K, N] += a^T @ d_out
+             sgemm(true, false, K, N, M, 1.f, in[0].data(), K, d_out.data(), N, 1.f,
+                   in[1].grad_or_zeros().data(), N);
+         });
   return out;
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   if (x.dim() != 2 || weight.dim() != 2 || x.size(1) != weight.size(1))
     throw UsageError("linear: input " + shape_str(x.shape()) + " and weight " +
-                                shape_str(weight.shape()));
+                     shape_str(weight.shape()));
   const int64_t N = x.size(0), In = x.size(1), Out = weight.size(0);
   if (bias.defined() && (bias.dim() != 1 || bias.size(0) != Out))
-    throw UsageError("linear: bias " + shape_str(bias.shape()) + " for " +
-                                std::to_string(Out) + " outputs");
+    throw UsageError("linear: bias " + shape_str(bias.shape()) + " for " + std::to_string(Out) +
+                     " outputs");
   count_macs(N * In * Out);
   Tensor out = Tensor::empty({N, Out});
   float* po = out.data();
@@ -44,19 +43,19 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
       for (int64_t o = 0; o < Out; ++o) po[n * Out + o] = bias.data()[o];
   }
   // out [N, Out] (+)= x [N, In] @ weight^T
-  sgemm(false, true, N, Out, In, 1.f, x.data(), In,
-              weight.data(), In, bias.defined() ? 1.f : 0.f, po, Out);
+  sgemm(false, true, N, Out, In, 1.f, x.data(), In, weight.data(), In, bias.defined() ? 1.f : 0.f,
+        po, Out);
   std::vector<Tensor> inputs{x, weight};
   if (bias.defined()) inputs.push_back(bias);
   record(out, "linear", std::move(inputs),
          [N, In, Out](const Tensor&, const Tensor& d_out, std::vector<Tensor>& in) {
            const float* g = d_out.data();
            if (in[0].requires_grad())  // d x [N, In] += d_out @ weight
-             sgemm(false, false, N, In, Out, 1.f, g, Out,
-                         in[1].data(), In, 1.f, in[0].grad_or_zeros().data(), In);
+             sgemm(false, false, N, In, Out, 1.f, g, Out, in[1].data(), In, 1.f,
+                   in[0].grad_or_zeros().data(), In);
            if (in[1].requires_grad())  // d weight [Out, In] += d_out^T @ x
-             sgemm(true, false, Out, In, N, 1.f, g, Out,
-                         in[0].data(), In, 1.f, in[1].grad_or_zeros().data(), In);
+             sgemm(true, false, Out, In, N, 1.f, g, Out, in[0].data(), In, 1.f,
+                   in[1].grad_or_zeros().data(), In);
            if (in.size() > 2 && in[2].requires_grad()) {
              float* db = in[2].grad_or_zeros().data();
              for (int64_t n = 0; n < N; ++n)

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "../error.h"
 #include "../autograd.h"
+#include "../error.h"
 #include "../parallel.h"
 
 namespace spruce::ops {
@@ -41,20 +41,19 @@ struct PoolGeometry {
 PoolGeometry geometry(const char* op, const Tensor& x, const Pool2dOptions& o) {
   if (x.dim() != 4)
     throw UsageError(std::string(op) + ": input " + shape_str(x.shape()) +
-                                ", expected [N, C, H, W]");
+                     ", expected [N, C, H, W]");
   if (o.kernel < 1 || o.stride < 1 || o.padding < 0 || 2 * o.padding > o.kernel)
-    throw UsageError(std::string(op) + ": kernel " + std::to_string(o.kernel) +
-                                ", stride " + std::to_string(o.stride) + ", padding " +
-                                std::to_string(o.padding) +
-                                "; need kernel >= 1, stride >= 1 and 0 <= padding <= kernel / 2");
+    throw UsageError(std::string(op) + ": kernel " + std::to_string(o.kernel) + ", stride " +
+                     std::to_string(o.stride) + ", padding " + std::to_string(o.padding) +
+                     "; need kernel >= 1, stride >= 1 and 0 <= padding <= kernel / 2");
   const int64_t H = x.size(2), W = x.size(3);
   if (H < 1 || W < 1 || H + 2 * o.padding < o.kernel || W + 2 * o.padding < o.kernel)
     throw UsageError(std::string(op) + ": input " + shape_str(x.shape()) +
-                                " is empty or smaller than the kernel " + std::to_string(o.kernel) +
-                                " with padding " + std::to_string(o.padding));
+                     " is empty or smaller than the kernel " + std::to_string(o.kernel) +
+                     " with padding " + std::to_string(o.padding));
   if (H * W > std::numeric_limits<int32_t>::max())
     throw UsageError(std::string(op) + ": plane of " + shape_str(x.shape()) +
-                                " too large for 32-bit argmax indices");
+                     " too large for 32-bit argmax indices");
   return {x.size(0) * x.size(1),
           H,
           W,
@@ -165,10 +164,9 @@ Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options) {
 Tensor global_avg_pool2d(const Tensor& x) {
   if (x.dim() != 4)
     throw UsageError("global_avg_pool2d: input " + shape_str(x.shape()) +
-                                ", expected [N, C, H, W]");
+                     ", expected [N, C, H, W]");
   const int64_t planes = x.size(0) * x.size(1), HW = x.size(2) * x.size(3);
-  if (HW == 0)
-    throw UsageError("global_avg_pool2d: empty plane in " + shape_str(x.shape()));
+  if (HW == 0) throw UsageError("global_avg_pool2d: empty plane in " + shape_str(x.shape()));
   Tensor out = Tensor::empty({x.size(0), x.size(1)});
   const float* px = x.data();
   float* po = out.data();

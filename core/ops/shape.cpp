@@ -1,9 +1,8 @@
 // Reshape and flatten: views of the same storage; the gradient is reshaped back.
 #include "shape.h"
 
-
-#include "../error.h"
 #include "../autograd.h"
+#include "../error.h"
 
 namespace spruce::ops {
 

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "../error.h"
 #include "../autograd.h"
+#include "../error.h"
 #include "../parallel.h"
 
 namespace spruce::ops {
@@ -20,13 +20,12 @@ constexpr int64_t kGrain = 1 << 15;  // output elements per parallel chunk
 
 Tensor shortcut_pad(const Tensor& x, int64_t out_channels) {
   if (x.dim() != 4)
-    throw UsageError("shortcut_pad: input " + shape_str(x.shape()) +
-                                ", expected [N, C, H, W]");
+    throw UsageError("shortcut_pad: input " + shape_str(x.shape()) + ", expected [N, C, H, W]");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   if (out_channels < C || (out_channels - C) % 2 != 0)
-    throw UsageError("shortcut_pad: " + std::to_string(out_channels) +
-                                " output channels for " + std::to_string(C) +
-                                " input channels; need out_channels >= C with an even difference");
+    throw UsageError("shortcut_pad: " + std::to_string(out_channels) + " output channels for " +
+                     std::to_string(C) +
+                     " input channels; need out_channels >= C with an even difference");
   const int64_t pad = (out_channels - C) / 2;
   const int64_t Ho = (H + 1) / 2, Wo = (W + 1) / 2;  // rows/cols 0, 2, 4, ... of H/W
   const int64_t in_plane = H * W, out_plane = Ho * Wo;

@@ -27,8 +27,8 @@
 #include <string>
 #include <vector>
 
-#include "../error.h"
 #include "../autograd.h"
+#include "../error.h"
 #include "../parallel.h"
 #include "mac_counter.h"
 #include "sparse_spmm.h"
@@ -126,7 +126,7 @@ Tensor sparse_conv2d_fused(const Tensor& x, const Tensor& weight, const Tensor& 
                            const Conv2dOptions& options) {
   auto fail = [&](const std::string& what) {
     throw UsageError("sparse_conv2d_fused: " + what + " (input " + shape_str(x.shape()) +
-                                ", weight " + shape_str(weight.shape()) + ")");
+                     ", weight " + shape_str(weight.shape()) + ")");
   };
   if (x.dim() != 4 || weight.dim() != 4) fail("input and weight must be 4-D");
   if (options.groups != 1) fail("groups must be 1");
@@ -225,8 +225,8 @@ Tensor sparse_conv2d_fused(const Tensor& x, const Tensor& weight, const Tensor& 
 Tensor sparse_linear(const Tensor& x, const Tensor& weight, const Tensor& multiplier,
                      SparseWeightCache& cache, const Tensor& bias) {
   auto fail = [&](const std::string& what) {
-    throw UsageError("sparse_linear: " + what + " (input " + shape_str(x.shape()) +
-                                ", weight " + shape_str(weight.shape()) + ")");
+    throw UsageError("sparse_linear: " + what + " (input " + shape_str(x.shape()) + ", weight " +
+                     shape_str(weight.shape()) + ")");
   };
   if (x.dim() != 2 || weight.dim() != 2) fail("input and weight must be 2-D");
   const int64_t N = x.size(0), IN = x.size(1), OUT = weight.size(0);

@@ -221,8 +221,8 @@ SimdPath active_path() {
 
 void force_path(std::optional<SimdPath> path) {
   if (path && !path_supported(*path))
-    throw UsageError(std::string("sparse kernels: this CPU cannot run the ") +
-                                path_name(*path) + " path");
+    throw UsageError(std::string("sparse kernels: this CPU cannot run the ") + path_name(*path) +
+                     " path");
   g_forced.store(path ? static_cast<int>(*path) : -1);
 }
 

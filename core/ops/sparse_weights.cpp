@@ -23,8 +23,8 @@ double SparseRows::density() const {
 SparseRows compress_rows(const Tensor& weight, const Tensor& multiplier) {
   if (weight.dim() < 1) throw UsageError("compress_rows: weight must have a dimension");
   if (multiplier.defined() && multiplier.numel() != weight.numel())
-    throw UsageError("compress_rows: multiplier " + shape_str(multiplier.shape()) +
-                                " for weight " + shape_str(weight.shape()));
+    throw UsageError("compress_rows: multiplier " + shape_str(multiplier.shape()) + " for weight " +
+                     shape_str(weight.shape()));
   SparseRows r;
   r.rows = weight.size(0);
   r.cols = r.rows == 0 ? 0 : weight.numel() / r.rows;

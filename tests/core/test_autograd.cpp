@@ -24,10 +24,10 @@ TEST_CASE("a reused tensor accumulates gradients from every use") {
 
 TEST_CASE("diamond graph: each node runs once, after all its consumers") {
   Tensor x = Tensor::from_data({1}, {2.f}).set_requires_grad(true);
-  Tensor a = ops::scale(x, 3.f);                  // 3x
-  Tensor b = ops::mul(a, a);                      // 9x^2
-  Tensor c = ops::add(b, a);                      // 9x^2 + 3x
-  ops::sum(c).backward();                         // d/dx = 18x + 3 = 39
+  Tensor a = ops::scale(x, 3.f);  // 3x
+  Tensor b = ops::mul(a, a);      // 9x^2
+  Tensor c = ops::add(b, a);      // 9x^2 + 3x
+  ops::sum(c).backward();         // d/dx = 18x + 3 = 39
   CHECK(x.grad().item() == doctest::Approx(39.f));
 }
 

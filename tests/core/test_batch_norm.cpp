@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
 #include "core/autograd.h"
+#include "core/error.h"
 #include "core/gradcheck.h"
 #include "core/ops/batch_norm.h"
 #include "core/ops/elementwise.h"
@@ -251,15 +251,12 @@ TEST_CASE("batch_norm validates shapes and refuses a single value per channel in
   Tensor none;
   CHECK_THROWS_AS(ops::batch_norm(Tensor::zeros({4, 3, 2, 2}), Tensor::ones({2}), none, rm, rv, {}),
                   UsageError);
-  CHECK_THROWS_AS(ops::batch_norm(Tensor::zeros({1, 2}), none, none, rm, rv, {}),
-                  UsageError);
-  CHECK_THROWS_AS(ops::batch_norm(Tensor::zeros({4}), none, none, rm, rv, {}),
-                  UsageError);
+  CHECK_THROWS_AS(ops::batch_norm(Tensor::zeros({1, 2}), none, none, rm, rv, {}), UsageError);
+  CHECK_THROWS_AS(ops::batch_norm(Tensor::zeros({4}), none, none, rm, rv, {}), UsageError);
   ops::BatchNormOptions eval;
   eval.training = false;
   CHECK(ops::batch_norm(Tensor::ones({1, 2}), none, none, rm, rv, eval).numel() == 2);
-  CHECK_THROWS_AS(ops::batch_norm(Tensor::ones({1, 2}), none, none, none, none, eval),
-                  UsageError);
+  CHECK_THROWS_AS(ops::batch_norm(Tensor::ones({1, 2}), none, none, none, none, eval), UsageError);
 }
 
 TEST_CASE("batch_norm forward and backward are bit-identical for 1 and 2 threads") {

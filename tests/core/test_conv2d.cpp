@@ -31,8 +31,8 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
 #include "core/autograd.h"
+#include "core/error.h"
 #include "core/gradcheck.h"
 #include "core/ops/conv2d.h"
 #include "core/ops/conv2d_direct.h"
@@ -388,8 +388,7 @@ TEST_CASE("conv2d rejects inconsistent shapes with a clear message") {
   CHECK_THROWS_AS(conv({4, 4, 7, 7}, {}, {}), UsageError);             // kernel too big
   CHECK_THROWS_AS(conv({4, 4, 3, 3}, {}, {.stride = 0}), UsageError);
   CHECK_THROWS_AS(conv({4, 4, 3, 3}, {}, {.padding = -1}), UsageError);
-  CHECK_THROWS_AS(ops::conv2d(Tensor::zeros({4, 5, 5}), Tensor::zeros({4, 4, 3, 3})),
-                  UsageError);
+  CHECK_THROWS_AS(ops::conv2d(Tensor::zeros({4, 5, 5}), Tensor::zeros({4, 4, 3, 3})), UsageError);
   CHECK_THROWS_AS(ops::conv2d(x, Tensor::zeros({4, 4, 3})), UsageError);
   try {
     conv({3, 3, 3, 3}, {}, {});

@@ -16,8 +16,8 @@
 #include <sstream>
 #include <string>
 
-#include "core/error.h"
 #include "core/autograd.h"
+#include "core/error.h"
 #include "core/ops/batch_norm.h"
 #include "core/ops/conv2d.h"
 #include "core/ops/elementwise.h"
@@ -173,8 +173,7 @@ TEST_CASE("conv2d_fused records no graph and checks its shapes") {
     const Tensor out = ops::conv2d_fused(x, w, {.relu = true}, o);
     CHECK(out.shape() == Shape{2, 8, 6, 6});
     CHECK_FALSE(out.requires_grad());
-    CHECK_THROWS_AS(ops::conv2d_fused(x, w, {.scale = Tensor::ones({7})}, o),
-                    UsageError);
+    CHECK_THROWS_AS(ops::conv2d_fused(x, w, {.scale = Tensor::ones({7})}, o), UsageError);
     CHECK_THROWS_AS(ops::conv2d_fused(x, w, {.residual = Tensor::zeros({2, 8, 5, 6})}, o),
                     UsageError);
   }

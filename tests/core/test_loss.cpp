@@ -20,7 +20,8 @@ TEST_CASE("cross-entropy known values") {
   std::vector<int32_t> y{0, 1};
   const double expected = (std::log(2.0) + std::log(1.0 + std::exp(2.0))) / 2.0;
   CHECK(ops::cross_entropy(z, y).item() == doctest::Approx(expected).epsilon(1e-6));
-  CHECK(ops::count_correct(z, y) == 1);  // row 0 ties -> class 0 (correct); row 1 -> class 0 (wrong)
+  CHECK(ops::count_correct(z, y) ==
+        1);  // row 0 ties -> class 0 (correct); row 1 -> class 0 (wrong)
 }
 
 TEST_CASE("cross-entropy is stable for huge logits") {
@@ -37,7 +38,8 @@ TEST_CASE("cross-entropy gradient and label validation") {
   Generator g(9);
   std::vector<int32_t> y{0, 2, 1, 2};
   Tensor z = Tensor::randn({4, 3}, g).set_requires_grad(true);
-  auto r = grad_check([&](const std::vector<Tensor>& in) { return ops::cross_entropy(in[0], y); }, {z}, o);
+  auto r = grad_check([&](const std::vector<Tensor>& in) { return ops::cross_entropy(in[0], y); },
+                      {z}, o);
   INFO(r.message);
   CHECK(r.ok);
   std::vector<int32_t> bad{0, 3, 1, 2};

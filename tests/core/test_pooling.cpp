@@ -12,8 +12,8 @@
 #include <numeric>
 #include <vector>
 
-#include "core/error.h"
 #include "core/autograd.h"
+#include "core/error.h"
 #include "core/gradcheck.h"
 #include "core/ops/pooling.h"
 #include "core/random.h"

@@ -12,8 +12,8 @@
 #include <stdexcept>
 #include <vector>
 
-#include "core/error.h"
 #include "core/autograd.h"
+#include "core/error.h"
 #include "layers/batch_norm2d.h"
 #include "layers/batch_norm_recalibration.h"
 #include "layers/conv2d.h"
@@ -194,8 +194,7 @@ TEST_CASE("recalibrate_batch_norm with 0 batches changes nothing; negative throw
   CHECK_FALSE(called);
   CHECK(m.bn1->running_mean().at(0) == 5.f);
   CHECK(m.bn1->running_var().at(1) == 0.01f);
-  CHECK_THROWS_AS(recalibrate_batch_norm(m.seq, -1, [] { return Tensor(); }),
-                  UsageError);
+  CHECK_THROWS_AS(recalibrate_batch_norm(m.seq, -1, [] { return Tensor(); }), UsageError);
 }
 
 TEST_CASE("recalibrate_batch_norm restores momentum and modes when the batch source throws") {

@@ -66,7 +66,8 @@ TEST_CASE("MobileNetV1 parameter names and shapes") {
   CHECK(net->buffer("layers.12.bn2.running_var").shape() == Shape{1024});
   CHECK(net->parameter("linear.weight").shape() == Shape{10, 1024});
   CHECK(net->parameter("linear.bias").shape() == Shape{10});
-  CHECK_THROWS_AS(net->parameter("layers.0.conv1.bias"), UsageError);  // convs before BN have no bias
+  CHECK_THROWS_AS(net->parameter("layers.0.conv1.bias"),
+                  UsageError);  // convs before BN have no bias
   const NamedTensors state = net->state_dict();
   CHECK(state[0].first == "conv1.weight");
   CHECK(state[6].first == "layers.0.conv1.weight");

@@ -14,8 +14,8 @@
 #include <memory>
 #include <vector>
 
-#include "core/error.h"
 #include "core/communicator.h"
+#include "core/error.h"
 #include "core/random.h"
 #include "pruning/diag_fisher_pruner.h"
 #include "pruning/distributed_fisher.h"

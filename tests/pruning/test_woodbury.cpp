@@ -165,8 +165,8 @@ TEST_CASE("relative damping: block b is damped with λ + r · mean of its Fisher
   const GradientBank bank = random_bank(12, 9, 21);
   const double damp = 1e-3, r = 0.1;
   // One block per layer: the direct inverse with the λ_b computed here.
-  const BlockInverse inv = block_fisher_inverse(bank, make_blocks(layers, 100),
-                                                {damp, InverseMethod::Direct, 32, r});
+  const BlockInverse inv =
+      block_fisher_inverse(bank, make_blocks(layers, 100), {damp, InverseMethod::Direct, 32, r});
   for (int64_t b = 0; b < 2; ++b) {
     const Block blk = inv.blocks()[b];
     double mean = 0.0;
@@ -175,9 +175,9 @@ TEST_CASE("relative damping: block b is damped with λ + r · mean of its Fisher
     mean /= static_cast<double>(bank.rows() * blk.size());
     CAPTURE(b);
     CHECK(inv.block_damp(b) == doctest::Approx(damp + r * mean).epsilon(1e-9));
-    const ref::Mat want = ref::inverse(
-        ref::fisher(bank.data(), bank.rows(), bank.dim(), blk.begin, blk.size(), damp + r * mean, {}),
-        blk.size());
+    const ref::Mat want = ref::inverse(ref::fisher(bank.data(), bank.rows(), bank.dim(), blk.begin,
+                                                   blk.size(), damp + r * mean, {}),
+                                       blk.size());
     const std::vector<float> got = inv.dense(b);
     CHECK(ref::max_rel_err(got.data(), want.data(), blk.size() * blk.size()) < 1e-4);
   }
