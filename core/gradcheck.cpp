@@ -75,7 +75,8 @@ GradCheckResult grad_check(const std::function<Tensor(const std::vector<Tensor>&
       const double err = std::abs(numeric - ana);
       result.max_abs_error = std::max(result.max_abs_error, err);
       ++result.checked;
-      if (err > options.atol + options.rtol * std::max(std::abs(numeric), std::abs(ana)) && result.ok) {
+      if (err > options.atol + options.rtol * std::max(std::abs(numeric), std::abs(ana)) &&
+          result.ok) {
         result.ok = false;
         std::ostringstream os;
         os << "input " << k << " " << shape_str(x.shape()) << " element " << i << ": numeric "

@@ -18,11 +18,11 @@
 namespace spruce {
 
 struct GradCheckOptions {
-  float eps = 1e-2f;          // step of the central difference
-  double atol = 1e-3;         // pass when |num - ana| <= atol + rtol * max(|num|, |ana|)
+  float eps = 1e-2f;   // step of the central difference
+  double atol = 1e-3;  // pass when |num - ana| <= atol + rtol * max(|num|, |ana|)
   double rtol = 1e-2;
-  int64_t max_samples = 64;   // elements checked per input (all if fewer)
-  uint64_t seed = 1234;       // for r and for the sampled elements
+  int64_t max_samples = 64;  // elements checked per input (all if fewer)
+  uint64_t seed = 1234;      // for r and for the sampled elements
   /// Skip an element when the function is not smooth within eps of it
   /// (e.g. a ReLU kink or a max-pool tie): detected when the two one-sided
   /// differences disagree by more than this fraction (<= 0 disables).
@@ -32,9 +32,9 @@ struct GradCheckOptions {
 struct GradCheckResult {
   bool ok = true;
   int64_t checked = 0;
-  int64_t skipped = 0;       // elements skipped as kinks
+  int64_t skipped = 0;  // elements skipped as kinks
   double max_abs_error = 0;
-  std::string message;       // first failure: input, element, numeric vs analytic
+  std::string message;  // first failure: input, element, numeric vs analytic
 };
 
 /// `f` maps the inputs to an output tensor; inputs with requires_grad() are checked.

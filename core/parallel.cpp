@@ -141,7 +141,7 @@ Pool& pool() {
   return p;
 }
 
-int g_threads = 0;  // 0 = not yet initialised
+int g_threads = 0;                            // 0 = not yet initialised
 thread_local bool t_inside_parallel = false;  // nested calls run serially
 
 void ensure_init() {
@@ -185,7 +185,8 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain,
   if (end <= begin) return;
   const int64_t n = end - begin;
   const int threads = num_threads();
-  int64_t chunks = std::min<int64_t>(threads, (n + std::max<int64_t>(grain, 1) - 1) / std::max<int64_t>(grain, 1));
+  int64_t chunks = std::min<int64_t>(
+      threads, (n + std::max<int64_t>(grain, 1) - 1) / std::max<int64_t>(grain, 1));
   if (chunks <= 1 || t_inside_parallel) {
     fn(begin, end);
     return;

@@ -315,9 +315,9 @@ std::optional<Batch> DataLoader::next() {
     }
     // The job owns copies of everything it reads, so it never touches *this.
     prefetcher_->submit(
-        {e, b}, [dataset = dataset_, order = order_for(e), size = options_.batch_size,
-                 seed = options_.seed, transforms = options_.transforms, e, b,
-                 part = options_.shard, parts = options_.shards] {
+        {e, b},
+        [dataset = dataset_, order = order_for(e), size = options_.batch_size, seed = options_.seed,
+         transforms = options_.transforms, e, b, part = options_.shard, parts = options_.shards] {
           return build_batch(*dataset, size, seed, transforms, *order, e, b, part, parts);
         });
   }

@@ -48,8 +48,8 @@
 
 #include "core/autograd.h"
 #include "core/error.h"
-#include "core/ops/loss.h"
 #include "core/ops/gemm.h"
+#include "core/ops/loss.h"
 #include "core/ops/mac_counter.h"
 #include "core/parallel.h"
 #include "core/random.h"
@@ -59,8 +59,8 @@
 #include "pruning/fisher_gradients.h"
 #include "pruning/model_pruning.h"
 #include "pruning/woodbury.h"
-#include "tools/common/args.h"
 #include "tools/bench_sparse.h"
+#include "tools/common/args.h"
 #include "tools/common/json.h"
 #include "tools/common/report.h"
 
@@ -86,7 +86,8 @@ struct Stat {
   double med = NAN, lo = NAN, hi = NAN;
   static Stat of(const std::vector<double>& v) {
     if (v.empty()) return {};
-    return {median(v), *std::min_element(v.begin(), v.end()), *std::max_element(v.begin(), v.end())};
+    return {median(v), *std::min_element(v.begin(), v.end()),
+            *std::max_element(v.begin(), v.end())};
   }
 };
 
@@ -314,8 +315,8 @@ GemmRow bench_sgemm(int64_t n, int64_t runs, int64_t warmup) {
   {
     BlasThreadsGuard all_threads;
     row.blas = time_gemm(n, runs, warmup, [&] {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.f, a.data(), n, b.data(),
-                  n, 0.f, c.data(), n);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.f, a.data(), n, b.data(), n,
+                  0.f, c.data(), n);
     });
   }
   row.pool = time_gemm(n, runs, warmup, [&] {
@@ -351,8 +352,8 @@ FisherRow bench_fisher(int64_t m, int64_t batch, int64_t runs) {
   auto collect = [&](int64_t count) {
     bank.clear();
     int64_t next = 0;
-    pruning::collect_fisher_gradients(*model, set, count,
-                                      [&] { return batches[static_cast<size_t>(next++)]; }, bank);
+    pruning::collect_fisher_gradients(
+        *model, set, count, [&] { return batches[static_cast<size_t>(next++)]; }, bank);
   };
   collect(std::min<int64_t>(5, m));  // warm-up
   std::vector<double> t;
@@ -371,8 +372,8 @@ struct WoodRow {
   int64_t c = 0, m = 0, blocks = 0, d = 0;
   Stat seconds;
   double memory_mib = 0;
-  double rank1_s = NAN;         // the rank-1 loop over every block (measured or extrapolated)
-  int64_t rank1_blocks = 0;     // blocks actually timed
+  double rank1_s = NAN;      // the rank-1 loop over every block (measured or extrapolated)
+  int64_t rank1_blocks = 0;  // blocks actually timed
   bool rank1_extrapolated = false;
 };
 
@@ -414,14 +415,13 @@ WoodRow bench_woodfisher(int64_t c, int64_t m, int64_t runs, double rank1_budget
     const size_t batch = static_cast<size_t>(num_threads());
     while (next < blocks.size() && seconds_since(t0) < rank1_budget) {
       const size_t end = std::min(blocks.size(), next + batch);
-      parallel_for(static_cast<int64_t>(next), static_cast<int64_t>(end), 1,
-                   [&](int64_t lo, int64_t hi) {
-                     for (int64_t b = lo; b < hi; ++b) {
-                       const auto& blk = blocks[static_cast<size_t>(b)];
-                       pruning::woodbury_rank1_inverse(bank.data() + blk.begin, m, blk.size(), d,
-                                                       opt.damp);
-                     }
-                   });
+      parallel_for(
+          static_cast<int64_t>(next), static_cast<int64_t>(end), 1, [&](int64_t lo, int64_t hi) {
+            for (int64_t b = lo; b < hi; ++b) {
+              const auto& blk = blocks[static_cast<size_t>(b)];
+              pruning::woodbury_rank1_inverse(bank.data() + blk.begin, m, blk.size(), d, opt.damp);
+            }
+          });
       for (size_t b = next; b < end; ++b)
         done_work += static_cast<double>(blocks[b].size()) * blocks[b].size();
       next = end;
@@ -481,7 +481,8 @@ int run(int argc, char** argv) {
   a.add_int("batch-size", &s.batch, "batch size for the model benchmarks", 1);
   a.add_string_list("models", &s.models, "models to time", models::model_names());
   a.add_string_list("shapes", &s.shapes, "input shapes CxHxW");
-  a.add_int("runs", &s.runs, "runs per figure (each model run is a fresh process); medians shown", 1);
+  a.add_int("runs", &s.runs, "runs per figure (each model run is a fresh process); medians shown",
+            1);
   a.add_int("warmup", &s.warmup, "untimed warm-up iterations per run", 0);
   a.add_int("iters", &s.iters, "timed training steps per run", 1);
   a.add_int("infer-iters", &s.infer_iters, "timed inference batches per run", 1);
@@ -492,7 +493,8 @@ int run(int argc, char** argv) {
   a.add_deprecated("batch", "batch-size");
   a.add_deprecated("fisher-m", "fisher-samples");
   a.add_deprecated("fisher-mb", "fisher-batch");
-  a.add_string_list("woodfisher", &s.woodfisher, "block inverse settings CxM (block size x gradients)");
+  a.add_string_list("woodfisher", &s.woodfisher,
+                    "block inverse settings CxM (block size x gradients)");
   a.add_int("wf-runs", &s.wf_runs, "runs per block-inverse setting", 1);
   a.add_double("rank1-budget", &s.rank1_budget,
                "seconds per setting for the rank-1 loop (extrapolated beyond; 0 = skip)", 0);
@@ -539,7 +541,8 @@ int run(int argc, char** argv) {
   if (want("models")) {
     std::printf(
         "\n## models (batch %lld; train = fwd + CE + bwd + SGD momentum/nesterov/wd + post-step;\n"
-        "##   GFLOP/s: train 3 x 2 x MACs x img/s, inference 2 x MACs x img/s; RSS: ru_maxrss after "
+        "##   GFLOP/s: train 3 x 2 x MACs x img/s, inference 2 x MACs x img/s; RSS: ru_maxrss "
+        "after "
         "training, fresh process)\n",
         static_cast<long long>(s.batch));
     std::printf("%-13s %-8s %7s %-24s %8s %7s %-26s %7s %-20s\n", "model", "input", "MMACs",
@@ -577,9 +580,10 @@ int run(int argc, char** argv) {
   }
 
   if (want("fisher")) {
-    std::printf("\n## Fisher gradient collection (ResNet-20 A, 1x28x28, eval mode, all conv + linear "
-                "weights)\n%-14s %5s %6s %-22s %s\n",
-                "kind", "m", "batch", "seconds", "ms/grad");
+    std::printf(
+        "\n## Fisher gradient collection (ResNet-20 A, 1x28x28, eval mode, all conv + linear "
+        "weights)\n%-14s %5s %6s %-22s %s\n",
+        "kind", "m", "batch", "seconds", "ms/grad");
     j["fisher"] = cli::Json::array();
     for (int64_t batch : {int64_t{1}, s.fisher_mb}) {
       const FisherRow f = bench_fisher(s.fisher_m, batch, s.runs);
@@ -595,9 +599,10 @@ int run(int argc, char** argv) {
   }
 
   if (want("woodfisher")) {
-    std::printf("\n## WoodFisher block inverse (ResNet-20 1x28x28 conv + linear weights, random "
-                "gradients, lambda 1e-5)\n%-6s %-6s %7s %-22s %9s %-s\n",
-                "c", "m", "blocks", "block_fisher_inverse s", "MiB", "rank-1 loop s");
+    std::printf(
+        "\n## WoodFisher block inverse (ResNet-20 1x28x28 conv + linear weights, random "
+        "gradients, lambda 1e-5)\n%-6s %-6s %7s %-22s %9s %-s\n",
+        "c", "m", "blocks", "block_fisher_inverse s", "MiB", "rank-1 loop s");
     j["woodfisher"] = cli::Json::array();
     for (const auto& cm : s.woodfisher) {
       const size_t x = cm.find('x');
@@ -608,9 +613,9 @@ int run(int argc, char** argv) {
       std::string r1 = "-";
       if (!std::isnan(w.rank1_s))
         r1 = fmt("%.1f", w.rank1_s) +
-             (w.rank1_extrapolated ? " (extrapolated from " + std::to_string(w.rank1_blocks) +
-                                         " blocks)"
-                                   : "");
+             (w.rank1_extrapolated
+                  ? " (extrapolated from " + std::to_string(w.rank1_blocks) + " blocks)"
+                  : "");
       std::printf("%-6lld %-6lld %7lld %-22s %9.1f %s\n", static_cast<long long>(c),
                   static_cast<long long>(m), static_cast<long long>(w.blocks),
                   cell(w.seconds, "%.2f").c_str(), w.memory_mib, r1.c_str());
@@ -643,8 +648,13 @@ int main(int argc, char** argv) {
   // one model configuration in this fresh process (see spawn_child).
   if (argc == 9 && std::string(argv[1]) == "--child") {
     return cli::run_tool("spruce-bench", [&] {
-      ChildSpec c{argv[2], argv[3], std::stoll(argv[4]), std::stoll(argv[5]),
-                  std::stoll(argv[6]), std::stoll(argv[7]), std::stoll(argv[8])};
+      ChildSpec c{argv[2],
+                  argv[3],
+                  std::stoll(argv[4]),
+                  std::stoll(argv[5]),
+                  std::stoll(argv[6]),
+                  std::stoll(argv[7]),
+                  std::stoll(argv[8])};
       return run_child(c);
     });
   }

@@ -131,7 +131,9 @@ cli::Json crossover(const SparseSettings& s) {
     Tensor w = Tensor::randn({L.OC, L.C, L.k, L.k}, gen);
     Tensor scale = Tensor::rand({L.OC}, gen, 0.5f, 1.5f), shift = Tensor::randn({L.OC}, gen);
     const ops::Conv2dOptions o{.stride = L.stride, .padding = L.pad};
-    cli::Json row = {{"layer", L.name}, {"densities", densities}, {"dense_over_sparse_time", cli::Json::array()}};
+    cli::Json row = {{"layer", L.name},
+                     {"densities", densities},
+                     {"dense_over_sparse_time", cli::Json::array()}};
     for (double density : densities) {
       Tensor u = Tensor::rand(w.shape(), gen);
       Tensor wd = w.clone();

@@ -273,16 +273,11 @@ cli::Plot print_summary(const Sweep& sw, const std::vector<pruning::PruningMetho
 /// results.csv and results.json: one row per method, sparsity and seed.
 void write_results(const Sweep& sw, const std::vector<Row>& rows, const cli::Plot& plot) {
   const Options& o = sw.o;
-  cli::Json j = {{"checkpoint", o.model_path},
-                 {"dense_top1", sw.dense.accuracy},
-                 {"dense_loss", sw.dense.loss},
-                 {"fisher_samples", o.fisher.samples},
-                 {"fisher_batch", o.fisher.batch},
-                 {"damp", o.fisher.damp},
-                 {"block_size", o.fisher.block_size},
-                 {"steps", o.steps},
-                 {"bn_recalibrate", o.bn.batches},
-                 {"bn_batch", o.bn.batch},
+  cli::Json j = {{"checkpoint", o.model_path},        {"dense_top1", sw.dense.accuracy},
+                 {"dense_loss", sw.dense.loss},       {"fisher_samples", o.fisher.samples},
+                 {"fisher_batch", o.fisher.batch},    {"damp", o.fisher.damp},
+                 {"block_size", o.fisher.block_size}, {"steps", o.steps},
+                 {"bn_recalibrate", o.bn.batches},    {"bn_batch", o.bn.batch},
                  {"results", cli::Json::array()}};
   std::string csv =
       "method,seed,target_sparsity,sparsity,top1,test_loss,loss_increase,predicted_loss_increase,"
@@ -350,7 +345,8 @@ int compare(Options& o) {
   std::fflush(stdout);
 
   // Ctrl-C or SIGTERM: finish the current result, write those done so far, exit 130/143.
-  StopOnSignal stop("spruce-compare: stopping after the current result (Ctrl-C again to quit at once)");
+  StopOnSignal stop(
+      "spruce-compare: stopping after the current result (Ctrl-C again to quit at once)");
   std::vector<Row> rows;
   for (int64_t seed : seeds) {
     auto seed_rows = run_seed(sw, methods, seed);

@@ -57,8 +57,7 @@ namespace fs = std::filesystem;
 namespace {
 
 struct Settings {
-  std::string model = "resnet20", data = "fashion-mnist", data_dir,
-              schedule = "onecycle";
+  std::string model = "resnet20", data = "fashion-mnist", data_dir, schedule = "onecycle";
   std::string out, resume, init;
   double lr = 0.1, momentum = 0.9, weight_decay = 5e-4, pct_start = 0.25, min_lr = 0.0;
   double gamma = 0.1, warmup_epochs = 0;
@@ -587,10 +586,14 @@ void Run::end_epoch() {
                 opt_->lr(), train_loss, train_acc, result.loss, result.accuracy, stats_.seconds,
                 ips, sparsity.back().sparsity());
   csv_ += row;
-  cli::Json j = {{"epoch", epoch_ + 1},       {"step", global_step_},
-                 {"lr", opt_->lr()},          {"train_loss", train_loss},
-                 {"train_acc", train_acc},    {"test_loss", result.loss},
-                 {"test_acc", result.accuracy}, {"epoch_seconds", stats_.seconds},
+  cli::Json j = {{"epoch", epoch_ + 1},
+                 {"step", global_step_},
+                 {"lr", opt_->lr()},
+                 {"train_loss", train_loss},
+                 {"train_acc", train_acc},
+                 {"test_loss", result.loss},
+                 {"test_acc", result.accuracy},
+                 {"epoch_seconds", stats_.seconds},
                  {"img_per_s", ips}};
   for (const auto& r : sparsity) j["sparsity"][r.name] = r.sparsity();
   jsonl_ += cli::json_text(j) + "\n";

@@ -246,7 +246,8 @@ float element_to_float(const uint8_t* b, const NpyDtype& dtype, const std::strin
   };
   auto exact = [&](auto v) -> float {
     const auto f = static_cast<float>(v);
-    if (static_cast<long double>(f) != static_cast<long double>(v))  // exact for 64-bit integers on x86
+    if (static_cast<long double>(f) !=
+        static_cast<long double>(v))  // exact for 64-bit integers on x86
       r.fail("element " + std::to_string(index) + " of dtype '" + descr + "' is " +
              std::to_string(v) + ", which float32 cannot hold exactly");
     return f;

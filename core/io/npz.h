@@ -14,9 +14,9 @@
 // state_dict saved with numpy has: '<f4', '<f8' (rounded to float32), '<i8'
 // (num_batches_tracked), '|b1' and '|u1' (masks); also the other integer sizes
 // and big-endian variants. Everything becomes float32; an integer float32
-// cannot hold exactly is an error, not a rounded value. Every offset, size, CRC and shape is checked against
-// the file before anything is allocated; errors are one-line FormatErrors
-// naming the file and the entry.
+// cannot hold exactly is an error, not a rounded value. Every offset, size, CRC and shape is
+// checked against the file before anything is allocated; errors are one-line FormatErrors naming
+// the file and the entry.
 #pragma once
 
 #include <string>

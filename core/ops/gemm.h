@@ -16,8 +16,7 @@ namespace spruce::ops {
 /// The split (columns of C, or rows when C is tall) depends only on the sizes
 /// and num_threads(), and every element of C is one single-threaded sum, so
 /// results are reproducible for a given thread count.
-void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
-           int64_t ldc);
+void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
 }  // namespace spruce::ops

@@ -154,9 +154,11 @@ TEST_CASE("a truncated checkpoint says so, with the sizes, rather than CRC misma
   CHECK(error_message<FormatError>([&] { load_checkpoint(p); }) ==
         p + ": truncated: expected at least 24" + has + "20");
   // Cut in the middle: a lower bound.
-  write_bytes(p, std::vector<uint8_t>(full.begin(), full.begin() + static_cast<long>(full.size() / 2)));
-  CHECK(error_message<FormatError>([&] { load_checkpoint(p); }).find(": truncated: expected at least ") !=
-        std::string::npos);
+  write_bytes(
+      p, std::vector<uint8_t>(full.begin(), full.begin() + static_cast<long>(full.size() / 2)));
+  CHECK(error_message<FormatError>([&] {
+          load_checkpoint(p);
+        }).find(": truncated: expected at least ") != std::string::npos);
 }
 
 TEST_CASE("a flipped payload byte is a CRC mismatch") {

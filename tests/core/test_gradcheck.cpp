@@ -13,10 +13,11 @@ std::function<Tensor(const std::vector<Tensor>&)> doubling(float claimed) {
   return [claimed](const std::vector<Tensor>& in) {
     Tensor out = Tensor::empty(in[0].shape());
     for (int64_t i = 0; i < out.numel(); ++i) out.data()[i] = 2.f * in[0].data()[i];
-    record(out, "doubling", {in[0]}, [claimed](const Tensor&, const Tensor& d, std::vector<Tensor>& xs) {
-      float* g = xs[0].grad_or_zeros().data();
-      for (int64_t i = 0; i < d.numel(); ++i) g[i] += claimed * d.data()[i];
-    });
+    record(out, "doubling", {in[0]},
+           [claimed](const Tensor&, const Tensor& d, std::vector<Tensor>& xs) {
+             float* g = xs[0].grad_or_zeros().data();
+             for (int64_t i = 0; i < d.numel(); ++i) g[i] += claimed * d.data()[i];
+           });
     return out;
   };
 }

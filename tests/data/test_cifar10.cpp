@@ -149,7 +149,8 @@ TEST_CASE("cifar10: truncated gzip batch, another format, flipped label byte, sh
   CHECK(contains(msg, gz + ": uncompressed size 6145 bytes"));
   // An IDX file given as a batch (CIFAR-10 batches have no magic: the size decides).
   const std::string idx = dir.file("images.idx");
-  write_bytes(idx, std::vector<uint8_t>{0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 2, 9, 9, 9, 9});
+  write_bytes(idx,
+              std::vector<uint8_t>{0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 2, 9, 9, 9, 9});
   msg = error_message<FormatError>([&] { read_cifar10_batch(idx, pixels, labels); });
   CHECK(contains(msg, idx + ": file size 20 bytes is not a positive multiple"));
   // A flipped bit in a label byte (the record's header) puts it out of range.

@@ -279,9 +279,12 @@ TEST_CASE("loader: shards of a batch are the whole batch's samples, split in ord
     DataLoader whole(ds, {.batch_size = 5, .seed = 3, .transforms = augment()});
     std::vector<std::unique_ptr<DataLoader>> parts;
     for (int s = 0; s < 3; ++s)
-      parts.push_back(std::make_unique<DataLoader>(
-          ds, DataLoaderOptions{.batch_size = 5, .seed = 3, .prefetch = prefetch,
-                                .transforms = augment(), .shard = s, .shards = 3}));
+      parts.push_back(std::make_unique<DataLoader>(ds, DataLoaderOptions{.batch_size = 5,
+                                                                         .seed = 3,
+                                                                         .prefetch = prefetch,
+                                                                         .transforms = augment(),
+                                                                         .shard = s,
+                                                                         .shards = 3}));
     for (int e = 0; e < 2; ++e) {
       const auto all = run_epoch(whole);
       for (const Batch& b : all) {

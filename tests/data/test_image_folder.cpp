@@ -152,8 +152,8 @@ TEST_CASE("image folder: a header declaring a huge image is rejected before deco
   write_bytes(f, ppm);
   for (int channels : {0, 1, 3}) {
     CAPTURE(channels);
-    const std::string msg =
-        error_message<FormatError>([&] { load_image_folder(root.string(), {.channels = channels}); });
+    const std::string msg = error_message<FormatError>(
+        [&] { load_image_folder(root.string(), {.channels = channels}); });
     CHECK(contains(msg, f + ": image declares 352526x232 pixels"));
     CHECK(contains(msg, "over the limit of " + std::to_string(kMaxImagePixels) + " pixels"));
   }
@@ -162,9 +162,9 @@ TEST_CASE("image folder: a header declaring a huge image is rejected before deco
   std::filesystem::remove(f);
   write_png(root / "c" / "small.png", 2, 3, 1, make_hwc(2, 3, 1, 0));
   CHECK(load_image_folder(root.string(), {.max_pixels = 6})->size() == 1);
-  CHECK(contains(error_message<FormatError>(
-                     [&] { load_image_folder(root.string(), {.max_pixels = 5}); }),
-                 "3x2 pixels (WxH, 6 in all), over the limit of 5 pixels"));
+  CHECK(contains(
+      error_message<FormatError>([&] { load_image_folder(root.string(), {.max_pixels = 5}); }),
+      "3x2 pixels (WxH, 6 in all), over the limit of 5 pixels"));
   CHECK_THROWS_AS(load_image_folder(root.string(), {.max_pixels = 0}), UsageError);
 }
 
@@ -181,11 +181,11 @@ TEST_CASE("image folder: truncated, flipped magic, foreign and zero-length files
   std::vector<uint8_t> flipped = png;
   flipped[1] ^= 0x01;  // 'P' of the PNG signature
   const std::string text = "class,label\n";
-  for (const Case& c : {Case{"truncated in the header", {png.begin(), png.begin() + 20}},
-                        Case{"truncated in the data", {png.begin(), png.begin() + png.size() / 2}},
-                        Case{"flipped magic byte", flipped},
-                        Case{"a text file named .png", {text.begin(), text.end()}},
-                        Case{"zero-length", {}}}) {
+  for (const Case& c :
+       {Case{"truncated in the header", {png.begin(), png.begin() + 20}},
+        Case{"truncated in the data", {png.begin(), png.begin() + png.size() / 2}},
+        Case{"flipped magic byte", flipped},
+        Case{"a text file named .png", {text.begin(), text.end()}}, Case{"zero-length", {}}}) {
     CAPTURE(c.what);
     write_bytes(bad, c.bytes);
     const std::string msg = error_message<FormatError>([&] { load_image_folder(root.string()); });

@@ -14,9 +14,9 @@
 #include <iterator>
 
 #include "core/io/checkpoint.h"
-#include "core/io/sparse_checkpoint.h"
 #include "core/io/file.h"
 #include "core/io/npz.h"
+#include "core/io/sparse_checkpoint.h"
 #include "data/cifar10.h"
 #include "data/idx.h"
 #include "data/image_folder.h"
@@ -222,12 +222,9 @@ void read_npz(Bytes input) {
 }
 
 const std::vector<Target>& targets() {
-  static const std::vector<Target> all{{"idx", read_idx},
-                                       {"cifar10", read_cifar10},
-                                       {"image", read_image},
-                                       {"checkpoint", read_checkpoint},
-                                       {"compact", read_compact},
-                                       {"npz", read_npz}};
+  static const std::vector<Target> all{{"idx", read_idx},         {"cifar10", read_cifar10},
+                                       {"image", read_image},     {"checkpoint", read_checkpoint},
+                                       {"compact", read_compact}, {"npz", read_npz}};
   return all;
 }
 
@@ -351,7 +348,8 @@ std::vector<Seed> seeds(const std::string& target) {
     ck.set_meta("model.name", "resnet20");
     Tensor w = Tensor::zeros({4, 3, 3, 3});
     Tensor mask = Tensor::zeros({4, 3, 3, 3});
-    for (int64_t i = 0; i < w.numel(); i += 11) w.data()[i] = 0.5f + static_cast<float>(i), mask.data()[i] = 1.f;
+    for (int64_t i = 0; i < w.numel(); i += 11)
+      w.data()[i] = 0.5f + static_cast<float>(i), mask.data()[i] = 1.f;
     ck.set_tensor("model/w", w);
     ck.set_tensor("model/w_mask", mask);
     ck.set_tensor("model/b", Tensor::from_data({2}, {1.f, -2.f}));

@@ -54,8 +54,9 @@ TEST_CASE("invalid schedules are rejected") {
 }
 
 TEST_CASE("any_step_in(begin, end) is whether steps() meets [begin, end), for every range") {
-  for (const GradualSchedule s : {GradualSchedule{0, 10, 3, 0.0, 0.8}, GradualSchedule{2, 10, 2, 0.05, 0.9},
-                                  GradualSchedule{4, 4, 1, 0.0, 0.5}, GradualSchedule{1, 8, 3, 0.2, 0.8}}) {
+  for (const GradualSchedule s :
+       {GradualSchedule{0, 10, 3, 0.0, 0.8}, GradualSchedule{2, 10, 2, 0.05, 0.9},
+        GradualSchedule{4, 4, 1, 0.0, 0.5}, GradualSchedule{1, 8, 3, 0.2, 0.8}}) {
     const std::vector<int64_t> steps = s.steps();
     for (int64_t begin = 0; begin < 14; ++begin)
       for (int64_t end = begin; end < 15; ++end) {

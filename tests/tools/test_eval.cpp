@@ -8,10 +8,9 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/io/checkpoint.h"
 #include "tool_test_util.h"
@@ -104,9 +103,8 @@ TEST_CASE("spruce-eval: a checkpoint and its .npz give the same results; --json 
 
 TEST_CASE("spruce-eval: the old spellings --limit, --arch and --model FILE work, with a warning") {
   const Trained& t = trained();
-  const RunResult r =
-      run(kEval, {"--model", t.npz, "--arch", "resnet20", "--limit", "8", "--data", "mnist",
-                  "--data-dir", t.data, "--threads", "1"});
+  const RunResult r = run(kEval, {"--model", t.npz, "--arch", "resnet20", "--limit", "8", "--data",
+                                  "mnist", "--data-dir", t.data, "--threads", "1"});
   INFO("stderr: " << r.err);
   REQUIRE(r.exit_code == 0);
   CHECK(contains(r.out, "8 samples"));
@@ -168,8 +166,8 @@ TEST_CASE("spruce-eval: unreadable models fail with status 1, name the file and 
   }
   SUBCASE(".npz with another number of classes") {
     expect_failure(
-        run(kEval,
-            eval_args(t.npz, t.data, {"--model", "resnet20", "--num-classes", "7", "--json", json})),
+        run(kEval, eval_args(t.npz, t.data,
+                             {"--model", "resnet20", "--num-classes", "7", "--json", json})),
         {t.npz + ": "}, json);
   }
 }

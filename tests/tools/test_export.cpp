@@ -75,18 +75,20 @@ TEST_CASE("spruce-export: --help, --version and usage errors (status 2, one line
   expect_error(run(kExport, {"--bogus"}), 2, {"--bogus"});
   expect_error(run(kExport, {"--out", dir.file("m.onnx")}), 2, {"--checkpoint is required"});
   expect_error(run(kExport, {"--checkpoint", ckpt}), 2, {"--out is required"});
-  expect_error(run(kExport, {"--checkpoint", ckpt, "--out", dir.file("m.onnx"), "--image-size", "-1"}),
-               2, {"--image-size"});
-  expect_error(run(kExport, {"--checkpoint", kResults + "/mobilenet-fmnist-dense-15/final.npz", "--model",
-                             "mobilenet_v1", "--shortcut", "A", "--out", dir.file("m.onnx")}),
-               2, {"--shortcut"});
+  expect_error(
+      run(kExport, {"--checkpoint", ckpt, "--out", dir.file("m.onnx"), "--image-size", "-1"}), 2,
+      {"--image-size"});
+  expect_error(
+      run(kExport, {"--checkpoint", kResults + "/mobilenet-fmnist-dense-15/final.npz", "--model",
+                    "mobilenet_v1", "--shortcut", "A", "--out", dir.file("m.onnx")}),
+      2, {"--shortcut"});
   CHECK(dir.count() == 0);
 }
 
 TEST_CASE("spruce-export: a missing model or output folder is one line naming it (status 1)") {
   TempDir dir;
-  expect_error(run(kExport, {"--checkpoint", dir.file("none.ckpt"), "--out", dir.file("m.onnx")}), 1,
-               {dir.file("none.ckpt")});
+  expect_error(run(kExport, {"--checkpoint", dir.file("none.ckpt"), "--out", dir.file("m.onnx")}),
+               1, {dir.file("none.ckpt")});
   if (kBuilt)
     expect_error(run(kExport, {"--checkpoint", kResults + "/resnet20b-fmnist-dense-15/last.ckpt",
                                "--out", dir.file("no/such/m.onnx")}),
@@ -97,8 +99,8 @@ TEST_CASE("spruce-export: a missing model or output folder is one line naming it
 TEST_CASE("spruce-export: a build without ONNX says so (status 1)" *
           doctest::skip(skip_unless(!kBuilt, "this build has the ONNX export"))) {
   TempDir dir;
-  expect_error(run(kExport, {"--checkpoint", kResults + "/resnet20b-fmnist-dense-15/last.ckpt", "--out",
-                             dir.file("m.onnx")}),
+  expect_error(run(kExport, {"--checkpoint", kResults + "/resnet20b-fmnist-dense-15/last.ckpt",
+                             "--out", dir.file("m.onnx")}),
                1, {"ONNX export is not built", "libonnx-dev"});
   CHECK(dir.count() == 0);
 }
@@ -177,9 +179,10 @@ TEST_CASE("spruce-export: the committed checkpoints' files pass onnx.checker" *
           doctest::skip(skip_unless(kCheckerMissing.empty(), kCheckerMissing))) {
   TempDir dir;
   const std::vector<std::vector<std::string>> exports{
-      {"--checkpoint", kResults + "/resnet20b-fmnist-dense-15/last.ckpt", "--out", dir.file("r.onnx")},
-      {"--checkpoint", kResults + "/resnet20b-fmnist-dense-15/last.ckpt", "--out", dir.file("rb.onnx"),
-       "--keep-batch-norm", "--image-size", "32"},
+      {"--checkpoint", kResults + "/resnet20b-fmnist-dense-15/last.ckpt", "--out",
+       dir.file("r.onnx")},
+      {"--checkpoint", kResults + "/resnet20b-fmnist-dense-15/last.ckpt", "--out",
+       dir.file("rb.onnx"), "--keep-batch-norm", "--image-size", "32"},
       {"--checkpoint", kResults + "/mobilenet-fmnist-dense-15/final.npz", "--model", "mobilenet_v1",
        "--out", dir.file("m.onnx")}};
   for (const auto& args : exports) {

@@ -119,7 +119,8 @@ TEST_CASE("spruce-train: a NaN loss before the first checkpoint leaves no run di
   // 1e300 overflows float: the first step makes the weights infinite.
   const RunResult blown =
       run(kTrain, train_args(dir, "run", {"--schedule", "constant", "--lr", "1e300"}));
-  expect_failure(blown, {" at epoch 1 step 2 (global step 2); stopped, before the first checkpoint, so nothing is written"});
+  expect_failure(blown, {" at epoch 1 step 2 (global step 2); stopped, before the first "
+                         "checkpoint, so nothing is written"});
   const std::string line = error_lines(blown).front();
   CHECK((contains(line, "loss is nan at") || contains(line, "loss is inf at")));
   CHECK_FALSE(fs::exists(dir.file("run")));
@@ -272,7 +273,8 @@ TEST_CASE("spruce-train: recipe errors are one line naming the file and the key 
   }
 }
 
-TEST_CASE("spruce-train: --resume refuses settings that would change the run, warns for --threads") {
+TEST_CASE(
+    "spruce-train: --resume refuses settings that would change the run, warns for --threads") {
   TempDir dir;
   write_mnist(dir.path() / "data");
   REQUIRE(run(kTrain, train_args(dir, "run")).exit_code == 0);  // onecycle, 1 epoch
@@ -286,7 +288,8 @@ TEST_CASE("spruce-train: --resume refuses settings that would change the run, wa
   };
   const std::vector<Case> cases{
       {{"--epochs", "2"}, {"--epochs 2 differs from the run's 1 (saved in " + ckpt, "onecycle"}},
-      {{"--epochs", "2", "--schedule", "cosine"}, {"--schedule cosine differs from the run's onecycle"}},
+      {{"--epochs", "2", "--schedule", "cosine"},
+       {"--schedule cosine differs from the run's onecycle"}},
       {{"--batch-size", "8"}, {"--batch-size 8 differs from the run's 16"}},
       {{"--max-steps", "2"}, {"--max-steps 2 differs from the run's 3"}},
       {{"--train-limit", "50"}, {"--train-limit 50 differs from the run's 0"}},

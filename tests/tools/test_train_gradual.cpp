@@ -64,7 +64,8 @@ double expected_target(int64_t t) {
 // half, where the two ways of evaluating the cubic could round differently.
 int64_t expected_count(double s, int64_t n) {
   const double x = s * static_cast<double>(n);
-  REQUIRE_MESSAGE(std::abs(x - std::floor(x) - 0.5) > 1e-6, "s·n = " << x << " is too close to a half");
+  REQUIRE_MESSAGE(std::abs(x - std::floor(x) - 0.5) > 1e-6,
+                  "s·n = " << x << " is too close to a half");
   return static_cast<int64_t>(std::floor(x + 0.5));
 }
 
@@ -77,17 +78,51 @@ double target_before_step(int64_t g) {
   return s;
 }
 
-std::vector<std::string> train_args(const TempDir& dir, const std::string& out, const std::string& method,
+std::vector<std::string> train_args(const TempDir& dir, const std::string& out,
+                                    const std::string& method,
                                     const std::vector<std::string>& extra = {}) {
-  std::vector<std::string> a{"--data", "mnist", "--data-dir", dir.file("data"), "--model", "mobilenet_v1",
-                             "--width", "0.1", "--epochs", std::to_string(kEpochs), "--batch-size", "16",
-                             "--max-steps", std::to_string(kStepsPerEpoch), "--eval-limit", "32",
-                             "--prune-eval-limit", "32", "--threads", "1", "--out", dir.file(out),
-                             "--prune-method", method, "--prune-unit", "step",
-                             "--prune-start", std::to_string(kStart), "--prune-end", std::to_string(kEnd),
-                             "--prune-every", std::to_string(kEvery), "--initial-sparsity", "0.2",
-                             "--final-sparsity", "0.8", "--fisher-samples", "8", "--fisher-batch", "4",
-                             "--block-size", "16"};
+  std::vector<std::string> a{"--data",
+                             "mnist",
+                             "--data-dir",
+                             dir.file("data"),
+                             "--model",
+                             "mobilenet_v1",
+                             "--width",
+                             "0.1",
+                             "--epochs",
+                             std::to_string(kEpochs),
+                             "--batch-size",
+                             "16",
+                             "--max-steps",
+                             std::to_string(kStepsPerEpoch),
+                             "--eval-limit",
+                             "32",
+                             "--prune-eval-limit",
+                             "32",
+                             "--threads",
+                             "1",
+                             "--out",
+                             dir.file(out),
+                             "--prune-method",
+                             method,
+                             "--prune-unit",
+                             "step",
+                             "--prune-start",
+                             std::to_string(kStart),
+                             "--prune-end",
+                             std::to_string(kEnd),
+                             "--prune-every",
+                             std::to_string(kEvery),
+                             "--initial-sparsity",
+                             "0.2",
+                             "--final-sparsity",
+                             "0.8",
+                             "--fisher-samples",
+                             "8",
+                             "--fisher-batch",
+                             "4",
+                             "--block-size",
+                             "16"};
   a.insert(a.end(), extra.begin(), extra.end());
   return a;
 }
@@ -97,7 +132,8 @@ std::vector<std::string> split(const std::string& line) {
   size_t start = 0;
   while (true) {
     const size_t comma = line.find(',', start);
-    cols.push_back(line.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    cols.push_back(
+        line.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
     if (comma == std::string::npos) return cols;
     start = comma + 1;
   }
@@ -105,7 +141,8 @@ std::vector<std::string> split(const std::string& line) {
 
 // The rows of a CSV file without the columns named in `timing`, which differ
 // between any two runs.
-std::vector<std::vector<std::string>> csv_without(const std::string& path, const std::vector<std::string>& timing) {
+std::vector<std::vector<std::string>> csv_without(const std::string& path,
+                                                  const std::vector<std::string>& timing) {
   const std::vector<std::string> rows = lines(read_text(path));
   REQUIRE(!rows.empty());
   const std::vector<std::string> header = split(rows[0]);
@@ -158,8 +195,8 @@ const Tensor* find(const io::NamedTensors& tensors, const std::string& name) {
 // Reads the masks of `tensors` and checks, for every masked entry, that the
 // weight (and the optimizer velocity, when `velocity_prefix` is given) is
 // exactly zero, and that every mask holds only 0 and 1.
-Masks check_masks(const io::NamedTensors& tensors, const std::string& prefix, const std::string& velocity_prefix,
-                  const std::string& what) {
+Masks check_masks(const io::NamedTensors& tensors, const std::string& prefix,
+                  const std::string& velocity_prefix, const std::string& what) {
   CAPTURE(what);
   Masks masks;
   const std::string suffix = "_mask";
@@ -167,12 +204,14 @@ Masks check_masks(const io::NamedTensors& tensors, const std::string& prefix, co
     if (full.rfind(prefix, 0) != 0 || full.size() < prefix.size() + suffix.size() ||
         full.compare(full.size() - suffix.size(), suffix.size(), suffix) != 0)
       continue;
-    const std::string name = full.substr(prefix.size(), full.size() - prefix.size() - suffix.size());
+    const std::string name =
+        full.substr(prefix.size(), full.size() - prefix.size() - suffix.size());
     CAPTURE(name);
     const Tensor* weight = find(tensors, prefix + name);
     REQUIRE(weight != nullptr);
     REQUIRE(weight->numel() == mask.numel());
-    const Tensor* velocity = velocity_prefix.empty() ? nullptr : find(tensors, velocity_prefix + name);
+    const Tensor* velocity =
+        velocity_prefix.empty() ? nullptr : find(tensors, velocity_prefix + name);
     if (velocity != nullptr) REQUIRE(velocity->numel() == mask.numel());
     int64_t bad_mask = 0, nonzero_weight = 0, nonzero_velocity = 0;
     for (int64_t i = 0; i < mask.numel(); ++i) {
@@ -221,7 +260,8 @@ void check_count(const Masks& masks, double s, bool per_layer, const std::string
   }
   for (const std::string& name : masks.names) {
     CAPTURE(name);
-    CHECK(masks.pruned(name) == expected_count(s, static_cast<int64_t>(masks.values.at(name).size())));
+    CHECK(masks.pruned(name) ==
+          expected_count(s, static_cast<int64_t>(masks.values.at(name).size())));
   }
 }
 
@@ -246,7 +286,8 @@ void check_gradual_run(const std::string& method, bool per_layer) {
 
   // pruning.csv: one row per scheduled step, at that step, with the formula's
   // target and a sparsity of exactly round(s_t·d)/d (printed to 6 decimals).
-  const std::vector<std::vector<std::string>> prune_rows = csv_without(dir.file("a/pruning.csv"), kPruneTiming);
+  const std::vector<std::vector<std::string>> prune_rows =
+      csv_without(dir.file("a/pruning.csv"), kPruneTiming);
   const std::vector<int64_t> steps = expected_steps();
   REQUIRE(steps == std::vector<int64_t>{1, 4, 7, 8});
   REQUIRE(prune_rows.size() == steps.size() + 1);
@@ -279,7 +320,8 @@ void check_gradual_run(const std::string& method, bool per_layer) {
   const int64_t total_steps = kEpochs * kStepsPerEpoch;
   std::vector<int64_t> saved_steps;
   Masks previous;
-  RunResult r = run(kTrain, train_args(dir, "b", method, {"--checkpoint-every", "1"}), kill_at_checkpoint(1, "after"));
+  RunResult r = run(kTrain, train_args(dir, "b", method, {"--checkpoint-every", "1"}),
+                    kill_at_checkpoint(1, "after"));
   for (int round = 0; r.signal == SIGKILL; ++round) {
     REQUIRE(round < total_steps);
     CHECK_FALSE(fs::exists(dir.file("b/final.npz")));
@@ -300,11 +342,13 @@ void check_gradual_run(const std::string& method, bool per_layer) {
   // The premise: a kill after each of the first 9 checkpoints (8 mid-epoch,
   // 1 at the first epoch's end), so the run was resumed after every pruning step.
   CHECK(saved_steps == std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9});
-  check_grows(previous, check_masks(io::read_npz(dir.file("b/final.npz")), "", "", "b/final.npz"), "b/final.npz");
+  check_grows(previous, check_masks(io::read_npz(dir.file("b/final.npz")), "", "", "b/final.npz"),
+              "b/final.npz");
 
   CHECK(read_bytes(dir.file("b/final.npz")) == final_a);
   CHECK(csv_without(dir.file("b/pruning.csv"), kPruneTiming) == prune_rows);
-  CHECK(csv_without(dir.file("b/log.csv"), kLogTiming) == csv_without(dir.file("a/log.csv"), kLogTiming));
+  CHECK(csv_without(dir.file("b/log.csv"), kLogTiming) ==
+        csv_without(dir.file("a/log.csv"), kLogTiming));
 }
 
 }  // namespace
@@ -323,18 +367,22 @@ TEST_CASE("spruce-train gradual pruning: magnitude, per-layer selection") {
 // before the logs are written) and resumed has nothing left to train: it
 // must still write log.csv and pruning.csv, as the uninterrupted run does
 // (end_epoch() writes them after the checkpoint, so the resumed run must).
-TEST_CASE("spruce-train gradual pruning: killed after the last checkpoint, --resume writes the logs") {
+TEST_CASE(
+    "spruce-train gradual pruning: killed after the last checkpoint, --resume writes the logs") {
   TempDir dir;
   write_mnist(dir.path() / "data");
   expect_success(run(kTrain, train_args(dir, "a", "magnitude")));
-  const RunResult killed = run(kTrain, train_args(dir, "b", "magnitude"), kill_at_checkpoint(kEpochs, "after"));
+  const RunResult killed =
+      run(kTrain, train_args(dir, "b", "magnitude"), kill_at_checkpoint(kEpochs, "after"));
   REQUIRE(killed.signal == SIGKILL);
   expect_success(run(kTrain, {"--resume", dir.file("b")}));
   CHECK(read_bytes(dir.file("b/final.npz")) == read_bytes(dir.file("a/final.npz")));
   REQUIRE(fs::exists(dir.file("b/pruning.csv")));
-  CHECK(csv_without(dir.file("b/pruning.csv"), kPruneTiming) == csv_without(dir.file("a/pruning.csv"), kPruneTiming));
+  CHECK(csv_without(dir.file("b/pruning.csv"), kPruneTiming) ==
+        csv_without(dir.file("a/pruning.csv"), kPruneTiming));
   REQUIRE(fs::exists(dir.file("b/log.csv")));
-  CHECK(csv_without(dir.file("b/log.csv"), kLogTiming) == csv_without(dir.file("a/log.csv"), kLogTiming));
+  CHECK(csv_without(dir.file("b/log.csv"), kLogTiming) ==
+        csv_without(dir.file("a/log.csv"), kLogTiming));
 }
 
 // --prune-unit epoch, the unit every committed recipe uses: pruning step t
@@ -343,7 +391,8 @@ TEST_CASE("spruce-train gradual pruning: killed after the last checkpoint, --res
 // sparsity after epoch e (1-based row) is the target of the last step t <= e-1,
 // round(s_t·d)/d, and pruning.csv records each step at global step t·steps per
 // epoch. Pruning one epoch early or late, or at the end of its epoch, fails.
-TEST_CASE("spruce-train gradual pruning, --prune-unit epoch: step t prunes at the start of epoch t") {
+TEST_CASE(
+    "spruce-train gradual pruning, --prune-unit epoch: step t prunes at the start of epoch t") {
   TempDir dir;
   write_mnist(dir.path() / "data");
   const int64_t epochs = 4, steps_per_epoch = 2, start = 0, end = 2;
@@ -377,7 +426,8 @@ TEST_CASE("spruce-train gradual pruning, --prune-unit epoch: step t prunes at th
     CAPTURE(e);
     CHECK(log_rows[static_cast<size_t>(e)][0] == std::to_string(e));
     const double expected = exact_sparsity(target(std::min(e - 1, end)));
-    CHECK(std::abs(std::strtod(log_rows[static_cast<size_t>(e)].back().c_str(), nullptr) - expected) <= 6e-7);
+    CHECK(std::abs(std::strtod(log_rows[static_cast<size_t>(e)].back().c_str(), nullptr) -
+                   expected) <= 6e-7);
   }
 
   const auto prune_rows = csv_without(dir.file("a/pruning.csv"), kPruneTiming);

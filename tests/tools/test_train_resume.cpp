@@ -34,7 +34,6 @@ std::vector<std::string> train_args(const TempDir& dir, const std::string& out,
   return a;
 }
 
-
 }  // namespace
 
 TEST_CASE("spruce-train: a run killed at a checkpoint resumes bit-exactly") {

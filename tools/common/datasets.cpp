@@ -20,8 +20,8 @@ std::string default_data_dir(const std::string& name) {
   return "";
 }
 
-std::shared_ptr<data::InMemoryDataset> load_dataset(const std::string& name, const std::string& dir_arg,
-                                                    bool train) {
+std::shared_ptr<data::InMemoryDataset> load_dataset(const std::string& name,
+                                                    const std::string& dir_arg, bool train) {
   const std::string dir = dir_arg.empty() ? default_data_dir(name) : dir_arg;
   if (dir.empty()) throw UsageError("--data " + name + " needs --data-dir");
   if (name == "fashion-mnist") return data::load_fashion_mnist(dir, train);
@@ -30,25 +30,28 @@ std::shared_ptr<data::InMemoryDataset> load_dataset(const std::string& name, con
   if (name == "folder") {
     const std::string split = (std::filesystem::path(dir) / (train ? "train" : "test")).string();
     if (!std::filesystem::is_directory(split))
-      throw IoError(split + ": no such directory (an image folder data set needs train/ and test/ "
-                            "sub-folders, each with one sub-folder per class)");
+      throw IoError(split +
+                    ": no such directory (an image folder data set needs train/ and test/ "
+                    "sub-folders, each with one sub-folder per class)");
     return data::load_image_folder(split);
   }
-  throw UsageError("unknown data set '" + name + "', expected one of: fashion-mnist, mnist, cifar10, folder");
+  throw UsageError("unknown data set '" + name +
+                   "', expected one of: fashion-mnist, mnist, cifar10, folder");
 }
 
 std::shared_ptr<const data::Transform> normalization(const std::string& name, int64_t channels) {
   if (name == "fashion-mnist" && channels == 1)
     return std::make_shared<data::Normalize>(data::Normalize::fashion_mnist());
   if (name == "mnist" && channels == 1)
-    return std::make_shared<data::Normalize>(std::vector<float>{0.1307f}, std::vector<float>{0.3081f});
+    return std::make_shared<data::Normalize>(std::vector<float>{0.1307f},
+                                             std::vector<float>{0.3081f});
   if (name == "cifar10" && channels == 3)
     return std::make_shared<data::Normalize>(data::Normalize::cifar10());
   return std::make_shared<data::Normalize>(std::vector<float>{0.5f}, std::vector<float>{0.5f});
 }
 
-data::TransformList train_transforms(const std::string& name, int64_t channels, int64_t crop_padding,
-                                     bool flip) {
+data::TransformList train_transforms(const std::string& name, int64_t channels,
+                                     int64_t crop_padding, bool flip) {
   data::TransformList list;
   if (crop_padding > 0) list.push_back(std::make_shared<data::RandomCrop>(crop_padding));
   if (flip) list.push_back(std::make_shared<data::RandomHorizontalFlip>());

@@ -30,8 +30,8 @@ std::shared_ptr<const data::Transform> normalization(const std::string& name, in
 
 /// Training transforms, in the order that keeps padding equal to background:
 /// random crop with zero padding on [0, 1] pixels, flip, then normalisation.
-data::TransformList train_transforms(const std::string& name, int64_t channels, int64_t crop_padding,
-                                     bool flip);
+data::TransformList train_transforms(const std::string& name, int64_t channels,
+                                     int64_t crop_padding, bool flip);
 /// Evaluation transforms: normalisation only.
 data::TransformList eval_transforms(const std::string& name, int64_t channels);
 

@@ -13,9 +13,12 @@ std::string format_duration(double seconds) {
   if (seconds < 0) seconds = 0;
   const auto s = static_cast<long long>(seconds + 0.5);
   char buf[32];
-  if (s >= 3600) std::snprintf(buf, sizeof buf, "%lldh%02lldm", s / 3600, (s % 3600) / 60);
-  else if (s >= 60) std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
-  else std::snprintf(buf, sizeof buf, "%llds", s);
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", s / 3600, (s % 3600) / 60);
+  else if (s >= 60)
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%llds", s);
   return buf;
 }
 
@@ -55,10 +58,11 @@ void ProgressBar::draw(int64_t done, const std::string& extra, bool final) {
   constexpr int kWidth = 24;
   std::string bar(kWidth, ' ');
   for (int i = 0; i < static_cast<int>(frac * kWidth + 1e-9) && i < kWidth; ++i) bar[i] = '#';
-  std::fprintf(stderr, "%s%s [%s] %lld/%lld %.0f %s %s %s %s%s", tty_ ? "\r\033[K" : "", label_.c_str(),
-               bar.c_str(), static_cast<long long>(done), static_cast<long long>(total_), rate,
-               unit_.c_str(), final ? "time" : "ETA", format_duration(final ? t : eta).c_str(),
-               extra.c_str(), (final || !tty_) ? "\n" : "");
+  std::fprintf(stderr, "%s%s [%s] %lld/%lld %.0f %s %s %s %s%s", tty_ ? "\r\033[K" : "",
+               label_.c_str(), bar.c_str(), static_cast<long long>(done),
+               static_cast<long long>(total_), rate, unit_.c_str(), final ? "time" : "ETA",
+               format_duration(final ? t : eta).c_str(), extra.c_str(),
+               (final || !tty_) ? "\n" : "");
   std::fflush(stderr);
 }
 

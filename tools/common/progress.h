@@ -13,7 +13,8 @@ namespace spruce::cli {
 class ProgressBar {
  public:
   /// `total` units of work (steps, samples); `unit` names them in the rate ("img/s").
-  ProgressBar(std::string label, int64_t total, std::string unit = "it/s", int64_t units_per_step = 1);
+  ProgressBar(std::string label, int64_t total, std::string unit = "it/s",
+              int64_t units_per_step = 1);
   /// Reports that `done` units are finished, with extra text (loss, accuracy...).
   void update(int64_t done, const std::string& extra = "");
   /// Prints the final state and a newline.

@@ -25,7 +25,8 @@ std::vector<std::pair<std::string, std::string>> read_recipe(const std::string& 
   for (const auto& item : root) {
     const std::string key = item.first.as<std::string>();
     const YAML::Node& v = item.second;
-    const std::string where = path + ": line " + std::to_string(item.first.Mark().line + 1) + ": '" + key + "'";
+    const std::string where =
+        path + ": line " + std::to_string(item.first.Mark().line + 1) + ": '" + key + "'";
     if (v.IsScalar()) {
       settings.emplace_back(key, v.as<std::string>());
     } else if (v.IsSequence()) {

@@ -24,15 +24,17 @@ std::vector<LayerSparsity> layer_sparsity(const Module& model) {
   return rows;
 }
 
-void check_model_fits_data(const ModelSpec& spec, const data::Dataset& dataset, const std::string& model_path) {
+void check_model_fits_data(const ModelSpec& spec, const data::Dataset& dataset,
+                           const std::string& model_path) {
   const auto shape = dataset.image_shape();
   if (shape.channels != spec.config.in_channels)
     throw UsageError(model_path + ": the model takes " + std::to_string(spec.config.in_channels) +
-                     "-channel input but data set " + dataset.name() + " has " + std::to_string(shape.channels) +
-                     " channels");
+                     "-channel input but data set " + dataset.name() + " has " +
+                     std::to_string(shape.channels) + " channels");
   if (dataset.num_classes() != spec.config.num_classes)
     throw UsageError(model_path + ": the model has " + std::to_string(spec.config.num_classes) +
-                     " classes but data set " + dataset.name() + " has " + std::to_string(dataset.num_classes()));
+                     " classes but data set " + dataset.name() + " has " +
+                     std::to_string(dataset.num_classes()));
 }
 
 void print_class_table(const EvalResult& result, const std::vector<std::string>& class_names) {
@@ -40,8 +42,9 @@ void print_class_table(const EvalResult& result, const std::vector<std::string>&
   for (size_t c = 0; c < result.confusion.size(); ++c) {
     int64_t n = 0;
     for (int64_t v : result.confusion[c]) n += v;
-    std::printf("%-3zu %-14s %8lld %8.2f%%\n", c, c < class_names.size() ? class_names[c].c_str() : "?",
-                static_cast<long long>(n), 100 * result.class_accuracy(c));
+    std::printf("%-3zu %-14s %8lld %8.2f%%\n", c,
+                c < class_names.size() ? class_names[c].c_str() : "?", static_cast<long long>(n),
+                100 * result.class_accuracy(c));
   }
 }
 
@@ -69,16 +72,13 @@ void write_text_file(const std::string& path, const std::string& text) {
   file.commit();
 }
 
-void write_eval_json(const std::string& path, const std::string& model_path, const EvalResult& result,
-                     const std::vector<std::string>& class_names, const std::vector<LayerSparsity>& sparsity) {
-  Json j = {{"checkpoint", model_path},
-            {"samples", result.samples},
-            {"loss", result.loss},
-            {"top1", result.accuracy},
-            {"seconds", result.seconds},
-            {"classes", Json::array()},
-            {"confusion", result.confusion},
-            {"sparsity", Json::array()}};
+void write_eval_json(const std::string& path, const std::string& model_path,
+                     const EvalResult& result, const std::vector<std::string>& class_names,
+                     const std::vector<LayerSparsity>& sparsity) {
+  Json j = {{"checkpoint", model_path},      {"samples", result.samples},
+            {"loss", result.loss},           {"top1", result.accuracy},
+            {"seconds", result.seconds},     {"classes", Json::array()},
+            {"confusion", result.confusion}, {"sparsity", Json::array()}};
   for (size_t c = 0; c < result.confusion.size(); ++c)
     j["classes"].push_back({{"name", c < class_names.size() ? class_names[c] : std::string("?")},
                             {"accuracy", result.class_accuracy(c)}});

@@ -7,7 +7,6 @@
 #include <limits>
 #include <sstream>
 
-
 namespace spruce::cli {
 namespace {
 const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
@@ -16,10 +15,14 @@ const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
 std::string xml_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
-    if (c == '<') out += "&lt;";
-    else if (c == '>') out += "&gt;";
-    else if (c == '&') out += "&amp;";
-    else out += c;
+    if (c == '<')
+      out += "&lt;";
+    else if (c == '>')
+      out += "&gt;";
+    else if (c == '&')
+      out += "&amp;";
+    else
+      out += c;
   }
   return out;
 }
@@ -65,31 +68,34 @@ std::string Plot::to_svg(int width, int height) const {
   o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
     << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
   o << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  o << "<text x=\"" << left + pw / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" << xml_escape(title)
-    << "</text>\n";
+  o << "<text x=\"" << left + pw / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">"
+    << xml_escape(title) << "</text>\n";
   for (double y = y0; y <= y1 + ys * 1e-6; y += ys) {
-    o << "<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << py(y) << "\" y2=\"" << py(y)
-      << "\" stroke=\"#e5e5e5\"/>\n";
-    o << "<text x=\"" << left - 6 << "\" y=\"" << py(y) + 4 << "\" text-anchor=\"end\">" << num(y) << "</text>\n";
+    o << "<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << py(y) << "\" y2=\""
+      << py(y) << "\" stroke=\"#e5e5e5\"/>\n";
+    o << "<text x=\"" << left - 6 << "\" y=\"" << py(y) + 4 << "\" text-anchor=\"end\">" << num(y)
+      << "</text>\n";
   }
   for (double x = x0; x <= x1 + xs * 1e-6; x += xs) {
-    o << "<line x1=\"" << px(x) << "\" x2=\"" << px(x) << "\" y1=\"" << top + ph << "\" y2=\"" << top + ph + 5
-      << "\" stroke=\"black\"/>\n";
-    o << "<text x=\"" << px(x) << "\" y=\"" << top + ph + 18 << "\" text-anchor=\"middle\">" << num(x) << "</text>\n";
+    o << "<line x1=\"" << px(x) << "\" x2=\"" << px(x) << "\" y1=\"" << top + ph << "\" y2=\""
+      << top + ph + 5 << "\" stroke=\"black\"/>\n";
+    o << "<text x=\"" << px(x) << "\" y=\"" << top + ph + 18 << "\" text-anchor=\"middle\">"
+      << num(x) << "</text>\n";
   }
   o << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << pw << "\" height=\"" << ph
     << "\" fill=\"none\" stroke=\"black\"/>\n";
-  o << "<text x=\"" << left + pw / 2 << "\" y=\"" << height - 12 << "\" text-anchor=\"middle\">" << xml_escape(x_label)
-    << "</text>\n";
-  o << "<text transform=\"translate(18," << top + ph / 2 << ") rotate(-90)\" text-anchor=\"middle\">"
-    << xml_escape(y_label) << "</text>\n";
+  o << "<text x=\"" << left + pw / 2 << "\" y=\"" << height - 12 << "\" text-anchor=\"middle\">"
+    << xml_escape(x_label) << "</text>\n";
+  o << "<text transform=\"translate(18," << top + ph / 2
+    << ") rotate(-90)\" text-anchor=\"middle\">" << xml_escape(y_label) << "</text>\n";
   double ly = top + 10;
   for (const auto& r : references) {
-    o << "<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << py(r.y) << "\" y2=\"" << py(r.y)
-      << "\" stroke=\"#555\" stroke-dasharray=\"6,4\"/>\n";
-    o << "<line x1=\"" << left + pw + 12 << "\" x2=\"" << left + pw + 36 << "\" y1=\"" << ly << "\" y2=\"" << ly
-      << "\" stroke=\"#555\" stroke-dasharray=\"6,4\"/>\n";
-    o << "<text x=\"" << left + pw + 42 << "\" y=\"" << ly + 4 << "\">" << xml_escape(r.label) << "</text>\n";
+    o << "<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << py(r.y) << "\" y2=\""
+      << py(r.y) << "\" stroke=\"#555\" stroke-dasharray=\"6,4\"/>\n";
+    o << "<line x1=\"" << left + pw + 12 << "\" x2=\"" << left + pw + 36 << "\" y1=\"" << ly
+      << "\" y2=\"" << ly << "\" stroke=\"#555\" stroke-dasharray=\"6,4\"/>\n";
+    o << "<text x=\"" << left + pw + 42 << "\" y=\"" << ly + 4 << "\">" << xml_escape(r.label)
+      << "</text>\n";
     ly += 18;
   }
   for (size_t k = 0; k < series.size(); ++k) {
@@ -101,10 +107,12 @@ std::string Plot::to_svg(int width, int height) const {
     o << "\"/>\n";
     for (size_t i = 0; i < s.x.size(); ++i)
       if (std::isfinite(s.y[i]))
-        o << "<circle cx=\"" << px(s.x[i]) << "\" cy=\"" << py(s.y[i]) << "\" r=\"3\" fill=\"" << color << "\"/>\n";
-    o << "<line x1=\"" << left + pw + 12 << "\" x2=\"" << left + pw + 36 << "\" y1=\"" << ly << "\" y2=\"" << ly
-      << "\" stroke=\"" << color << "\" stroke-width=\"2\"/>\n";
-    o << "<text x=\"" << left + pw + 42 << "\" y=\"" << ly + 4 << "\">" << xml_escape(s.label) << "</text>\n";
+        o << "<circle cx=\"" << px(s.x[i]) << "\" cy=\"" << py(s.y[i]) << "\" r=\"3\" fill=\""
+          << color << "\"/>\n";
+    o << "<line x1=\"" << left + pw + 12 << "\" x2=\"" << left + pw + 36 << "\" y1=\"" << ly
+      << "\" y2=\"" << ly << "\" stroke=\"" << color << "\" stroke-width=\"2\"/>\n";
+    o << "<text x=\"" << left + pw + 42 << "\" y=\"" << ly + 4 << "\">" << xml_escape(s.label)
+      << "</text>\n";
     ly += 18;
   }
   o << "</svg>\n";
