@@ -17,9 +17,10 @@ std::vector<int64_t> BlockPartition::column_counts() const {
 }
 
 int64_t inverse_bytes(int64_t n, int64_t m, InverseMethod method) {
-  if (method == InverseMethod::Auto) method = m == 0 ? InverseMethod::Gram : cheapest_method(m, n);
-  return method == InverseMethod::Gram ? n * m * static_cast<int64_t>(sizeof(double))
-                                       : n * n * static_cast<int64_t>(sizeof(float));
+  if (method == InverseMethod::kAuto)
+    method = m == 0 ? InverseMethod::kGram : cheapest_method(m, n);
+  return method == InverseMethod::kGram ? n * m * static_cast<int64_t>(sizeof(double))
+                                        : n * n * static_cast<int64_t>(sizeof(float));
 }
 
 BlockPartition partition_blocks(std::span<const Block> blocks, int64_t m, InverseMethod method,

@@ -21,7 +21,7 @@ namespace spruce::pruning {
 
 struct PruneStepOptions {
   double sparsity = 0.5;  // target fraction of pruned weights, in [0, 1]
-  Selection selection = Selection::Global;
+  Selection selection = Selection::kGlobal;
   FisherOptions fisher;
   /// Skip pruner.prepare(): the caller prepared the pruner on the same
   /// gradients and masks already (one-shot sweeps over several sparsities

@@ -62,11 +62,11 @@ std::vector<std::string> pruner_names() {
 
 std::string PruningMethod::name() const {
   std::string out = pruner;
-  if (selection == Selection::PerLayer) out += "-layer";
+  if (selection == Selection::kPerLayer) out += "-layer";
   const PrunerKind* kind = find_kind(pruner);
   if (!kind || !kind->obs_update) return out;
-  const bool no_update = update == ObsUpdate::Summed && update_scale == 0.0;
-  if (update == ObsUpdate::Summed) out += no_update ? "-noupdate" : "-summed";
+  const bool no_update = update == ObsUpdate::kSummed && update_scale == 0.0;
+  if (update == ObsUpdate::kSummed) out += no_update ? "-noupdate" : "-summed";
   if (update_scale != 1.0 && !no_update) {
     std::ostringstream scale;
     scale << update_scale;
@@ -103,15 +103,15 @@ PruningMethod parse_method(const std::string& text, double update_scale) {
   for (size_t i = 1; i < parts.size(); ++i) {
     const std::string& p = parts[i];
     if (p == "layer")
-      m.selection = Selection::PerLayer;
+      m.selection = Selection::kPerLayer;
     else if (p == "global")
-      m.selection = Selection::Global;
+      m.selection = Selection::kGlobal;
     else if (kind->obs_update && p == "exact")
-      m.update = ObsUpdate::Exact;
+      m.update = ObsUpdate::kExact;
     else if (kind->obs_update && p == "summed")
-      m.update = ObsUpdate::Summed;
+      m.update = ObsUpdate::kSummed;
     else if (kind->obs_update && p == "noupdate" && !scale_given)
-      m.update = ObsUpdate::Summed, m.update_scale = 0.0, scale_given = true;
+      m.update = ObsUpdate::kSummed, m.update_scale = 0.0, scale_given = true;
     else if (kind->obs_update && p.rfind("scale", 0) == 0 && !scale_given) {
       char* end = nullptr;
       const double s = std::strtod(p.c_str() + 5, &end);

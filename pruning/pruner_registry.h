@@ -23,8 +23,8 @@ namespace spruce::pruning {
 
 struct PruningMethod {
   std::string pruner = "woodfisher";  // a name of the table
-  Selection selection = Selection::Global;
-  ObsUpdate update = ObsUpdate::Exact;
+  Selection selection = Selection::kGlobal;
+  ObsUpdate update = ObsUpdate::kExact;
   double update_scale = 1.0;  // δ scaled by this, in [0, 1]; summed with 0 = no update
   /// The canonical name ("woodfisher-layer-summed"); parse_method(name()) gives this back.
   std::string name() const;

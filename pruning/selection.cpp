@@ -66,7 +66,7 @@ std::vector<int64_t> select_to_prune(const PrunableSet& set, std::span<const dou
     return target;
   };
   std::vector<int64_t> chosen;
-  if (mode == Selection::Global) {
+  if (mode == Selection::kGlobal) {
     const int64_t target =
         target_of(set.numel(), "all " + std::to_string(set.numel()) + " weights");
     smallest(candidates(0, set.size()), scores, target - set.pruned_count(), chosen);

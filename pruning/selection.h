@@ -26,7 +26,7 @@
 
 namespace spruce::pruning {
 
-enum class Selection { Global, PerLayer };
+enum class Selection { kGlobal, kPerLayer };
 
 /// round(sparsity · n), half away from zero. sparsity in [0, 1].
 int64_t target_count(double sparsity, int64_t n);

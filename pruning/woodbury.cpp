@@ -276,7 +276,7 @@ int64_t BlockInverse::memory_bytes() const {
 InverseMethod cheapest_method(int64_t m, int64_t n) {
   // Gram (factored): ~m²n flops and n·m doubles; Direct: ~n²m/2 + n³/2 flops
   // and n² floats. With 2m <= n the factor wins on both counts.
-  return 2 * m <= n ? InverseMethod::Gram : InverseMethod::Direct;
+  return 2 * m <= n ? InverseMethod::kGram : InverseMethod::kDirect;
 }
 
 BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> blocks,
@@ -298,9 +298,9 @@ BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> 
     expect = blk.end;
     const int64_t n = blk.size();
     InverseMethod method =
-        options.method == InverseMethod::Auto ? cheapest_method(m, n) : options.method;
-    if (m == 0) method = InverseMethod::Gram;  // F⁻¹ = I/λ: an empty factor
-    const bool factored = method == InverseMethod::Gram;
+        options.method == InverseMethod::kAuto ? cheapest_method(m, n) : options.method;
+    if (m == 0) method = InverseMethod::kGram;  // F⁻¹ = I/λ: an empty factor
+    const bool factored = method == InverseMethod::kGram;
     inv.factored_.push_back(factored);
     if (factored) {
       inv.offset_.push_back(factor_size);
@@ -357,7 +357,7 @@ BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> 
         continue;
       }
       double* lower = Workspace::sized(ws.lower, n * n);  // F⁻¹, lower triangle, column-major
-      if (options.method == InverseMethod::Recursion)
+      if (options.method == InverseMethod::kRecursion)
         inverse_recursion(g, width, m, n, damp, options.chunk, lower, ws);
       else
         inverse_direct(g, width, m, n, damp, lower);

@@ -43,7 +43,7 @@
 
 namespace spruce::pruning {
 
-enum class InverseMethod { Auto, Direct, Gram, Recursion };
+enum class InverseMethod { kAuto, kDirect, kGram, kRecursion };
 
 /// The accepted range of the damping λ.
 inline constexpr double kMinDamp = 1e-30, kMaxDamp = 1e30;
@@ -53,7 +53,7 @@ inline constexpr double kDampFloor = 1e-10;
 
 struct InverseOptions {
   double damp = 1e-5;  // λ > 0
-  InverseMethod method = InverseMethod::Auto;
+  InverseMethod method = InverseMethod::kAuto;
   int64_t chunk = 32;  // k, gradients per Recursion step (>= 1)
   /// Damping that follows the Fisher's scale: block b gets
   /// λ_b = λ + relative_damp · mean_q (GGᵀ/m)_qq over its weights (0 = off).

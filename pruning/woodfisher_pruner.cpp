@@ -159,9 +159,9 @@ LossPrediction WoodFisherPruner::update(PrunableSet& set, std::span<const int64_
   // entries are the u of the statistic).
   if (options_.first_order)
     for (size_t q = 0; q < w.size(); ++q) w[q] = static_cast<float>(w[q] - newton_[q]);
-  const bool interpolate =
-      options_.update_scale != 1.0 && (options_.update == ObsUpdate::Exact || options_.first_order);
-  if (options_.update == ObsUpdate::Exact)
+  const bool interpolate = options_.update_scale != 1.0 &&
+                           (options_.update == ObsUpdate::kExact || options_.first_order);
+  if (options_.update == ObsUpdate::kExact)
     obs_update_exact(w, inverse_, local, out.predicted);
   else
     obs_update_summed(w, inverse_, local, interpolate ? 1.0 : options_.update_scale, out.predicted);

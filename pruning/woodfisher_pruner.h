@@ -28,15 +28,15 @@
 
 namespace spruce::pruning {
 
-enum class ObsUpdate { Exact, Summed };
+enum class ObsUpdate { kExact, kSummed };
 
 struct WoodFisherOptions {
-  ObsUpdate update = ObsUpdate::Exact;
+  ObsUpdate update = ObsUpdate::kExact;
   /// δ is scaled by this, in [0, 1] (pruned weights are zeroed whatever it
   /// is): 1 the full update, 0 none (summed with 0 is OBD).
   double update_scale = 1.0;
-  InverseMethod method = InverseMethod::Auto;  // how each block is inverted
-  int64_t chunk = 32;                          // k for InverseMethod::Recursion
+  InverseMethod method = InverseMethod::kAuto;  // how each block is inverted
+  int64_t chunk = 32;                           // k for InverseMethod::kRecursion
   /// WoodTaylor (pruning/README.md, "WoodTaylor"): the mean gradient ḡ of
   /// the Fisher's samples adds the first-order term. With a = F⁻¹ḡ (the
   /// Newton step), ρ_q = (w_q − a_q)² / (2 [F⁻¹]_qq) and the update is

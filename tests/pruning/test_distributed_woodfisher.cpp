@@ -94,23 +94,23 @@ TEST_CASE("shard splits n items evenly in rank order") {
 TEST_CASE("partition_blocks cuts contiguous runs of about equal inverse memory") {
   const std::vector<int64_t> sizes = {300, 100, 100, 100};
   const auto blocks = make_blocks(sizes, 100);  // six blocks of 100, dense at m = 60
-  const BlockPartition p = partition_blocks(blocks, 60, InverseMethod::Auto, 2);
+  const BlockPartition p = partition_blocks(blocks, 60, InverseMethod::kAuto, 2);
   CHECK(p.first_block == std::vector<int64_t>{0, 3, 6});
   CHECK(p.column_start == std::vector<int64_t>{0, 300, 600});
   CHECK(p.column_counts() == std::vector<int64_t>{300, 300});
   // One 300-weight factored block (Gram at m = 10: 300·10 doubles) weighs
   // as much as ... the three dense 100-blocks (3·100² floats) are heavier.
   const auto mixed = make_blocks(std::vector<int64_t>{300, 100, 100, 100}, 300);
-  const BlockPartition q = partition_blocks(mixed, 10, InverseMethod::Auto, 2);
+  const BlockPartition q = partition_blocks(mixed, 10, InverseMethod::kAuto, 2);
   CHECK(q.first_block == std::vector<int64_t>{0, 1, 4});
   // More ranks than blocks: some own nothing.
   const BlockPartition r =
-      partition_blocks(make_blocks(std::vector<int64_t>{5}, 5), 3, InverseMethod::Auto, 3);
+      partition_blocks(make_blocks(std::vector<int64_t>{5}, 5), 3, InverseMethod::kAuto, 3);
   CHECK(r.first_block.front() == 0);
   CHECK(r.first_block.back() == 1);
   CHECK(std::is_sorted(r.first_block.begin(), r.first_block.end()));
-  CHECK(inverse_bytes(100, 60, InverseMethod::Auto) == 100 * 100 * 4);
-  CHECK(inverse_bytes(300, 10, InverseMethod::Auto) == 300 * 10 * 8);
+  CHECK(inverse_bytes(100, 60, InverseMethod::kAuto) == 100 * 100 * 4);
+  CHECK(inverse_bytes(300, 10, InverseMethod::kAuto) == 300 * 10 * 8);
 }
 
 TEST_CASE("gather_columns and gather_rows rebuild the bank from every rank's rows") {
@@ -120,7 +120,7 @@ TEST_CASE("gather_columns and gather_rows rebuild the bank from every rank's row
   for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<float>(i);
   const GradientBank mine = my_rows(all, d, comm);
   const auto blocks = make_blocks(std::vector<int64_t>{d}, 2);
-  const BlockPartition p = partition_blocks(blocks, kSamples, InverseMethod::Direct, comm.size());
+  const BlockPartition p = partition_blocks(blocks, kSamples, InverseMethod::kDirect, comm.size());
   const GradientBank cols = gather_columns(comm, mine, p);
   const int64_t c0 = p.column_start[comm.rank()], w = p.columns(comm.rank());
   CHECK(cols.dim() == w);
@@ -138,13 +138,13 @@ TEST_CASE("distributed WoodFisher and WoodTaylor: the single process's masks and
   Communicator& comm = world();
   SingleProcess solo;
   for (const int64_t block_size : {16, 100, 1000})  // dense blocks; factored (2m <= n); per layer
-    for (const ObsUpdate update : {ObsUpdate::Exact, ObsUpdate::Summed})
-      for (const Selection selection : {Selection::Global, Selection::PerLayer})
+    for (const ObsUpdate update : {ObsUpdate::kExact, ObsUpdate::kSummed})
+      for (const Selection selection : {Selection::kGlobal, Selection::kPerLayer})
         for (const bool first_order : {false, true}) {
           CAPTURE(block_size);
           CAPTURE(first_order);
-          CAPTURE(update == ObsUpdate::Exact ? "exact" : "summed");
-          CAPTURE(selection == Selection::Global ? "global" : "per-layer");
+          CAPTURE(update == ObsUpdate::kExact ? "exact" : "summed");
+          CAPTURE(selection == Selection::kGlobal ? "global" : "per-layer");
           Problem one = make_problem(), many = make_problem();
           const int64_t d = one.set.numel();
           const std::vector<float> grads = make_gradients(d);
@@ -180,7 +180,7 @@ TEST_CASE("distributed WoodFisher and WoodTaylor: the single process's masks and
 
 TEST_CASE("distributed diagonal Fisher: the single process's masks and weights") {
   Communicator& comm = world();
-  for (const Selection selection : {Selection::Global, Selection::PerLayer}) {
+  for (const Selection selection : {Selection::kGlobal, Selection::kPerLayer}) {
     Problem one = make_problem(), many = make_problem();
     const int64_t d = one.set.numel();
     const std::vector<float> grads = make_gradients(d);

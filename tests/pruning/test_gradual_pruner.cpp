@@ -129,11 +129,11 @@ TEST_CASE("the pruner table: every row builds, its name round-trips, modifiers f
   for (const PrunerKind& kind : pruner_table()) {
     CAPTURE(kind.name);
     const PruningMethod m = parse_method(kind.name + "-layer");
-    CHECK(m.selection == Selection::PerLayer);
+    CHECK(m.selection == Selection::kPerLayer);
     CHECK(make_pruner(m) != nullptr);
     CHECK(parse_method(m.name()).name() == m.name());
     if (kind.obs_update) {
-      CHECK(parse_method(kind.name + "-summed").update == ObsUpdate::Summed);
+      CHECK(parse_method(kind.name + "-summed").update == ObsUpdate::kSummed);
       CHECK(parse_method(kind.name + "-noupdate").update_scale == 0.0);
     } else {
       CHECK_THROWS_AS(parse_method(kind.name + "-summed"), UsageError);

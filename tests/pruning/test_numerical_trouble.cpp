@@ -48,10 +48,10 @@ bool all_finite(const std::vector<float>& w) {
 struct AllPruners {
   MagnitudePruner magnitude;
   DiagFisherPruner diag;
-  WoodFisherPruner exact_auto, exact_direct{{ObsUpdate::Exact, 1.0, InverseMethod::Direct}},
-      exact_gram{{ObsUpdate::Exact, 1.0, InverseMethod::Gram}},
-      exact_recursion{{ObsUpdate::Exact, 1.0, InverseMethod::Recursion, 4}},
-      summed{{ObsUpdate::Summed, 1.0}};
+  WoodFisherPruner exact_auto, exact_direct{{ObsUpdate::kExact, 1.0, InverseMethod::kDirect}},
+      exact_gram{{ObsUpdate::kExact, 1.0, InverseMethod::kGram}},
+      exact_recursion{{ObsUpdate::kExact, 1.0, InverseMethod::kRecursion, 4}},
+      summed{{ObsUpdate::kSummed, 1.0}};
   std::vector<Pruner*> all() {
     return {&magnitude, &diag, &exact_auto, &exact_direct, &exact_gram, &exact_recursion, &summed};
   }
@@ -59,13 +59,13 @@ struct AllPruners {
 
 const char* method_name(InverseMethod m) {
   switch (m) {
-    case InverseMethod::Auto:
+    case InverseMethod::kAuto:
       return "auto";
-    case InverseMethod::Direct:
+    case InverseMethod::kDirect:
       return "direct";
-    case InverseMethod::Gram:
+    case InverseMethod::kGram:
       return "gram";
-    case InverseMethod::Recursion:
+    case InverseMethod::kRecursion:
       return "recursion";
   }
   return "?";
@@ -76,7 +76,7 @@ const char* method_name(InverseMethod m) {
 TEST_CASE(
     "all-zero gradients for a layer: its block is λI, pruned by magnitude, nothing else moves") {
   for (InverseMethod method :
-       {InverseMethod::Direct, InverseMethod::Gram, InverseMethod::Recursion}) {
+       {InverseMethod::kDirect, InverseMethod::kGram, InverseMethod::kRecursion}) {
     CAPTURE(method_name(method));
     Generator gen(5);
     PrunableSet set;
@@ -91,8 +91,8 @@ TEST_CASE(
     const std::vector<float> all_before = set.flat_weights();
     const std::vector<float> dead_before(all_before.begin() + 24, all_before.end());
     CapturedWarnings warnings;
-    WoodFisherPruner pruner({ObsUpdate::Exact, 1.0, method, 4});
-    prune_step(pruner, set, &bank, {0.5, Selection::PerLayer, {1e-4, 100}});
+    WoodFisherPruner pruner({ObsUpdate::kExact, 1.0, method, 4});
+    prune_step(pruner, set, &bank, {0.5, Selection::kPerLayer, {1e-4, 100}});
     CHECK(warnings.messages.empty());
     const std::vector<float> w = set.flat_weights();
     CHECK(all_finite(w));
@@ -118,7 +118,7 @@ TEST_CASE(
   GradientBank bank(d, m);
   for (int64_t s = 0; s < m; ++s) bank.add(s % 2 ? g1 : g2);  // rank 2
   for (InverseMethod method :
-       {InverseMethod::Direct, InverseMethod::Gram, InverseMethod::Recursion}) {
+       {InverseMethod::kDirect, InverseMethod::kGram, InverseMethod::kRecursion}) {
     CAPTURE(method_name(method));
     const BlockInverse inv =
         block_fisher_inverse(bank, make_blocks(std::vector<int64_t>{d}, 20), {kMinDamp, method, 4});
@@ -143,9 +143,10 @@ TEST_CASE(
     PrunableSet set;
     set.add("fc.weight", Tensor::randn({d}, gen));
     CapturedWarnings warnings;
-    WoodFisherPruner exact, summed({ObsUpdate::Summed, 1.0});
+    WoodFisherPruner exact, summed({ObsUpdate::kSummed, 1.0});
     Pruner& pruner = which == 0 ? static_cast<Pruner&>(exact) : summed;
-    const PruneReport r = prune_step(pruner, set, &bank, {0.75, Selection::Global, {kMinDamp, 20}});
+    const PruneReport r =
+        prune_step(pruner, set, &bank, {0.75, Selection::kGlobal, {kMinDamp, 20}});
     CHECK(r.pruned_after == 30);
     CHECK(all_finite(set.flat_weights()));
     REQUIRE(warnings.messages.size() == 1);
@@ -189,7 +190,7 @@ TEST_CASE(
       const std::vector<float> before = set.flat_weights(), mask = set.flat_mask();
       std::string message;
       try {
-        prune_step(*pruner, set, &bank, {0.5, Selection::Global, {1e-4, 4}});
+        prune_step(*pruner, set, &bank, {0.5, Selection::kGlobal, {1e-4, 4}});
       } catch (const NumericalError& e) {
         message = e.what();
       }
@@ -205,7 +206,7 @@ TEST_CASE(
 
 TEST_CASE(
     "a layer whose weights are all pruned already: it stays so, the rest is pruned to target") {
-  for (Selection mode : {Selection::Global, Selection::PerLayer}) {
+  for (Selection mode : {Selection::kGlobal, Selection::kPerLayer}) {
     AllPruners pruners;
     for (Pruner* pruner : pruners.all()) {
       CAPTURE(pruner->name());
@@ -220,7 +221,7 @@ TEST_CASE(
       const PruneReport r = prune_step(*pruner, set, &bank, {0.5, mode, {1e-4, 8}});
       CHECK(all_finite(set.flat_weights()));
       CHECK(r.layers[1].pruned_after == 10);
-      CHECK(r.layers[0].pruned_after == (mode == Selection::Global ? 10 : 15));
+      CHECK(r.layers[0].pruned_after == (mode == Selection::kGlobal ? 10 : 15));
     }
   }
 }
@@ -232,7 +233,7 @@ TEST_CASE("targets that round to no weight prune none, to every weight keep one;
   MagnitudePruner pruner;
   {
     CapturedWarnings warnings;
-    const auto chosen = select_to_prune(set, pruner.scores(set), 0.1, Selection::PerLayer);
+    const auto chosen = select_to_prune(set, pruner.scores(set), 0.1, Selection::kPerLayer);
     CHECK(chosen == std::vector<int64_t>{3});  // big: round(0.8) = 1; tiny: round(0.3) = 0
     REQUIRE(warnings.messages.size() == 1);
     CHECK(warnings.any_contains("rounds to no weight of 'tiny' (3)"));
@@ -240,22 +241,22 @@ TEST_CASE("targets that round to no weight prune none, to every weight keep one;
   {
     CapturedWarnings warnings;
     // tiny: round(2.7) = 3 = all, so 2 (the highest |w|, -2, stays); big: round(7.2) = 7.
-    const auto chosen = select_to_prune(set, pruner.scores(set), 0.9, Selection::PerLayer);
+    const auto chosen = select_to_prune(set, pruner.scores(set), 0.9, Selection::kPerLayer);
     CHECK(chosen == std::vector<int64_t>{0, 2, 3, 4, 5, 6, 7, 8, 9});
     REQUIRE(warnings.messages.size() == 1);
     CHECK(warnings.any_contains("rounds to every weight of 'tiny' (3); one weight"));
   }
   {
     CapturedWarnings warnings;
-    const auto chosen = select_to_prune(set, pruner.scores(set), 0.96, Selection::Global);
+    const auto chosen = select_to_prune(set, pruner.scores(set), 0.96, Selection::kGlobal);
     CHECK(chosen.size() == 10);  // round(10.56) = 11 = all: one kept
     CHECK(std::find(chosen.begin(), chosen.end(), 10) == chosen.end());  // the 8
     CHECK(warnings.any_contains("rounds to every weight of all 11 weights"));
   }
   {
     CapturedWarnings warnings;  // exactly 1 and exactly 0 are what was asked: no warning
-    CHECK(select_to_prune(set, pruner.scores(set), 1.0, Selection::PerLayer).size() == 11);
-    CHECK(select_to_prune(set, pruner.scores(set), 0.0, Selection::Global).empty());
+    CHECK(select_to_prune(set, pruner.scores(set), 1.0, Selection::kPerLayer).size() == 11);
+    CHECK(select_to_prune(set, pruner.scores(set), 0.0, Selection::kGlobal).empty());
     CHECK(warnings.messages.empty());
   }
 }

@@ -83,10 +83,10 @@ double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) 
 }
 
 /// Every way of computing the block inverse: the OBS results must not depend on it.
-const InverseMethod kMethods[] = {InverseMethod::Direct, InverseMethod::Gram,
-                                  InverseMethod::Recursion};
+const InverseMethod kMethods[] = {InverseMethod::kDirect, InverseMethod::kGram,
+                                  InverseMethod::kRecursion};
 
-WoodFisherOptions with(InverseMethod method, ObsUpdate update = ObsUpdate::Exact,
+WoodFisherOptions with(InverseMethod method, ObsUpdate update = ObsUpdate::kExact,
                        double scale = 1.0) {
   WoodFisherOptions o;
   o.update = update;
@@ -144,7 +144,7 @@ TEST_CASE("summed single-weight updates differ from the exact one when H is not 
     const Problem p(false);
     const std::vector<int64_t> q{1, 3, 4};
     const std::vector<double> best = ref::constrained_minimiser(p.h, kD, as_double(kW), q);
-    WoodFisherPruner summed(with(method, ObsUpdate::Summed));
+    WoodFisherPruner summed(with(method, ObsUpdate::kSummed));
     LossPrediction loss;
     const std::vector<double> delta = apply(summed, p.bank, q, &loss);
     CHECK(max_abs_diff(delta, best) > 1e-2);
@@ -163,7 +163,7 @@ TEST_CASE("summed single-weight updates differ from the exact one when H is not 
 TEST_CASE("with a diagonal H the summed and exact updates agree (both just zero Q)") {
   const Problem p(true);
   const std::vector<int64_t> q{0, 2, 5};
-  WoodFisherPruner exact, summed({ObsUpdate::Summed, 1.0});
+  WoodFisherPruner exact, summed({ObsUpdate::kSummed, 1.0});
   const std::vector<double> a = apply(exact, p.bank, q), b = apply(summed, p.bank, q);
   CHECK(max_abs_diff(a, b) < 1e-6);
   CHECK(max_abs_diff(a, ref::constrained_minimiser(p.h, kD, as_double(kW), q)) < 1e-6);
@@ -172,7 +172,7 @@ TEST_CASE("with a diagonal H the summed and exact updates agree (both just zero 
 TEST_CASE("summed with scale 0 only zeroes: OBD") {
   const Problem p(false);
   const std::vector<int64_t> q{0, 4};
-  WoodFisherPruner obd({ObsUpdate::Summed, 0.0});
+  WoodFisherPruner obd({ObsUpdate::kSummed, 0.0});
   LossPrediction loss;
   const std::vector<double> delta = apply(obd, p.bank, q, &loss);
   for (int64_t i = 0; i < kD; ++i) CHECK(delta[i] == (i == 0 || i == 4 ? -kW[i] : 0.0));
@@ -182,7 +182,7 @@ TEST_CASE("summed with scale 0 only zeroes: OBD") {
 TEST_CASE("update scale s in [0, 1]: the unpruned weights move s times the full update") {
   const Problem p(false);
   const std::vector<int64_t> q{1, 3};
-  for (ObsUpdate update : {ObsUpdate::Exact, ObsUpdate::Summed}) {
+  for (ObsUpdate update : {ObsUpdate::kExact, ObsUpdate::kSummed}) {
     CAPTURE(static_cast<int>(update));
     WoodFisherPruner full({update, 1.0}), half({update, 0.5}), none({update, 0.0});
     const std::vector<double> d_full = apply(full, p.bank, q);
@@ -266,7 +266,7 @@ TEST_CASE("few gradients, many pruned: the exact update is still the KKT minimis
     set.add("w", Tensor::from_data({d}, w));
     WoodFisherPruner pruner(with(method));
     pruner.prepare(set, &bank, {damp, d});
-    CHECK(pruner.inverse().factored(0) == (method == InverseMethod::Gram));
+    CHECK(pruner.inverse().factored(0) == (method == InverseMethod::kGram));
     const LossPrediction loss = pruner.update(set, q);
     const std::vector<float> after = set.flat_weights();
     for (int64_t i = 0; i < d; ++i)
@@ -292,7 +292,7 @@ TEST_CASE("already-pruned weights stay zero; the update is the minimiser of the 
     PrunableSet set;
     set.add("w", Tensor::from_data({d}, w), Tensor::from_data({d}, mask));
     WoodFisherPruner pruner(with(method));
-    const PruneReport r = prune_step(pruner, set, &bank, {0.5, Selection::Global, {damp, 8}});
+    const PruneReport r = prune_step(pruner, set, &bank, {0.5, Selection::kGlobal, {damp, 8}});
     CHECK(r.pruned_before == 2);
     CHECK(r.pruned_after == 4);
     const std::vector<float> after = set.flat_weights(), new_mask = set.flat_mask();
@@ -343,7 +343,7 @@ ref::Mat block_diagonal(const ref::Mat& h, int64_t n, int64_t block) {
   return out;
 }
 
-WoodFisherOptions taylor(InverseMethod method, ObsUpdate update = ObsUpdate::Exact,
+WoodFisherOptions taylor(InverseMethod method, ObsUpdate update = ObsUpdate::kExact,
                          double scale = 1.0) {
   WoodFisherOptions o = with(method, update, scale);
   o.first_order = true;
@@ -438,7 +438,7 @@ TEST_CASE("WoodTaylor summed: s · (Newton step + the single-weight OBS updates 
   }
   for (double scale : {1.0, 0.5}) {
     CAPTURE(scale);
-    WoodFisherPruner pruner(taylor(InverseMethod::Direct, ObsUpdate::Summed, scale));
+    WoodFisherPruner pruner(taylor(InverseMethod::kDirect, ObsUpdate::kSummed, scale));
     const std::vector<double> delta = apply(pruner, p.bank, q);
     for (int64_t i = 0; i < kD; ++i) {
       CAPTURE(i);
@@ -459,13 +459,13 @@ TEST_CASE("WoodTaylor with --taylor-scale t: the KKT minimiser with t·ḡ; t = 
     std::vector<double> tg(g);
     for (double& v : tg) v *= t;
     const std::vector<double> best = ref::constrained_minimiser(p.h, kD, as_double(kW), q, tg);
-    WoodFisherPruner pruner(taylor(InverseMethod::Direct));
+    WoodFisherPruner pruner(taylor(InverseMethod::kDirect));
     LossPrediction loss;
     const std::vector<double> delta = apply(pruner, p.bank, q, &loss, 100, t);
     CHECK(max_abs_diff(delta, best) < 1e-5);
     CHECK(loss.predicted[0] == doctest::Approx(ref::taylor(p.h, tg, kD, best)).epsilon(1e-5));
     if (t == 0.0) {
-      WoodFisherPruner plain(with(InverseMethod::Direct));
+      WoodFisherPruner plain(with(InverseMethod::kDirect));
       CHECK(max_abs_diff(apply(plain, p.bank, q), delta) == 0.0);
     }
   }

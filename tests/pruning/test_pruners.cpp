@@ -97,7 +97,7 @@ TEST_CASE("diagonal Fisher: ρ = w² (λ + mean g²) / 2 reorders what magnitude
   CHECK(pruner.fisher_diagonal() == std::vector<double>{4.125, 0.625, 0.125});
   CHECK(pruner.scores(set) == std::vector<double>{2.0625, 1.25, 0.5625});
   const PruneReport r =
-      prune_step(pruner, set, &bank, {2.0 / 3.0, Selection::Global, {0.125, 100}});
+      prune_step(pruner, set, &bank, {2.0 / 3.0, Selection::kGlobal, {0.125, 100}});
   CHECK(set.flat_weights() == std::vector<float>{1.f, 0.f, 0.f});  // magnitude would keep 3
   CHECK(r.predicted_loss == 1.8125);
   CHECK(r.quadratic_loss == 1.8125);
@@ -128,7 +128,7 @@ TEST_CASE("prune_step: exact counts, monotone masks, every pruner, both selectio
   const int64_t m = 20;
   Generator gen(21);
   for (int which = 0; which < 4; ++which) {
-    for (Selection mode : {Selection::Global, Selection::PerLayer}) {
+    for (Selection mode : {Selection::kGlobal, Selection::kPerLayer}) {
       CAPTURE(which);
       CAPTURE(static_cast<int>(mode));
       PrunableSet set;
@@ -138,7 +138,7 @@ TEST_CASE("prune_step: exact counts, monotone masks, every pruner, both selectio
       for (int64_t s = 0; s < m; ++s) bank.add(Tensor::randn({set.numel()}, gen).span());
       MagnitudePruner magnitude;
       DiagFisherPruner diag;
-      WoodFisherPruner exact, summed({ObsUpdate::Summed, 1.0});
+      WoodFisherPruner exact, summed({ObsUpdate::kSummed, 1.0});
       Pruner* pruners[] = {&magnitude, &diag, &exact, &summed};
       Pruner& pruner = *pruners[which];
       std::vector<float> previous = set.flat_mask();
@@ -150,7 +150,7 @@ TEST_CASE("prune_step: exact counts, monotone masks, every pruner, both selectio
           if (mask[q] == 0.f) CHECK(w[q] == 0.f);
         }
         previous = mask;
-        if (mode == Selection::Global) {
+        if (mode == Selection::kGlobal) {
           CHECK(r.pruned_after == target_count(s, 122));
         } else {
           CHECK(r.layers[0].pruned_after == target_count(s, 72));

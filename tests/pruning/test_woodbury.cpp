@@ -99,8 +99,8 @@ TEST_CASE("every method equals the direct inverse, for m < c, m > c, c not divid
     int64_t d = 0;
     for (int64_t n : t.layers) d += n;
     const GradientBank bank = random_bank(d, t.m, 7 + d, t.correlated);
-    for (InverseMethod method : {InverseMethod::Direct, InverseMethod::Gram,
-                                 InverseMethod::Recursion, InverseMethod::Auto}) {
+    for (InverseMethod method : {InverseMethod::kDirect, InverseMethod::kGram,
+                                 InverseMethod::kRecursion, InverseMethod::kAuto}) {
       CAPTURE(d);
       CAPTURE(t.m);
       CAPTURE(t.c);
@@ -143,7 +143,7 @@ TEST_CASE("masked weights: their gradient entries count as zero and they decoupl
   for (int64_t q : {1, 4, 5, 13}) keep[q] = 0.f;
   const std::vector<int64_t> layers{10, 8};
   for (InverseMethod method :
-       {InverseMethod::Direct, InverseMethod::Gram, InverseMethod::Recursion}) {
+       {InverseMethod::kDirect, InverseMethod::kGram, InverseMethod::kRecursion}) {
     const BlockInverse inv =
         block_fisher_inverse(bank, make_blocks(layers, 6), {damp, method, 5}, keep);
     check_against_direct(inv, bank, damp, keep);
@@ -166,7 +166,7 @@ TEST_CASE("relative damping: block b is damped with λ + r · mean of its Fisher
   const double damp = 1e-3, r = 0.1;
   // One block per layer: the direct inverse with the λ_b computed here.
   const BlockInverse inv =
-      block_fisher_inverse(bank, make_blocks(layers, 100), {damp, InverseMethod::Direct, 32, r});
+      block_fisher_inverse(bank, make_blocks(layers, 100), {damp, InverseMethod::kDirect, 32, r});
   for (int64_t b = 0; b < 2; ++b) {
     const Block blk = inv.blocks()[b];
     double mean = 0.0;
@@ -215,11 +215,11 @@ TEST_CASE("parallel over blocks gives the same bits as one thread") {
 }
 
 TEST_CASE("Auto picks the Gram form when m is small next to c, else the direct one") {
-  CHECK(cheapest_method(100, 1000) == InverseMethod::Gram);
-  CHECK(cheapest_method(1000, 100) == InverseMethod::Direct);
-  CHECK(cheapest_method(100, 100) == InverseMethod::Direct);
-  CHECK(cheapest_method(50, 100) == InverseMethod::Gram);
-  CHECK(cheapest_method(51, 100) == InverseMethod::Direct);
+  CHECK(cheapest_method(100, 1000) == InverseMethod::kGram);
+  CHECK(cheapest_method(1000, 100) == InverseMethod::kDirect);
+  CHECK(cheapest_method(100, 100) == InverseMethod::kDirect);
+  CHECK(cheapest_method(50, 100) == InverseMethod::kGram);
+  CHECK(cheapest_method(51, 100) == InverseMethod::kDirect);
 }
 
 TEST_CASE("bad options and sizes are rejected") {
@@ -227,7 +227,7 @@ TEST_CASE("bad options and sizes are rejected") {
   const std::vector<int64_t> layers{8};
   CHECK_THROWS_AS(block_fisher_inverse(bank, make_blocks(layers, 4), {0.0}), UsageError);
   CHECK_THROWS_AS(
-      block_fisher_inverse(bank, make_blocks(layers, 4), {1e-3, InverseMethod::Recursion, 0}),
+      block_fisher_inverse(bank, make_blocks(layers, 4), {1e-3, InverseMethod::kRecursion, 0}),
       UsageError);
   const std::vector<int64_t> wrong{7};
   CHECK_THROWS_AS(block_fisher_inverse(bank, make_blocks(wrong, 4), {1e-3}), UsageError);
