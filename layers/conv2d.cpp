@@ -11,7 +11,7 @@
 namespace spruce {
 
 Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size,
-               const ops::Conv2dOptions& options, bool bias, Generator& gen)
+               const ops::Conv2dOptions& options, Bias bias, Generator& gen)
     : in_channels_(in_channels),
       out_channels_(out_channels),
       kernel_size_(kernel_size),
@@ -24,10 +24,10 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size,
                      " stride=" + std::to_string(options.stride) + " padding=" +
                      std::to_string(options.padding) + " groups=" + std::to_string(g));
   Tensor w = Tensor::empty({out_channels, in_channels / g, kernel_size, kernel_size});
-  Tensor b = bias ? Tensor::empty({out_channels}) : Tensor();
+  Tensor b = bias == Bias::kYes ? Tensor::empty({out_channels}) : Tensor();
   init::default_weight_and_bias_(w, b, gen);
   weight_ = register_parameter("weight", w, Prunable::kYes);
-  if (bias) bias_ = register_parameter("bias", b);
+  if (bias == Bias::kYes) bias_ = register_parameter("bias", b);
 }
 
 bool Conv2d::runs_sparse() {

@@ -22,11 +22,11 @@ namespace spruce {
 /// whose masked weight is sparse enough (ops::SparseWeightCache::use_sparse)
 /// runs the sparse kernels of core/ops/sparse_conv2d.h on its nonzeros,
 /// compressed once and recompressed whenever the weight or mask changes.
-/// Example: Conv2d(16, 32, 3, {.stride = 2, .padding = 1}, false, gen).
+/// Example: Conv2d(16, 32, 3, {.stride = 2, .padding = 1}, Bias::kNo, gen).
 class Conv2d : public Module {
  public:
   Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size,
-         const ops::Conv2dOptions& options = {}, bool bias = true,
+         const ops::Conv2dOptions& options = {}, Bias bias = Bias::kYes,
          Generator& gen = default_generator());
 
   Tensor forward(const Tensor& x) override;

@@ -8,16 +8,21 @@
 
 namespace spruce {
 
-/// act(bn(conv(x)) + residual) with act = ReLU when `relu`, else the identity.
-/// x [N, C_in, H, W] -> [N, C_out, H_out, W_out]; residual of the output's
-/// shape, or undefined for none.
+/// What follows the batch norm, named at call sites:
+/// conv_batch_norm(conv, bn, x, {.residual = r, .relu = true}).
+struct ConvBnTail {
+  Tensor residual;    // added after the batch norm: the output's shape, or undefined for none
+  bool relu = false;  // ReLU last
+};
+
+/// act(bn(conv(x)) + tail.residual) with act = ReLU when tail.relu, else the
+/// identity. x [N, C_in, H, W] -> [N, C_out, H_out, W_out].
 /// With bn in eval mode and no graph being recorded (NoGradGuard), the batch
 /// norm's running statistics are folded into a per-channel scale and shift
 /// (read afresh at every call) and one ops::conv2d_fused call writes each
 /// output value once. Otherwise the layers run one after the other
 /// (conv.forward, bn.forward, ops::add, ops::relu): training and gradients
 /// are exactly those of the plain composition.
-Tensor conv_batch_norm(Conv2d& conv, BatchNorm2d& bn, const Tensor& x,
-                       const Tensor& residual = Tensor(), bool relu = false);
+Tensor conv_batch_norm(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, const ConvBnTail& tail = {});
 
 }  // namespace spruce

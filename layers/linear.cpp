@@ -11,16 +11,16 @@
 
 namespace spruce {
 
-Linear::Linear(int64_t in_features, int64_t out_features, bool bias, Generator& gen)
+Linear::Linear(int64_t in_features, int64_t out_features, Bias bias, Generator& gen)
     : in_features_(in_features), out_features_(out_features) {
   if (in_features <= 0 || out_features <= 0)
     throw UsageError("Linear: features must be positive, got " + std::to_string(in_features) +
                      " -> " + std::to_string(out_features));
   Tensor w = Tensor::empty({out_features, in_features});
-  Tensor b = bias ? Tensor::empty({out_features}) : Tensor();
+  Tensor b = bias == Bias::kYes ? Tensor::empty({out_features}) : Tensor();
   init::default_weight_and_bias_(w, b, gen);
   weight_ = register_parameter("weight", w, Prunable::kYes);
-  if (bias) bias_ = register_parameter("bias", b);
+  if (bias == Bias::kYes) bias_ = register_parameter("bias", b);
 }
 
 Tensor Linear::forward(const Tensor& x) {

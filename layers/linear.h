@@ -17,7 +17,7 @@ namespace spruce {
 /// weight runs the sparse kernels (as Conv2d does).
 class Linear : public Module {
  public:
-  Linear(int64_t in_features, int64_t out_features, bool bias = true,
+  Linear(int64_t in_features, int64_t out_features, Bias bias = Bias::kYes,
          Generator& gen = default_generator());
 
   Tensor forward(const Tensor& x) override;

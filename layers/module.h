@@ -47,6 +47,9 @@ enum class Prunable { kNo, kYes };
 /// missing from older checkpoints.
 enum class IfMissing { kFail, kKeep };
 
+/// Whether a conv or linear layer has a bias (named at call sites, not a bare bool).
+enum class Bias { kNo, kYes };
+
 /// Glob match of a whole name: '*' matches any run of characters (dots
 /// included), '?' exactly one; everything else matches itself.
 /// glob_match("layer*.*.conv*.weight", "layer2.1.conv1.weight") is true.

@@ -25,19 +25,20 @@ constexpr BlockSpec kBlocks[13] = {{64, 1},  {128, 2},  {128, 1}, {256, 2}, {256
 DepthwiseSeparableBlock::DepthwiseSeparableBlock(int64_t in_channels, int64_t out_channels,
                                                  int64_t stride, Generator& gen) {
   conv1_ = &register_module(
-      "conv1",
-      std::make_unique<Conv2d>(
-          in_channels, in_channels, 3,
-          ops::Conv2dOptions{.stride = stride, .padding = 1, .groups = in_channels}, false, gen));
+      "conv1", std::make_unique<Conv2d>(
+                   in_channels, in_channels, 3,
+                   ops::Conv2dOptions{.stride = stride, .padding = 1, .groups = in_channels},
+                   Bias::kNo, gen));
   bn1_ = &register_module("bn1", std::make_unique<BatchNorm2d>(in_channels));
-  conv2_ = &register_module("conv2", std::make_unique<Conv2d>(in_channels, out_channels, 1,
-                                                              ops::Conv2dOptions{}, false, gen));
+  conv2_ = &register_module(
+      "conv2",
+      std::make_unique<Conv2d>(in_channels, out_channels, 1, ops::Conv2dOptions{}, Bias::kNo, gen));
   bn2_ = &register_module("bn2", std::make_unique<BatchNorm2d>(out_channels));
 }
 
 Tensor DepthwiseSeparableBlock::forward(const Tensor& x) {
-  const Tensor out = conv_batch_norm(*conv1_, *bn1_, x, Tensor(), true);  // [N, in, H_out, W_out]
-  return conv_batch_norm(*conv2_, *bn2_, out, Tensor(), true);            // [N, out, H_out, W_out]
+  const Tensor out = conv_batch_norm(*conv1_, *bn1_, x, {.relu = true});  // [N, in, H_out, W_out]
+  return conv_batch_norm(*conv2_, *bn2_, out, {.relu = true});            // [N, out, H_out, W_out]
 }
 
 int64_t MobileNetV1::scaled_channels(int64_t base, float width) {
@@ -56,9 +57,10 @@ MobileNetV1::MobileNetV1(const MobileNetV1Options& options, Generator& gen) : op
 
   int64_t channels = scaled_channels(32, options.width);
   conv1_ = &register_module(
-      "conv1", std::make_unique<Conv2d>(
-                   options.in_channels, channels, 3,
-                   ops::Conv2dOptions{.stride = options.first_stride, .padding = 1}, false, gen));
+      "conv1",
+      std::make_unique<Conv2d>(options.in_channels, channels, 3,
+                               ops::Conv2dOptions{.stride = options.first_stride, .padding = 1},
+                               Bias::kNo, gen));
   bn1_ = &register_module("bn1", std::make_unique<BatchNorm2d>(channels));
   auto blocks = std::make_unique<Sequential>();
   for (const BlockSpec& b : kBlocks) {
@@ -67,12 +69,12 @@ MobileNetV1::MobileNetV1(const MobileNetV1Options& options, Generator& gen) : op
     channels = out;
   }
   layers_ = &register_module("layers", std::move(blocks));
-  linear_ = &register_module("linear",
-                             std::make_unique<Linear>(channels, options.num_classes, true, gen));
+  linear_ = &register_module(
+      "linear", std::make_unique<Linear>(channels, options.num_classes, Bias::kYes, gen));
 }
 
 Tensor MobileNetV1::forward(const Tensor& x) {
-  Tensor out = conv_batch_norm(*conv1_, *bn1_, x, Tensor(), true);  // [N, 32w, H, W] (stride 1)
+  Tensor out = conv_batch_norm(*conv1_, *bn1_, x, {.relu = true});  // [N, 32w, H, W] (stride 1)
   out = layers_->forward(out);                                      // [N, 1024w, H/16, W/16]
   return linear_->forward(ops::global_avg_pool2d(out));             // [N, 1024w] -> [N, classes]
 }

@@ -16,7 +16,7 @@ namespace {
 std::unique_ptr<Conv2d> conv_no_bias(int64_t in, int64_t out, int64_t kernel, int64_t stride,
                                      int64_t padding, Generator& gen) {
   auto conv = std::make_unique<Conv2d>(
-      in, out, kernel, ops::Conv2dOptions{.stride = stride, .padding = padding}, false, gen);
+      in, out, kernel, ops::Conv2dOptions{.stride = stride, .padding = padding}, Bias::kNo, gen);
   init::kaiming_normal_(conv->weight(), gen, init::FanMode::kFanOut);
   return conv;
 }
@@ -49,11 +49,11 @@ BasicBlock::BasicBlock(int64_t in_planes, int64_t planes, int64_t stride, char s
 
 Tensor BasicBlock::forward(const Tensor& x) {
   const Tensor out =
-      conv_batch_norm(*conv1_, *bn1_, x, Tensor(), true);  // [N, planes, H_out, W_out]
+      conv_batch_norm(*conv1_, *bn1_, x, {.relu = true});  // [N, planes, H_out, W_out]
   const Tensor residual = shortcut_conv_     ? conv_batch_norm(*shortcut_conv_, *shortcut_bn_, x)
                           : pad_to_channels_ ? ops::shortcut_pad(x, pad_to_channels_)
                                              : x;
-  return conv_batch_norm(*conv2_, *bn2_, out, residual, true);
+  return conv_batch_norm(*conv2_, *bn2_, out, {.residual = residual, .relu = true});
 }
 
 ResNet::ResNet(const ResNetOptions& options, Generator& gen) : options_(options) {
@@ -82,11 +82,11 @@ ResNet::ResNet(const ResNetOptions& options, Generator& gen) : options_(options)
     }
     *stages[s] = &register_module("layer" + std::to_string(s + 1), std::move(stage));
   }
-  fc_ = &register_module("fc", std::make_unique<Linear>(64, options.num_classes, true, gen));
+  fc_ = &register_module("fc", std::make_unique<Linear>(64, options.num_classes, Bias::kYes, gen));
 }
 
 Tensor ResNet::forward(const Tensor& x) {
-  Tensor out = conv_batch_norm(*conv1_, *bn1_, x, Tensor(), true);  // [N, 16, H, W]
+  Tensor out = conv_batch_norm(*conv1_, *bn1_, x, {.relu = true});  // [N, 16, H, W]
   out = layer1_->forward(out);                                      // [N, 16, H, W]
   out = layer2_->forward(out);                                      // [N, 32, H/2, W/2]
   out = layer3_->forward(out);                                      // [N, 64, H/4, W/4]

@@ -23,10 +23,10 @@ inline std::string pytorch_fixture(const std::string& name) {
 /// conv 3->8, bn, relu, conv 8->8 stride 2, bn, relu, pool, flatten, fc 8->5.
 inline std::unique_ptr<Sequential> pytorch_fixture_model() {
   auto m = std::make_unique<Sequential>();
-  m->emplace_back<Conv2d>(3, 8, 3, ops::Conv2dOptions{.padding = 1}, false);
+  m->emplace_back<Conv2d>(3, 8, 3, ops::Conv2dOptions{.padding = 1}, Bias::kNo);
   m->emplace_back<BatchNorm2d>(8);
   m->emplace_back<ReLU>();
-  m->emplace_back<Conv2d>(8, 8, 3, ops::Conv2dOptions{.stride = 2, .padding = 1}, false);
+  m->emplace_back<Conv2d>(8, 8, 3, ops::Conv2dOptions{.stride = 2, .padding = 1}, Bias::kNo);
   m->emplace_back<BatchNorm2d>(8);
   m->emplace_back<ReLU>();
   m->emplace_back<GlobalAvgPool2d>();

@@ -34,10 +34,10 @@ struct Model {
   BatchNorm2d* bn2;
   Model() {
     Generator gen(7);
-    conv1 = &seq.emplace_back<Conv2d>(2, 3, 3, ops::Conv2dOptions{.padding = 1}, true, gen);
+    conv1 = &seq.emplace_back<Conv2d>(2, 3, 3, ops::Conv2dOptions{.padding = 1}, Bias::kYes, gen);
     bn1 = &seq.emplace_back<BatchNorm2d>(3, BatchNorm2dOptions{.momentum = 0.3f});
     seq.emplace_back<ReLU>();
-    conv2 = &seq.emplace_back<Conv2d>(3, 2, 1, ops::Conv2dOptions{}, true, gen);
+    conv2 = &seq.emplace_back<Conv2d>(3, 2, 1, ops::Conv2dOptions{}, Bias::kYes, gen);
     bn2 = &seq.emplace_back<BatchNorm2d>(2);
     // Non-trivial affine parameters and stale running statistics.
     bn1->weight().copy_from(Tensor::from_data({3}, {1.5f, 0.5f, 2.f}));

@@ -57,11 +57,11 @@ TEST_CASE("Conv2d forward matches a hand computation") {
 TEST_CASE("Conv2d agrees with a direct loop for every configuration") {
   struct Case {
     int64_t in, out, k, stride, pad, groups;
-    bool bias;
+    Bias bias;
   };
-  const Case cases[] = {{3, 4, 3, 1, 1, 1, true}, {3, 4, 3, 2, 1, 1, false},
-                        {4, 6, 3, 1, 0, 2, true}, {5, 5, 3, 2, 1, 5, false},
-                        {6, 6, 3, 1, 1, 6, true}, {4, 8, 1, 2, 0, 1, false}};
+  const Case cases[] = {{3, 4, 3, 1, 1, 1, Bias::kYes}, {3, 4, 3, 2, 1, 1, Bias::kNo},
+                        {4, 6, 3, 1, 0, 2, Bias::kYes}, {5, 5, 3, 2, 1, 5, Bias::kNo},
+                        {6, 6, 3, 1, 1, 6, Bias::kYes}, {4, 8, 1, 2, 0, 1, Bias::kNo}};
   for (const Case& c : cases) {
     Generator gen(11);
     Conv2d conv(c.in, c.out, c.k, {.stride = c.stride, .padding = c.pad, .groups = c.groups},
@@ -78,7 +78,7 @@ TEST_CASE("Conv2d agrees with a direct loop for every configuration") {
 
 TEST_CASE("Conv2d registers parameters with PyTorch shapes and init") {
   Generator gen(3);
-  Conv2d conv(8, 16, 3, {.stride = 1, .padding = 1, .groups = 2}, true, gen);
+  Conv2d conv(8, 16, 3, {.stride = 1, .padding = 1, .groups = 2}, Bias::kYes, gen);
   CHECK(conv.weight().shape() == Shape{16, 4, 3, 3});
   CHECK(conv.bias().shape() == Shape{16});
   CHECK(conv.prunable_parameter_names() == std::vector<std::string>{"weight"});
@@ -91,7 +91,7 @@ TEST_CASE("Conv2d registers parameters with PyTorch shapes and init") {
   CHECK(max_w > 0.95f / 6.f);
   CHECK(max_b <= 1.f / 6.f);
 
-  Conv2d no_bias(3, 4, 3, {}, false);
+  Conv2d no_bias(3, 4, 3, {}, Bias::kNo);
   CHECK(no_bias.named_parameters().size() == 1);
   CHECK_FALSE(no_bias.bias().defined());
   CHECK_THROWS_AS(Conv2d(3, 4, 3, {.groups = 2}), UsageError);
@@ -100,11 +100,11 @@ TEST_CASE("Conv2d registers parameters with PyTorch shapes and init") {
 
 TEST_CASE("Conv2d gradients: dense, strided grouped, depthwise") {
   Generator gen(4);
-  Conv2d dense(3, 4, 3, {.stride = 1, .padding = 1}, true, gen);
+  Conv2d dense(3, 4, 3, {.stride = 1, .padding = 1}, Bias::kYes, gen);
   testing::check_module_gradients(dense, testing::randn({2, 3, 5, 5}, 5));
-  Conv2d grouped(4, 6, 3, {.stride = 2, .padding = 1, .groups = 2}, true, gen);
+  Conv2d grouped(4, 6, 3, {.stride = 2, .padding = 1, .groups = 2}, Bias::kYes, gen);
   testing::check_module_gradients(grouped, testing::randn({2, 4, 6, 5}, 6));
-  Conv2d depthwise(4, 4, 3, {.stride = 2, .padding = 1, .groups = 4}, false, gen);
+  Conv2d depthwise(4, 4, 3, {.stride = 2, .padding = 1, .groups = 4}, Bias::kNo, gen);
   testing::check_module_gradients(depthwise, testing::randn({2, 4, 7, 7}, 7));
 }
 
@@ -112,15 +112,15 @@ TEST_CASE("Conv2d state round trip") {
   testing::check_state_round_trip(
       [](uint64_t seed) {
         Generator gen(seed);
-        return std::make_unique<Conv2d>(3, 4, 3, ops::Conv2dOptions{.padding = 1}, true, gen);
+        return std::make_unique<Conv2d>(3, 4, 3, ops::Conv2dOptions{.padding = 1}, Bias::kYes, gen);
       },
       testing::randn({2, 3, 5, 5}, 8));
 }
 
 TEST_CASE("Conv2d: a pruned weight stays zero (dense and depthwise)") {
   Generator gen(9);
-  Conv2d dense(3, 4, 3, {.padding = 1}, true, gen);
+  Conv2d dense(3, 4, 3, {.padding = 1}, Bias::kYes, gen);
   testing::check_pruned_weight_stays_zero(dense, "weight", testing::randn({2, 3, 5, 5}, 10));
-  Conv2d depthwise(4, 4, 3, {.padding = 1, .groups = 4}, false, gen);
+  Conv2d depthwise(4, 4, 3, {.padding = 1, .groups = 4}, Bias::kNo, gen);
   testing::check_pruned_weight_stays_zero(depthwise, "weight", testing::randn({2, 4, 5, 5}, 11));
 }

@@ -34,7 +34,7 @@ void set_running_stats(BatchNorm2d& bn, Generator& gen) {
 TEST_CASE("conv_batch_norm in eval mode without a graph equals the layer chain") {
   Generator gen(11);
   for (const bool affine : {true, false}) {
-    Conv2d conv(6, 10, 3, {.stride = 2, .padding = 1}, /*bias=*/true, gen);
+    Conv2d conv(6, 10, 3, {.stride = 2, .padding = 1}, Bias::kYes, gen);
     BatchNorm2d bn(10, {.affine = affine});
     set_running_stats(bn, gen);
     Tensor mask = Tensor::ones(conv.weight().shape());
@@ -49,7 +49,7 @@ TEST_CASE("conv_batch_norm in eval mode without a graph equals the layer chain")
         INFO("affine " << affine << " relu " << relu << " residual " << r.defined());
         NoGradGuard no_grad;
         const Tensor want = chain(conv, bn, x, r, relu);
-        const Tensor got = conv_batch_norm(conv, bn, x, r, relu);
+        const Tensor got = conv_batch_norm(conv, bn, x, {.residual = r, .relu = relu});
         const float scale = std::max(1.f, testing::max_abs_diff(want, Tensor::zeros(want.shape())));
         CHECK(testing::max_abs_diff(got, want) < 1e-5f * scale);
         CHECK_FALSE(got.requires_grad());
@@ -59,11 +59,11 @@ TEST_CASE("conv_batch_norm in eval mode without a graph equals the layer chain")
 
 TEST_CASE("conv_batch_norm in training mode or with a graph is the layer chain, bit for bit") {
   Generator gen(21), twin_gen(21);
-  Conv2d conv(4, 8, 3, {.padding = 1}, false, gen);
-  Conv2d twin_conv(4, 8, 3, {.padding = 1}, false, twin_gen);
+  Conv2d conv(4, 8, 3, {.padding = 1}, Bias::kNo, gen);
+  Conv2d twin_conv(4, 8, 3, {.padding = 1}, Bias::kNo, twin_gen);
   BatchNorm2d bn(8), twin_bn(8);
   const Tensor x = testing::randn({2, 4, 6, 6}, 22);
-  const Tensor got = conv_batch_norm(conv, bn, x, Tensor(), true);  // training, with a graph
+  const Tensor got = conv_batch_norm(conv, bn, x, {.relu = true});  // training, with a graph
   const Tensor want = chain(twin_conv, twin_bn, x, Tensor(), true);
   CHECK(std::equal(got.data(), got.data() + got.numel(), want.data()));
   CHECK(got.requires_grad());
@@ -73,7 +73,7 @@ TEST_CASE("conv_batch_norm in training mode or with a graph is the layer chain, 
   // Eval mode with a graph (Fisher collection): the plain chain, gradients flow.
   bn.eval();
   twin_bn.eval();
-  const Tensor e = conv_batch_norm(conv, bn, x, Tensor(), true);
+  const Tensor e = conv_batch_norm(conv, bn, x, {.relu = true});
   const Tensor f = chain(twin_conv, twin_bn, x, Tensor(), true);
   CHECK(std::equal(e.data(), e.data() + e.numel(), f.data()));
   ops::sum(e).backward();

@@ -13,7 +13,7 @@ using namespace spruce;
 
 TEST_CASE("Linear forward matches a hand computation") {
   Generator gen(1);
-  Linear fc(3, 2, true, gen);
+  Linear fc(3, 2, Bias::kYes, gen);
   fc.weight().copy_from(Tensor::from_data({2, 3}, {1.f, 2.f, 3.f, 4.f, 5.f, 6.f}));
   fc.bias().copy_from(Tensor::from_data({2}, {0.5f, -1.f}));
   const Tensor y = fc.forward(Tensor::from_data({2, 3}, {1.f, 0.f, -1.f, 2.f, 1.f, 0.f}));
@@ -37,7 +37,7 @@ TEST_CASE("Linear registers weight (prunable) and bias") {
   CHECK(fc.named_buffers().empty());
   CHECK(fc.num_parameters() == 15);
 
-  Linear no_bias(4, 3, false);
+  Linear no_bias(4, 3, Bias::kNo);
   CHECK(no_bias.named_parameters().size() == 1);
   CHECK_FALSE(no_bias.bias().defined());
   const Tensor y = no_bias.forward(Tensor::zeros({2, 4}));
@@ -47,7 +47,7 @@ TEST_CASE("Linear registers weight (prunable) and bias") {
 
 TEST_CASE("Linear initialisation is PyTorch's default and seeded") {
   Generator g1(7), g2(7), g3(8);
-  Linear a(100, 50, true, g1), b(100, 50, true, g2), c(100, 50, true, g3);
+  Linear a(100, 50, Bias::kYes, g1), b(100, 50, Bias::kYes, g2), c(100, 50, Bias::kYes, g3);
   CHECK(testing::max_abs_diff(a.weight(), b.weight()) == 0.f);
   CHECK(testing::max_abs_diff(a.bias(), b.bias()) == 0.f);
   CHECK(testing::max_abs_diff(a.weight(), c.weight()) > 0.f);
@@ -70,7 +70,7 @@ TEST_CASE("Linear initialisation is PyTorch's default and seeded") {
 
 TEST_CASE("Linear gradients with respect to input, weight and bias") {
   Generator gen(2);
-  Linear fc(5, 4, true, gen);
+  Linear fc(5, 4, Bias::kYes, gen);
   testing::check_module_gradients(fc, testing::randn({3, 5}, 3));
 }
 
@@ -78,13 +78,13 @@ TEST_CASE("Linear state round trip") {
   testing::check_state_round_trip(
       [](uint64_t seed) {
         Generator gen(seed);
-        return std::make_unique<Linear>(5, 4, true, gen);
+        return std::make_unique<Linear>(5, 4, Bias::kYes, gen);
       },
       testing::randn({3, 5}, 4));
 }
 
 TEST_CASE("Linear: a pruned weight stays zero") {
   Generator gen(5);
-  Linear fc(6, 4, true, gen);
+  Linear fc(6, 4, Bias::kYes, gen);
   testing::check_pruned_weight_stays_zero(fc, "weight", testing::randn({3, 6}, 6));
 }

@@ -20,9 +20,9 @@ namespace {
 std::unique_ptr<Sequential> mlp(uint64_t seed) {
   Generator gen(seed);
   auto seq = std::make_unique<Sequential>();
-  seq->emplace_back<Linear>(4, 6, true, gen);
+  seq->emplace_back<Linear>(4, 6, Bias::kYes, gen);
   seq->emplace_back<ReLU>();
-  seq->push_back(std::make_unique<Linear>(6, 3, true, gen));
+  seq->push_back(std::make_unique<Linear>(6, 3, Bias::kYes, gen));
   return seq;
 }
 }  // namespace

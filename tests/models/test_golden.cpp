@@ -110,7 +110,7 @@ TEST_CASE("ResNet basic block: forward, loss, gradients and 3 SGD steps (Nestero
   Sequential net;
   net.push_back(std::make_unique<models::BasicBlock>(8, 16, 2, 'B', gen));
   net.emplace_back<GlobalAvgPool2d>();
-  net.push_back(std::make_unique<Linear>(16, 3, true, gen));
+  net.push_back(std::make_unique<Linear>(16, 3, Bias::kYes, gen));
   check_against_fixture(net, "resnet_block.npz",
                         {.lr = 0.1, .momentum = 0.9, .nesterov = true, .weight_decay = 5e-4});
 }
@@ -120,7 +120,7 @@ TEST_CASE("MobileNet block: forward, loss, gradients and 3 SGD steps (dampening)
   Sequential net;
   net.push_back(std::make_unique<models::DepthwiseSeparableBlock>(8, 16, 1, gen));
   net.emplace_back<GlobalAvgPool2d>();
-  net.push_back(std::make_unique<Linear>(16, 3, true, gen));
+  net.push_back(std::make_unique<Linear>(16, 3, Bias::kYes, gen));
   check_against_fixture(net, "mobilenet_block.npz",
                         {.lr = 0.05, .momentum = 0.9, .dampening = 0.1, .weight_decay = 1e-3});
 }

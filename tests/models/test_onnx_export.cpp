@@ -121,20 +121,20 @@ std::unique_ptr<Module> mobilenet(int64_t channels, Generator& gen) {
 std::unique_ptr<Module> layers_chain(int64_t channels, Generator& gen) {
   auto s = std::make_unique<Sequential>();
   s->push_back(
-      std::make_unique<Conv2d>(channels, 8, 3, ops::Conv2dOptions{.padding = 1}, true, gen));
+      std::make_unique<Conv2d>(channels, 8, 3, ops::Conv2dOptions{.padding = 1}, Bias::kYes, gen));
   s->emplace_back<BatchNorm2d>(8);
   s->emplace_back<ReLU>();
   s->emplace_back<MaxPool2d>(ops::Pool2dOptions{.kernel = 3, .stride = 2, .padding = 1});
   s->push_back(std::make_unique<Conv2d>(
-      8, 12, 3, ops::Conv2dOptions{.stride = 2, .padding = 1, .groups = 2}, false, gen));
+      8, 12, 3, ops::Conv2dOptions{.stride = 2, .padding = 1, .groups = 2}, Bias::kNo, gen));
   s->emplace_back<ReLU>();
   s->emplace_back<BatchNorm2d>(12);
   s->emplace_back<AvgPool2d>(ops::Pool2dOptions{.kernel = 2, .stride = 2, .padding = 1});
   s->emplace_back<GlobalAvgPool2d>();
   s->emplace_back<Flatten>();
-  s->push_back(std::make_unique<Linear>(12, 16, false, gen));
+  s->push_back(std::make_unique<Linear>(12, 16, Bias::kNo, gen));
   s->emplace_back<ReLU>();
-  s->push_back(std::make_unique<Linear>(16, 10, true, gen));
+  s->push_back(std::make_unique<Linear>(16, 10, Bias::kYes, gen));
   return s;
 }
 

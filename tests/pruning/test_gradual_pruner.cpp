@@ -25,9 +25,9 @@ namespace {
 std::unique_ptr<Sequential> small_model() {
   Generator gen(3);
   auto m = std::make_unique<Sequential>();
-  m->emplace_back<Linear>(6, 5, false, gen);
+  m->emplace_back<Linear>(6, 5, Bias::kNo, gen);
   m->emplace_back<ReLU>();
-  m->emplace_back<Linear>(5, 3, false, gen);
+  m->emplace_back<Linear>(5, 3, Bias::kNo, gen);
   return m;
 }
 
