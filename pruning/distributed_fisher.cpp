@@ -62,9 +62,14 @@ GradientBank gather_columns(Communicator& comm, const GradientBank& mine,
   std::vector<float> out(static_cast<size_t>(m * width));
   std::vector<int64_t> first_row(static_cast<size_t>(n), 0);
   for (int r = 1; r < n; ++r) first_row[r] = first_row[r - 1] + rows[r - 1];
+  // My rows of my columns need no message: copied straight into place (a
+  // send to itself through MPI would pack them and copy them once more).
+  const int64_t own = partition.column_start[me];
+  for (int64_t i = 0; i < mine.rows(); ++i)
+    std::copy_n(mine.data() + i * d + own, width, out.begin() + (first_row[me] + i) * width);
   std::vector<float> send;
   // Step k: send my rows' columns of rank me + k, receive rank me - k's rows of mine.
-  for (int k = 0; k < n; ++k) {
+  for (int k = 1; k < n; ++k) {
     const int to = (me + k) % n, from = (me - k + n) % n;
     const int64_t c0 = partition.column_start[to], cw = partition.columns(to);
     send.resize(static_cast<size_t>(mine.rows() * cw));

@@ -17,7 +17,9 @@
 //               memory (BlockInverse::memory_bytes) and peak RSS.
 //
 // Compare runs alternately (see README): e.g. mpirun -np 2 ... --threads 1,
-// then -np 1 --threads 1, then -np 1 --threads 2, several rounds.
+// then -np 1 --threads 1, then -np 1 --threads 2, several rounds. On a loaded
+// machine with autogroup scheduling, all ranks in mpirun's session share one
+// session's CPU: start each rank as `setsid -w spruce-bench-mpi ...` there.
 #include <sys/resource.h>
 
 #include <algorithm>
