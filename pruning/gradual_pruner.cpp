@@ -15,8 +15,12 @@ GradualPruner::GradualPruner(Module& model, const std::vector<std::string>& patt
   if (options_.sub_steps < 1)
     throw UsageError("gradual pruning: " + std::to_string(options_.sub_steps) +
                      " sub-steps (expected >= 1)");
+  if (options_.method.target == Target::kFlops && options_.sample_shape.empty())
+    throw UsageError("gradual pruning: a FLOP target (" + options_.method.name() +
+                     ") needs the sample shape");
   pruner_ = make_pruner(options_.method, comm_);
   set_ = attach_masks(model_, patterns);
+  if (!options_.sample_shape.empty()) attach_flop_costs(model_, set_, options_.sample_shape);
 }
 
 GradualStep GradualPruner::prune(int64_t t, const BatchSource& fisher_batches,

@@ -32,6 +32,7 @@
 
 #include "../layers/module.h"
 #include "fisher_options.h"
+#include "flop_cost.h"
 #include "model_pruning.h"
 #include "prunable_set.h"
 #include "pruner.h"
@@ -51,6 +52,10 @@ struct GradualPruningOptions {
   // learning rate by lr_factor in every epoch that holds a step (lr_factor()).
   bool reset_momentum = false;
   double lr_factor = 1.0;
+  // The shape [C, H, W] of one input. When given, the prunable set gets FLOP
+  // costs (flop_cost.h) and the reports count multiply-adds; a FLOP target
+  // (method.target, "-flops") requires it.
+  Shape sample_shape;
 };
 
 /// What one pruning step did.

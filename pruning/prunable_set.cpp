@@ -89,4 +89,30 @@ void PrunableSet::apply_masks() {
   }
 }
 
+void PrunableSet::set_costs(std::vector<int64_t> per_weight, int64_t other_macs) {
+  if (static_cast<int64_t>(per_weight.size()) != size())
+    throw UsageError("PrunableSet: " + std::to_string(per_weight.size()) + " costs for " +
+                     std::to_string(size()) + " layers");
+  for (int64_t l = 0; l < size(); ++l)
+    if (per_weight[static_cast<size_t>(l)] < 1)
+      throw UsageError("PrunableSet: cost " + std::to_string(per_weight[static_cast<size_t>(l)]) +
+                       " of '" + param(l).name + "', expected >= 1");
+  if (other_macs < 0)
+    throw UsageError("PrunableSet: " + std::to_string(other_macs) + " other multiply-adds");
+  costs_ = std::move(per_weight);
+  other_macs_ = other_macs;
+}
+
+int64_t PrunableSet::dense_macs() const {
+  int64_t n = 0;
+  for (int64_t l = 0; l < size(); ++l) n += param(l).numel() * cost(l);
+  return n;
+}
+
+int64_t PrunableSet::remaining_macs() const {
+  int64_t n = 0;
+  for (int64_t l = 0; l < size(); ++l) n += (param(l).numel() - pruned_count(l)) * cost(l);
+  return n;
+}
+
 }  // namespace spruce::pruning

@@ -5,7 +5,9 @@
 //
 // The set holds tensor handles, so it reads and writes the model's own
 // weights and masks: nothing is copied. It depends on core only; connecting
-// it to a model's named parameters happens elsewhere.
+// it to a model's named parameters happens elsewhere, and so does measuring
+// the optional FLOP costs it can carry (flop_cost.h; pruning/README.md,
+// "FLOP-aware pruning").
 #pragma once
 
 #include <cstdint>
@@ -60,9 +62,25 @@ class PrunableSet {
   /// Sets every pruned weight (mask 0) to exactly +0.
   void apply_masks();
 
+  /// FLOP costs: the multiply-adds one weight of each layer costs per image
+  /// (H_out·W_out for a conv, 1 for a linear layer), [size()], each >= 1,
+  /// and `other_macs`, those of the model's layers outside the set. Throws
+  /// UsageError on a wrong size or a cost below 1.
+  void set_costs(std::vector<int64_t> per_weight, int64_t other_macs = 0);
+  bool has_costs() const { return !costs_.empty(); }
+  /// c_l of one layer; 0 without costs.
+  int64_t cost(int64_t layer) const { return has_costs() ? costs_[static_cast<size_t>(layer)] : 0; }
+  int64_t other_macs() const { return other_macs_; }
+  /// Σ_l numel_l·c_l: the multiply-adds of the prunable weights, dense.
+  int64_t dense_macs() const;
+  /// Σ_l (numel_l − pruned_l)·c_l: those of the weights still unpruned.
+  int64_t remaining_macs() const;
+
  private:
   std::vector<PrunableParam> params_;
   int64_t numel_ = 0;
+  std::vector<int64_t> costs_;  // empty = no costs
+  int64_t other_macs_ = 0;
 };
 
 }  // namespace spruce::pruning

@@ -24,13 +24,16 @@ PruneReport prune_step(Pruner& pruner, PrunableSet& set, const GradientBank* gra
   report.pruner = pruner.name();
   for (int64_t l = 0; l < set.size(); ++l)
     report.layers.push_back({set.param(l).name, set.param(l).numel(), set.pruned_count(l)});
+  report.macs_dense = set.dense_macs();
+  report.macs_before = set.remaining_macs();
 
   const auto t_prepare = std::chrono::steady_clock::now();
   if (!options.reuse_prepared) pruner.prepare(set, grads, options.fisher);
   report.inverse_seconds = seconds_since(t_prepare);
 
   const std::vector<double> rho = pruner.scores(set);
-  const std::vector<int64_t> prune = select_to_prune(set, rho, options.sparsity, options.selection);
+  const std::vector<int64_t> prune =
+      select_to_prune(set, rho, options.sparsity, options.selection, options.target);
 
   const auto t_update = std::chrono::steady_clock::now();
   const LossPrediction loss = pruner.update(set, prune);
@@ -52,6 +55,11 @@ PruneReport prune_step(Pruner& pruner, PrunableSet& set, const GradientBank* gra
     report.quadratic_loss += r.quadratic_loss;
   }
   report.sparsity = report.size > 0 ? static_cast<double>(report.pruned_after) / report.size : 0.0;
+  report.macs_after = set.remaining_macs();
+  if (set.has_costs()) {
+    report.model_macs_dense = set.other_macs() + report.macs_dense;
+    report.model_macs_after = set.other_macs() + report.macs_after;
+  }
   report.total_seconds = seconds_since(t0);
   return report;
 }

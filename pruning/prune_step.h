@@ -20,13 +20,16 @@
 namespace spruce::pruning {
 
 struct PruneStepOptions {
-  double sparsity = 0.5;  // target fraction of pruned weights, in [0, 1]
+  double sparsity = 0.5;  // target fraction of pruned weights (or multiply-adds), in [0, 1]
   Selection selection = Selection::kGlobal;
   FisherOptions fisher;
   /// Skip pruner.prepare(): the caller prepared the pruner on the same
   /// gradients and masks already (one-shot sweeps over several sparsities
   /// from the same dense weights reuse one inverse).
   bool reuse_prepared = false;
+  /// kFlops: sparsity counts multiply-adds, weights ranked by ρ/c (needs the
+  /// set's costs, flop_cost.h). Last, so positional initialisers keep working.
+  Target target = Target::kWeights;
 };
 
 struct LayerReport {
@@ -48,6 +51,14 @@ struct PruneReport {
   double sparsity = 0.0;
   double predicted_loss = 0.0;  // sums over layers (NaN for magnitude)
   double quadratic_loss = 0.0;
+  // Multiply-adds per image, when the set has FLOP costs (else all 0): of the
+  // prunable weights dense, before and after the step; and of the whole
+  // model (conv and linear layers, the set's other_macs included).
+  int64_t macs_dense = 0;
+  int64_t macs_before = 0;
+  int64_t macs_after = 0;
+  int64_t model_macs_dense = 0;
+  int64_t model_macs_after = 0;
   double inverse_seconds = 0.0;  // prepare(): the block inverse, the Fisher diagonal, ...
   double update_seconds = 0.0;   // the pruner's weight update
   double total_seconds = 0.0;

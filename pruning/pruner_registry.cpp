@@ -63,6 +63,7 @@ std::vector<std::string> pruner_names() {
 std::string PruningMethod::name() const {
   std::string out = pruner;
   if (selection == Selection::kPerLayer) out += "-layer";
+  if (target == Target::kFlops) out += "-flops";
   const PrunerKind* kind = find_kind(pruner);
   if (!kind || !kind->obs_update) return out;
   const bool no_update = update == ObsUpdate::kSummed && update_scale == 0.0;
@@ -88,7 +89,7 @@ PruningMethod parse_method(const std::string& text, double update_scale) {
       if (k.obs_update) with_update += (with_update.empty() ? "" : "|") + k.name;
     }
     return UsageError("pruning method '" + text + "': " + why + " (expected " + names +
-                      ", optionally followed by -layer or -global, and for " + with_update +
+                      ", optionally followed by -layer or -global, -flops, and for " + with_update +
                       " -exact, -summed, -noupdate or -scaleS with S in [0, 1])");
   };
   if (parts.empty()) throw bad("empty");
@@ -106,6 +107,8 @@ PruningMethod parse_method(const std::string& text, double update_scale) {
       m.selection = Selection::kPerLayer;
     else if (p == "global")
       m.selection = Selection::kGlobal;
+    else if (p == "flops")
+      m.target = Target::kFlops;
     else if (kind->obs_update && p == "exact")
       m.update = ObsUpdate::kExact;
     else if (kind->obs_update && p == "summed")

@@ -5,7 +5,10 @@
 //   -layer / -global                            selection (independent per layer / joint)
 //   -exact / -summed / -noupdate                the OBS update (noupdate = summed, scale 0)
 //   -scaleS                                     the OBS update scaled by S in [0, 1]
-// e.g. "woodfisher-layer-summed", "woodfisher-summed-scale0.5", "magnitude-layer".
+//   -flops                                      FLOP-aware: ρ/c ranking, sparsity
+//                                               counts multiply-adds (selection.h)
+// e.g. "woodfisher-layer-summed", "woodfisher-summed-scale0.5", "magnitude-layer",
+// "woodfisher-flops".
 //
 // The pruners are one table (pruner_registry.cpp): adding a pruner is its
 // own file pair (a Pruner subclass) plus one row there.
@@ -25,7 +28,8 @@ struct PruningMethod {
   std::string pruner = "woodfisher";  // a name of the table
   Selection selection = Selection::kGlobal;
   ObsUpdate update = ObsUpdate::kExact;
-  double update_scale = 1.0;  // δ scaled by this, in [0, 1]; summed with 0 = no update
+  double update_scale = 1.0;         // δ scaled by this, in [0, 1]; summed with 0 = no update
+  Target target = Target::kWeights;  // kFlops: the set needs FLOP costs (flop_cost.h)
   /// The canonical name ("woodfisher-layer-summed"); parse_method(name()) gives this back.
   std::string name() const;
 };

@@ -1,4 +1,6 @@
-// Selection by partial ordering on (ρ, flat index), a strict total order.
+// Selection by partial ordering on (ρ, flat index), a strict total order; the
+// FLOP target sorts on (ρ / c, flat index) and walks the order until the cost
+// is met.
 #include "selection.h"
 
 #include <algorithm>
@@ -24,7 +26,34 @@ void smallest(std::vector<int64_t> candidates, std::span<const double> scores, i
   out.insert(out.end(), candidates.begin(), candidates.begin() + count);
 }
 
+/// The candidates in ascending (score / cost, index) order, just long enough
+/// that `removed` (the cost pruned before) plus their cost reaches `target`.
+std::vector<int64_t> cheapest_to_target(const PrunableSet& set, std::vector<int64_t> candidates,
+                                        std::span<const double> scores, double target,
+                                        int64_t removed) {
+  std::vector<double> ratio(scores.size());
+  for (int64_t q : candidates)
+    ratio[q] = scores[q] / static_cast<double>(set.cost(set.layer_of(q)));
+  std::sort(candidates.begin(), candidates.end(), [&](int64_t a, int64_t b) {
+    return ratio[a] < ratio[b] || (ratio[a] == ratio[b] && a < b);
+  });
+  size_t n = 0;
+  for (; n < candidates.size() && static_cast<double>(removed) < target; ++n)
+    removed += set.cost(set.layer_of(candidates[n]));
+  candidates.resize(n);
+  return candidates;
+}
+
 }  // namespace
+
+double pruned_fraction(const PrunableSet& set, Target target) {
+  if (target == Target::kFlops) {
+    if (!set.has_costs()) throw UsageError("a FLOP target needs the set's costs (flop_cost.h)");
+    const int64_t dense = set.dense_macs();
+    return dense > 0 ? 1.0 - static_cast<double>(set.remaining_macs()) / dense : 0.0;
+  }
+  return set.numel() > 0 ? static_cast<double>(set.pruned_count()) / set.numel() : 0.0;
+}
 
 int64_t target_count(double sparsity, int64_t n) {
   if (!(sparsity >= 0.0 && sparsity <= 1.0))
@@ -33,11 +62,13 @@ int64_t target_count(double sparsity, int64_t n) {
 }
 
 std::vector<int64_t> select_to_prune(const PrunableSet& set, std::span<const double> scores,
-                                     double sparsity, Selection mode) {
+                                     double sparsity, Selection mode, Target target) {
   if (static_cast<int64_t>(scores.size()) != set.numel())
     throw UsageError("select_to_prune: " + std::to_string(scores.size()) + " scores for " +
                      std::to_string(set.numel()) + " weights");
   target_count(sparsity, 0);
+  if (target == Target::kFlops && !set.has_costs())
+    throw UsageError("select_to_prune: a FLOP target needs the set's costs (flop_cost.h)");
   const std::vector<float> mask = set.flat_mask();
   // Unpruned flat indices of layers [l0, l1).
   auto candidates = [&](int64_t l0, int64_t l1) {
@@ -66,7 +97,17 @@ std::vector<int64_t> select_to_prune(const PrunableSet& set, std::span<const dou
     return target;
   };
   std::vector<int64_t> chosen;
-  if (mode == Selection::kGlobal) {
+  if (mode == Selection::kGlobal && target == Target::kFlops) {
+    const int64_t dense = set.dense_macs();
+    std::vector<int64_t> all = candidates(0, set.size());
+    const int64_t unpruned = static_cast<int64_t>(all.size());
+    chosen = cheapest_to_target(set, std::move(all), scores, sparsity * static_cast<double>(dense),
+                                dense - set.remaining_macs());
+    if (sparsity < 1.0 && unpruned > 0 && static_cast<int64_t>(chosen.size()) == unpruned) {
+      chosen.pop_back();  // the highest ratio: a set without weights cuts the network
+      rounded_to_all.push_back("the set (" + std::to_string(dense) + " multiply-adds)");
+    }
+  } else if (mode == Selection::kGlobal) {
     const int64_t target =
         target_of(set.numel(), "all " + std::to_string(set.numel()) + " weights");
     smallest(candidates(0, set.size()), scores, target - set.pruned_count(), chosen);

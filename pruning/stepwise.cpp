@@ -13,6 +13,7 @@ PruneStepOptions step_options(const PruningMethod& method, const FisherOptions& 
   PruneStepOptions o;
   o.sparsity = sparsity;
   o.selection = method.selection;
+  o.target = method.target;
   o.fisher = fisher;
   return o;
 }
@@ -30,7 +31,7 @@ std::vector<SubStep> prune_in_steps(Module& model, PrunableSet& set, Pruner& pru
   if (steps < 1)
     throw UsageError("pruning in steps: " + std::to_string(steps) + " steps (expected >= 1)");
   std::vector<SubStep> results;
-  const double start = static_cast<double>(set.pruned_count()) / static_cast<double>(set.numel());
+  const double start = pruned_fraction(set, method.target);
   const int64_t rows = fisher_rows(fisher, comm);
   for (int64_t k = 1; k <= steps; ++k) {
     SubStep r;
@@ -59,6 +60,7 @@ PruneReport combine(const std::vector<SubStep>& steps) {
   if (steps.empty()) return {};
   PruneReport out = steps.back().report;
   out.pruned_before = steps.front().report.pruned_before;
+  out.macs_before = steps.front().report.macs_before;
   for (size_t l = 0; l < out.layers.size(); ++l)
     out.layers[l].pruned_before = steps.front().report.layers[l].pruned_before;
   if (steps.size() == 1) return out;

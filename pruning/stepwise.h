@@ -1,7 +1,8 @@
 // Pruning to a target in k sub-steps with the Fisher recomputed at the
 // current weights before each one: the one-shot "--steps k" of the tools, and
 // the recompute sub-steps inside each step of a gradual schedule. Sub-step j
-// of k prunes to s_0 + (s − s_0)·j/k (s_0 the set's sparsity at the start),
+// of k prunes to s_0 + (s − s_0)·j/k (s_0 the set's sparsity at the start,
+// in weights or, for a FLOP target, in multiply-adds),
 // the last one to s exactly; each collects fisher.samples fresh gradients
 // from the batch source at the weights the previous sub-step left. k = 1 is
 // one prune_step on gradients collected now.
@@ -53,7 +54,7 @@ std::vector<SubStep> prune_in_steps(Module& model, PrunableSet& set, Pruner& pru
                                     Communicator* comm = nullptr);
 
 /// The sub-steps as one report: layer sizes and sparsities after the last
-/// sub-step, counts before the first, predicted and quadratic loss increases
+/// sub-step, counts (and multiply-adds) before the first, predicted and quadratic loss increases
 /// and times summed. collect_seconds is added to total_seconds.
 PruneReport combine(const std::vector<SubStep>& steps);
 /// Sum of the sub-steps' collect_seconds.

@@ -325,6 +325,9 @@ int compare(Options& o) {
 
   cli::PruningSession session =
       cli::open_pruning_session(o.model_path, o.data, o.data_dir, o.patterns, o.all_layers);
+  if (std::any_of(methods.begin(), methods.end(),
+                  [](const auto& m) { return m.target == pruning::Target::kFlops; }))
+    cli::attach_flop_costs(session);  // "-flops" methods: their sparsity counts multiply-adds
   Sweep sw{o,
            session,
            {},

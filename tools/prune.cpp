@@ -6,6 +6,8 @@
 // collecting gradients and inverting the Fisher. With --bn-recalibrate N the
 // batch-norm running statistics are re-estimated on N training batches after
 // pruning (before the 'after' evaluation; the written checkpoint has them).
+// With --flop-aware (or a "-flops" method) the sparsity is the fraction of the
+// prunable multiply-adds removed and the report adds the MACs that remain.
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -35,7 +37,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> patterns;
     double sparsity = 0.9;
     int64_t steps = 1, threads = default_num_threads(), eval_limit = 0, fisher_seed = 0;
-    bool all_layers = false;
+    bool all_layers = false, flop_aware = false;
     pruning::FisherOptions fisher;
     cli::BnRecalibration bn;
     cli::Args args(
@@ -59,6 +61,10 @@ int main(int argc, char** argv) {
                     false, true);
     args.add_int("steps", &steps, "prune in k steps, recomputing the Fisher at the current weights",
                  1, 1000);
+    args.add_flag(
+        "flop-aware", &flop_aware,
+        "rank by statistic / multiply-adds per weight; --sparsity is then the fraction of "
+        "prunable multiply-adds removed (same as a -flops method)");
     args.add_string_list("patterns", &patterns,
                          "glob patterns of prunable weights (default: the model's)");
     args.add_flag("all-layers", &all_layers, "prune every conv and linear weight");
@@ -75,7 +81,8 @@ int main(int argc, char** argv) {
     if (!args.parse(argc, argv)) return 0;
     if (model_path.empty()) throw UsageError("--checkpoint is required (a trained checkpoint)");
     if (out.empty()) throw UsageError("--out is required (where to write the pruned checkpoint)");
-    const auto method = pruning::parse_method(method_name, update_scale);
+    auto method = pruning::parse_method(method_name, update_scale);
+    if (flop_aware) method.target = pruning::Target::kFlops;
     set_num_threads(static_cast<int>(threads));
 
     cli::PruningSession session =
@@ -86,6 +93,8 @@ int main(int argc, char** argv) {
     const auto& test = session.test;
     const auto& tf = session.transforms;
     pruning::PrunableSet& set = session.set;
+    const bool flops = method.target == pruning::Target::kFlops;
+    if (flops) cli::attach_flop_costs(session);
 
     // Ctrl-C or SIGTERM: stop at the next stage, before writing anything (an
     // output is complete or absent); a signal while writing lets it finish.
@@ -94,9 +103,17 @@ int main(int argc, char** argv) {
     StopOnSignal stop("spruce-prune: stopping before writing " + out +
                       " (Ctrl-C again to quit at once)");
     std::printf("model   %s  %s\n", model_path.c_str(), loaded.spec.describe().c_str());
-    std::printf("prune   %s to %.2f%% of %lld weights in %zu layers, %lld step(s)",
-                method.name().c_str(), 100 * sparsity, static_cast<long long>(set.numel()),
-                static_cast<size_t>(set.size()), static_cast<long long>(steps));
+    if (flops)
+      std::printf(
+          "prune   %s to %.2f%% of %.3fM multiply-adds of %lld weights in %zu layers, %lld "
+          "step(s)",
+          method.name().c_str(), 100 * sparsity, static_cast<double>(set.dense_macs()) / 1e6,
+          static_cast<long long>(set.numel()), static_cast<size_t>(set.size()),
+          static_cast<long long>(steps));
+    else
+      std::printf("prune   %s to %.2f%% of %lld weights in %zu layers, %lld step(s)",
+                  method.name().c_str(), 100 * sparsity, static_cast<long long>(set.numel()),
+                  static_cast<size_t>(set.size()), static_cast<long long>(steps));
     if (method.pruner != "magnitude")
       std::printf("; Fisher m=%lld b=%lld damp=%g block=%lld",
                   static_cast<long long>(fisher.samples), static_cast<long long>(fisher.batch),
@@ -183,6 +200,14 @@ int main(int argc, char** argv) {
                      {"inverse_seconds", inverse},
                      {"total_seconds", total},
                      {"layers", cli::Json::array()}};
+      if (flops) {
+        const auto& r = steps_done.back().report;
+        j["target"] = "flops";
+        j["macs_dense"] = r.macs_dense;
+        j["macs_after"] = r.macs_after;
+        j["model_macs_dense"] = r.model_macs_dense;
+        j["model_macs_after"] = r.model_macs_after;
+      }
       for (const auto& l : steps_done.back().report.layers)
         j["layers"].push_back({{"name", l.name},
                                {"size", l.size},

@@ -11,6 +11,7 @@
 #include "data/data_loader.h"
 #include "layers/batch_norm_recalibration.h"
 #include "models/registry.h"
+#include "pruning/flop_cost.h"
 #include "pruning/model_pruning.h"
 #include "pruning/woodbury.h"
 #include "tools/common/datasets.h"
@@ -92,6 +93,12 @@ PruningSession open_pruning_session(const std::string& model_path, const std::st
   return s;
 }
 
+void attach_flop_costs(PruningSession& session) {
+  const data::ImageShape image = session.train->image_shape();
+  pruning::attach_flop_costs(*session.loaded.module, session.set,
+                             {image.channels, image.height, image.width});
+}
+
 pruning::BatchSource fisher_batches(std::shared_ptr<const data::Dataset> train,
                                     const data::TransformList& transforms,
                                     const pruning::FisherOptions& fisher,
@@ -168,6 +175,17 @@ void print_prune_report(const pruning::PruneReport& report) {
   std::printf("%-32s %10lld %10lld %8.2f%% %14.6g\n", "total", static_cast<long long>(report.size),
               static_cast<long long>(report.pruned_after), 100 * report.sparsity,
               report.predicted_loss);
+  if (report.macs_dense > 0) {
+    const double dense = static_cast<double>(report.macs_dense);
+    const double model = static_cast<double>(report.model_macs_dense);
+    std::printf(
+        "MACs per image: prunable %.3fM of %.3fM remain (%.2f%% removed); whole model %.3fM of "
+        "%.3fM (%.2f%%)\n",
+        static_cast<double>(report.macs_after) / 1e6, dense / 1e6,
+        100 * (1 - static_cast<double>(report.macs_after) / dense),
+        static_cast<double>(report.model_macs_after) / 1e6, model / 1e6,
+        100 * static_cast<double>(report.model_macs_after) / model);
+  }
 }
 
 }  // namespace spruce::cli

@@ -77,6 +77,11 @@ PruningSession open_pruning_session(const std::string& model_path, const std::st
                                     const std::string& data_dir,
                                     const std::vector<std::string>& patterns, bool all_layers);
 
+/// Measures the FLOP costs of session.set's weights (pruning/flop_cost.h)
+/// with one sample of the data set's image shape: what a FLOP-aware method
+/// ("-flops", --flop-aware) needs, and what makes reports count multiply-adds.
+void attach_flop_costs(PruningSession& session);
+
 /// A source of Fisher mini-batches of fisher.batch fresh training samples
 /// (`transforms` applied): sub-step j (0-based, fisher.samples batches each)
 /// draws its samples with seed_of(j), so every sub-step is a pure function
@@ -110,7 +115,8 @@ std::vector<pruning::SubStep> prune_one_shot(Module& model, pruning::PrunableSet
                                              const pruning::FisherOptions& fisher, int64_t seed,
                                              bool progress = true);
 
-/// Prints a per-layer table of a pruning step.
+/// Prints a per-layer table of a pruning step; when the set has FLOP costs,
+/// then a line of the multiply-adds per image that remain.
 void print_prune_report(const pruning::PruneReport& report);
 
 }  // namespace spruce::cli

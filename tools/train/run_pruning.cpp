@@ -27,6 +27,10 @@ void Run::setup_pruning() {
   o.sub_steps = s_.sub_steps;
   o.reset_momentum = s_.prune_reset_momentum;
   o.lr_factor = s_.prune_lr_factor;
+  if (o.method.target == pruning::Target::kFlops) {  // "-flops": costs from one sample
+    const data::ImageShape image = train_set_->image_shape();
+    o.sample_shape = {image.channels, image.height, image.width};
+  }
   pruner_ = std::make_unique<pruning::GradualPruner>(
       *model_, cli::prunable_patterns(spec_.name, s_.patterns, s_.all_layers), o, &world());
 }
