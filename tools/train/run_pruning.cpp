@@ -86,12 +86,18 @@ void Run::log_prune_step(const pruning::GradualStep& step, const cli::EvalResult
   const std::string method = pruner_->options().method.name();
   const double target = step.target, collect_s = step.collect_seconds;
   const int64_t t = step.t;
+  // Magnitude pruning predicts nothing (its predicted loss is NaN): say so in words.
+  char predicted[48];
+  if (std::isnan(report.predicted_loss))
+    std::snprintf(predicted, sizeof predicted, "no predicted dL");
+  else
+    std::snprintf(predicted, sizeof predicted, "predicted dL %.4f", report.predicted_loss);
   std::printf(
-      "prune %s %lld: %s to %.2f%% (target %.2f%%), predicted dL %.4f, test loss %.4f -> %.4f, "
+      "prune %s %lld: %s to %.2f%% (target %.2f%%), %s, test loss %.4f -> %.4f, "
       "top-1 %.2f%% -> %.2f%%, %.1fs\n",
       s_.prune_unit.c_str(), static_cast<long long>(t), method.c_str(), 100 * report.sparsity,
-      100 * target, report.predicted_loss, before.loss, after.loss, 100 * before.accuracy,
-      100 * after.accuracy, report.total_seconds);
+      100 * target, predicted, before.loss, after.loss, 100 * before.accuracy, 100 * after.accuracy,
+      report.total_seconds);
   std::fflush(stdout);
   char row[512];
   std::snprintf(row, sizeof row, "%s,%lld,%lld,%lld,%.6f,%.6f,%.6g,%.6f,%.6f,%.6f,%.6f,%.3f,%.3f\n",
