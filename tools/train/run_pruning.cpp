@@ -92,12 +92,20 @@ void Run::log_prune_step(const pruning::GradualStep& step, const cli::EvalResult
     std::snprintf(predicted, sizeof predicted, "no predicted dL");
   else
     std::snprintf(predicted, sizeof predicted, "predicted dL %.4f", report.predicted_loss);
-  std::printf(
-      "prune %s %lld: %s to %.2f%% (target %.2f%%), %s, test loss %.4f -> %.4f, "
-      "top-1 %.2f%% -> %.2f%%, %.1fs\n",
-      s_.prune_unit.c_str(), static_cast<long long>(t), method.c_str(), 100 * report.sparsity,
-      100 * target, predicted, before.loss, after.loss, 100 * before.accuracy, 100 * after.accuracy,
-      report.total_seconds);
+  // A FLOP target counts the prunable multiply-adds removed, not weights.
+  char reached[128];
+  if (report.macs_dense > 0)
+    std::snprintf(reached, sizeof reached,
+                  "%.2f%% of prunable MACs removed (target %.2f%%; weights %.2f%%)",
+                  100.0 * (1.0 - static_cast<double>(report.macs_after) / report.macs_dense),
+                  100 * target, 100 * report.sparsity);
+  else
+    std::snprintf(reached, sizeof reached, "to %.2f%% (target %.2f%%)", 100 * report.sparsity,
+                  100 * target);
+  std::printf("prune %s %lld: %s %s, %s, test loss %.4f -> %.4f, top-1 %.2f%% -> %.2f%%, %.1fs\n",
+              s_.prune_unit.c_str(), static_cast<long long>(t), method.c_str(), reached, predicted,
+              before.loss, after.loss, 100 * before.accuracy, 100 * after.accuracy,
+              report.total_seconds);
   std::fflush(stdout);
   char row[512];
   std::snprintf(row, sizeof row, "%s,%lld,%lld,%lld,%.6f,%.6f,%.6g,%.6f,%.6f,%.6f,%.6f,%.3f,%.3f\n",
