@@ -375,10 +375,11 @@ int main(int argc, char** argv) {
     cli::Args args(
         "spruce-compare --checkpoint CKPT",
         "Compares pruning methods one-shot on a trained checkpoint: methods x sparsities x seeds.\n"
-        "Methods: magnitude|diagfisher|woodfisher, optionally -layer (per-layer selection) and, "
-        "for\n"
-        "woodfisher, -summed or -noupdate. Writes results.csv, results.json and accuracy.svg to "
-        "--out.");
+        "Methods: " +
+            cli::method_grammar() +
+            "\n(-layer: per-layer selection; -summed, -noupdate, -scaleS: the OBS update of "
+            "woodfisher\nand woodtaylor; -flops: FLOP-aware). Writes results.csv, results.json and "
+            "accuracy.svg to --out.");
     declare(args, o);
     if (!args.parse(argc, argv)) return 0;
     return compare(o);

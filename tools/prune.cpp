@@ -42,10 +42,12 @@ int main(int argc, char** argv) {
     cli::BnRecalibration bn;
     cli::Args args(
         "spruce-prune --checkpoint CKPT --out PRUNED.ckpt",
-        "One-shot pruning of a trained model to a target sparsity (magnitude, diagonal Fisher or\n"
-        "WoodFisher). Methods: magnitude|diagfisher|woodfisher, optionally -layer (independent\n"
-        "per-layer selection instead of one global threshold) and, for woodfisher, -summed (the\n"
-        "reference's summed single-weight updates) or -noupdate; e.g. woodfisher-layer-summed.");
+        "One-shot pruning of a trained model to a target sparsity (magnitude, diagonal Fisher,\n"
+        "WoodFisher or WoodTaylor). Methods: " +
+            cli::method_grammar() +
+            "\n(-layer: independent per-layer selection instead of one global threshold; -summed:\n"
+            "the reference's summed single-weight updates; -noupdate; -scaleS: the update scaled\n"
+            "by S; -flops: FLOP-aware); e.g. woodfisher-layer-summed.");
     args.add_string("checkpoint", &model_path,
                     "trained checkpoint (.ckpt) or compact checkpoint to prune");
     args.add_string("out", &out, "where to write the pruned checkpoint (with masks)");

@@ -20,6 +20,13 @@
 
 namespace spruce::cli {
 
+std::string method_grammar() {
+  std::string names;
+  for (const std::string& name : pruning::pruner_names())
+    names += (names.empty() ? "" : "|") + name;
+  return names + "[-layer][-summed|-noupdate|-scaleS][-flops]";
+}
+
 void add_fisher_flags(Args& args, pruning::FisherOptions& s, int64_t* seed, bool* augment) {
   args.add_int("fisher-samples", &s.samples, "m: Fisher gradients to collect", 1);
   args.add_int("fisher-batch", &s.batch, "b: samples averaged into each gradient (1 = per-sample)",

@@ -23,6 +23,10 @@
 
 namespace spruce::cli {
 
+/// The grammar of a pruning method's name for --help, from the pruner table:
+/// "magnitude|diagfisher|woodfisher|woodtaylor[-layer][-summed|-noupdate|-scaleS][-flops]".
+std::string method_grammar();
+
 /// Declares --fisher-samples, --fisher-batch, --damp and --block-size onto
 /// `fisher` (the library's one Fisher settings struct), and --fisher-seed
 /// onto *seed when seed is given.

@@ -13,6 +13,7 @@
 #include "models/registry.h"
 #include "optim/schedule.h"
 #include "tools/common/datasets.h"
+#include "tools/common/pruning_run.h"
 
 namespace spruce::train {
 
@@ -60,10 +61,9 @@ void declare(cli::Args& a, Settings& s) {
   a.add_int("eval-limit", &s.eval_limit, "evaluate on the first N test samples only (0 = all)", 0);
   a.add_string("recipe", &s.recipe,
                "YAML recipe of flag: value settings (flags given here override it)");
-  a.add_string("prune-method", &s.prune_method,
-               "gradual pruning with this method "
-               "(magnitude|diagfisher|woodfisher[-layer][-summed|-noupdate]); "
-               "empty = dense training");
+  a.add_string(
+      "prune-method", &s.prune_method,
+      "gradual pruning with this method (" + cli::method_grammar() + "); empty = dense training");
   a.add_choice("prune-unit", &s.prune_unit, {"epoch", "step"},
                "unit of --prune-start/--prune-end/--prune-every");
   a.add_int("prune-start", &s.prune_start,
