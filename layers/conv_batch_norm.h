@@ -11,7 +11,7 @@ namespace spruce {
 /// What follows the batch norm, named at call sites:
 /// conv_batch_norm(conv, bn, x, {.residual = r, .relu = true}).
 struct ConvBnTail {
-  Tensor residual;    // added after the batch norm: the output's shape, or undefined for none
+  Tensor residual{};  // added after the batch norm: the output's shape, or undefined for none
   bool relu = false;  // ReLU last
 };
 

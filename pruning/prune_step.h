@@ -22,7 +22,7 @@ namespace spruce::pruning {
 struct PruneStepOptions {
   double sparsity = 0.5;  // target fraction of pruned weights (or multiply-adds), in [0, 1]
   Selection selection = Selection::kGlobal;
-  FisherOptions fisher;
+  FisherOptions fisher{};
   /// Skip pruner.prepare(): the caller prepared the pruner on the same
   /// gradients and masks already (one-shot sweeps over several sparsities
   /// from the same dense weights reuse one inverse).
