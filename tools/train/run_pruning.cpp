@@ -94,7 +94,7 @@ void Run::log_prune_step(const pruning::GradualStep& step, const cli::EvalResult
     std::snprintf(predicted, sizeof predicted, "predicted dL %.4f", report.predicted_loss);
   // A FLOP target counts the prunable multiply-adds removed, not weights.
   char reached[128];
-  if (report.macs_dense > 0)
+  if (pruner_->options().method.target == pruning::Target::kFlops)
     std::snprintf(reached, sizeof reached,
                   "%.2f%% of prunable MACs removed (target %.2f%%; weights %.2f%%)",
                   100.0 * (1.0 - static_cast<double>(report.macs_after) / report.macs_dense),
