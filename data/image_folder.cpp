@@ -112,7 +112,12 @@ void check_pnm_size(const fs::path& p, const std::vector<unsigned char>& bytes) 
       v = v * 10 + (bytes[at] - '0');
   }
   ++at;  // the one byte that ends maxval
-  const int64_t need = field[0] * field[1] * (bytes[1] == '6' ? 3 : 1) * (field[2] > 255 ? 2 : 1);
+  // Each field may be near 2^44 (stb reads such headers its own way), so the
+  // product saturates instead of overflowing: no file holds that many bytes.
+  int64_t need = (bytes[1] == '6' ? 3 : 1) * (field[2] > 255 ? 2 : 1);
+  if (__builtin_mul_overflow(need, field[0], &need) ||
+      __builtin_mul_overflow(need, field[1], &need))
+    need = INT64_MAX;
   const int64_t have = at <= bytes.size() ? static_cast<int64_t>(bytes.size() - at) : 0;
   if (need > have)
     throw FormatError(p.string() + ": truncated: the PNM header declares " +
