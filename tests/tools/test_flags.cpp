@@ -143,6 +143,9 @@ TEST_CASE("tools write JSON that parses and matches what they printed and wrote"
     CHECK(j.at("checkpoint") == dir.file("model/last.ckpt"));
     CHECK(j.at("method") == "magnitude");
     CHECK(j.at("sparsity") == 0.5);
+    CHECK(j.at("relative_damp") == 0.0);  // the Fisher settings are all recorded
+    CHECK(j.at("taylor_scale") == 1.0);
+    CHECK(j.at("update_scale") == 1.0);
     REQUIRE(!j.at("layers").empty());
     int64_t size = 0, pruned = 0;
     for (const auto& l : j.at("layers")) {
