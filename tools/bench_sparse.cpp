@@ -4,7 +4,10 @@
 // Fashion-MNIST, 1x28x28), pruned in memory by global magnitude over the
 // registry's default prunable weights (pruning::prune_step with the magnitude
 // pruner) to 0, 50, 75, 90, 95 and 98 % (and 89 % for MobileNetV1, its
-// gradual target). For each: inference images/s at --batch and batch-1
+// gradual target); and FLOP-aware (the -flops methods: magnitude over
+// multiply-adds per weight, a sparsity being the fraction of prunable
+// multiply-adds removed) to 90 and 95 % (ResNet-20 B) and 89 % (MobileNetV1),
+// rows "R20B flops" and "MobV1 flops". For each: inference images/s at --batch and batch-1
 // latency, dense kernels (ops::SparseMode::kDense) against the default
 // (kAuto: sparse where a layer's density is at most kSparseMaxDensity), in
 // alternated pairs (dense then sparse, `pairs` times); figures are medians,
@@ -14,7 +17,7 @@
 // those that remain on the sparse path (the sparse kernels count only their
 // nonzeros); GFLOP/s = 2 x remaining MACs x img/s. Sizes: the checkpoint and
 // its compact (bitmask + nonzeros, masks included) form, as spruce-prune
-// --sparse-out writes, against the dense model's checkpoint (the 0 % row).
+// --sparse-out writes, against the dense model's checkpoint (no masks).
 //
 // Crossover: single layers of both models at batch --batch, dense conv2d_fused
 // against sparse_conv2d_fused at densities 0.6 .. 0.1; the density where the
@@ -38,6 +41,7 @@
 #include "core/ops/sparse_spmm.h"
 #include "core/random.h"
 #include "models/registry.h"
+#include "pruning/flop_cost.h"
 #include "pruning/magnitude_pruner.h"
 #include "pruning/model_pruning.h"
 #include "pruning/prune_step.h"
@@ -169,6 +173,9 @@ cli::Json run_sparse_section(const SparseSettings& in) {
     std::string path;
     cli::ModelSpec spec;
     std::vector<double> sparsities;
+    // FLOP-aware magnitude (the -flops methods): a sparsity is then the
+    // fraction of prunable multiply-adds removed, which the speed follows.
+    bool flops = false;
   };
   cli::ModelSpec mb_spec;
   mb_spec.name = "mobilenet_v1";
@@ -176,7 +183,9 @@ cli::Json run_sparse_section(const SparseSettings& in) {
   mb_spec.config.num_classes = 10;
   const std::vector<Subject> subjects{
       {"ResNet-20 B", s.resnet, {}, {0, 0.5, 0.75, 0.9, 0.95, 0.98}},
-      {"MobileNetV1", s.mobilenet, mb_spec, {0, 0.5, 0.75, 0.89, 0.9, 0.95, 0.98}}};
+      {"R20B flops", s.resnet, {}, {0.9, 0.95}, true},
+      {"MobileNetV1", s.mobilenet, mb_spec, {0, 0.5, 0.75, 0.89, 0.9, 0.95, 0.98}},
+      {"MobV1 flops", s.mobilenet, mb_spec, {0.89}, true}};
   const std::filesystem::path tmp = std::filesystem::temp_directory_path() /
                                     ("spruce-bench-sparse-" + std::to_string(::getpid()));
   std::filesystem::create_directories(tmp);
@@ -203,15 +212,25 @@ cli::Json run_sparse_section(const SparseSettings& in) {
       for (const auto& [k, v] : loaded.module->state_dict()) st.emplace_back(k, v.clone());
       return st;
     }();
-    double unpruned_kib = 0;  // sparsities start at 0
+    const double unpruned_kib = [&] {  // the dense model's file: no masks
+      io::Checkpoint plain;
+      cli::put_model(plain, loaded.spec, *loaded.module);
+      const std::string path = (tmp / "unpruned.ckpt").string();
+      io::save_checkpoint(path, plain);
+      return static_cast<double>(file_bytes(path)) / 1024;
+    }();
     for (double sparsity : sub.sparsities) {
       auto model = models::build_model(loaded.spec.name, loaded.spec.config);
       model->load_state_dict(dense_state);
       if (sparsity > 0) {
         pruning::PrunableSet set =
             pruning::attach_masks(*model, models::default_prunable_patterns(loaded.spec.name));
+        if (sub.flops) pruning::attach_flop_costs(*model, set, {1, 28, 28});
         pruning::MagnitudePruner pruner;
-        pruning::prune_step(pruner, set, nullptr, {.sparsity = sparsity});
+        pruning::prune_step(
+            pruner, set, nullptr,
+            {.sparsity = sparsity,
+             .target = sub.flops ? pruning::Target::kFlops : pruning::Target::kWeights});
       }
       model->eval();
       Generator gen(7);
@@ -237,8 +256,7 @@ cli::Json run_sparse_section(const SparseSettings& in) {
       const std::string compact_path = (tmp / "compact.ckpt").string();
       io::save_checkpoint(dense_path, ckpt);
       io::save_checkpoint(compact_path, io::compress_checkpoint(ckpt));
-      if (sparsity == 0) unpruned_kib = static_cast<double>(file_bytes(dense_path)) / 1024;
-      const double dense_kib = unpruned_kib;  // the dense model's file: no masks
+      const double dense_kib = unpruned_kib;
       const double compact_kib = static_cast<double>(file_bytes(compact_path)) / 1024;
 
       std::printf(
@@ -250,6 +268,7 @@ cli::Json run_sparse_section(const SparseSettings& in) {
       std::fflush(stdout);
       j["models"].push_back({{"model", sub.label},
                              {"sparsity", sparsity},
+                             {"target", sub.flops ? "flops" : "weights"},
                              {"dense_macs", dense_macs},
                              {"remaining_macs", remain_macs},
                              {"dense_img_s", dense_ips},
