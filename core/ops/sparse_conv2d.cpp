@@ -100,20 +100,36 @@ const float* pack(const ConvLayout& L, const float* x, int64_t n0, int64_t nb, f
                     sizeof(float) * static_cast<size_t>(P));
     return buf;
   }
-  std::fill(buf, buf + L.packed_floats(), 0.f);
   const int64_t s = L.s;
+  if (s == 1) {  // each float written once: the padding zeros around the copied rows
+    const int64_t pad = L.pad, Wq = L.Wq;
+    for (int64_t c = 0; c < L.C; ++c) {
+      float* plane = buf + c * L.PS;
+      std::fill(plane, plane + pad * Wq, 0.f);
+      for (int64_t ih = 0; ih < L.H; ++ih) {
+        float* row = plane + (ih + pad) * Wq;
+        std::fill(row, row + pad, 0.f);
+        std::memcpy(row + pad, x + ((n0 * L.C + c) * L.H + ih) * L.W,
+                    sizeof(float) * static_cast<size_t>(L.W));
+        std::fill(row + pad + L.W, row + Wq, 0.f);
+      }
+      std::fill(plane + (pad + L.H) * Wq, plane + L.PS, 0.f);
+    }
+    std::fill(buf + L.C * L.PS, buf + L.packed_floats(), 0.f);  // the tail the kernel may read
+    return buf;
+  }
+  std::fill(buf, buf + L.packed_floats(), 0.f);
   for (int64_t c = 0; c < L.C; ++c)
     for (int64_t ih = 0; ih < L.H; ++ih) {
       const float* src = x + (n0 * L.C + c) * P + ih * L.W;
       const int64_t y = ih + L.pad;
       float* row = buf + (c * s + y % s) * s * L.PS + (y / s) * L.Wq;
-      if (s == 1) {
-        std::memcpy(row + L.pad, src, sizeof(float) * static_cast<size_t>(L.W));
-      } else {
-        for (int64_t iw = 0; iw < L.W; ++iw) {
-          const int64_t xx = iw + L.pad;
-          row[(xx % s) * L.PS + xx / s] = src[iw];
-        }
+      // Phase b holds padded columns xx = iw + pad = b, b + s, ... at xx / s:
+      // one strided run per phase, no division per pixel.
+      for (int64_t b = 0; b < s; ++b) {
+        const int64_t iw0 = ((b - L.pad) % s + s) % s;
+        float* dst = row + b * L.PS + (iw0 + L.pad) / s;
+        for (int64_t iw = iw0, j = 0; iw < L.W; iw += s, ++j) dst[j] = src[iw];
       }
     }
   return buf;
