@@ -76,13 +76,13 @@ struct Options {
   bool all_layers = false;
   pruning::FisherOptions fisher;
   cli::BnRecalibration bn;
+  cli::NpzModelFlags npz_model;
   double update_scale = 1.0;
   bool fisher_augment = false;
 };
 
 void declare(cli::Args& args, Options& o) {
-  args.add_string("checkpoint", &o.model_path, "trained checkpoint");
-  args.add_deprecated("model", "checkpoint");  // --model is an architecture name elsewhere
+  args.add_string("checkpoint", &o.model_path, "trained checkpoint or .npz file");
   args.add_string_list("methods", &o.methods, "pruning methods to compare");
   cli::add_update_scale_flag(args, o.update_scale);
   args.add_double_list("sparsities", &o.sparsities, "target sparsities", 0, 1, true);
@@ -104,6 +104,7 @@ void declare(cli::Args& args, Options& o) {
       0);
   args.add_string("out", &o.out, "directory for results.csv, results.json and accuracy.svg");
   args.add_int("threads", &o.threads, "threads for BLAS and our loops", 1, 256);
+  o.npz_model.add_to(args);
 }
 
 std::vector<int64_t> parse_seeds(const std::vector<std::string>& texts) {
@@ -323,8 +324,8 @@ int compare(Options& o) {
   fs::create_directories(o.out, ec);
   if (ec) throw IoError(o.out + ": cannot create the output directory: " + ec.message());
 
-  cli::PruningSession session =
-      cli::open_pruning_session(o.model_path, o.data, o.data_dir, o.patterns, o.all_layers);
+  cli::PruningSession session = cli::open_pruning_session(o.model_path, o.npz_model.spec(), o.data,
+                                                          o.data_dir, o.patterns, o.all_layers);
   if (std::any_of(methods.begin(), methods.end(),
                   [](const auto& m) { return m.target == pruning::Target::kFlops; }))
     cli::attach_flop_costs(session);  // "-flops" methods: their sparsity counts multiply-adds
@@ -381,7 +382,8 @@ int main(int argc, char** argv) {
             "woodfisher\nand woodtaylor; -flops: FLOP-aware). Writes results.csv, results.json and "
             "accuracy.svg to --out.");
     declare(args, o);
-    if (!args.parse(argc, argv)) return 0;
+    std::vector<char*> old_spellings = cli::old_model_flag_as_checkpoint(argc, argv);
+    if (!args.parse(static_cast<int>(old_spellings.size()), old_spellings.data())) return 0;
     return compare(o);
   });
 }

@@ -19,10 +19,8 @@ int main(int argc, char** argv) {
   return cli::run_tool("spruce-eval", [&] {
     std::vector<char*> old_spellings = cli::old_model_flag_as_checkpoint(argc, argv);
     std::string model_path, data = "fashion-mnist", data_dir, split = "test", json_out, sparse_out;
-    cli::ModelSpec npz_spec;
-    npz_spec.config.in_channels = 1;
-    std::map<std::string, std::string> model_options;  // for .npz files
-    int64_t batch = 256, threads = default_num_threads(), limit = 0, in_channels = 1, classes = 10;
+    cli::NpzModelFlags npz;
+    int64_t batch = 256, threads = default_num_threads(), limit = 0;
     cli::Args args(
         "spruce-eval --checkpoint PATH",
         "Evaluates a model (spruce checkpoint or NumPy .npz) on a data set: loss, top-1 accuracy,\n"
@@ -37,21 +35,15 @@ int main(int argc, char** argv) {
     args.add_deprecated("limit", "eval-limit");
     args.add_int("threads", &threads, "threads for BLAS and our loops", 1, 256);
     args.add_string("json", &json_out, "also write the results as JSON to this file");
-    cli::add_architecture_flag(args, npz_spec.name);
-    args.add_int("in-channels", &in_channels, "for .npz files: input channels", 1, 3);
-    args.add_int("num-classes", &classes, "for .npz files: number of classes", 2);
     args.add_string("sparse-out", &sparse_out,
                     "also write the model as a compact checkpoint (nonzeros + bitmasks)");
-    cli::add_model_option_flags(args, model_options);  // for .npz files
+    npz.add_to(args);
     if (!args.parse(static_cast<int>(old_spellings.size()), old_spellings.data())) return 0;
-    cli::check_model_flag(npz_spec.name);
+    const cli::ModelSpec npz_spec = npz.spec();
     if (model_path.empty())
       throw UsageError("--checkpoint is required (a checkpoint or .npz file)");
     if (!std::filesystem::exists(model_path)) throw IoError(model_path + ": no such file");
     set_num_threads(static_cast<int>(threads));
-    npz_spec.config.in_channels = in_channels;
-    npz_spec.config.num_classes = classes;
-    npz_spec.config.options = cli::model_options_for(npz_spec.name, model_options);
 
     cli::LoadedModel loaded = cli::load_model(model_path, npz_spec);
     if (!sparse_out.empty()) {

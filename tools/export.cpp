@@ -17,9 +17,8 @@ using namespace spruce;
 int main(int argc, char** argv) {
   return cli::run_tool("spruce-export", [&] {
     std::string model_path, out;
-    cli::ModelSpec npz_spec;
-    std::map<std::string, std::string> model_options;  // for .npz files
-    int64_t image_size = 0, in_channels = 1, classes = 10;
+    cli::NpzModelFlags npz;
+    int64_t image_size = 0;
     bool keep_batch_norm = false;
     cli::Args args(
         "spruce-export --checkpoint PATH --out MODEL.onnx",
@@ -33,20 +32,14 @@ int main(int argc, char** argv) {
                  "input height and width; 0: 28 for 1-channel models, 32 otherwise", 0);
     args.add_flag("keep-batch-norm", &keep_batch_norm,
                   "write BatchNormalization nodes instead of folding them into the convs");
-    cli::add_architecture_flag(args, npz_spec.name);
-    args.add_int("in-channels", &in_channels, "for .npz files: input channels", 1, 3);
-    args.add_int("num-classes", &classes, "for .npz files: number of classes", 2);
-    cli::add_model_option_flags(args, model_options);  // for .npz files
+    npz.add_to(args);
     std::vector<char*> old_spellings = cli::old_model_flag_as_checkpoint(argc, argv);
     if (!args.parse(static_cast<int>(old_spellings.size()), old_spellings.data())) return 0;
-    cli::check_model_flag(npz_spec.name);
+    const cli::ModelSpec npz_spec = npz.spec();
     if (model_path.empty())
       throw UsageError("--checkpoint is required (a checkpoint or .npz file)");
     if (out.empty()) throw UsageError("--out is required (the .onnx file to write)");
     if (!std::filesystem::exists(model_path)) throw IoError(model_path + ": no such file");
-    npz_spec.config.in_channels = in_channels;
-    npz_spec.config.num_classes = classes;
-    npz_spec.config.options = cli::model_options_for(npz_spec.name, model_options);
 
     cli::LoadedModel loaded = cli::load_model(model_path, npz_spec);
     const int64_t channels = loaded.spec.config.in_channels;

@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
     bool all_layers = false, flop_aware = false;
     pruning::FisherOptions fisher;
     cli::BnRecalibration bn;
+    cli::NpzModelFlags npz_model;
     cli::Args args(
         "spruce-prune --checkpoint CKPT --out PRUNED.ckpt",
         "One-shot pruning of a trained model to a target sparsity (magnitude, diagonal Fisher,\n"
@@ -49,7 +50,7 @@ int main(int argc, char** argv) {
             "the reference's summed single-weight updates; -noupdate; -scaleS: the update scaled\n"
             "by S; -flops: FLOP-aware); e.g. woodfisher-layer-summed.");
     args.add_string("checkpoint", &model_path,
-                    "trained checkpoint (.ckpt) or compact checkpoint to prune");
+                    "trained checkpoint (.ckpt), compact checkpoint or .npz file to prune");
     args.add_string("out", &out, "where to write the pruned checkpoint (with masks)");
     args.add_string("npz", &npz_out, "also export the pruned weights and masks as .npz");
     args.add_string("sparse-out", &sparse_out,
@@ -79,8 +80,10 @@ int main(int argc, char** argv) {
     args.add_int("eval-limit", &eval_limit, "evaluate on the first N test samples only (0 = all)",
                  0);
     args.add_int("threads", &threads, "threads for BLAS and our loops", 1, 256);
-    args.add_deprecated("model", "checkpoint");  // --model is an architecture name elsewhere
-    if (!args.parse(argc, argv)) return 0;
+    npz_model.add_to(args);
+    std::vector<char*> old_spellings = cli::old_model_flag_as_checkpoint(argc, argv);
+    if (!args.parse(static_cast<int>(old_spellings.size()), old_spellings.data())) return 0;
+    const cli::ModelSpec npz_spec = npz_model.spec();
     if (model_path.empty()) throw UsageError("--checkpoint is required (a trained checkpoint)");
     if (out.empty()) throw UsageError("--out is required (where to write the pruned checkpoint)");
     auto method = pruning::parse_method(method_name, update_scale);
@@ -88,7 +91,7 @@ int main(int argc, char** argv) {
     set_num_threads(static_cast<int>(threads));
 
     cli::PruningSession session =
-        cli::open_pruning_session(model_path, data, data_dir, patterns, all_layers);
+        cli::open_pruning_session(model_path, npz_spec, data, data_dir, patterns, all_layers);
     const cli::LoadedModel& loaded = session.loaded;
     Module& model = *loaded.module;
     const auto& train = session.train;

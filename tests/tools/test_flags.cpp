@@ -109,7 +109,9 @@ TEST_CASE("the same flag names the same thing: --checkpoint is a file, --model a
   expect_usage_error(kCompare, {}, {"--checkpoint is required"});
   expect_usage_error(kEval, {}, {"--checkpoint is required"});
   expect_usage_error(kExport, {"--out", dir.file("m.onnx")}, {"--checkpoint is required"});
-  expect_usage_error(kExport, {"--model", "nope"}, {"--model", "'nope'", "resnet20"});
+  for (const std::string& tool : {kExport, kPrune, kCompare})
+    expect_usage_error(tool, {"--checkpoint", bad, "--out", dir.file("o"), "--model", "nope"},
+                       {"--model", "'nope'", "resnet20"});
 }
 
 TEST_CASE("tools write JSON that parses and matches what they printed and wrote") {
@@ -157,6 +159,35 @@ TEST_CASE("tools write JSON that parses and matches what they printed and wrote"
     char printed[48];
     std::snprintf(printed, sizeof printed, "after    %10.4f", j.at("loss_after").get<double>());
     CHECK(contains(r.out, printed));
+  }
+  SUBCASE("spruce-prune and spruce-compare read an .npz with --model and its options") {
+    const std::vector<std::string> data{"--data",       "mnist", "--data-dir", dir.file("data"),
+                                        "--eval-limit", "32",    "--threads",  "1"};
+    auto with_data = [&](std::vector<std::string> a) {
+      a.insert(a.end(), data.begin(), data.end());
+      return a;
+    };
+    expect_success(run(kPrune, with_data({"--checkpoint", dir.file("model/last.ckpt"), "--method",
+                                          "magnitude", "--sparsity", "0.5", "--out",
+                                          dir.file("p.ckpt"), "--npz", dir.file("p.npz")})));
+    const std::vector<std::string> model{"--model", "mobilenet_v1", "--width", "0.1"};
+    std::vector<std::string> prune{"--checkpoint", dir.file("p.npz"), "--method",
+                                   "magnitude",    "--sparsity",      "0.7",
+                                   "--out",        dir.file("q.ckpt")};
+    prune.insert(prune.end(), model.begin(), model.end());
+    const RunResult r = run(kPrune, with_data(prune));
+    expect_success(r);
+    CHECK(contains(r.out, "mobilenet_v1 (in 1, classes 10, width 0.1)"));
+    std::vector<std::string> cmp{"--checkpoint", dir.file("p.npz"), "--methods",
+                                 "magnitude",    "--sparsities",    "0.7",
+                                 "--out",        dir.file("cmp")};
+    cmp.insert(cmp.end(), model.begin(), model.end());
+    expect_success(run(kCompare, with_data(cmp)));
+    // Without --model the .npz is read as the default architecture: the key is named.
+    prune.resize(prune.size() - model.size());
+    const RunResult wrong = run(kPrune, with_data(prune));
+    CHECK(wrong.exit_code == 1);
+    CHECK(contains(wrong.err, dir.file("p.npz") + ": load_state_dict:"));
   }
   SUBCASE("spruce-compare: results.json has the rows of results.csv") {
     expect_success(

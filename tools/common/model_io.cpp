@@ -188,6 +188,23 @@ void check_model_flag(const std::string& name) {
                      "', expected one of: " + model_names_text());
 }
 
+void NpzModelFlags::add_to(Args& args) {
+  add_architecture_flag(args, name);
+  args.add_int("in-channels", &in_channels, "for .npz files: input channels", 1, 3);
+  args.add_int("num-classes", &num_classes, "for .npz files: number of classes", 2);
+  add_model_option_flags(args, options);
+}
+
+ModelSpec NpzModelFlags::spec() const {
+  check_model_flag(name);
+  ModelSpec s;
+  s.name = name;
+  s.config.in_channels = in_channels;
+  s.config.num_classes = num_classes;
+  s.config.options = model_options_for(name, options);
+  return s;
+}
+
 std::vector<char*> old_model_flag_as_checkpoint(int argc, char** argv) {
   static char checkpoint[] = "--checkpoint";
   std::vector<char*> out(argv, argv + argc);

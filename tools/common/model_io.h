@@ -57,6 +57,22 @@ ModelSpec model_spec_from(const io::Checkpoint& ckpt);
 /// The "model/<key>" tensors as a state dict.
 NamedTensors model_state_from(const io::Checkpoint& ckpt);
 
+/// The flags that say which model an .npz holds: --model, --in-channels,
+/// --num-classes and every model option (--shortcut, --width). A checkpoint
+/// names its own model; an .npz, PyTorch's state_dict, needs them. Every tool
+/// that reads a model file declares them with add_to() and gets the spec
+/// from spec() after parsing.
+struct NpzModelFlags {
+  std::string name = "resnet20";
+  int64_t in_channels = 1;
+  int64_t num_classes = 10;
+  std::map<std::string, std::string> options;  // empty: the model's default
+
+  void add_to(Args& args);
+  /// The model the flags describe; UsageError naming a flag that is wrong.
+  ModelSpec spec() const;
+};
+
 struct LoadedModel {
   ModelSpec spec;
   std::unique_ptr<Module> module;

@@ -85,12 +85,12 @@ std::vector<std::string> prunable_patterns(const std::string& model_name,
   return models::default_prunable_patterns(model_name);
 }
 
-PruningSession open_pruning_session(const std::string& model_path, const std::string& data,
-                                    const std::string& data_dir,
+PruningSession open_pruning_session(const std::string& model_path, const ModelSpec& npz_spec,
+                                    const std::string& data, const std::string& data_dir,
                                     const std::vector<std::string>& patterns, bool all_layers) {
   if (!std::filesystem::exists(model_path)) throw IoError(model_path + ": no such file");
   PruningSession s;
-  s.loaded = load_model(model_path, {});
+  s.loaded = load_model(model_path, npz_spec);
   s.train = load_dataset(data, data_dir, true);
   s.test = load_dataset(data, data_dir, false);
   check_model_fits_data(s.loaded.spec, *s.train, model_path);

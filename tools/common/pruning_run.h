@@ -77,8 +77,9 @@ struct PruningSession {
   data::TransformList transforms;
   pruning::PrunableSet set;
 };
-PruningSession open_pruning_session(const std::string& model_path, const std::string& data,
-                                    const std::string& data_dir,
+/// `npz_spec` says which model an .npz holds (NpzModelFlags::spec).
+PruningSession open_pruning_session(const std::string& model_path, const ModelSpec& npz_spec,
+                                    const std::string& data, const std::string& data_dir,
                                     const std::vector<std::string>& patterns, bool all_layers);
 
 /// Measures the FLOP costs of session.set's weights (pruning/flop_cost.h)
