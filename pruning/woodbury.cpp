@@ -279,11 +279,11 @@ InverseMethod cheapest_method(int64_t m, int64_t n) {
   return 2 * m <= n ? InverseMethod::kGram : InverseMethod::kDirect;
 }
 
-BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> blocks,
-                                  const InverseOptions& options, std::span<const float> mask) {
+BlockInverseBuilder::BlockInverseBuilder(int64_t m, int64_t d, std::vector<Block> blocks,
+                                         const InverseOptions& options, std::span<const float> mask)
+    : options_(options), mask_(mask) {
   check_options(options.damp, options.chunk);
-  const int64_t d = grads.dim(), m = grads.rows();
-  BlockInverse inv;
+  BlockInverse& inv = inv_;
   inv.blocks_ = std::move(blocks);
   inv.damp_ = options.damp;
   inv.block_damp_.assign(inv.blocks_.size(), options.damp);
@@ -319,19 +319,30 @@ BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> 
   inv.dense_.resize(static_cast<size_t>(dense_size));
   inv.factor_.resize(static_cast<size_t>(factor_size));
   inv.diag_.resize(static_cast<size_t>(d));
+}
 
+void BlockInverseBuilder::add(int64_t b0, int64_t b1, std::span<const float* const> rows) {
+  BlockInverse& inv = inv_;
+  const int64_t m = inv.rank_;
+  if (b0 < 0 || b1 > inv.num_blocks() || static_cast<int64_t>(rows.size()) != m)
+    throw UsageError("BlockInverseBuilder: blocks [" + std::to_string(b0) + ", " +
+                     std::to_string(b1) + ") of " + std::to_string(inv.num_blocks()) + " with " +
+                     std::to_string(rows.size()) + " of " + std::to_string(m) + " gradients");
+  if (b0 >= b1) return;
+  const int64_t origin = inv.blocks_[b0].begin;  // the weight rows[i] points at
   // Panels: runs of consecutive blocks gathered from the bank together, so
   // that tiny blocks (c = 1 is the diagonal) do not each walk all m rows of
   // the bank for a few bytes.
   constexpr int64_t kPanelWidth = 256;
-  std::vector<int64_t> panels;  // first block of each panel, then num_blocks()
-  for (int64_t b = 0; b < inv.num_blocks(); ++b)
+  std::vector<int64_t> panels;  // first block of each panel, then b1
+  for (int64_t b = b0; b < b1; ++b)
     if (panels.empty() || inv.blocks_[b].end - inv.blocks_[panels.back()].begin > kPanelWidth)
       panels.push_back(b);
-  panels.push_back(inv.num_blocks());
+  panels.push_back(b1);
   const int64_t num_panels = static_cast<int64_t>(panels.size()) - 1;
 
-  const float* bank = grads.data();
+  const std::span<const float> mask = mask_;
+  const InverseOptions& options = options_;
   std::vector<Workspace> workspaces(static_cast<size_t>(block_workers(num_panels)));
   for_each_block(num_panels, [&](int64_t p, int worker) {
     Workspace& ws = workspaces[static_cast<size_t>(worker)];
@@ -342,7 +353,7 @@ BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> 
       keep[j] = (mask.empty() || mask[begin + j] != 0.f) ? 1.0 : 0.0;
     double* gt = Workspace::sized(ws.gt, m * width);  // [m, width]: the panel's columns of the bank
     for (int64_t i = 0; i < m; ++i) {
-      const float* row = bank + i * d + begin;
+      const float* row = rows[i] + (begin - origin);
       for (int64_t j = 0; j < width; ++j) gt[i * width + j] = row[j] * keep[j];
     }
     for (int64_t b = panels[p]; b < panels[p + 1]; ++b) {
@@ -366,15 +377,29 @@ BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> 
       for (int64_t i = 0; i < n; ++i) diag[i] = out[i * (n + 1)];
     }
   });
+}
+
+BlockInverse BlockInverseBuilder::finish() && {
   // With λ_b in range and finite gradients the diagonal lies in
   // [1/(λ_b + max F_qq), 1/λ_b]; anything else would give a wrong ρ silently.
-  for (int64_t q = 0; q < d; ++q)
-    if (!(std::isfinite(inv.diag_[q]) && inv.diag_[q] > 0.f))
+  const std::vector<float>& diag = inv_.diag_;
+  for (size_t q = 0; q < diag.size(); ++q)
+    if (!(std::isfinite(diag[q]) && diag[q] > 0.f))
       throw NumericalError(
-          "woodfisher: [F⁻¹]_qq of weight " + std::to_string(q) + " is " +
-          std::to_string(inv.diag_[q]) +
+          "woodfisher: [F⁻¹]_qq of weight " + std::to_string(q) + " is " + std::to_string(diag[q]) +
           ", not a positive float: are the Fisher gradients finite and below ~1e15?");
-  return inv;
+  return std::move(inv_);
+}
+
+BlockInverse block_fisher_inverse(const GradientBank& grads, std::vector<Block> blocks,
+                                  const InverseOptions& options, std::span<const float> mask) {
+  const int64_t d = grads.dim(), m = grads.rows();
+  BlockInverseBuilder builder(m, d, std::move(blocks), options, mask);
+  std::vector<const float*> rows(static_cast<size_t>(m));
+  for (int64_t i = 0; i < m; ++i) rows[i] = grads.data() + i * d;
+  const int64_t nb = static_cast<int64_t>(builder.num_blocks());
+  builder.add(0, nb, rows);
+  return std::move(builder).finish();
 }
 
 std::vector<double> woodbury_rank1_inverse(const float* gt, int64_t m, int64_t n, int64_t ld,

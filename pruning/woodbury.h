@@ -96,8 +96,7 @@ class BlockInverse {
   int64_t memory_bytes() const;
 
  private:
-  friend BlockInverse block_fisher_inverse(const GradientBank&, std::vector<Block>,
-                                           const InverseOptions&, std::span<const float>);
+  friend class BlockInverseBuilder;
   std::vector<Block> blocks_;
   double damp_ = 0.0;
   std::vector<double> block_damp_;  // λ_b per block
@@ -108,6 +107,31 @@ class BlockInverse {
   std::vector<float> dense_;        // dense blocks, row-major [n, n] each
   std::vector<double> factor_;      // factored blocks, B row-major [n, m] each
   std::vector<float> diag_;         // [d]
+};
+
+/// Builds a BlockInverse a run of blocks at a time, for a caller that holds
+/// the gradients of only some weights at once (the distributed inverse,
+/// pruning/distributed_fisher.h, receives them piece by piece).
+/// block_fisher_inverse is construct, add every block, finish.
+class BlockInverseBuilder {
+ public:
+  /// Checks what block_fisher_inverse checks (blocks tiling [0, d), mask
+  /// empty or [d]) and allocates the inverse for m gradients. The mask must
+  /// outlive the builder.
+  BlockInverseBuilder(int64_t m, int64_t d, std::vector<Block> blocks,
+                      const InverseOptions& options, std::span<const float> mask);
+  int64_t num_blocks() const { return inv_.num_blocks(); }
+  const std::vector<Block>& blocks() const { return inv_.blocks(); }
+  /// Inverts blocks [b0, b1). rows[i] points at gradient i's entry for weight
+  /// blocks[b0].begin; its entries up to blocks[b1 − 1].end are read. rows: [m]
+  void add(int64_t b0, int64_t b1, std::span<const float* const> rows);
+  /// The inverse, once every block was added; throws as block_fisher_inverse.
+  BlockInverse finish() &&;
+
+ private:
+  BlockInverse inv_;
+  InverseOptions options_;
+  std::span<const float> mask_;
 };
 
 /// F_b⁻¹ for every block, from the bank's m gradients (m = grads.rows()).

@@ -20,6 +20,16 @@ std::string format_number(double v) {
   return buf;
 }
 
+/// Σ_i g_i over the bank's rows, in row order.
+std::vector<double> column_sums(const GradientBank& grads) {
+  std::vector<double> sums(static_cast<size_t>(grads.dim()), 0.0);
+  for (int64_t i = 0; i < grads.rows(); ++i) {
+    const std::span<const float> g = grads.row(i);
+    for (size_t q = 0; q < sums.size(); ++q) sums[q] += g[q];
+  }
+  return sums;
+}
+
 }  // namespace
 
 void WoodFisherPruner::prepare(const PrunableSet& set, const GradientBank* grads,
@@ -30,28 +40,26 @@ void WoodFisherPruner::prepare(const PrunableSet& set, const GradientBank* grads
   fisher_ = fisher;
   if (comm_ != nullptr) return prepare_distributed(set, *grads);
   grads_ = grads;
+  total_rows_ = grads->rows();
   first_ = 0;
   mask_ = set.flat_mask();
   inverse_ = block_fisher_inverse(
       *grads, make_blocks(set.layer_sizes(), fisher.block_size),
       {fisher.damp, options_.method, options_.chunk, fisher.relative_damp}, mask_);
   warn_raised_damping(set);
-  compute_newton_step();
+  compute_newton_step(options_.first_order ? column_sums(*grads) : std::vector<double>{},
+                      total_rows_);
 }
 
-void WoodFisherPruner::compute_newton_step() {
+void WoodFisherPruner::compute_newton_step(std::vector<double> column_sums, int64_t m) {
   mean_grad_.clear();
   newton_.clear();
   if (!options_.first_order) return;
-  const int64_t d = inverse_.dim(), m = grads_->rows();
-  mean_grad_.assign(static_cast<size_t>(d), 0.0);
-  for (int64_t i = 0; i < m; ++i) {
-    const std::span<const float> g = grads_->row(i);
-    for (int64_t q = 0; q < d; ++q) mean_grad_[q] += g[q];
-  }
+  const int64_t d = inverse_.dim();
+  mean_grad_ = std::move(column_sums);
   for (int64_t q = 0; q < d; ++q)
     mean_grad_[q] =
-        mask_.empty() || mask_[q] != 0.f
+        mask_.empty() || mask_[first_ + q] != 0.f
             ? fisher_.taylor_scale * mean_grad_[q] / static_cast<double>(std::max<int64_t>(m, 1))
             : 0.0;
   newton_.assign(static_cast<size_t>(d), 0.0);
@@ -97,28 +105,21 @@ void WoodFisherPruner::warn_raised_damping(const PrunableSet& set) const {
 }
 
 void WoodFisherPruner::prepare_distributed(const PrunableSet& set, const GradientBank& mine) {
-  const std::vector<Block> blocks = make_blocks(set.layer_sizes(), fisher_.block_size);
-  int64_t m = 0;
-  for (int64_t rows : comm_->allgather(mine.rows())) m += rows;
-  partition_ = partition_blocks(blocks, m, options_.method, comm_->size());
-  const int me = comm_->rank();
-  first_ = partition_.column_start[me];
-  owned_grads_ = GradientBank(0);  // free the last step's columns before gathering new ones
-  owned_grads_ = gather_columns(*comm_, mine, partition_);
-  std::vector<Block> owned(blocks.begin() + partition_.first_block[me],
-                           blocks.begin() + partition_.first_block[me + 1]);
-  for (Block& b : owned) {
-    b.begin -= first_;
-    b.end -= first_;
-  }
-  const std::vector<float> mask = set.flat_mask();
-  mask_.assign(mask.begin() + first_, mask.begin() + first_ + partition_.columns(me));
-  grads_ = &owned_grads_;
-  inverse_ = block_fisher_inverse(
-      owned_grads_, std::move(owned),
-      {fisher_.damp, options_.method, options_.chunk, fisher_.relative_damp}, mask_);
+  blocks_ = make_blocks(set.layer_sizes(), fisher_.block_size);
+  total_rows_ = 0;
+  for (int64_t rows : comm_->allgather(mine.rows())) total_rows_ += rows;
+  partition_ = partition_blocks(blocks_, total_rows_, options_.method, comm_->size());
+  first_ = partition_.column_start[comm_->rank()];
+  grads_ = &mine;
+  mask_ = set.flat_mask();
+  inverse_ = BlockInverse();  // free the last step's inverse before building the new one
+  std::vector<double> sums;
+  inverse_ = distributed_block_inverse(
+      *comm_, mine, blocks_, partition_,
+      {fisher_.damp, options_.method, options_.chunk, fisher_.relative_damp}, mask_,
+      options_.first_order ? &sums : nullptr);
   warn_raised_damping(set);
-  compute_newton_step();
+  compute_newton_step(std::move(sums), total_rows_);
 }
 
 void WoodFisherPruner::check_prepared(const PrunableSet& set) const {
@@ -145,7 +146,8 @@ std::vector<double> WoodFisherPruner::scores(const PrunableSet& set) const {
 
 LossPrediction WoodFisherPruner::update(PrunableSet& set, std::span<const int64_t> prune) {
   check_prepared(set);
-  std::vector<float> all = set.flat_weights();
+  const std::vector<float> start = set.flat_weights();
+  std::vector<float> all = start;
   const int64_t width = inverse_.dim();
   // This rank's weights and the pruned indices among them, counted from first_.
   const std::vector<float> before(all.begin() + first_, all.begin() + first_ + width);
@@ -178,11 +180,23 @@ LossPrediction WoodFisherPruner::update(PrunableSet& set, std::span<const int64_
                            std::to_string(first_ + static_cast<int64_t>(q) - p.offset) + " of '" +
                            p.name + "' non-finite; the weights were left unchanged");
     }
-  fisher_quadratic(before, w, *grads_, inverse_.blocks(), fisher_.damp, mask_, out.quadratic);
+  if (comm_ == nullptr)
+    fisher_quadratic(before, w, *grads_, inverse_.blocks(), fisher_.damp, mask_, out.quadratic);
   if (options_.first_order) add_first_order(before, w, out);
   std::copy(w.begin(), w.end(), all.begin() + first_);
   if (comm_ != nullptr) {
     comm_->allgather_in_place(std::span<float>(all), partition_.column_counts());
+    // A rank holds its rows of every column: its share of ½ δᵀFδ over all
+    // blocks is fisher_quadratic over its rows, weighted by m_r / m (so the
+    // λ term adds up to once).
+    const double share =
+        total_rows_ > 0 ? static_cast<double>(grads_->rows()) / static_cast<double>(total_rows_)
+                        : (comm_->is_root() ? 1.0 : 0.0);
+    if (share > 0) {
+      std::vector<double> quadratic(out.quadratic.size(), 0.0);
+      fisher_quadratic(start, all, *grads_, blocks_, fisher_.damp, mask_, quadratic);
+      for (size_t l = 0; l < quadratic.size(); ++l) out.quadratic[l] += share * quadratic[l];
+    }
     comm_->allreduce_sum(std::span<double>(out.predicted));
     comm_->allreduce_sum(std::span<double>(out.quadratic));
   }

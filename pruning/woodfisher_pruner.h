@@ -66,8 +66,9 @@ class WoodFisherPruner : public Pruner {
  private:
   void check_prepared(const PrunableSet& set) const;
   void prepare_distributed(const PrunableSet& set, const GradientBank& mine);
-  /// WoodTaylor: mean_grad_ and newton_ from grads_, mask_ and inverse_.
-  void compute_newton_step();
+  /// WoodTaylor: mean_grad_ and newton_ from the sums of all m gradients
+  /// over inverse_'s columns, mask_ and inverse_.
+  void compute_newton_step(std::vector<double> column_sums, int64_t m);
   /// WoodTaylor's first-order terms of the change after − before, per block:
   /// −½ ḡ_bᵀa_b (the Newton step's gain) added to predicted, ḡ_bᵀδ_b to quadratic.
   void add_first_order(std::span<const float> before, std::span<const float> after,
@@ -78,12 +79,14 @@ class WoodFisherPruner : public Pruner {
   WoodFisherOptions options_;
   Communicator* comm_ = nullptr;  // null: a single process
   BlockPartition partition_;      // when distributed
-  GradientBank owned_grads_{0};   // when distributed: all rows, this rank's columns
+  std::vector<Block> blocks_;     // when distributed: every rank's blocks
   int64_t first_ = 0;             // first flat index of inverse_
   FisherOptions fisher_;
+  // The caller's bank: all rows, or this rank's rows when distributed (all columns).
   const GradientBank* grads_ = nullptr;
+  int64_t total_rows_ = 0;  // m, over every rank
   BlockInverse inverse_;
-  std::vector<float> mask_;  // masks at prepare() [d], of this rank's columns when distributed
+  std::vector<float> mask_;  // masks at prepare() [d]
   // WoodTaylor only (empty otherwise), over the columns of inverse_: the mean
   // gradient ḡ (zero where masked) and the Newton step a = F⁻¹ḡ.
   std::vector<double> mean_grad_, newton_;

@@ -113,22 +113,52 @@ TEST_CASE("partition_blocks cuts contiguous runs of about equal inverse memory")
   CHECK(inverse_bytes(300, 10, InverseMethod::kAuto) == 300 * 10 * 8);
 }
 
-TEST_CASE("gather_columns and gather_rows rebuild the bank from every rank's rows") {
+TEST_CASE("distributed_block_inverse: this rank's blocks of the single process's inverse") {
+  Communicator& comm = world();
+  const Problem problem = make_problem();
+  const int64_t d = problem.set.numel();
+  const std::vector<float> grads = make_gradients(d), mask = problem.set.flat_mask();
+  const GradientBank whole(d, grads), mine = my_rows(grads, d, comm);
+  const std::vector<double> sums_whole = [&] {
+    std::vector<double> s(static_cast<size_t>(d), 0.0);
+    for (int64_t i = 0; i < kSamples; ++i)
+      for (int64_t q = 0; q < d; ++q) s[q] += grads[i * d + q];
+    return s;
+  }();
+  for (const int64_t block_size : {16, 100})  // dense; factored (2m <= n)
+    for (const int64_t piece_bytes : {int64_t{1}, int64_t{2000}, int64_t{1} << 20}) {
+      CAPTURE(block_size);
+      CAPTURE(piece_bytes);
+      const std::vector<Block> blocks = make_blocks(problem.set.layer_sizes(), block_size);
+      const InverseOptions options{1e-3, InverseMethod::kAuto, 32, 0.0};
+      const BlockInverse single = block_fisher_inverse(whole, blocks, options, mask);
+      const BlockPartition p = partition_blocks(blocks, kSamples, options.method, comm.size());
+      std::vector<double> sums;
+      const BlockInverse spread =
+          distributed_block_inverse(comm, mine, blocks, p, options, mask, &sums, piece_bytes);
+      const int me = comm.rank();
+      const int64_t first = p.column_start[me];
+      CHECK(spread.dim() == p.columns(me));
+      CHECK(spread.num_blocks() == p.first_block[me + 1] - p.first_block[me]);
+      bool same = sums.size() == static_cast<size_t>(p.columns(me));
+      for (int64_t b = 0; same && b < spread.num_blocks(); ++b) {
+        const int64_t sb = p.first_block[me] + b;
+        same = spread.blocks()[b].begin + first == blocks[sb].begin &&
+               spread.factored(b) == single.factored(sb) && spread.dense(b) == single.dense(sb);
+      }
+      for (int64_t q = 0; same && q < p.columns(me); ++q)
+        same = spread.diagonal()[q] == single.diagonal()[first + q] &&
+               sums[q] == sums_whole[first + q];
+      CHECK(same);
+    }
+}
+
+TEST_CASE("gather_rows rebuilds the bank from every rank's rows") {
   Communicator& comm = world();
   const int64_t d = 11;
   std::vector<float> all(static_cast<size_t>(kSamples * d));
   for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<float>(i);
   const GradientBank mine = my_rows(all, d, comm);
-  const auto blocks = make_blocks(std::vector<int64_t>{d}, 2);
-  const BlockPartition p = partition_blocks(blocks, kSamples, InverseMethod::kDirect, comm.size());
-  const GradientBank cols = gather_columns(comm, mine, p);
-  const int64_t c0 = p.column_start[comm.rank()], w = p.columns(comm.rank());
-  CHECK(cols.dim() == w);
-  CHECK(cols.rows() == (w > 0 ? kSamples : 0));
-  bool same = true;
-  for (int64_t i = 0; i < cols.rows(); ++i)
-    for (int64_t j = 0; j < w; ++j) same = same && cols.data()[i * w + j] == all[i * d + c0 + j];
-  CHECK(same);
   const GradientBank rows = gather_rows(comm, mine);
   CHECK(rows.rows() == kSamples);
   CHECK(std::vector<float>(rows.data(), rows.data() + kSamples * d) == all);
