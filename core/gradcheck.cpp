@@ -53,14 +53,15 @@ GradCheckResult grad_check(const std::function<Tensor(const std::vector<Tensor>&
       idx.resize(static_cast<size_t>(options.max_samples));
     }
     for (int64_t i : idx) {
-      float* p = x.data() + i;
-      const float orig = *p;
+      // The pointer is taken afresh for every write, so each change bumps
+      // x's content version (kernels may keep packed copies keyed on it).
+      const float orig = x.data()[i];
       const double f0 = project(f(inputs), r);
-      *p = orig + options.eps;
+      x.data()[i] = orig + options.eps;
       const double fp = project(f(inputs), r);
-      *p = orig - options.eps;
+      x.data()[i] = orig - options.eps;
       const double fm = project(f(inputs), r);
-      *p = orig;
+      x.data()[i] = orig;
       const double eps = options.eps;
       if (options.kink_tolerance > 0) {
         const double right = (fp - f0) / eps, left = (f0 - fm) / eps;

@@ -514,11 +514,13 @@ ChannelAffine batch_norm_eval_affine(const Tensor& weight, const Tensor& bias,
   const float* pb = bias.defined() ? bias.data() : nullptr;
   const float* rm = running_mean.data();
   const float* rv = running_var.data();
+  float* scale = a.scale.data();  // one write each (a version bump per data() call)
+  float* shift = a.shift.data();
   for (int64_t c = 0; c < C; ++c) {
     // As batch_norm's eval branch: invstd in double from the float variance.
     const double k = (pw ? pw[c] : 1.0) / std::sqrt(static_cast<double>(rv[c]) + eps);
-    a.scale.data()[c] = static_cast<float>(k);
-    a.shift.data()[c] = static_cast<float>((pb ? pb[c] : 0.0) - rm[c] * k);
+    scale[c] = static_cast<float>(k);
+    shift[c] = static_cast<float>((pb ? pb[c] : 0.0) - rm[c] * k);
   }
   return a;
 }

@@ -135,14 +135,16 @@ Scratch& partial_scratch() {  // per-range d_weight partial sums (calling thread
 /// out = conv(x, w) transformed by o for a conv with no depthwise kernel:
 /// Winograd, the pointwise or direct kernel or the GEMM path, whichever
 /// applies first.
+/// `version` identifies w's contents, so kernels that pack w may keep the
+/// packed copy between calls.
 void dense_forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
-                   float* out) {
+                   float* out, const ContentVersion& version) {
   if (winograd::supports(g)) {  // splits the samples over the threads itself
     winograd::forward(x, w, o, g, 0, g.N, out);
     return;
   }
   if (pointwise::supports(g)) {  // likewise
-    pointwise::forward(x, w, o, g, out);
+    pointwise::forward(x, w, o, g, out, pointwise::best_isa(), &version);
     return;
   }
   const bool direct = direct::supports_forward(g);
@@ -215,7 +217,7 @@ Tensor forward(const Tensor& x, const Tensor& weight, const ConvGeometry& g, con
   if (depthwise::applies(g))
     depthwise::forward(x.data(), weight.data(), o, g, out.data());
   else
-    dense_forward(x.data(), weight.data(), o, g, out.data());
+    dense_forward(x.data(), weight.data(), o, g, out.data(), weight.content_version());
   return out;
 }
 

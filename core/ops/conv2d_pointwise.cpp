@@ -9,9 +9,12 @@
 #include "conv2d_pointwise.h"
 
 #include <algorithm>
+#include <memory>
+#include <vector>
 
 #include "../parallel.h"
 #include "conv2d_lanes.h"  // defines SPRUCE_DIRECT_CONV with AVX2 + FMA
+#include "packed_weights.h"
 #include "scratch.h"
 
 namespace spruce::ops::pointwise {
@@ -21,16 +24,17 @@ namespace {
 
 constexpr int64_t kChunkPanels = 12;
 
-/// T[i][0:B] = init + sum_c xp[c][i] * wp[c][0:B] for the R columns of a
-/// panel: the register block. Each sum runs over c in order.
+/// T[i][0:B] = scale[0:B] * (sum_c xp[c][i] * wp[c][0:B]) + shift[0:B]
+/// for the R columns of a panel: the register block. Each sum runs over c
+/// in order. The scale is applied here, not folded into the weights, so
+/// packed weights do not depend on the batch norm and can be kept.
 #ifdef __AVX512F__
 __attribute__((noinline)) void block_avx512(const float* xp, const float* wp, int64_t C,
-                                            const float* init, float* T) {
+                                            const float* scale, const float* shift, float* T) {
   constexpr int R = 8;
-  const __m512 i0 = _mm512_loadu_ps(init), i1 = _mm512_loadu_ps(init + 16);
   __m512 a[R], b[R];
 #pragma GCC unroll 8
-  for (int i = 0; i < R; ++i) a[i] = i0, b[i] = i1;
+  for (int i = 0; i < R; ++i) a[i] = _mm512_setzero_ps(), b[i] = _mm512_setzero_ps();
   for (int64_t c = 0; c < C; ++c, xp += R, wp += 32) {
     const __m512 w0 = _mm512_loadu_ps(wp), w1 = _mm512_loadu_ps(wp + 16);
 #pragma GCC unroll 8
@@ -40,21 +44,22 @@ __attribute__((noinline)) void block_avx512(const float* xp, const float* wp, in
       b[i] = _mm512_fmadd_ps(v, w1, b[i]);
     }
   }
+  const __m512 s0 = _mm512_loadu_ps(scale), s1 = _mm512_loadu_ps(scale + 16);
+  const __m512 h0 = _mm512_loadu_ps(shift), h1 = _mm512_loadu_ps(shift + 16);
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i) {
-    _mm512_storeu_ps(T + 32 * i, a[i]);
-    _mm512_storeu_ps(T + 32 * i + 16, b[i]);
+    _mm512_storeu_ps(T + 32 * i, _mm512_fmadd_ps(a[i], s0, h0));
+    _mm512_storeu_ps(T + 32 * i + 16, _mm512_fmadd_ps(b[i], s1, h1));
   }
 }
 #endif
 
 __attribute__((noinline)) void block_avx2(const float* xp, const float* wp, int64_t C,
-                                          const float* init, float* T) {
+                                          const float* scale, const float* shift, float* T) {
   constexpr int R = 6;
-  const __m256 i0 = _mm256_loadu_ps(init), i1 = _mm256_loadu_ps(init + 8);
   __m256 a[R], b[R];
 #pragma GCC unroll 6
-  for (int i = 0; i < R; ++i) a[i] = i0, b[i] = i1;
+  for (int i = 0; i < R; ++i) a[i] = _mm256_setzero_ps(), b[i] = _mm256_setzero_ps();
   for (int64_t c = 0; c < C; ++c, xp += R, wp += 16) {
     const __m256 w0 = _mm256_loadu_ps(wp), w1 = _mm256_loadu_ps(wp + 8);
 #pragma GCC unroll 6
@@ -64,17 +69,19 @@ __attribute__((noinline)) void block_avx2(const float* xp, const float* wp, int6
       b[i] = _mm256_fmadd_ps(v, w1, b[i]);
     }
   }
+  const __m256 s0 = _mm256_loadu_ps(scale), s1 = _mm256_loadu_ps(scale + 8);
+  const __m256 h0 = _mm256_loadu_ps(shift), h1 = _mm256_loadu_ps(shift + 8);
 #pragma GCC unroll 6
   for (int i = 0; i < R; ++i) {
-    _mm256_storeu_ps(T + 16 * i, a[i]);
-    _mm256_storeu_ps(T + 16 * i + 8, b[i]);
+    _mm256_storeu_ps(T + 16 * i, _mm256_fmadd_ps(a[i], s0, h0));
+    _mm256_storeu_ps(T + 16 * i + 8, _mm256_fmadd_ps(b[i], s1, h1));
   }
 }
 
 /// The register block of one ISA: R columns x B output channels.
 struct Kernel {
   int64_t R, B;
-  void (*block)(const float*, const float*, int64_t, const float*, float*);
+  void (*block)(const float*, const float*, int64_t, const float*, const float*, float*);
 };
 
 Kernel kernel_for(Isa isa) {
@@ -85,10 +92,9 @@ Kernel kernel_for(Isa isa) {
   return {6, 16, block_avx2};
 }
 
-/// wp[ob][c][0:B] = w[ob * B + j, c] * scale (zero past OC) and
-/// init[ob][0:B] = shift, for the output-channel blocks ob.
-void pack_weights(const float* w, const ConvOutput& o, const ConvGeometry& g, int64_t B, float* wp,
-                  float* init) {
+/// wp[ob][c][0:B] = w[ob * B + j, c] (zero past OC) for the output-channel
+/// blocks ob.
+void pack_weights(const float* w, const ConvGeometry& g, int64_t B, float* wp) {
   const int64_t C = g.C, blocks = (g.OC + B - 1) / B;
   parallel_for(0, blocks, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t ob = lo; ob < hi; ++ob) {
@@ -97,12 +103,6 @@ void pack_weights(const float* w, const ConvOutput& o, const ConvGeometry& g, in
       for (int64_t h = 0; h < B; h += 8)  // 8 rows of w at a time, transposed
         lanes::planes_to_lanes(w + (o0 + h) * C, C, std::clamp<int64_t>(on - h, 0, 8), C,
                                [&](int64_t c) { return dst + c * B + h; });
-      for (int64_t j = 0; j < B; ++j) {
-        const int64_t oc = o0 + j;
-        init[ob * B + j] = oc < g.OC && o.shift ? o.shift[oc] : 0.f;
-        if (oc >= g.OC || !o.scale) continue;
-        for (int64_t c = 0; c < C; ++c) dst[c * B + j] *= o.scale[oc];
-      }
     }
   });
 }
@@ -161,7 +161,12 @@ void write_block(const float* T, const ConvGeometry& g, const ConvOutput& o, int
   }
 }
 
-Scratch& weight_scratch() {  // packed weights and start values (calling thread)
+Scratch& weight_scratch() {  // packed weights when uncached (calling thread)
+  thread_local Scratch s;
+  return s;
+}
+
+Scratch& epilogue_scratch() {  // per-channel scale and shift (calling thread)
   thread_local Scratch s;
   return s;
 }
@@ -187,13 +192,28 @@ bool supports(const ConvGeometry& g) {
 }
 
 void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g, float* out,
-             Isa isa) {
+             Isa isa, const ContentVersion* version) {
   const Kernel k = kernel_for(isa);
   const int64_t R = k.R, B = k.B, C = g.C;
   const int64_t blocks = (g.OC + B - 1) / B;
-  float* wp = weight_scratch().get(blocks * B * (C + 1));
-  float* init = wp + blocks * B * C;
-  pack_weights(w, o, g, B, wp, init);
+  std::shared_ptr<const std::vector<float>> kept;  // the cached copy, held for this call
+  const float* wp = nullptr;
+  if (version) {
+    const PackedWeightKey key{*version, w, {C, g.OC, B, 0}};
+    kept = packed_weights(key, blocks * B * C, [&](float* dst) { pack_weights(w, g, B, dst); });
+    wp = kept->data();
+  } else {
+    float* dst = weight_scratch().get(blocks * B * C);
+    pack_weights(w, g, B, dst);
+    wp = dst;
+  }
+  // Per output channel: the scale (1 without one) and the shift (0 without one).
+  float* scale = epilogue_scratch().get(2 * blocks * B);
+  float* shift = scale + blocks * B;
+  for (int64_t j = 0; j < blocks * B; ++j) {
+    scale[j] = j < g.OC && o.scale ? o.scale[j] : 1.f;
+    shift[j] = j < g.OC && o.shift ? o.shift[j] : 0.f;
+  }
 
   const int64_t Q = g.N * g.P(), panels = (Q + R - 1) / R;
   const int64_t threads = in_parallel_region() ? 1 : num_threads();
@@ -212,7 +232,7 @@ void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeom
       pack_columns(x, g, R, p0 * R, np, xp);
       for (int64_t ob = gr * per_group; ob < std::min(blocks, (gr + 1) * per_group); ++ob)
         for (int64_t kp = 0; kp < np; ++kp) {
-          k.block(xp + kp * C * R, wp + ob * C * B, C, init + ob * B, T);
+          k.block(xp + kp * C * R, wp + ob * C * B, C, scale + ob * B, shift + ob * B, T);
           write_block(T, g, o, R, B, (p0 + kp) * R, ob * B, out);
         }
     }
@@ -223,7 +243,8 @@ void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeom
 
 Isa best_isa() { return Isa::kNone; }
 bool supports(const ConvGeometry&) { return false; }
-void forward(const float*, const float*, const ConvOutput&, const ConvGeometry&, float*, Isa) {}
+void forward(const float*, const float*, const ConvOutput&, const ConvGeometry&, float*, Isa,
+             const ContentVersion*) {}
 
 #endif
 

@@ -9,11 +9,12 @@
 // out[n, o, p] = act(scale[o] * sum_c W[o, c] x[n, c, p] + shift[o] + res[n, o, p])
 // is a product W [OC, C] @ X [C, N * P] whose columns are the (sample,
 // pixel) pairs. Columns are packed R at a time into panels [C][R] (a
-// 2x2 plane is then no narrower than a 28x28 one), the weights once per call
-// into blocks of B output channels [C][B] with the scale folded in; the
-// micro-kernel keeps an R x B block of outputs in registers (per input
-// channel: B / lanes weight loads, R broadcasts, R * B / lanes FMAs) starting
-// from the shift, and the block goes back to NCHW through the channel-lane
+// 2x2 plane is then no narrower than a 28x28 one), the weights into blocks
+// of B output channels [C][B], kept between calls while the weight does not
+// change (packed_weights.h); the micro-kernel keeps an R x B block of
+// outputs in registers (per input channel: B / lanes weight loads, R
+// broadcasts, R * B / lanes FMAs), applies scale and shift as it stores the
+// block, and the block goes back to NCHW through the channel-lane
 // transposes of conv2d_lanes.h, which add the residual and apply the ReLU.
 //   AVX-512: R = 8 columns x B = 32 channels (16 zmm accumulators)
 //   AVX2:    R = 6 columns x B = 16 channels (12 ymm accumulators)
@@ -25,6 +26,7 @@
 
 #include <cstdint>
 
+#include "../tensor.h"
 #include "im2col.h"
 
 namespace spruce::ops::pointwise {
@@ -39,8 +41,10 @@ bool supports(const ConvGeometry& g);
 
 /// out = conv(x, w) transformed by o, for every sample, on the micro-kernel
 /// `isa` (which the build must have; best_isa() by default). x [N, C, H, W],
-/// w [OC, C], out [N, OC, OH, OW].
+/// w [OC, C], out [N, OC, OH, OW]. With `version` (the content version of
+/// w's storage), w's packed copy is kept between calls (packed_weights.h)
+/// and rebuilt only when the version changes; without, w is packed afresh.
 void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g, float* out,
-             Isa isa = best_isa());
+             Isa isa = best_isa(), const ContentVersion* version = nullptr);
 
 }  // namespace spruce::ops::pointwise

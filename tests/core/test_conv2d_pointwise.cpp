@@ -12,12 +12,14 @@
 #include <cmath>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/autograd.h"
 #include "core/ops/conv2d.h"
 #include "core/ops/conv2d_gemm.h"
 #include "core/ops/conv2d_pointwise.h"
+#include "core/ops/packed_weights.h"
 #include "core/parallel.h"
 #include "core/random.h"
 #include "tests/core/conv_reference.h"
@@ -194,4 +196,64 @@ TEST_CASE("conv2d_fused matches the double reference on every ResNet-20 geometry
         INFO(describe(p.g, true));
         CHECK(rel_error({y.data(), y.data() + y.numel()}, want) < 1e-5);
       }
+}
+
+TEST_CASE(
+    "pointwise kernels with a kept packed copy match the reference, also after the weight "
+    "changes" *
+    doctest::skip(kNoAvx2)) {
+  // The kernel keeps w's packed copy under w's content version: the same
+  // version reuses it, a write to w (a new version) repacks. Both ISAs, each
+  // call against the double reference of the weight as it is at that call.
+  Generator gen(29);
+  NoGradGuard no_grad;
+  std::vector<Isa> isas{Isa::kAvx2};
+  if (ops::pointwise::best_isa() == Isa::kAvx512) isas.push_back(Isa::kAvx512);
+  for (const Isa isa : isas)
+    for (const Geometry& geo : {Geometry{64, 96, 4, 4, 1, 1, 0}, Geometry{32, 40, 7, 7, 1, 2, 0}}) {
+      const Problem p(geo, 3, gen);
+      Tensor w = Tensor::from_data({p.g.OC, p.g.C, 1, 1}, p.w);
+      const ops::ConvOutput o = p.output(true);
+      auto check = [&](const char* when) {
+        const ContentVersion v = w.content_version();
+        std::vector<float> got(static_cast<size_t>(p.g.N * p.g.OC * p.g.P()), -7.f);
+        ops::pointwise::forward(p.x.data(), std::as_const(w).data(), o, p.g, got.data(), isa, &v);
+        const std::vector<double> want =
+            test::reference_conv(p.g, p.x.data(), std::as_const(w).data(), o);
+        INFO(describe(p.g, true) << " isa " << static_cast<int>(isa) << " " << when);
+        CHECK(rel_error(got, want) < 1e-5);
+      };
+      const int64_t fills0 = ops::packed_weight_fills();
+      check("first call");
+      check("same weight");
+      CHECK(ops::packed_weight_fills() == fills0 + 1);  // packed once for both calls
+      w.data()[5] += 0.5f;                              // one weight changed in place
+      check("after one weight changed");
+      w.fill_(0.25f);
+      check("after a fill");
+      CHECK(ops::packed_weight_fills() == fills0 + 3);
+    }
+}
+
+TEST_CASE("conv2d_fused on a 1x1 conv follows its weight from call to call") {
+  // The public path: a weight written between two calls (as an optimizer
+  // step or a checkpoint load would) gives the new weight's result.
+  Generator gen(31);
+  NoGradGuard no_grad;
+  const Problem p({48, 64, 4, 4, 1, 1, 0}, 2, gen);
+  const Tensor x = Tensor::from_data({2, 48, 4, 4}, p.x);
+  Tensor w = Tensor::from_data({64, 48, 1, 1}, p.w);
+  const ops::ConvEpilogue e{.scale = Tensor::from_data({64}, p.scale),
+                            .shift = Tensor::from_data({64}, p.shift),
+                            .relu = true};
+  const ops::ConvOutput o{p.scale.data(), p.shift.data(), nullptr, true};
+  for (int step = 0; step < 3; ++step) {
+    const Tensor y = ops::conv2d_fused(x, w, e, {});
+    const std::vector<double> want =
+        test::reference_conv(p.g, p.x.data(), std::as_const(w).data(), o);
+    INFO("step " << step);
+    CHECK(rel_error({y.data(), y.data() + y.numel()}, want) < 1e-5);
+    float* pw = w.data();
+    for (int64_t i = 0; i < w.numel(); ++i) pw[i] = -pw[i] + 0.01f * static_cast<float>(step);
+  }
 }
