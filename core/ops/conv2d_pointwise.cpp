@@ -5,7 +5,9 @@
 // L2) and runs, for each block of B output channels (its packed weights
 // [C][B], up to 128 KB, also from L2), the micro-kernel on every panel of
 // the chunk. With few columns (batch 1, small planes) tasks also split the
-// output-channel blocks, each packing the chunk it needs.
+// output-channel blocks, each packing the chunk it needs; tasks are ordered
+// block group first, so each thread reads only its own share of the
+// weights (at batch 1 streaming them is most of the work).
 #include "conv2d_pointwise.h"
 
 #include <algorithm>
@@ -23,6 +25,7 @@ namespace spruce::ops::pointwise {
 namespace {
 
 constexpr int64_t kChunkPanels = 12;
+constexpr int64_t kAhead = 32 * 16;  // weight prefetch distance (AVX-512): 16 input channels
 
 /// T[i][0:B] = scale[0:B] * (sum_c xp[c][i] * wp[c][0:B]) + shift[0:B]
 /// for the R columns of a panel: the register block. Each sum runs over c
@@ -36,6 +39,9 @@ __attribute__((noinline)) void block_avx512(const float* xp, const float* wp, in
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i) a[i] = _mm512_setzero_ps(), b[i] = _mm512_setzero_ps();
   for (int64_t c = 0; c < C; ++c, xp += R, wp += 32) {
+    // The weights stream from L2 (a block is C x 128 bytes): fetch ahead.
+    _mm_prefetch(reinterpret_cast<const char*>(wp + kAhead), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(wp + kAhead + 16), _MM_HINT_T0);
     const __m512 w0 = _mm512_loadu_ps(wp), w1 = _mm512_loadu_ps(wp + 16);
 #pragma GCC unroll 8
     for (int i = 0; i < R; ++i) {
@@ -227,7 +233,7 @@ void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeom
     float* xp = panel_scratch().get(per_chunk * C * R);
     alignas(64) float T[8 * 32];
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t ch = t / groups, gr = t % groups;
+      const int64_t gr = t / chunks, ch = t % chunks;  // a thread keeps to few weight blocks
       const int64_t p0 = ch * per_chunk, np = std::min(per_chunk, panels - p0);
       pack_columns(x, g, R, p0 * R, np, xp);
       for (int64_t ob = gr * per_group; ob < std::min(blocks, (gr + 1) * per_group); ++ob)
