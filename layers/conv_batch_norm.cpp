@@ -4,9 +4,23 @@
 #include "../core/autograd.h"
 #include "../core/ops/batch_norm.h"
 #include "../core/ops/conv2d.h"
+#include "../core/ops/conv2d_separable.h"
 #include "../core/ops/elementwise.h"
 
 namespace spruce {
+
+namespace {
+
+/// bn's eval-mode affine map with conv's bias folded in:
+/// bn(conv + b) = scale conv + (shift + scale b).
+ops::ChannelAffine folded_affine(const Conv2d& conv, const BatchNorm2d& bn) {
+  ops::ChannelAffine a = ops::batch_norm_eval_affine(bn.weight(), bn.bias(), bn.running_mean(),
+                                                     bn.running_var(), bn.options().eps);
+  if (conv.bias().defined()) a.shift = ops::add(a.shift, ops::mul(a.scale, conv.bias()));
+  return a;
+}
+
+}  // namespace
 
 Tensor conv_batch_norm(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, const ConvBnTail& tail) {
   if (bn.is_training() || grad_mode_enabled()) {
@@ -14,12 +28,22 @@ Tensor conv_batch_norm(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, const Con
     if (tail.residual.defined()) out = ops::add(out, tail.residual);
     return tail.relu ? ops::relu(out) : out;
   }
-  ops::ChannelAffine a = ops::batch_norm_eval_affine(bn.weight(), bn.bias(), bn.running_mean(),
-                                                     bn.running_var(), bn.options().eps);
-  // bn(conv + b) = scale conv + (shift + scale b).
-  if (conv.bias().defined()) a.shift = ops::add(a.shift, ops::mul(a.scale, conv.bias()));
+  const ops::ChannelAffine a = folded_affine(conv, bn);
   return conv.forward_fused(
       x, {.scale = a.scale, .shift = a.shift, .residual = tail.residual, .relu = tail.relu});
+}
+
+Tensor separable_conv_batch_norm(Conv2d& dw, BatchNorm2d& bn1, Conv2d& pw, BatchNorm2d& bn2,
+                                 const Tensor& x) {
+  if (bn1.is_training() || bn2.is_training() || grad_mode_enabled() || dw.runs_sparse() ||
+      pw.runs_sparse()) {
+    const Tensor mid = conv_batch_norm(dw, bn1, x, {.relu = true});
+    return conv_batch_norm(pw, bn2, mid, {.relu = true});
+  }
+  const ops::ChannelAffine a1 = folded_affine(dw, bn1), a2 = folded_affine(pw, bn2);
+  return ops::separable_conv2d_fused(
+      x, dw.masked_weight(), {.scale = a1.scale, .shift = a1.shift, .relu = true}, dw.options(),
+      pw.masked_weight(), {.scale = a2.scale, .shift = a2.shift, .relu = true});
 }
 
 }  // namespace spruce

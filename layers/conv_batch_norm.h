@@ -1,5 +1,6 @@
 // conv -> batch norm (-> + residual) (-> ReLU): the tail shared by ResNet's
-// and MobileNet's blocks, with a one-pass path for inference.
+// and MobileNet's blocks, with a one-pass path for inference; and
+// MobileNet's depthwise-separable pair of them, fused for inference.
 #pragma once
 
 #include "../core/tensor.h"
@@ -24,5 +25,14 @@ struct ConvBnTail {
 /// (conv.forward, bn.forward, ops::add, ops::relu): training and gradients
 /// are exactly those of the plain composition.
 Tensor conv_batch_norm(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, const ConvBnTail& tail = {});
+
+/// MobileNet's depthwise-separable pair: relu(bn2(pw(relu(bn1(dw(x)))))),
+/// dw a depthwise Conv2d and pw a 1x1 one. In inference (both batch norms
+/// in eval mode, no graph recorded, pw not on the sparse kernels) one
+/// ops::separable_conv2d_fused call runs the pair a few samples at a time,
+/// so the depthwise output never leaves the cache; the result is the same
+/// as the two conv_batch_norm calls it stands for otherwise.
+Tensor separable_conv_batch_norm(Conv2d& dw, BatchNorm2d& bn1, Conv2d& pw, BatchNorm2d& bn2,
+                                 const Tensor& x);
 
 }  // namespace spruce

@@ -37,8 +37,8 @@ DepthwiseSeparableBlock::DepthwiseSeparableBlock(int64_t in_channels, int64_t ou
 }
 
 Tensor DepthwiseSeparableBlock::forward(const Tensor& x) {
-  const Tensor out = conv_batch_norm(*conv1_, *bn1_, x, {.relu = true});  // [N, in, H_out, W_out]
-  return conv_batch_norm(*conv2_, *bn2_, out, {.relu = true});            // [N, out, H_out, W_out]
+  // dw -> bn -> relu -> pw -> bn -> relu; in inference one fused pass.
+  return separable_conv_batch_norm(*conv1_, *bn1_, *conv2_, *bn2_, x);  // [N, out, H_out, W_out]
 }
 
 int64_t MobileNetV1::scaled_channels(int64_t base, float width) {
