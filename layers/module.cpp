@@ -3,6 +3,7 @@
 
 #include <map>
 
+#include "../core/autograd.h"
 #include "../core/error.h"
 #include "../core/ops/elementwise.h"
 
@@ -345,7 +346,14 @@ void Module::apply_masks() {
 Tensor Module::masked_parameter(std::string_view name) const {
   const Param* p = find_param(name);
   if (!p) throw UsageError("masked_parameter: no parameter named '" + std::string(name) + "'");
-  return p->mask.defined() ? ops::mul_mask(p->value, p->mask) : p->value;
+  if (!p->mask.defined()) return p->value;
+  if (grad_mode_enabled()) return ops::mul_mask(p->value, p->mask);  // a graph node each call
+  const ContentVersion value = p->value.content_version(), mask = p->mask.content_version();
+  if (!p->masked.defined() || value != p->masked_value || mask != p->masked_mask) {
+    p->masked = ops::mul_mask(p->value, p->mask);
+    p->masked_value = value, p->masked_mask = mask;
+  }
+  return p->masked;
 }
 
 }  // namespace spruce

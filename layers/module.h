@@ -17,7 +17,9 @@
 //     of `named_buffers()` and `state_dict()` and checkpoints carry it;
 //   - layers read their weights through `masked_parameter()`, which returns
 //     ops::mul_mask(weight, mask) when a mask exists: pruned weights contribute
-//     nothing and receive a zero gradient;
+//     nothing and receive a zero gradient; in inference (grad mode off) the
+//     product is kept until the weight or the mask changes, so kernels that
+//     cache per weight storage (packed weights) are not handed a new one each call;
 //   - `apply_masks()` zeroes the masked weights; call it after every optimizer
 //     step (the post-step hook), so pruned weights stay exactly zero.
 #pragma once
@@ -148,6 +150,9 @@ class Module {
     Tensor value;
     Prunable prunable;
     Tensor mask;  // undefined when not masked
+    // weight * mask for inference, and the contents it was made from.
+    mutable Tensor masked;
+    mutable ContentVersion masked_value, masked_mask;
   };
   struct Buffer {
     std::string name;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/autograd.h"
 #include "core/error.h"
 #include "core/ops/matmul.h"
 #include "layers/module.h"
@@ -28,7 +29,8 @@ class Leaf : public Module {
   Tensor forward(const Tensor& x) override {
     return ops::linear(x, masked_parameter("weight"), bias_);
   }
-  // Exposes the protected hooks for the registration-error tests.
+  // Exposes the protected hooks for the registration-error and masked-weight tests.
+  using Module::masked_parameter;
   using Module::register_buffer;
   using Module::register_parameter;
 
@@ -278,6 +280,28 @@ TEST_CASE("set_mask validates and the forward uses weight * mask") {
   net.remove_mask("a.weight");
   CHECK_FALSE(net.has_mask("a.weight"));
   CHECK(net.named_masks().empty());
+}
+
+TEST_CASE("in inference weight * mask is kept until the weight or the mask changes") {
+  Net net;
+  net.set_mask("a.weight", Tensor::from_data({2, 2}, {1.f, 0.f, 0.f, 1.f}));
+  const Tensor x = Tensor::from_data({1, 2}, {1.f, 2.f});
+  {
+    NoGradGuard no_grad;
+    const Tensor first = net.a_->masked_parameter("weight");
+    CHECK(net.a_->masked_parameter("weight").shares_storage_with(first));  // kept
+    CHECK(net.a_->forward(x).at(1) == doctest::Approx(4.f));
+    net.parameter("a.weight").data()[3] = 3.f;  // an optimizer step, a load, ...
+    const Tensor after_weight = net.a_->masked_parameter("weight");
+    CHECK(after_weight.at(3) == 3.f);
+    CHECK(net.a_->forward(x).at(1) == doctest::Approx(6.5f));  // 3 x 2 + the bias 0.5
+    net.mask("a.weight").data()[3] = 0.f;                      // a pruning step
+    CHECK(net.a_->masked_parameter("weight").at(3) == 0.f);
+    CHECK(net.a_->forward(x).at(1) == doctest::Approx(0.5f));
+  }
+  // With grad mode on every call records its own product (a graph node).
+  const Tensor a = net.a_->masked_parameter("weight");
+  CHECK_FALSE(net.a_->masked_parameter("weight").shares_storage_with(a));
 }
 
 TEST_CASE("a pruned weight stays zero") {
