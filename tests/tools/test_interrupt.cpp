@@ -71,7 +71,14 @@ TEST_CASE("spruce-prune: a signal stops it before it writes; a second one at onc
   }
   const RunResult twice = run(kPrune, prune, {}, send_signal(SIGINT, "model ", 0, 2, 5));
   INFO("exit code " << twice.exit_code << ", stderr: " << twice.err);
-  CHECK(twice.signal == SIGINT);
+  if (twice.signal == 0) {
+    // On a busy machine the test's 5 ms pause can outlast the evaluation:
+    // the tool then stopped on the first signal, before the second was sent.
+    MESSAGE("the tool stopped before the second signal was sent");
+    CHECK(twice.exit_code == 130);
+  } else {
+    CHECK(twice.signal == SIGINT);
+  }
   CHECK(files_in(dir.file("p")).empty());
 }
 
@@ -129,8 +136,15 @@ void expect_stopped_then_resumed(const TempDir& dir, const std::string& out, con
                                  const std::vector<std::string>& reference_log) {
   INFO("stdout: " << r.out);
   INFO("stderr: " << r.err);
-  REQUIRE(r.signal == 0);
-  if (r.exit_code == 0) {
+  const bool ended_while_exiting = r.signal != 0;
+  if (ended_while_exiting) {
+    // The handler lives as long as the run; a signal that comes after it, while
+    // the finished process exits, ends the process: every file is complete
+    // (the lock file may stay, as after any kill; the next run ignores it).
+    REQUIRE(r.signal == sig);
+    REQUIRE(contains(r.out, "\ndone: "));
+    MESSAGE("the run finished, then the signal ended the exiting process");
+  } else if (r.exit_code == 0) {
     MESSAGE("the run finished before the signal arrived");
   } else {
     CHECK(r.exit_code == 128 + sig);
@@ -150,7 +164,7 @@ void expect_stopped_then_resumed(const TempDir& dir, const std::string& out, con
   }
   for (const std::string& name : files_in(dir.file(out))) {
     CHECK_FALSE(contains(name, ".tmp."));
-    CHECK(name != ".lock");
+    if (!ended_while_exiting) CHECK(name != ".lock");
   }
   CHECK(read_bytes(dir.file(out + "/final.npz")) == reference);
   CHECK(csv_without_timing(dir.file(out + "/log.csv")) == reference_log);
