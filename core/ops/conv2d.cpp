@@ -136,15 +136,17 @@ Scratch& partial_scratch() {  // per-range d_weight partial sums (calling thread
 /// Winograd, the pointwise or direct kernel or the GEMM path, whichever
 /// applies first.
 /// `version` identifies w's contents, so kernels that pack w may keep the
-/// packed copy between calls.
+/// packed copy between calls; null when w is being trained (it changes after
+/// every step, a masked one is a fresh product each call: a kept copy would
+/// only cost an allocation and cache space), so they pack into scratch.
 void dense_forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
-                   float* out, const ContentVersion& version) {
+                   float* out, const ContentVersion* version) {
   if (winograd::supports(g)) {  // splits the samples over the threads itself
     winograd::forward(x, w, o, g, 0, g.N, out);
     return;
   }
   if (pointwise::supports(g)) {  // likewise
-    pointwise::forward(x, w, o, g, out, pointwise::best_isa(), &version);
+    pointwise::forward(x, w, o, g, out, pointwise::best_isa(), version);
     return;
   }
   const bool direct = direct::supports_forward(g);
@@ -216,8 +218,11 @@ Tensor forward(const Tensor& x, const Tensor& weight, const ConvGeometry& g, con
   if (out.numel() == 0) return out;
   if (depthwise::applies(g))
     depthwise::forward(x.data(), weight.data(), o, g, out.data());
-  else
-    dense_forward(x.data(), weight.data(), o, g, out.data(), weight.content_version());
+  else {
+    const ContentVersion version = weight.content_version();
+    const bool trained = grad_mode_enabled() && weight.requires_grad();
+    dense_forward(x.data(), weight.data(), o, g, out.data(), trained ? nullptr : &version);
+  }
   return out;
 }
 

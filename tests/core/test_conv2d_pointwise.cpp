@@ -257,3 +257,24 @@ TEST_CASE("conv2d_fused on a 1x1 conv follows its weight from call to call") {
     for (int64_t i = 0; i < w.numel(); ++i) pw[i] = -pw[i] + 0.01f * static_cast<float>(step);
   }
 }
+
+TEST_CASE("a 1x1 conv whose weight is being trained keeps no packed copy" *
+          doctest::skip(kNoAvx2)) {
+  // Training changes the weight after every step (and a masked weight is a
+  // fresh product each call): keeping copies would only allocate.
+  Generator gen(37);
+  const Problem p({48, 64, 4, 4, 1, 1, 0}, 2, gen);
+  const Tensor x = Tensor::from_data({2, 48, 4, 4}, p.x);
+  Tensor w = Tensor::from_data({64, 48, 1, 1}, p.w);
+  w.set_requires_grad(true);
+  const int64_t fills0 = ops::packed_weight_fills();
+  const Tensor y = ops::conv2d(x, w, Tensor(), {});
+  CHECK(ops::packed_weight_fills() == fills0);
+  const ops::ConvOutput o{nullptr, nullptr, nullptr, false};
+  CHECK(rel_error({y.data(), y.data() + y.numel()},
+                  test::reference_conv(p.g, p.x.data(), p.w.data(), o)) < 1e-5);
+  NoGradGuard no_grad;  // inference on the same weight: packed once, kept
+  ops::conv2d(x, w, Tensor(), {});
+  ops::conv2d(x, w, Tensor(), {});
+  CHECK(ops::packed_weight_fills() == fills0 + 1);
+}
