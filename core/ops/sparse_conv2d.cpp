@@ -15,8 +15,18 @@
 //   copied side by side ([C][samples x pixels]) so a row spans more vector
 //   lanes.
 // - linear: the input transposed to [in][N]; q = sample.
-// The row result goes to a small per-thread buffer; the epilogue (scale and
-// shift in the kernel, residual and ReLU here) writes it to NCHW.
+// Convs run the grid kernel: each output is finished (scale, shift, residual,
+// ReLU) and stored straight into NCHW, the grid's dropped columns skipped by
+// the grid map. Only pointwise convs with samples side by side (and linear)
+// write a row to a small per-thread buffer that this file's epilogue copies
+// out.
+//
+// Order: a tile of grid positions at a time across all output rows, the tile
+// sized so the input it reads stays in L1 while every row streams through it
+// (row by row over the whole grid, the input came from L2 for each row).
+//
+// Packing: the phase planes' padding never changes, so each thread keeps a
+// buffer per input layout, zeroed once, and a call writes only the pixels.
 //
 // Threads: batches split over groups of samples; a batch with fewer groups
 // than threads (batch 1) splits the output rows instead.
@@ -36,11 +46,6 @@
 namespace spruce::ops {
 
 namespace {
-
-std::vector<float>& pack_scratch() {
-  thread_local std::vector<float> buf;
-  return buf;
-}
 
 std::vector<float>& row_scratch() {
   thread_local std::vector<float> buf;
@@ -82,6 +87,15 @@ struct ConvLayout {
     if (!in_place) return C * s * s * PS + Wq + 32;
     return group > 1 ? C * group * P() : 0;
   }
+  /// Grid positions per tile: as many as keep the input a tile reads (every
+  /// channel's planes over the tile plus the taps' reach) within ~32 KiB of
+  /// L1, a multiple of 128 (the AVX-512 kernel's register tile), at least 128.
+  int64_t tile() const {
+    const int64_t planes = in_place ? C : C * s * s;
+    const int64_t reach = in_place ? 0 : (KH - 1) / s * Wq + (KW - 1) / s;
+    const int64_t fit = (32 * 1024 / 4) / planes - reach;
+    return std::max<int64_t>(128, fit / 128 * 128);
+  }
   int32_t offset(int64_t col) const {
     const int64_t c = col / (KH * KW), kh = col / KW % KH, kw = col % KW;
     if (in_place) return static_cast<int32_t>(c * group * P());
@@ -89,41 +103,64 @@ struct ConvLayout {
   }
 };
 
+/// This thread's packing buffer for L's layout: zero where no pixel lands
+/// (made zero once; packing writes pixels only).
+float* pack_buffer(const ConvLayout& L) {
+  struct Entry {
+    int64_t key[6];
+    std::vector<float> buf;
+  };
+  thread_local std::vector<Entry> entries;  // a model has a handful of layouts
+  const int64_t key[6] = {L.C, L.H, L.W, L.s, L.pad, L.group};
+  for (Entry& e : entries)
+    if (std::equal(key, key + 6, e.key)) return e.buf.data();
+  if (entries.size() >= 16) entries.erase(entries.begin());
+  Entry& e = entries.emplace_back();
+  std::copy(key, key + 6, e.key);
+  e.buf.assign(static_cast<size_t>(L.packed_floats()), 0.f);
+  return e.buf.data();
+}
+
 /// Packs samples [n0, n0 + nb) of x for the row kernel; returns the source.
-const float* pack(const ConvLayout& L, const float* x, int64_t n0, int64_t nb, float* buf) {
+const float* pack(const ConvLayout& L, const float* x, int64_t n0, int64_t nb) {
   const int64_t P = L.H * L.W;
   if (L.in_place) {
     if (L.group == 1) return x + n0 * L.C * P;
+    float* buf = pack_buffer(L);
     for (int64_t c = 0; c < L.C; ++c)
       for (int64_t b = 0; b < nb; ++b)
         std::memcpy(buf + (c * L.group + b) * P, x + ((n0 + b) * L.C + c) * P,
                     sizeof(float) * static_cast<size_t>(P));
     return buf;
   }
+  float* buf = pack_buffer(L);
   const int64_t s = L.s;
-  if (s == 1) {  // each float written once: the padding zeros around the copied rows
-    const int64_t pad = L.pad, Wq = L.Wq;
-    for (int64_t c = 0; c < L.C; ++c) {
-      float* plane = buf + c * L.PS;
-      std::fill(plane, plane + pad * Wq, 0.f);
-      for (int64_t ih = 0; ih < L.H; ++ih) {
-        float* row = plane + (ih + pad) * Wq;
-        std::fill(row, row + pad, 0.f);
-        std::memcpy(row + pad, x + ((n0 * L.C + c) * L.H + ih) * L.W,
-                    sizeof(float) * static_cast<size_t>(L.W));
-        std::fill(row + pad + L.W, row + Wq, 0.f);
-      }
-      std::fill(plane + (pad + L.H) * Wq, plane + L.PS, 0.f);
-    }
-    std::fill(buf + L.C * L.PS, buf + L.packed_floats(), 0.f);  // the tail the kernel may read
-    return buf;
-  }
-  std::fill(buf, buf + L.packed_floats(), 0.f);
   for (int64_t c = 0; c < L.C; ++c)
     for (int64_t ih = 0; ih < L.H; ++ih) {
-      const float* src = x + (n0 * L.C + c) * P + ih * L.W;
+      const float* __restrict src = x + (n0 * L.C + c) * P + ih * L.W;
       const int64_t y = ih + L.pad;
+      if (y % s >= L.KH) continue;  // a row phase no tap reads (1x1 stride 2: odd rows)
       float* row = buf + (c * s + y % s) * s * L.PS + (y / s) * L.Wq;
+      if (s == 1) {  // a loop, not memcpy: rows are a few dozen floats
+        float* __restrict dst = row + L.pad;
+        for (int64_t iw = 0; iw < L.W; ++iw) dst[iw] = src[iw];
+        continue;
+      }
+      if (s == 2) {  // even and odd columns: a de-interleave the compiler vectorizes
+        const int64_t pe = L.pad % 2, po = (L.pad + 1) % 2;
+        float* __restrict even = row + pe * L.PS + L.pad / 2;
+        float* __restrict odd = row + po * L.PS + (L.pad + 1) / 2;
+        const int64_t half = L.W / 2;
+        const bool want_even = pe < L.KW, want_odd = po < L.KW;  // 1x1: one phase is never read
+        if (want_even && want_odd)
+          for (int64_t k = 0; k < half; ++k) even[k] = src[2 * k], odd[k] = src[2 * k + 1];
+        else if (want_even)
+          for (int64_t k = 0; k < half; ++k) even[k] = src[2 * k];
+        else
+          for (int64_t k = 0; k < half; ++k) odd[k] = src[2 * k + 1];
+        if (L.W % 2 && want_even) even[half] = src[L.W - 1];
+        continue;
+      }
       // Phase b holds padded columns xx = iw + pad = b, b + s, ... at xx / s:
       // one strided run per phase, no division per pixel.
       for (int64_t b = 0; b < s; ++b) {
@@ -176,10 +213,23 @@ Tensor sparse_conv2d_fused(const Tensor& x, const Tensor& weight, const Tensor& 
   }
   SparseWeightCache::Derived& d = cache.derived();
   const int64_t key[4] = {L.H, L.W, L.group, L.s * 1000 + L.pad};
+  const bool direct = !(L.in_place && L.group > 1);  // one sample per grid: the grid kernel
   if (!std::equal(key, key + 4, d.key)) {
     std::copy(key, key + 4, d.key);
     d.offset.resize(rows.col.size());
     for (size_t j = 0; j < rows.col.size(); ++j) d.offset[j] = L.offset(rows.col[j]);
+    // Grid position q = row Wq + col is output row * OW + col when col < OW.
+    const int64_t Q = L.Q(1), blocks = (Q + 15) / 16, width = L.in_place ? L.OW : L.Wq;
+    d.keep.assign(static_cast<size_t>(direct && !L.in_place ? blocks : 0), 0);
+    d.at.assign(d.keep.size(), 0);
+    for (int64_t k = 0; k < static_cast<int64_t>(d.keep.size()); ++k) {
+      const int64_t q0 = 16 * k;
+      d.at[static_cast<size_t>(k)] =
+          static_cast<int32_t>(q0 / width * L.OW + std::min(q0 % width, L.OW));
+      for (int64_t q = q0; q < std::min(Q, q0 + 16); ++q)
+        if (q % width < L.OW)
+          d.keep[static_cast<size_t>(k)] |= static_cast<uint16_t>(1u << (q - q0));
+    }
   }
 
   count_macs(rows.nnz() * L.N * P);  // an upper bound at the borders of padded convs
@@ -190,28 +240,36 @@ Tensor sparse_conv2d_fused(const Tensor& x, const Tensor& weight, const Tensor& 
   const float* sc = scale.defined() ? scale.data() : nullptr;
   const float* sh = shift.defined() ? shift.data() : nullptr;
   const float* res = residual.defined() ? residual.data() : nullptr;
-  const sparse::RowKernel kernel = sparse::row_kernel();
+  const sparse::RowKernel row_kernel = sparse::row_kernel();
+  const sparse::GridKernel grid_kernel = sparse::grid_kernel();
+  const sparse::GridMap map = L.in_place ? sparse::GridMap{}  // 1x1: the grid is the plane
+                                         : sparse::GridMap{d.keep.data(), d.at.data()};
   const int32_t* start = rows.start.data();
   const int32_t* off = d.offset.data();
   const float* val = rows.value.data();
+  const int64_t tile = L.tile();
 
   // Rows [oc0, oc1) of the samples [n0, n0 + nb) from their packed input.
   auto run_rows = [&](const float* src, int64_t n0, int64_t nb, int64_t oc0, int64_t oc1) {
     const int64_t Q = L.Q(nb);
-    float* g = grown(row_scratch(), Q);
+    if (direct) {  // nb == 1: finished in the kernel, straight into sample n0's planes
+      for (int64_t q0 = 0; q0 < Q; q0 += tile)
+        for (int64_t oc = oc0; oc < oc1; ++oc) {
+          const int64_t plane = (n0 * L.OC + oc) * P;
+          const sparse::RowEpilogue e{sc ? sc[oc] : 1.f, sh ? sh[oc] : 0.f,
+                                      res ? res + plane : nullptr, epilogue.relu};
+          grid_kernel(src, off + start[oc], val + start[oc], start[oc + 1] - start[oc], q0,
+                      std::min(Q, q0 + tile), map, e, od + plane);
+        }
+      return;
+    }
+    float* g = grown(row_scratch(), Q);  // grid row b = sample n0 + b
     for (int64_t oc = oc0; oc < oc1; ++oc) {
-      kernel(src, off + start[oc], val + start[oc], start[oc + 1] - start[oc], Q, sc ? sc[oc] : 1.f,
-             sh ? sh[oc] : 0.f, g);
-      if (L.in_place) {  // grid row b = sample n0 + b
-        for (int64_t b = 0; b < nb; ++b) {
-          const int64_t at = ((n0 + b) * L.OC + oc) * P;
-          finish_run(g + b * P, res ? res + at : nullptr, epilogue.relu, P, od + at);
-        }
-      } else {  // grid row oh of sample n0
-        for (int64_t oh = 0; oh < L.OH; ++oh) {
-          const int64_t at = (n0 * L.OC + oc) * P + oh * L.OW;
-          finish_run(g + oh * L.Wq, res ? res + at : nullptr, epilogue.relu, L.OW, od + at);
-        }
+      row_kernel(src, off + start[oc], val + start[oc], start[oc + 1] - start[oc], Q,
+                 sc ? sc[oc] : 1.f, sh ? sh[oc] : 0.f, g);
+      for (int64_t b = 0; b < nb; ++b) {
+        const int64_t at = ((n0 + b) * L.OC + oc) * P;
+        finish_run(g + b * P, res ? res + at : nullptr, epilogue.relu, P, od + at);
       }
     }
   };
@@ -223,14 +281,13 @@ Tensor sparse_conv2d_fused(const Tensor& x, const Tensor& weight, const Tensor& 
     parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
       for (int64_t gi = g0; gi < g1; ++gi) {
         const int64_t nb = group_size(gi);
-        const float* src = pack(L, xd, gi * group, nb, grown(pack_scratch(), L.packed_floats()));
-        run_rows(src, gi * group, nb, 0, L.OC);
+        run_rows(pack(L, xd, gi * group, nb), gi * group, nb, 0, L.OC);
       }
     });
   } else {
     for (int64_t gi = 0; gi < groups; ++gi) {
       const int64_t nb = group_size(gi);
-      const float* src = pack(L, xd, gi * group, nb, grown(pack_scratch(), L.packed_floats()));
+      const float* src = pack(L, xd, gi * group, nb);
       parallel_for(0, L.OC, 1,
                    [&](int64_t oc0, int64_t oc1) { run_rows(src, gi * group, nb, oc0, oc1); });
     }

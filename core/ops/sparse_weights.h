@@ -72,10 +72,13 @@ class SparseWeightCache {
   int64_t compressions() const { return compressions_; }
 
   /// Per-input-geometry data the kernels derive from the rows (input
-  /// offsets of every nonzero), cached beside them and dropped with them.
+  /// offsets of every nonzero) and the output grid's map (sparse_spmm.h,
+  /// GridMap), cached beside them and dropped with them.
   struct Derived {
     int64_t key[4] = {-1, -1, -1, -1};
     std::vector<int32_t> offset;  // [nnz]
+    std::vector<uint16_t> keep;   // [grid blocks]
+    std::vector<int32_t> at;      // [grid blocks]
   };
   Derived& derived() { return derived_; }
 

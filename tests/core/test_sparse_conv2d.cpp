@@ -168,7 +168,8 @@ TEST_CASE("sparse conv: whole channels pruned, many sample groups, odd sizes") {
   // Pointwise on 4x4 planes with 20 samples: groups of 16 and a partial one.
   for (const Case& c : {Case{20, 24, 40, 4, 4, 1, 1, 0}, Case{5, 8, 12, 9, 11, 3, 2, 1},
                         Case{2, 6, 10, 13, 7, 5, 1, 2}, Case{3, 7, 33, 10, 10, 3, 3, 1},
-                        Case{130, 5, 9, 1, 1, 1, 1, 0}}) {
+                        Case{130, 5, 9, 1, 1, 1, 1, 0}, Case{2, 4, 6, 8, 10, 3, 2, 0},
+                        Case{3, 5, 7, 9, 9, 1, 2, 1}, Case{2, 3, 4, 7, 8, 1, 2, 1}}) {
     const Shape ws{c.OC, c.C, c.k, c.k};
     Tensor x = Tensor::randn({c.N, c.C, c.H, c.W}, gen);
     Tensor w = Tensor::randn(ws, gen);
