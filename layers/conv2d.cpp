@@ -30,19 +30,31 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size,
   if (bias == Bias::kYes) bias_ = register_parameter("bias", b);
 }
 
-bool Conv2d::runs_sparse() {
-  return options_.groups == 1 && sparse_.use_sparse(weight_, mask("weight"));
+Shape Conv2d::output_shape(const Shape& input) const {
+  if (input.size() != 4) throw UsageError("Conv2d: input must be 4-D, got " + shape_str(input));
+  auto out = [&](int64_t n) {
+    return (n + 2 * options_.padding - kernel_size_) / options_.stride + 1;
+  };
+  return {input[0], out_channels_, out(input[2]), out(input[3])};
+}
+
+bool Conv2d::runs_sparse(const Shape& input) {
+  if (options_.groups != 1 || input.size() != 4) return false;
+  const Shape out = output_shape(input);
+  return sparse_.use_sparse(
+      weight_, mask("weight"),
+      ops::sparse_conv_max_density(kernel_size_, options_.stride, out[2] * out[3]));
 }
 
 Tensor Conv2d::forward(const Tensor& x) {
-  if (!is_training() && !grad_mode_enabled() && runs_sparse())
+  if (!is_training() && !grad_mode_enabled() && runs_sparse(x.shape()))
     return ops::sparse_conv2d_fused(x, weight_, mask("weight"), sparse_, {.shift = bias_},
                                     options_);
   return ops::conv2d(x, masked_weight(), bias_, options_);
 }
 
 Tensor Conv2d::forward_fused(const Tensor& x, const ops::ConvEpilogue& epilogue) {
-  if (!grad_mode_enabled() && runs_sparse())
+  if (!grad_mode_enabled() && runs_sparse(x.shape()))
     return ops::sparse_conv2d_fused(x, weight_, mask("weight"), sparse_, epilogue, options_);
   return ops::conv2d_fused(x, masked_weight(), epilogue, options_);
 }

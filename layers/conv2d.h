@@ -34,8 +34,12 @@ class Conv2d : public Module {
   /// recorded): ops::conv2d_fused of x and the masked weight with `epilogue`,
   /// on the sparse kernels when the weight is sparse enough (see above).
   Tensor forward_fused(const Tensor& x, const ops::ConvEpilogue& epilogue);
-  /// Whether inference currently runs this layer on the sparse kernels.
-  bool runs_sparse();
+  /// Whether inference on an input of this shape currently runs this layer
+  /// on the sparse kernels (density against the geometry's crossover,
+  /// ops::sparse_conv_max_density).
+  bool runs_sparse(const Shape& input);
+  /// The output shape for an input shape [N, in_channels, H, W].
+  Shape output_shape(const Shape& input) const;
 
   Tensor weight() const { return weight_; }
   /// The weight as the forward uses it: weight * mask when a mask is attached.

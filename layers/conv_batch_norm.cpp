@@ -35,8 +35,8 @@ Tensor conv_batch_norm(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, const Con
 
 Tensor separable_conv_batch_norm(Conv2d& dw, BatchNorm2d& bn1, Conv2d& pw, BatchNorm2d& bn2,
                                  const Tensor& x) {
-  if (bn1.is_training() || bn2.is_training() || grad_mode_enabled() || dw.runs_sparse() ||
-      pw.runs_sparse()) {
+  if (bn1.is_training() || bn2.is_training() || grad_mode_enabled() || dw.runs_sparse(x.shape()) ||
+      pw.runs_sparse(dw.output_shape(x.shape()))) {
     const Tensor mid = conv_batch_norm(dw, bn1, x, {.relu = true});
     return conv_batch_norm(pw, bn2, mid, {.relu = true});
   }

@@ -9,7 +9,7 @@
 // multiply-adds removed) to 90 and 95 % (ResNet-20 B) and 89 % (MobileNetV1),
 // rows "R20B flops" and "MobV1 flops". For each: inference images/s at --batch and batch-1
 // latency, dense kernels (ops::SparseMode::kDense) against the default
-// (kAuto: sparse where a layer's density is at most kSparseMaxDensity), in
+// (kAuto: sparse where a layer's density is at most its geometry's crossover), in
 // alternated pairs (dense then sparse, `pairs` times); figures are medians,
 // and the speed-up is the median of the per-pair ratios. Weights are
 // compressed at the first inference call (untimed warm-up), as a model is when
@@ -19,9 +19,10 @@
 // its compact (bitmask + nonzeros, masks included) form, as spruce-prune
 // --sparse-out writes, against the dense model's checkpoint (no masks).
 //
-// Crossover: single layers of both models at batch --batch, dense conv2d_fused
-// against sparse_conv2d_fused at densities 0.6 .. 0.1; the density where the
-// sparse kernel becomes faster is what kSparseMaxDensity is set from.
+// Crossover: single layers of both models, one of each geometry class, at
+// batch --batch, dense conv2d_fused against sparse_conv2d_fused at densities
+// 0.5 .. 0.1; the density where the sparse kernel becomes faster is what
+// ops::sparse_conv_max_density is set from.
 #include "tools/bench_sparse.h"
 
 #include <unistd.h>
@@ -114,28 +115,36 @@ struct Layer {
 };
 
 cli::Json crossover(const SparseSettings& s) {
-  const Layer layers[] = {
-      {"r20 3x3 16->16 @28", 16, 16, 28, 3, 1, 1},  {"r20 3x3 32->64 s2 @14", 32, 64, 14, 3, 2, 1},
-      {"r20 3x3 64->64 @7", 64, 64, 7, 3, 1, 1},    {"mb 1x1 128->128 @14", 128, 128, 14, 1, 1, 0},
-      {"mb 1x1 256->256 @7", 256, 256, 7, 1, 1, 0}, {"mb 1x1 512->512 @4", 512, 512, 4, 1, 1, 0}};
-  std::vector<double> densities{0.6, 0.5, 0.4, 0.3, 0.2, 0.1};
-  if (s.quick) densities = {0.5, 0.3, 0.1};
+  // One layer of each geometry class of ops::sparse_conv_max_density.
+  const Layer layers[] = {{"r20 3x3 16->16 @28", 16, 16, 28, 3, 1, 1},
+                          {"r20 3x3 64->64 @7", 64, 64, 7, 3, 1, 1},
+                          {"r20 3x3 32->64 s2 @14", 32, 64, 14, 3, 2, 1},
+                          {"r20 1x1 16->32 s2 @28", 16, 32, 28, 1, 2, 0},
+                          {"mb 1x1 128->128 @14", 128, 128, 14, 1, 1, 0},
+                          {"mb 1x1 256->256 @7", 256, 256, 7, 1, 1, 0},
+                          {"mb 1x1 512->512 @4", 512, 512, 4, 1, 1, 0}};
+  std::vector<double> densities{0.5, 0.4, 0.35, 0.3, 0.25, 0.2, 0.1};
+  if (s.quick) densities = {0.4, 0.3, 0.2, 0.1};
   std::printf(
-      "\n## crossover: dense conv2d_fused time / sparse_conv2d_fused time, batch %lld\n%-24s",
-      static_cast<long long>(s.batch), "layer");
+      "\n## crossover: dense conv2d_fused time / sparse_conv2d_fused time, batch %lld\n"
+      "##   (used: the layer runs sparse at density <= its crossover)\n%-24s %-9s",
+      static_cast<long long>(s.batch), "layer", "crossover");
   for (double d : densities) std::printf(" d=%-5.2f", d);
   std::printf("\n");
   cli::Json rows = cli::Json::array();
   Generator gen(1);
   NoGradGuard no_grad;
   for (const Layer& L : layers) {
-    std::printf("%-24s", L.name);
+    const int64_t out_side = (L.H + 2 * L.pad - L.k) / L.stride + 1;
+    const double used = ops::sparse_conv_max_density(L.k, L.stride, out_side * out_side);
+    std::printf("%-24s %-9.2f", L.name, used);
     std::fflush(stdout);
     Tensor x = Tensor::randn({s.batch, L.C, L.H, L.H}, gen);
     Tensor w = Tensor::randn({L.OC, L.C, L.k, L.k}, gen);
     Tensor scale = Tensor::rand({L.OC}, gen, 0.5f, 1.5f), shift = Tensor::randn({L.OC}, gen);
     const ops::Conv2dOptions o{.stride = L.stride, .padding = L.pad};
     cli::Json row = {{"layer", L.name},
+                     {"crossover", used},
                      {"densities", densities},
                      {"dense_over_sparse_time", cli::Json::array()}};
     for (double density : densities) {
@@ -191,7 +200,8 @@ cli::Json run_sparse_section(const SparseSettings& in) {
   std::filesystem::create_directories(tmp);
   std::printf(
       "\n## sparse inference (1x28x28; global magnitude masks on the committed dense checkpoints;\n"
-      "##   dense = dense kernels, sparse = layers at density <= %.2f on the sparse kernels (%s);\n"
+      "##   dense = dense kernels, sparse = layers at most as dense as their geometry's crossover\n"
+      "##   (ops::sparse_conv_max_density; linear %.2f) on the sparse kernels (%s);\n"
       "##   medians of %lld alternated pairs; speed-up = median of pair ratios)\n",
       ops::kSparseMaxDensity, ops::sparse::path_name(ops::sparse::active_path()),
       static_cast<long long>(s.pairs));

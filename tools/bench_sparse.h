@@ -1,6 +1,6 @@
 // The `sparse` section of spruce-bench: dense against sparse inference of
 // ResNet-20 B and MobileNetV1 pruned by global magnitude, and the layer
-// crossover that ops::kSparseMaxDensity documents.
+// crossovers that ops::sparse_conv_max_density documents.
 #pragma once
 
 #include <string>

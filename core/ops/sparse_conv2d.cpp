@@ -295,6 +295,12 @@ Tensor sparse_conv2d_fused(const Tensor& x, const Tensor& weight, const Tensor& 
   return out;
 }
 
+double sparse_conv_max_density(int64_t kernel_size, int64_t stride, int64_t out_pixels) {
+  if (stride > 1) return 0.4;
+  if (kernel_size == 1 && out_pixels < 128) return 0.2;
+  return 0.33;
+}
+
 Tensor sparse_linear(const Tensor& x, const Tensor& weight, const Tensor& multiplier,
                      SparseWeightCache& cache, const Tensor& bias) {
   auto fail = [&](const std::string& what) {

@@ -21,6 +21,18 @@ Tensor sparse_conv2d_fused(const Tensor& x, const Tensor& weight, const Tensor& 
                            SparseWeightCache& cache, const ConvEpilogue& epilogue,
                            const Conv2dOptions& options = {});
 
+/// The crossover of a conv with groups 1: it runs sparse in inference when
+/// its density (nonzeros / weights) is at most this. It depends on what the
+/// kernels do for the geometry (the crossover table of `spruce-bench
+/// --sections sparse`; measured 2026-12-04, 2 threads, batch 128, AVX-512,
+/// dense over sparse time >= 1 from):
+/// - stride > 1: 0.4 (3x3: dense loses from 0.35-0.45; 1x1 stride 2
+///   shortcuts: the sparse kernel wins at every density measured, 0.1-0.5);
+/// - 1x1 stride 1 on planes under 128 pixels (MobileNet's 7x7 .. 1x1, which
+///   put several samples side by side and finish through a row buffer): 0.2;
+/// - otherwise (3x3 stride 1, 1x1 on planes of 128 pixels or more): 0.33.
+double sparse_conv_max_density(int64_t kernel_size, int64_t stride, int64_t out_pixels);
+
 /// x [N, in] -> x (weight * multiplier)^T + bias, [N, out], from the nonzeros
 /// `cache` keeps (see sparse_conv2d_fused).
 Tensor sparse_linear(const Tensor& x, const Tensor& weight, const Tensor& multiplier,

@@ -58,7 +58,8 @@ const SparseRows& SparseWeightCache::get(const Tensor& weight, const Tensor& mul
   return rows_;
 }
 
-bool SparseWeightCache::use_sparse(const Tensor& weight, const Tensor& multiplier) {
+bool SparseWeightCache::use_sparse(const Tensor& weight, const Tensor& multiplier,
+                                   double max_density) {
   switch (sparse_mode()) {
     case SparseMode::kDense:
       return false;
@@ -67,7 +68,7 @@ bool SparseWeightCache::use_sparse(const Tensor& weight, const Tensor& multiplie
     case SparseMode::kAuto:
       break;
   }
-  return get(weight, multiplier).density() <= kSparseMaxDensity;
+  return get(weight, multiplier).density() <= max_density;
 }
 
 }  // namespace spruce::ops

@@ -49,12 +49,9 @@ enum class SparseMode {
 void set_sparse_mode(SparseMode mode);
 SparseMode sparse_mode();
 
-/// The crossover of kAuto: a layer runs sparse when its density (nonzeros /
-/// weights) is at most this. `spruce-bench --sections sparse` measures it
-/// (its crossover table: dense over sparse time of single ResNet-20 B and
-/// MobileNetV1 layers at batch 128): on 2026-12-03 (2 threads, AVX-512, a
-/// heavily loaded machine) the sparse kernel was slower than the dense one
-/// at density 0.5 on 5 of 6 layers and faster at 0.3 on 5 of 6.
+/// The default crossover of kAuto (linear layers): a layer runs sparse when
+/// its density (nonzeros / weights) is at most this. Convs pass their own,
+/// by geometry (sparse_conv2d.h, sparse_conv_max_density).
 inline constexpr double kSparseMaxDensity = 0.3;
 
 /// The compressed form of weight x multiplier, recompressed whenever either
@@ -66,8 +63,9 @@ class SparseWeightCache {
   /// The current compressed weights; recompresses first if needed.
   const SparseRows& get(const Tensor& weight, const Tensor& multiplier);
   /// Whether inference should use the sparse kernels for this weight now
-  /// (mode, then density against kSparseMaxDensity).
-  bool use_sparse(const Tensor& weight, const Tensor& multiplier);
+  /// (mode, then density against max_density).
+  bool use_sparse(const Tensor& weight, const Tensor& multiplier,
+                  double max_density = kSparseMaxDensity);
   /// How many times the weights were compressed (tests).
   int64_t compressions() const { return compressions_; }
 

@@ -124,3 +124,34 @@ TEST_CASE("Conv2d: a pruned weight stays zero (dense and depthwise)") {
   Conv2d depthwise(4, 4, 3, {.padding = 1, .groups = 4}, Bias::kNo, gen);
   testing::check_pruned_weight_stays_zero(depthwise, "weight", testing::randn({2, 4, 5, 5}, 11));
 }
+
+TEST_CASE("Conv2d inference picks the sparse kernels by density and geometry") {
+  // A mask keeping exactly `keep` of the weight's entries (every other one first).
+  auto masked_to = [](Conv2d& conv, double density) {
+    const Tensor w = conv.weight();
+    Tensor mask = Tensor::zeros(w.shape());
+    const auto keep = static_cast<int64_t>(density * static_cast<double>(w.numel()) + 0.5);
+    for (int64_t i = 0; i < keep; ++i) mask.data()[i * w.numel() / keep] = 1.f;
+    conv.set_mask("weight", mask);
+  };
+  Conv2d conv3(16, 16, 3, {.padding = 1}, Bias::kNo);
+  Conv2d conv3s2(16, 32, 3, {.stride = 2, .padding = 1}, Bias::kNo);
+  Conv2d pw(64, 64, 1, {}, Bias::kNo);
+  const Shape big{2, 16, 28, 28}, pw_small{2, 64, 4, 4}, pw_big{2, 64, 14, 14};
+  CHECK(conv3s2.output_shape(big) == Shape{2, 32, 14, 14});
+  // Between the stride-1 crossover (0.33) and the stride-2 one (0.4).
+  masked_to(conv3, 0.36), masked_to(conv3s2, 0.36);
+  CHECK_FALSE(conv3.runs_sparse(big));
+  CHECK(conv3s2.runs_sparse(big));
+  masked_to(conv3, 0.3);
+  CHECK(conv3.runs_sparse(big));
+  // Pointwise: 0.25 is sparse on a 14x14 plane, dense on 4x4 (crossover 0.2).
+  masked_to(pw, 0.25);
+  CHECK(pw.runs_sparse(pw_big));
+  CHECK_FALSE(pw.runs_sparse(pw_small));
+  masked_to(pw, 0.15);
+  CHECK(pw.runs_sparse(pw_small));
+  Conv2d depthwise(16, 16, 3, {.padding = 1, .groups = 16}, Bias::kNo);
+  masked_to(depthwise, 0.1);
+  CHECK_FALSE(depthwise.runs_sparse(big));  // groups > 1: dense kernels only
+}
