@@ -48,6 +48,11 @@ namespace tiles {
 bool supports(const ConvGeometry& g);
 void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
              float* out);
+/// forward() with the output as rows of channels: out[(n * OH * OW + p) * ld
+/// + c] (ld >= C), the layout pointwise::forward_rows reads; no residual
+/// (o.residual must be null). The same values as forward(), bit for bit.
+void forward_rows(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
+                  float* out, int64_t ld);
 void backward(const float* d_out, const float* x, const float* w, const ConvGeometry& g, float* dx,
               bool dx_fresh, float* dw);
 }  // namespace tiles

@@ -37,6 +37,7 @@ struct DwPlan {
   int64_t groups;             // ceil(C / 8)
   int64_t B;                  // samples per block
   std::vector<int32_t> toff;  // [KK] tap offset in a padded tile, in floats
+  std::vector<int32_t> xoff;  // [H * W] input pixel's offset in the padded tile, in floats
 
   explicit DwPlan(const ConvGeometry& g)
       : N(g.N),
@@ -57,6 +58,10 @@ struct DwPlan {
     for (int64_t kh = 0; kh < KH; ++kh)
       for (int64_t kw = 0; kw < KW; ++kw)
         toff[kh * KW + kw] = static_cast<int32_t>((kh * Wp + kw) * 8);
+    // Precomputed: a division per pixel cost about as much as its transpose.
+    xoff.resize(static_cast<size_t>(H * W));
+    for (int64_t l = 0; l < H * W; ++l)
+      xoff[l] = static_cast<int32_t>(((pad + l / W) * Wp + pad + l % W) * 8);
   }
   int64_t blocks() const { return (N + B - 1) / B; }
 };
@@ -197,6 +202,22 @@ void tap_vectors(const float* w, const DwPlan& d, int64_t c0, bool flipped, __m2
   }
 }
 
+/// tap_vectors() of every channel group, [groups][KK], computed once per
+/// call: the fused separable pair runs a chunk of one or two samples per
+/// call, too few to spread building them per task.
+struct Tap {
+  __m256 v;
+};
+std::vector<Tap> scaled_taps(const float* w, const DwPlan& d, const float* scale) {
+  std::vector<Tap> taps(static_cast<size_t>(d.groups * d.KK));
+  for (int64_t gr = 0; gr < d.groups; ++gr) {
+    __m256 wv[kMaxTaps];
+    tap_vectors(w, d, gr * 8, false, wv, scale);
+    for (int64_t t = 0; t < d.KK; ++t) taps[gr * d.KK + t].v = wv[t];
+  }
+  return taps;
+}
+
 std::vector<float>& dw_scratch(int i) {
   thread_local std::vector<float> bufs[4];
   return bufs[i];
@@ -210,33 +231,72 @@ bool supports(const ConvGeometry& g) {
          (taps == 4 || taps == 9 || taps == 16 || taps == 25) && g.KH == g.KW;
 }
 
-void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
-             float* out) {
-  const DwPlan d(g);
+namespace {
+
+/// The forward over (block of samples, channel group) tasks; store(n, c0,
+/// cn, oi) writes the tile oi [OH * OW][8] of sample n's channels [c0, c0 +
+/// cn) where the caller wants it.
+template <class Store>
+void run_forward(const float* x, const float* w, const ConvOutput& o, const DwPlan& d,
+                 const Store& store) {
   const DwKernels k = kernels_for(d.KK);
   const int64_t HW = d.H * d.W, P = d.OH * d.OW;
   const int64_t tasks = d.blocks() * d.groups;
-  parallel_for(0, tasks, std::max<int64_t>(1, 16384 / (d.B * 8 * (HW + P))),
-               [&](int64_t lo, int64_t hi) {
-                 float* xi = zeroed_scratch(dw_scratch(0), d.Hp * d.Wp * 8);
-                 float* oi = zeroed_scratch(dw_scratch(1), P * 8);
-                 __m256 wv[kMaxTaps];
-                 for (int64_t task = lo; task < hi; ++task) {
-                   const int64_t gr = task % d.groups, n0 = task / d.groups * d.B;
-                   const int64_t c0 = gr * 8, cn = std::min<int64_t>(8, d.C - c0);
-                   tap_vectors(w, d, c0, false, wv, o.scale);
-                   alignas(32) float b[8] = {};
-                   for (int64_t j = 0; j < cn; ++j) b[j] = o.shift ? o.shift[c0 + j] : 0.f;
-                   const __m256 init = _mm256_load_ps(b);
-                   for (int64_t n = n0; n < std::min(d.N, n0 + d.B); ++n) {
-                     to_tile(x + (n * d.C + c0) * HW, cn, d.H, d.W, d.Wp, d.pad, d.pad, xi);
-                     k.conv(xi, d.Wp, d.s, d.OH, d.OW, d.toff.data(), wv, init, oi);
-                     const int64_t at = (n * d.C + c0) * P;
-                     from_tile<false>(oi, d.OW, 0, 0, cn, d.OH, d.OW, out + at, o,
-                                      o.residual ? o.residual + at : nullptr);
-                   }
-                 }
-               });
+  const std::vector<Tap> taps = scaled_taps(w, d, o.scale);
+  parallel_for(
+      0, tasks, std::max<int64_t>(1, 16384 / (d.B * 8 * (HW + P))), [&](int64_t lo, int64_t hi) {
+        float* xi = zeroed_scratch(dw_scratch(0), d.Hp * d.Wp * 8);
+        float* oi = zeroed_scratch(dw_scratch(1), P * 8);
+        for (int64_t task = lo; task < hi; ++task) {
+          const int64_t gr = task % d.groups, n0 = task / d.groups * d.B;
+          const int64_t c0 = gr * 8, cn = std::min<int64_t>(8, d.C - c0);
+          __m256 wv[kMaxTaps];
+          for (int64_t t = 0; t < d.KK; ++t) wv[t] = taps[gr * d.KK + t].v;
+          alignas(32) float b[8] = {};
+          for (int64_t j = 0; j < cn; ++j) b[j] = o.shift ? o.shift[c0 + j] : 0.f;
+          const __m256 init = _mm256_load_ps(b);
+          for (int64_t n = n0; n < std::min(d.N, n0 + d.B); ++n) {
+            ::spruce::ops::lanes::planes_to_lanes(x + (n * d.C + c0) * HW, HW, cn, HW,
+                                                  [&](int64_t l) { return xi + d.xoff[l]; });
+            k.conv(xi, d.Wp, d.s, d.OH, d.OW, d.toff.data(), wv, init, oi);
+            store(n, c0, cn, oi);
+          }
+        }
+      });
+}
+
+}  // namespace
+
+void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
+             float* out) {
+  const DwPlan d(g);
+  const int64_t P = d.OH * d.OW;
+  run_forward(x, w, o, d, [&](int64_t n, int64_t c0, int64_t cn, const float* oi) {
+    const int64_t at = (n * d.C + c0) * P;
+    ::spruce::ops::lanes::lanes_to_planes<false>([&](int64_t l) { return oi + l * 8; }, P, cn,
+                                                 out + at, P, o,
+                                                 o.residual ? o.residual + at : nullptr);
+  });
+}
+
+void forward_rows(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
+                  float* out, int64_t ld) {
+  const DwPlan d(g);
+  const int64_t P = d.OH * d.OW;
+  run_forward(x, w, o, d, [&](int64_t n, int64_t c0, int64_t cn, const float* oi) {
+    // The tile's pixels are already rows of channels: copied, not transposed.
+    float* row = out + n * P * ld + c0;
+    for (int64_t p = 0; p < P; ++p, row += ld) {
+      const __m256 v = ::spruce::ops::lanes::finish8(o, _mm256_loadu_ps(oi + p * 8), nullptr, 0);
+      if (cn == 8) {
+        _mm256_storeu_ps(row, v);
+      } else {
+        alignas(32) float t[8];
+        _mm256_store_ps(t, v);
+        std::copy(t, t + cn, row);
+      }
+    }
+  });
 }
 
 void backward(const float* d_out, const float* x, const float* w, const ConvGeometry& g, float* dx,
@@ -310,6 +370,8 @@ void backward(const float* d_out, const float* x, const float* w, const ConvGeom
 
 bool supports(const ConvGeometry&) { return false; }
 void forward(const float*, const float*, const ConvOutput&, const ConvGeometry&, float*) {}
+void forward_rows(const float*, const float*, const ConvOutput&, const ConvGeometry&, float*,
+                  int64_t) {}
 void backward(const float*, const float*, const float*, const ConvGeometry&, float*, bool, float*) {
 }
 

@@ -31,21 +31,26 @@ constexpr int64_t kAhead = 32 * 16;  // weight prefetch distance (AVX-512): 16 i
 /// for the R columns of a panel: the register block. Each sum runs over c
 /// in order. The scale is applied here, not folded into the weights, so
 /// packed weights do not depend on the batch norm and can be kept.
+///
+/// Columns come from a packed panel (xp[c * R + i], ld == 0) or from rows
+/// (xp[i * ld + c]: a column's channels contiguous, as the fused
+/// depthwise-separable pair leaves them); same sums in the same order.
 #ifdef __AVX512F__
-__attribute__((noinline)) void block_avx512(const float* xp, const float* wp, int64_t C,
+template <bool Rows>
+__attribute__((noinline)) void block_avx512(const float* xp, int64_t ld, const float* wp, int64_t C,
                                             const float* scale, const float* shift, float* T) {
   constexpr int R = 8;
   __m512 a[R], b[R];
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i) a[i] = _mm512_setzero_ps(), b[i] = _mm512_setzero_ps();
-  for (int64_t c = 0; c < C; ++c, xp += R, wp += 32) {
+  for (int64_t c = 0; c < C; ++c, xp += Rows ? 1 : R, wp += 32) {
     // The weights stream from L2 (a block is C x 128 bytes): fetch ahead.
     _mm_prefetch(reinterpret_cast<const char*>(wp + kAhead), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(wp + kAhead + 16), _MM_HINT_T0);
     const __m512 w0 = _mm512_loadu_ps(wp), w1 = _mm512_loadu_ps(wp + 16);
 #pragma GCC unroll 8
     for (int i = 0; i < R; ++i) {
-      const __m512 v = _mm512_set1_ps(xp[i]);
+      const __m512 v = _mm512_set1_ps(xp[Rows ? i * ld : i]);
       a[i] = _mm512_fmadd_ps(v, w0, a[i]);
       b[i] = _mm512_fmadd_ps(v, w1, b[i]);
     }
@@ -60,17 +65,18 @@ __attribute__((noinline)) void block_avx512(const float* xp, const float* wp, in
 }
 #endif
 
-__attribute__((noinline)) void block_avx2(const float* xp, const float* wp, int64_t C,
+template <bool Rows>
+__attribute__((noinline)) void block_avx2(const float* xp, int64_t ld, const float* wp, int64_t C,
                                           const float* scale, const float* shift, float* T) {
   constexpr int R = 6;
   __m256 a[R], b[R];
 #pragma GCC unroll 6
   for (int i = 0; i < R; ++i) a[i] = _mm256_setzero_ps(), b[i] = _mm256_setzero_ps();
-  for (int64_t c = 0; c < C; ++c, xp += R, wp += 16) {
+  for (int64_t c = 0; c < C; ++c, xp += Rows ? 1 : R, wp += 16) {
     const __m256 w0 = _mm256_loadu_ps(wp), w1 = _mm256_loadu_ps(wp + 8);
 #pragma GCC unroll 6
     for (int i = 0; i < R; ++i) {
-      const __m256 v = _mm256_broadcast_ss(xp + i);
+      const __m256 v = _mm256_broadcast_ss(xp + (Rows ? i * ld : i));
       a[i] = _mm256_fmadd_ps(v, w0, a[i]);
       b[i] = _mm256_fmadd_ps(v, w1, b[i]);
     }
@@ -87,15 +93,17 @@ __attribute__((noinline)) void block_avx2(const float* xp, const float* wp, int6
 /// The register block of one ISA: R columns x B output channels.
 struct Kernel {
   int64_t R, B;
-  void (*block)(const float*, const float*, int64_t, const float*, const float*, float*);
+  using Block = void (*)(const float*, int64_t, const float*, int64_t, const float*, const float*,
+                         float*);
+  Block panels, rows;  // columns from packed panels, from rows
 };
 
 Kernel kernel_for(Isa isa) {
 #ifdef __AVX512F__
-  if (isa == Isa::kAvx512) return {8, 32, block_avx512};
+  if (isa == Isa::kAvx512) return {8, 32, block_avx512<false>, block_avx512<true>};
 #endif
   (void)isa;
-  return {6, 16, block_avx2};
+  return {6, 16, block_avx2<false>, block_avx2<true>};
 }
 
 /// wp[ob][c][0:B] = w[ob * B + j, c] (zero past OC) for the output-channel
@@ -197,8 +205,12 @@ bool supports(const ConvGeometry& g) {
          g.N * g.P() > 0;
 }
 
-void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g, float* out,
-             Isa isa, const ContentVersion* version) {
+namespace {
+
+/// forward() and forward_rows(): x is NCHW (ld == 0, packed per panel) or
+/// one row of ld floats per column (read in place).
+void run(const float* x, int64_t ld, const float* w, const ConvOutput& o, const ConvGeometry& g,
+         float* out, Isa isa, const ContentVersion* version) {
   const Kernel k = kernel_for(isa);
   const int64_t R = k.R, B = k.B, C = g.C;
   const int64_t blocks = (g.OC + B - 1) / B;
@@ -230,27 +242,48 @@ void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeom
   const int64_t groups = std::clamp<int64_t>((2 * threads + chunks - 1) / chunks, 1, blocks);
   const int64_t per_group = (blocks + groups - 1) / groups;
   parallel_for(0, chunks * groups, 1, [&](int64_t t0, int64_t t1) {
-    float* xp = panel_scratch().get(per_chunk * C * R);
+    float* xp = ld ? nullptr : panel_scratch().get(per_chunk * C * R);
     alignas(64) float T[8 * 32];
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t gr = t / chunks, ch = t % chunks;  // a thread keeps to few weight blocks
       const int64_t p0 = ch * per_chunk, np = std::min(per_chunk, panels - p0);
-      pack_columns(x, g, R, p0 * R, np, xp);
+      if (!ld) pack_columns(x, g, R, p0 * R, np, xp);
       for (int64_t ob = gr * per_group; ob < std::min(blocks, (gr + 1) * per_group); ++ob)
         for (int64_t kp = 0; kp < np; ++kp) {
-          k.block(xp + kp * C * R, wp + ob * C * B, C, scale + ob * B, shift + ob * B, T);
+          if (ld)
+            k.rows(x + (p0 + kp) * R * ld, ld, wp + ob * C * B, C, scale + ob * B, shift + ob * B,
+                   T);
+          else
+            k.panels(xp + kp * C * R, 0, wp + ob * C * B, C, scale + ob * B, shift + ob * B, T);
           write_block(T, g, o, R, B, (p0 + kp) * R, ob * B, out);
         }
     }
   });
 }
 
+}  // namespace
+
+int64_t rows_padding(Isa isa) { return kernel_for(isa).R; }
+
+void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g, float* out,
+             Isa isa, const ContentVersion* version) {
+  run(x, 0, w, o, g, out, isa, version);
+}
+
+void forward_rows(const float* x, int64_t ld, const float* w, const ConvOutput& o,
+                  const ConvGeometry& g, float* out, Isa isa, const ContentVersion* version) {
+  run(x, ld, w, o, g, out, isa, version);
+}
+
 #else  // no AVX2 + FMA: conv2d keeps pointwise convs on its GEMM path
 
 Isa best_isa() { return Isa::kNone; }
 bool supports(const ConvGeometry&) { return false; }
+int64_t rows_padding(Isa) { return 0; }
 void forward(const float*, const float*, const ConvOutput&, const ConvGeometry&, float*, Isa,
              const ContentVersion*) {}
+void forward_rows(const float*, int64_t, const float*, const ConvOutput&, const ConvGeometry&,
+                  float*, Isa, const ContentVersion*) {}
 
 #endif
 

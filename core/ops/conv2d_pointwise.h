@@ -47,4 +47,18 @@ bool supports(const ConvGeometry& g);
 void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g, float* out,
              Isa isa = best_isa(), const ContentVersion* version = nullptr);
 
+/// forward() on columns given as rows: x[q * ld + c] is input channel c of
+/// column q = n * OH * OW + output pixel (ld >= C), read in place instead of
+/// packed (the fused depthwise-separable pair writes its depthwise output
+/// so). The kernel reads whole panels: x must hold rows up to the next
+/// multiple of rows_padding(isa) past the last column (their values only
+/// reach outputs that are dropped). Same sums, same order: bit for bit
+/// forward() on the same values.
+void forward_rows(const float* x, int64_t ld, const float* w, const ConvOutput& o,
+                  const ConvGeometry& g, float* out, Isa isa = best_isa(),
+                  const ContentVersion* version = nullptr);
+
+/// The columns of a panel of `isa`'s micro-kernel (0 without one).
+int64_t rows_padding(Isa isa);
+
 }  // namespace spruce::ops::pointwise

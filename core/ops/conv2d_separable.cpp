@@ -99,16 +99,29 @@ Tensor separable_conv2d_fused(const Tensor& x, const Tensor& dw_weight,
   float* py = out.data();
   const int64_t in_sample = gd.C * gd.H * gd.W, out_sample = gp.OC * gp.P();
   const int64_t chunks = (gd.N + chunk - 1) / chunk;
+  // With the tile kernel the depthwise output goes to the 1x1 kernel as rows
+  // of channels (one per pixel): no transpose back to NCHW, no column packing.
+  const pointwise::Isa isa = pointwise::best_isa();
+  const bool rows = depthwise::tiles::supports(gd);
+  const int64_t pad = pointwise::rows_padding(isa);
+  const int64_t mid_size = rows ? (chunk * gp.P() + pad) * gp.C : chunk * per_sample;
   parallel_for(0, chunks, 1, [&](int64_t lo, int64_t hi) {
-    float* mid = chunk_scratch().get(chunk * per_sample);
+    float* mid = chunk_scratch().get(mid_size);
     for (int64_t c = lo; c < hi; ++c) {
       const int64_t n0 = c * chunk, n = std::min(chunk, gd.N - n0);
       ConvGeometry d = gd, p = gp;
       d.N = n, p.N = n;
-      depthwise::forward(px + n0 * in_sample, pdw, od, d, mid);
       ConvOutput o = op;
       if (o.residual) o.residual += n0 * out_sample;
-      pointwise::forward(mid, ppw, o, p, py + n0 * out_sample, pointwise::best_isa(), &version);
+      if (rows) {
+        depthwise::tiles::forward_rows(px + n0 * in_sample, pdw, od, d, mid, gp.C);
+        // The last panel's rows past the chunk: read, their outputs dropped.
+        std::fill(mid + n * gp.P() * gp.C, mid + (n * gp.P() + pad) * gp.C, 0.f);
+        pointwise::forward_rows(mid, gp.C, ppw, o, p, py + n0 * out_sample, isa, &version);
+      } else {
+        depthwise::forward(px + n0 * in_sample, pdw, od, d, mid);
+        pointwise::forward(mid, ppw, o, p, py + n0 * out_sample, isa, &version);
+      }
     }
   });
   return out;

@@ -3,8 +3,9 @@
 // reference (tests/core/conv_reference.h) within 1e-5 relative, on every 1x1
 // conv of MobileNetV1 (width 1, 28x28 and 32x32 inputs) and of ResNet-20
 // option B (its stride-2 shortcuts), batch 1 and 3, plain (a bias) and fused
-// (scale, shift, residual, ReLU), with pruned weights; and conv2d on every
-// 3x3 geometry of ResNet-20. A path the build lacks (AVX-512 on an AVX2
+// (scale, shift, residual, ReLU), with pruned weights, the columns packed
+// from NCHW or given as rows (as the fused separable pair hands them over);
+// and conv2d on every 3x3 geometry of ResNet-20. A path the build lacks (AVX-512 on an AVX2
 // build, both on a portable one) is reported as skipped.
 #include <doctest/doctest.h>
 
@@ -155,6 +156,42 @@ TEST_CASE("pointwise AVX2 kernel matches the double reference on MobileNetV1 and
   check_pointwise_path([](const Problem& p, const ops::ConvOutput& o, float* out) {
     ops::pointwise::forward(p.x.data(), p.w.data(), o, p.g, out, Isa::kAvx2);
   });
+}
+
+namespace {
+
+/// forward_rows() of `isa` on every pointwise geometry: the columns given
+/// as rows (ld > C, a few spare floats per row, and the padding rows the
+/// kernel reads past the last column filled with NaN, whose outputs must be
+/// dropped); within 1e-5 of the reference and bit for bit forward().
+void check_rows_path(Isa isa) {
+  check_pointwise_path([isa](const Problem& p, const ops::ConvOutput& o, float* out) {
+    const ops::ConvGeometry& g = p.g;
+    const int64_t Q = g.N * g.P(), ld = g.C + 5, pad = ops::pointwise::rows_padding(isa);
+    REQUIRE(pad > 0);
+    std::vector<float> rows(static_cast<size_t>((Q + pad) * ld), std::nanf(""));
+    for (int64_t q = 0; q < Q; ++q) {
+      const int64_t n = q / g.P(), p0 = q % g.P();
+      const int64_t at = (p0 / g.OW) * g.stride * g.W + (p0 % g.OW) * g.stride;
+      for (int64_t c = 0; c < g.C; ++c) rows[q * ld + c] = p.x[(n * g.C + c) * g.H * g.W + at];
+    }
+    ops::pointwise::forward_rows(rows.data(), ld, p.w.data(), o, g, out, isa);
+    std::vector<float> packed(static_cast<size_t>(g.N * g.OC * g.P()));
+    ops::pointwise::forward(p.x.data(), p.w.data(), o, g, packed.data(), isa);
+    CHECK(std::equal(packed.begin(), packed.end(), out));
+  });
+}
+
+}  // namespace
+
+TEST_CASE("pointwise AVX-512 kernel on columns given as rows: the reference, bit for bit packed" *
+          doctest::skip(kNoAvx512)) {
+  check_rows_path(Isa::kAvx512);
+}
+
+TEST_CASE("pointwise AVX2 kernel on columns given as rows: the reference, bit for bit packed" *
+          doctest::skip(kNoAvx2)) {
+  check_rows_path(Isa::kAvx2);
 }
 
 TEST_CASE("portable GEMM path matches the double reference on the same 1x1 convs") {

@@ -2,8 +2,9 @@
 // block of MobileNetV1 (width 1, 28x28 input), at batches that take the
 // chunked path and at batch 1 (the two calls), on 1 and 2 threads: bit for
 // bit the two conv2d_fused calls it stands for, and within 1e-5 of the
-// double reference of the pair; a 1x1 weight written between two calls is
-// never served stale.
+// double reference of the pair; the depthwise output handed over as rows of
+// channels (bit for bit the NCHW one); a 1x1 weight written between two
+// calls is never served stale.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 
 #include "core/autograd.h"
 #include "core/ops/conv2d.h"
+#include "core/ops/conv2d_depthwise.h"
 #include "core/ops/conv2d_pointwise.h"
 #include "core/ops/conv2d_separable.h"
 #include "core/parallel.h"
@@ -142,6 +144,57 @@ TEST_CASE("separable pair: the chunked path runs on MobileNetV1's early blocks a
     p.fused(false);
     INFO(describe(b, 40));
     CHECK(ops::separable_fused_runs() == runs + 1);
+  }
+  set_num_threads(saved);
+}
+
+TEST_CASE("depthwise tiles with the output as rows: the reference, bit for bit the NCHW output" *
+          doctest::skip(kNoPointwise)) {
+  // The pair's hand-over (depthwise::tiles::forward_rows): every depthwise
+  // conv of MobileNetV1 on 28x28 and 32x32 inputs, batch 1 and 3, rows of
+  // ld > C floats whose spare floats stay untouched.
+  Generator gen(53);
+  NoGradGuard no_grad;
+  const int saved = num_threads();
+  for (const int64_t H0 : {28, 32}) {
+    const int64_t out[13] = {64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024};
+    const int64_t stride[13] = {1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1};
+    int64_t C = 32, H = H0;
+    for (int i = 0; i < 13; ++i) {
+      for (const int64_t N : {1, 3}) {
+        const Pair p({C, out[i], H, stride[i]}, N, gen);
+        const ops::ConvGeometry g = test::conv_geometry(N, C, C, H, H, 3, 3, stride[i], 1, C);
+        const ops::ConvOutput od{p.sd.data(), p.hd.data(), nullptr, true};
+        const std::vector<double> want = test::reference_conv(g, p.x.data(), p.wd.data(), od);
+        const int64_t P = g.P(), ld = C + 3;
+        for (const int threads : {1, 2}) {
+          set_num_threads(threads);
+          INFO(describe({C, out[i], H, stride[i]}, N) << " threads " << threads);
+          std::vector<float> rows(static_cast<size_t>(N * P * ld), -7.f);
+          ops::depthwise::tiles::forward_rows(p.x.data(), p.wd.data(), od, g, rows.data(), ld);
+          std::vector<float> planes(want.size());
+          ops::depthwise::tiles::forward(p.x.data(), p.wd.data(), od, g, planes.data());
+          bool same = true, spare_kept = true;
+          double diff = 0, size = 1;
+          for (int64_t n = 0; n < N; ++n)
+            for (int64_t q = 0; q < P; ++q) {
+              const float* row = rows.data() + (n * P + q) * ld;
+              for (int64_t c = 0; c < C; ++c) {
+                const size_t at = static_cast<size_t>((n * C + c) * P + q);
+                same = same && row[c] == planes[at];
+                diff = std::max(diff, std::abs(row[c] - want[at]));
+                size = std::max(size, std::abs(want[at]));
+              }
+              for (int64_t c = C; c < ld; ++c) spare_kept = spare_kept && row[c] == -7.f;
+            }
+          CHECK(same);
+          CHECK(spare_kept);
+          CHECK(diff / size < 1e-5);
+        }
+      }
+      H = (H + 2 - 3) / stride[i] + 1;
+      C = out[i];
+    }
   }
   set_num_threads(saved);
 }
