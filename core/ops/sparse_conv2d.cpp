@@ -41,6 +41,7 @@
 #include "../error.h"
 #include "../parallel.h"
 #include "mac_counter.h"
+#include "sparse_pack.h"
 #include "sparse_spmm.h"
 
 namespace spruce::ops {
@@ -135,40 +136,30 @@ const float* pack(const ConvLayout& L, const float* x, int64_t n0, int64_t nb) {
   }
   float* buf = pack_buffer(L);
   const int64_t s = L.s;
-  for (int64_t c = 0; c < L.C; ++c)
-    for (int64_t ih = 0; ih < L.H; ++ih) {
-      const float* __restrict src = x + (n0 * L.C + c) * P + ih * L.W;
-      const int64_t y = ih + L.pad;
-      if (y % s >= L.KH) continue;  // a row phase no tap reads (1x1 stride 2: odd rows)
-      float* row = buf + (c * s + y % s) * s * L.PS + (y / s) * L.Wq;
-      if (s == 1) {  // a loop, not memcpy: rows are a few dozen floats
-        float* __restrict dst = row + L.pad;
-        for (int64_t iw = 0; iw < L.W; ++iw) dst[iw] = src[iw];
-        continue;
-      }
-      if (s == 2) {  // even and odd columns: a de-interleave the compiler vectorizes
-        const int64_t pe = L.pad % 2, po = (L.pad + 1) % 2;
-        float* __restrict even = row + pe * L.PS + L.pad / 2;
-        float* __restrict odd = row + po * L.PS + (L.pad + 1) / 2;
-        const int64_t half = L.W / 2;
-        const bool want_even = pe < L.KW, want_odd = po < L.KW;  // 1x1: one phase is never read
-        if (want_even && want_odd)
-          for (int64_t k = 0; k < half; ++k) even[k] = src[2 * k], odd[k] = src[2 * k + 1];
-        else if (want_even)
-          for (int64_t k = 0; k < half; ++k) even[k] = src[2 * k];
-        else
-          for (int64_t k = 0; k < half; ++k) odd[k] = src[2 * k + 1];
-        if (L.W % 2 && want_even) even[half] = src[L.W - 1];
-        continue;
-      }
-      // Phase b holds padded columns xx = iw + pad = b, b + s, ... at xx / s:
-      // one strided run per phase, no division per pixel.
-      for (int64_t b = 0; b < s; ++b) {
+  const sparse::RowCopy copy = sparse::row_copy();
+  for (int64_t c = 0; c < L.C; ++c) {
+    const float* plane = x + (n0 * L.C + c) * P;
+    // Input rows ih with padded row y = ih + pad in row phase a land in the
+    // phase plane's rows y / s; likewise columns in column phase b.
+    for (int64_t a = 0; a < s && a < L.KH; ++a) {  // a phase no tap reads (1x1 stride 2) is skipped
+      const int64_t ih0 = ((a - L.pad) % s + s) % s;
+      if (ih0 >= L.H) continue;
+      const int64_t rows = (L.H - ih0 + s - 1) / s;
+      for (int64_t b = 0; b < s && b < L.KW; ++b) {
         const int64_t iw0 = ((b - L.pad) % s + s) % s;
-        float* dst = row + b * L.PS + (iw0 + L.pad) / s;
-        for (int64_t iw = iw0, j = 0; iw < L.W; iw += s, ++j) dst[j] = src[iw];
+        if (iw0 >= L.W) continue;
+        float* dst =
+            buf + ((c * s + a) * s + b) * L.PS + (ih0 + L.pad) / s * L.Wq + (iw0 + L.pad) / s;
+        if (s <= 2) {
+          copy(plane + ih0 * L.W + iw0, s * L.W, s, (L.W - iw0 + s - 1) / s, rows, dst, L.Wq);
+          continue;
+        }
+        for (int64_t r = 0; r < rows; ++r)  // stride 3 and up: rare, plain loops
+          for (int64_t iw = iw0, j = 0; iw < L.W; iw += s, ++j)
+            dst[r * L.Wq + j] = plane[(ih0 + r * s) * L.W + iw];
       }
     }
+  }
   return buf;
 }
 

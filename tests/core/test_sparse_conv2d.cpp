@@ -19,6 +19,7 @@
 
 #include "core/autograd.h"
 #include "core/ops/sparse_conv2d.h"
+#include "core/ops/sparse_pack.h"
 #include "core/ops/sparse_spmm.h"
 #include "core/parallel.h"
 #include "core/random.h"
@@ -243,4 +244,25 @@ TEST_CASE("compressed weights follow every change of weight or mask") {
   view.data()[0] = 42.f;
   check("weight written through a view");
   CHECK(cache.compressions() == 5);
+}
+
+TEST_CASE("sparse packing row copies: every count, step 1 and 2, nothing outside the rows") {
+  const SimdPath path = path_under_test();
+  const ops::sparse::RowCopy copy = ops::sparse::row_copy(path);
+  for (int64_t step : {1, 2})
+    for (int64_t count = 1; count <= 40; ++count) {
+      const int64_t rows = 3, src_stride = step * count + 3, dst_stride = count + 5;
+      // Exactly as long as the last row's last pixel: an over-read shows under ASan.
+      std::vector<float> src(static_cast<size_t>((rows - 1) * src_stride + step * (count - 1) + 1));
+      for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<float>(i) + 0.5f;
+      std::vector<float> dst(static_cast<size_t>(rows * dst_stride), -1.f);
+      copy(src.data(), src_stride, step, count, rows, dst.data(), dst_stride);
+      int64_t bad = 0;
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t k = 0; k < dst_stride; ++k) {
+          const float want = k < count ? src[static_cast<size_t>(r * src_stride + step * k)] : -1.f;
+          bad += dst[static_cast<size_t>(r * dst_stride + k)] != want;
+        }
+      CHECK_MESSAGE(bad == 0, "step " << step << " count " << count << ": " << bad << " wrong");
+    }
 }
