@@ -43,7 +43,7 @@ bool Conv2d::runs_sparse(const Shape& input) {
   const Shape out = output_shape(input);
   return sparse_.use_sparse(
       weight_, mask("weight"),
-      ops::sparse_conv_max_density(kernel_size_, options_.stride, out[2] * out[3]));
+      ops::sparse_conv_max_density(kernel_size_, options_.stride, out[2] * out[3], out[0]));
 }
 
 Tensor Conv2d::forward(const Tensor& x) {

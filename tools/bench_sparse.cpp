@@ -136,7 +136,7 @@ cli::Json crossover(const SparseSettings& s) {
   NoGradGuard no_grad;
   for (const Layer& L : layers) {
     const int64_t out_side = (L.H + 2 * L.pad - L.k) / L.stride + 1;
-    const double used = ops::sparse_conv_max_density(L.k, L.stride, out_side * out_side);
+    const double used = ops::sparse_conv_max_density(L.k, L.stride, out_side * out_side, s.batch);
     std::printf("%-24s %-9.2f", L.name, used);
     std::fflush(stdout);
     Tensor x = Tensor::randn({s.batch, L.C, L.H, L.H}, gen);

@@ -286,7 +286,9 @@ Tensor sparse_conv2d_fused(const Tensor& x, const Tensor& weight, const Tensor& 
   return out;
 }
 
-double sparse_conv_max_density(int64_t kernel_size, int64_t stride, int64_t out_pixels) {
+double sparse_conv_max_density(int64_t kernel_size, int64_t stride, int64_t out_pixels,
+                               int64_t batch) {
+  if (batch == 1 && kernel_size > 1) return stride > 1 ? 0.5 : 0.6;
   if (stride > 1) return 0.4;
   if (kernel_size == 1 && out_pixels < 128) return 0.2;
   return 0.33;

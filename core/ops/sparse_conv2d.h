@@ -23,15 +23,19 @@ Tensor sparse_conv2d_fused(const Tensor& x, const Tensor& weight, const Tensor& 
 
 /// The crossover of a conv with groups 1: it runs sparse in inference when
 /// its density (nonzeros / weights) is at most this. It depends on what the
-/// kernels do for the geometry (the crossover table of `spruce-bench
-/// --sections sparse`; measured 2026-12-04, 2 threads, batch 128, AVX-512,
-/// dense over sparse time >= 1 from):
-/// - stride > 1: 0.4 (3x3: dense loses from 0.35-0.45; 1x1 stride 2
-///   shortcuts: the sparse kernel wins at every density measured, 0.1-0.5);
+/// kernels do for the geometry and batch (the crossover table of
+/// `spruce-bench --sections sparse`; measured 2026-12-04, AVX-512, dense over
+/// sparse time >= 1 from):
+/// - one sample, k x k with k > 1: 0.6 at stride 1, 0.5 strided (the dense
+///   side is then the direct kernel: Winograd needs two samples or more;
+///   1 thread, 3x3 layers of ResNet-20 on 28x28);
+/// - stride > 1: 0.4 (batch 128, 2 threads: 3x3 dense loses from 0.35-0.45;
+///   1x1 stride-2 shortcuts: the sparse kernel wins at every density, 0.1-0.5);
 /// - 1x1 stride 1 on planes under 128 pixels (MobileNet's 7x7 .. 1x1, which
 ///   put several samples side by side and finish through a row buffer): 0.2;
 /// - otherwise (3x3 stride 1, 1x1 on planes of 128 pixels or more): 0.33.
-double sparse_conv_max_density(int64_t kernel_size, int64_t stride, int64_t out_pixels);
+double sparse_conv_max_density(int64_t kernel_size, int64_t stride, int64_t out_pixels,
+                               int64_t batch);
 
 /// x [N, in] -> x (weight * multiplier)^T + bias, [N, out], from the nonzeros
 /// `cache` keeps (see sparse_conv2d_fused).

@@ -151,6 +151,11 @@ TEST_CASE("Conv2d inference picks the sparse kernels by density and geometry") {
   CHECK_FALSE(pw.runs_sparse(pw_small));
   masked_to(pw, 0.15);
   CHECK(pw.runs_sparse(pw_small));
+  // One sample: a 3x3 at 0.5 runs sparse (the dense side would be the direct
+  // kernel, not Winograd), two samples dense.
+  masked_to(conv3, 0.5);
+  CHECK(conv3.runs_sparse({1, 16, 28, 28}));
+  CHECK_FALSE(conv3.runs_sparse({2, 16, 28, 28}));
   Conv2d depthwise(16, 16, 3, {.padding = 1, .groups = 16}, Bias::kNo);
   masked_to(depthwise, 0.1);
   CHECK_FALSE(depthwise.runs_sparse(big));  // groups > 1: dense kernels only
