@@ -1,13 +1,16 @@
 // Pointwise conv micro-kernels (see conv2d_pointwise.h).
 //
 // Work: the N * P columns are cut into panels of R; a task packs a chunk of
-// up to kChunkPanels panels ([panel][C][R], a few hundred KB: it stays in
-// L2) and runs, for each block of B output channels (its packed weights
-// [C][B], up to 128 KB, also from L2), the micro-kernel on every panel of
-// the chunk. With few columns (batch 1, small planes) tasks also split the
+// up to kChunkPanels panels ([panel][C][R], up to 1.5 MB: it stays in L2) and runs, for each block
+// of B output channels (its packed weights [C][B], up to 128 KB, also from L2), the micro-kernel on
+// every panel of the chunk. With few columns (batch 1, small planes) tasks also split the
 // output-channel blocks, each packing the chunk it needs; tasks are ordered
 // block group first, so each thread reads only its own share of the
 // weights (at batch 1 streaming them is most of the work).
+// Large planes at stride 1 (AVX-512, 96 pixels or more: MobileNetV1's
+// 28x28, 16x16, 14x14 blocks) run on the planes kernel instead: tasks are
+// (sample, tile of 48 pixels), 8 output channels x 48 pixels in registers,
+// the input read in place from NCHW and the output stored as NCHW rows.
 #include "conv2d_pointwise.h"
 
 #include <algorithm>
@@ -24,7 +27,10 @@ namespace spruce::ops::pointwise {
 #ifdef SPRUCE_DIRECT_CONV
 namespace {
 
-constexpr int64_t kChunkPanels = 12;
+// Up to 48 panels a task (1.5 MB at C = 1024, in L2): each block of packed
+// weights is read once a chunk, and with 12 MobileNetV1's 2x2 and 4x4
+// blocks (weights of 1-4 MB) spent ~15 % of their time more streaming them.
+constexpr int64_t kChunkPanels = 48;
 constexpr int64_t kAhead = 32 * 16;  // weight prefetch distance (AVX-512): 16 input channels
 
 /// T[i][0:B] = scale[0:B] * (sum_c xp[c][i] * wp[c][0:B]) + shift[0:B]
@@ -261,12 +267,114 @@ void run(const float* x, int64_t ld, const float* w, const ConvOutput& o, const 
   });
 }
 
+#ifdef __AVX512F__
+constexpr int64_t kPlaneJ = 8;                // output channels per register block
+constexpr int64_t kPlaneV = 3;                // pixel vectors per register block
+constexpr int64_t kPlaneTile = 16 * kPlaneV;  // pixels per register block
+
+/// out[n, o0 + j, p0 + i] for j < oc (<= 8), i < 48 (pixels < P only): the
+/// input plane x[c][p0 + i] (rows P apart) times the packed weights
+/// wp[c][0:8], 8 x 3 vectors of 16 pixels in registers, finished as
+/// write_block() does (scale, shift, residual, ReLU) and stored straight
+/// into the NCHW planes: no packing, no transposes. Sums over c in order.
+__attribute__((noinline)) void plane_block_avx512(const float* x, int64_t P, int64_t n_pix,
+                                                  const float* wp, int64_t C, int64_t oc,
+                                                  const float* scale, const float* shift,
+                                                  const ConvOutput& o, const float* res,
+                                                  float* out) {
+  __mmask16 m[kPlaneV];
+  for (int v = 0; v < kPlaneV; ++v)
+    m[v] = static_cast<__mmask16>(
+        _bzhi_u32(0xFFFF, static_cast<unsigned>(std::clamp<int64_t>(n_pix - 16 * v, 0, 16))));
+  __m512 a[kPlaneJ][kPlaneV];
+#pragma GCC unroll 8
+  for (int j = 0; j < kPlaneJ; ++j)
+#pragma GCC unroll 3
+    for (int v = 0; v < kPlaneV; ++v) a[j][v] = _mm512_setzero_ps();
+  for (int64_t c = 0; c < C; ++c, x += P, wp += kPlaneJ) {
+    __m512 xv[kPlaneV];
+#pragma GCC unroll 3
+    for (int v = 0; v < kPlaneV; ++v) xv[v] = _mm512_maskz_loadu_ps(m[v], x + 16 * v);
+#pragma GCC unroll 8
+    for (int j = 0; j < kPlaneJ; ++j) {
+      const __m512 wj = _mm512_set1_ps(wp[j]);
+#pragma GCC unroll 3
+      for (int v = 0; v < kPlaneV; ++v) a[j][v] = _mm512_fmadd_ps(xv[v], wj, a[j][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < kPlaneJ; ++j) {
+    if (j >= oc) break;
+    const __m512 sj = _mm512_set1_ps(scale[j]), hj = _mm512_set1_ps(shift[j]);
+#pragma GCC unroll 3
+    for (int v = 0; v < kPlaneV; ++v) {
+      __m512 y = _mm512_fmadd_ps(a[j][v], sj, hj);
+      if (o.residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m[v], res + j * P + 16 * v));
+      if (o.relu) y = _mm512_maskz_max_ps(0xFFFF, y, _mm512_setzero_ps());  // NaN -> 0, as finish8
+      _mm512_mask_storeu_ps(out + j * P + 16 * v, m[v], y);
+    }
+  }
+}
+
+/// forward() at stride 1 on large planes (AVX-512): tasks are (sample, tile
+/// of 48 pixels), each running every block of 8 output channels on its
+/// tile, whose C x 48 inputs stay in L1.
+void run_planes(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
+                float* out, const ContentVersion* version) {
+  const int64_t C = g.C, P = g.P(), B = kPlaneJ;
+  const int64_t blocks = (g.OC + B - 1) / B;
+  std::shared_ptr<const std::vector<float>> kept;
+  const float* wp = nullptr;
+  if (version) {
+    const PackedWeightKey key{*version, w, {C, g.OC, B, 1}};
+    kept = packed_weights(key, blocks * B * C, [&](float* dst) { pack_weights(w, g, B, dst); });
+    wp = kept->data();
+  } else {
+    float* dst = weight_scratch().get(blocks * B * C);
+    pack_weights(w, g, B, dst);
+    wp = dst;
+  }
+  float* scale = epilogue_scratch().get(2 * blocks * B);
+  float* shift = scale + blocks * B;
+  for (int64_t j = 0; j < blocks * B; ++j) {
+    scale[j] = j < g.OC && o.scale ? o.scale[j] : 1.f;
+    shift[j] = j < g.OC && o.shift ? o.shift[j] : 0.f;
+  }
+  const int64_t tiles = (P + kPlaneTile - 1) / kPlaneTile;
+  parallel_for(0, g.N * tiles, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n = t / tiles, p0 = t % tiles * kPlaneTile;
+      const float* xt = x + n * C * P + p0;
+      for (int64_t ob = 0; ob < blocks; ++ob) {
+        const int64_t o0 = ob * B, at = (n * g.OC + o0) * P + p0;
+        plane_block_avx512(xt, P, std::min(kPlaneTile, P - p0), wp + ob * C * B, C,
+                           std::min(B, g.OC - o0), scale + o0, shift + o0, o,
+                           o.residual ? o.residual + at : nullptr, out + at);
+      }
+    }
+  });
+}
+#endif
+
 }  // namespace
 
 int64_t rows_padding(Isa isa) { return kernel_for(isa).R; }
 
+bool planes_kernel(const ConvGeometry& g, Isa isa) {
+#ifdef __AVX512F__
+  // Two tiles per plane at least: below, the panels waste fewer lanes.
+  return isa == Isa::kAvx512 && g.stride == 1 && g.P() >= 2 * kPlaneTile;
+#else
+  (void)g, (void)isa;
+  return false;
+#endif
+}
+
 void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g, float* out,
              Isa isa, const ContentVersion* version) {
+#ifdef __AVX512F__
+  if (planes_kernel(g, isa)) return run_planes(x, w, o, g, out, version);
+#endif
   run(x, 0, w, o, g, out, isa, version);
 }
 
@@ -280,6 +388,7 @@ void forward_rows(const float* x, int64_t ld, const float* w, const ConvOutput& 
 Isa best_isa() { return Isa::kNone; }
 bool supports(const ConvGeometry&) { return false; }
 int64_t rows_padding(Isa) { return 0; }
+bool planes_kernel(const ConvGeometry&, Isa) { return false; }
 void forward(const float*, const float*, const ConvOutput&, const ConvGeometry&, float*, Isa,
              const ContentVersion*) {}
 void forward_rows(const float*, int64_t, const float*, const ConvOutput&, const ConvGeometry&,

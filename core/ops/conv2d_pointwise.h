@@ -18,6 +18,11 @@
 // transposes of conv2d_lanes.h, which add the residual and apply the ReLU.
 //   AVX-512: R = 8 columns x B = 32 channels (16 zmm accumulators)
 //   AVX2:    R = 6 columns x B = 16 channels (12 ymm accumulators)
+// On planes of 96 pixels or more at stride 1, the AVX-512 kernel turns the
+// product around (planes_kernel()): 3 vectors of 16 pixels x 8 output
+// channels in registers, the input read in place from NCHW, each output
+// row stored straight into NCHW (no packing, no transposes), same sums in
+// the same order.
 // Both are compiled when the build targets AVX-512 (tests run both), only
 // the AVX2 one for an AVX2 build; without AVX2 + FMA, supports() is false and
 // conv2d keeps to its GEMM path. Every output is one task's sum over the
@@ -60,5 +65,11 @@ void forward_rows(const float* x, int64_t ld, const float* w, const ConvOutput& 
 
 /// The columns of a panel of `isa`'s micro-kernel (0 without one).
 int64_t rows_padding(Isa isa);
+
+/// Whether forward() runs g on the planes kernel of `isa` (AVX-512, stride
+/// 1, planes of 96 pixels or more): it reads the NCHW input in place and
+/// stores NCHW output rows directly, so a caller holding NCHW data should
+/// not convert it to rows for forward_rows().
+bool planes_kernel(const ConvGeometry& g, Isa isa = best_isa());
 
 }  // namespace spruce::ops::pointwise

@@ -102,7 +102,7 @@ Tensor separable_conv2d_fused(const Tensor& x, const Tensor& dw_weight,
   // With the tile kernel the depthwise output goes to the 1x1 kernel as rows
   // of channels (one per pixel): no transpose back to NCHW, no column packing.
   const pointwise::Isa isa = pointwise::best_isa();
-  const bool rows = depthwise::tiles::supports(gd);
+  const bool rows = depthwise::tiles::supports(gd) && !pointwise::planes_kernel(gp, isa);
   const int64_t pad = pointwise::rows_padding(isa);
   const int64_t mid_size = rows ? (chunk * gp.P() + pad) * gp.C : chunk * per_sample;
   parallel_for(0, chunks, 1, [&](int64_t lo, int64_t hi) {

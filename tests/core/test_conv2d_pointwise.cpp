@@ -4,9 +4,10 @@
 // conv of MobileNetV1 (width 1, 28x28 and 32x32 inputs) and of ResNet-20
 // option B (its stride-2 shortcuts), batch 1 and 3, plain (a bias) and fused
 // (scale, shift, residual, ReLU), with pruned weights, the columns packed
-// from NCHW or given as rows (as the fused separable pair hands them over);
-// and conv2d on every 3x3 geometry of ResNet-20. A path the build lacks (AVX-512 on an AVX2
-// build, both on a portable one) is reported as skipped.
+// from NCHW or given as rows (as the fused separable pair hands them over),
+// and AVX-512's planes kernel on the large planes; and conv2d on every 3x3
+// geometry of ResNet-20. A path the build lacks (AVX-512 on an AVX2 build,
+// both on a portable one) is reported as skipped.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -67,6 +68,7 @@ std::vector<Geometry> pointwise_geometries() {
   for (int64_t H : {28, 32})
     for (const Geometry& g : resnet20(1, H))
       if (g.K == 1) gs.push_back(g);
+  gs.push_back({24, 20, 10, 10, 1, 1, 0});  // planes kernel: a partial tile and channel block
   return gs;
 }
 
@@ -192,6 +194,22 @@ TEST_CASE("pointwise AVX-512 kernel on columns given as rows: the reference, bit
 TEST_CASE("pointwise AVX2 kernel on columns given as rows: the reference, bit for bit packed" *
           doctest::skip(kNoAvx2)) {
   check_rows_path(Isa::kAvx2);
+}
+
+TEST_CASE("the AVX-512 planes kernel takes the large planes: the tests above cover it" *
+          doctest::skip(kNoAvx512)) {
+  // The planes kernel checked against the reference and, through the rows
+  // test (panels on rows), bit for bit against the panels.
+  int64_t large = 0;
+  for (const Geometry& geo : pointwise_geometries()) {
+    const ops::ConvGeometry g =
+        test::conv_geometry(1, geo.C, geo.OC, geo.H, geo.W, 1, 1, geo.stride, geo.padding);
+    const bool planes = geo.stride == 1 && g.P() >= 96;
+    CHECK(ops::pointwise::planes_kernel(g, Isa::kAvx512) == planes);
+    CHECK_FALSE(ops::pointwise::planes_kernel(g, Isa::kAvx2));
+    large += planes;
+  }
+  CHECK(large >= 7);
 }
 
 TEST_CASE("portable GEMM path matches the double reference on the same 1x1 convs") {
