@@ -272,34 +272,35 @@ constexpr int64_t kPlaneJ = 8;                // output channels per register bl
 constexpr int64_t kPlaneV = 3;                // pixel vectors per register block
 constexpr int64_t kPlaneTile = 16 * kPlaneV;  // pixels per register block
 
-/// out[n, o0 + j, p0 + i] for j < oc (<= 8), i < 48 (pixels < P only): the
+/// out[n, o0 + j, p0 + i] for j < oc (<= 8), i < 16 V (pixels < P only): the
 /// input plane x[c][p0 + i] (rows P apart) times the packed weights
-/// wp[c][0:8], 8 x 3 vectors of 16 pixels in registers, finished as
+/// wp[c][0:8], 8 x V vectors of 16 pixels in registers, finished as
 /// write_block() does (scale, shift, residual, ReLU) and stored straight
 /// into the NCHW planes: no packing, no transposes. Sums over c in order.
+template <int V>
 __attribute__((noinline)) void plane_block_avx512(const float* x, int64_t P, int64_t n_pix,
                                                   const float* wp, int64_t C, int64_t oc,
                                                   const float* scale, const float* shift,
                                                   const ConvOutput& o, const float* res,
                                                   float* out) {
-  __mmask16 m[kPlaneV];
-  for (int v = 0; v < kPlaneV; ++v)
+  __mmask16 m[V];
+  for (int v = 0; v < V; ++v)
     m[v] = static_cast<__mmask16>(
         _bzhi_u32(0xFFFF, static_cast<unsigned>(std::clamp<int64_t>(n_pix - 16 * v, 0, 16))));
-  __m512 a[kPlaneJ][kPlaneV];
+  __m512 a[kPlaneJ][V];
 #pragma GCC unroll 8
   for (int j = 0; j < kPlaneJ; ++j)
 #pragma GCC unroll 3
-    for (int v = 0; v < kPlaneV; ++v) a[j][v] = _mm512_setzero_ps();
+    for (int v = 0; v < V; ++v) a[j][v] = _mm512_setzero_ps();
   for (int64_t c = 0; c < C; ++c, x += P, wp += kPlaneJ) {
-    __m512 xv[kPlaneV];
+    __m512 xv[V];
 #pragma GCC unroll 3
-    for (int v = 0; v < kPlaneV; ++v) xv[v] = _mm512_maskz_loadu_ps(m[v], x + 16 * v);
+    for (int v = 0; v < V; ++v) xv[v] = _mm512_maskz_loadu_ps(m[v], x + 16 * v);
 #pragma GCC unroll 8
     for (int j = 0; j < kPlaneJ; ++j) {
       const __m512 wj = _mm512_set1_ps(wp[j]);
 #pragma GCC unroll 3
-      for (int v = 0; v < kPlaneV; ++v) a[j][v] = _mm512_fmadd_ps(xv[v], wj, a[j][v]);
+      for (int v = 0; v < V; ++v) a[j][v] = _mm512_fmadd_ps(xv[v], wj, a[j][v]);
     }
   }
 #pragma GCC unroll 8
@@ -307,7 +308,7 @@ __attribute__((noinline)) void plane_block_avx512(const float* x, int64_t P, int
     if (j >= oc) break;
     const __m512 sj = _mm512_set1_ps(scale[j]), hj = _mm512_set1_ps(shift[j]);
 #pragma GCC unroll 3
-    for (int v = 0; v < kPlaneV; ++v) {
+    for (int v = 0; v < V; ++v) {
       __m512 y = _mm512_fmadd_ps(a[j][v], sj, hj);
       if (o.residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m[v], res + j * P + 16 * v));
       if (o.relu) y = _mm512_maskz_max_ps(0xFFFF, y, _mm512_setzero_ps());  // NaN -> 0, as finish8
@@ -345,11 +346,15 @@ void run_planes(const float* x, const float* w, const ConvOutput& o, const ConvG
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n = t / tiles, p0 = t % tiles * kPlaneTile;
       const float* xt = x + n * C * P + p0;
+      // A plane's last tile runs as wide as its pixels need (784 = 16 x 48 + 16).
+      const int64_t vectors = std::min<int64_t>(kPlaneV, (P - p0 + 15) / 16);
+      const auto block = vectors == 3   ? plane_block_avx512<3>
+                         : vectors == 2 ? plane_block_avx512<2>
+                                        : plane_block_avx512<1>;
       for (int64_t ob = 0; ob < blocks; ++ob) {
         const int64_t o0 = ob * B, at = (n * g.OC + o0) * P + p0;
-        plane_block_avx512(xt, P, std::min(kPlaneTile, P - p0), wp + ob * C * B, C,
-                           std::min(B, g.OC - o0), scale + o0, shift + o0, o,
-                           o.residual ? o.residual + at : nullptr, out + at);
+        block(xt, P, std::min(kPlaneTile, P - p0), wp + ob * C * B, C, std::min(B, g.OC - o0),
+              scale + o0, shift + o0, o, o.residual ? o.residual + at : nullptr, out + at);
       }
     }
   });
