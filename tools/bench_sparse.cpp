@@ -14,9 +14,9 @@
 // and the speed-up is the median of the per-pair ratios. Weights are
 // compressed at the first inference call (untimed warm-up), as a model is when
 // it enters inference. MMACs: multiply-adds per image the dense model runs and
-// those that remain on the sparse path (the sparse kernels count only their
-// nonzeros); GFLOP/s = 2 x remaining MACs x img/s. Sizes: the checkpoint and
-// its compact (bitmask + nonzeros, masks included) form, as spruce-prune
+// those that remain on the sparse path at --batch (the sparse kernels count only
+// their nonzeros; a single image runs more layers sparse); GFLOP/s = 2 x remaining MACs x img/s.
+// Sizes: the checkpoint and its compact (bitmask + nonzeros, masks included) form, as spruce-prune
 // --sparse-out writes, against the dense model's checkpoint (no masks).
 //
 // Crossover: single layers of both models, one of each geometry class, at
@@ -101,10 +101,12 @@ Paired paired(int64_t pairs, T&& time) {
   return {median_of(d), median_of(s), median_of(r)};
 }
 
-int64_t macs_per_image(Module& m, const Tensor& x1) {
+/// Multiply-adds per image of a forward over the batch x (the layers' dense or
+/// sparse choice depends on the batch size: ops::sparse_conv_max_density).
+int64_t macs_per_image(Module& m, const Tensor& x) {
   ops::MacCounter c;
-  m.forward(x1);
-  return c.total();
+  m.forward(x);
+  return c.total() / x.size(0);
 }
 
 uintmax_t file_bytes(const std::string& path) { return std::filesystem::file_size(path); }
@@ -248,11 +250,9 @@ cli::Json run_sparse_section(const SparseSettings& in) {
       Tensor x1 = Tensor::randn({1, 1, 28, 28}, gen);
       NoGradGuard no_grad;
       ops::set_sparse_mode(ops::SparseMode::kDense);
-      const int64_t dense_macs = macs_per_image(*model, x1);
-      model->forward(xb);
+      const int64_t dense_macs = macs_per_image(*model, xb);
       ops::set_sparse_mode(ops::SparseMode::kAuto);
-      const int64_t remain_macs = macs_per_image(*model, x1);
-      model->forward(xb);
+      const int64_t remain_macs = macs_per_image(*model, xb);
       const Paired tb =
           paired(s.pairs, [&] { return per_call(s.iters, [&] { model->forward(xb); }); });
       const Paired t1 =
