@@ -279,7 +279,12 @@ Tensor sparse_conv2d_fused(const Tensor& x, const Tensor& weight, const Tensor& 
     for (int64_t gi = 0; gi < groups; ++gi) {
       const int64_t nb = group_size(gi);
       const float* src = pack(L, xd, gi * group, nb);
-      parallel_for(0, L.OC, 1,
+      // Chunks of at least ~200k multiply-adds: below that a hand-off to the
+      // pool costs more than it saves (batch 1, ResNet-20 B at 90 %: 0.347 ->
+      // 0.326 ms on 2 threads). Rows are independent: results do not change.
+      constexpr int64_t kMinChunkMacs = 200'000;
+      const int64_t row_macs = std::max<int64_t>(1, rows.nnz() / L.OC * L.Q(nb));
+      parallel_for(0, L.OC, std::max<int64_t>(1, kMinChunkMacs / row_macs),
                    [&](int64_t oc0, int64_t oc1) { run_rows(src, gi * group, nb, oc0, oc1); });
     }
   }
