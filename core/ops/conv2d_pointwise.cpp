@@ -213,6 +213,39 @@ bool supports(const ConvGeometry& g) {
 
 namespace {
 
+/// A call's weights packed in blocks of B output channels (the kept copy
+/// when `version` is given, held for the call; else this thread's scratch)
+/// and the per-channel scale (1 without one) and shift (0 without one),
+/// padded to whole blocks. `layout` tells the kernels' packings apart in
+/// the kept-copy cache.
+struct Prepared {
+  std::shared_ptr<const std::vector<float>> kept;
+  const float *w, *scale, *shift;
+};
+
+Prepared prepare(const float* w, const ConvOutput& o, const ConvGeometry& g, int64_t B,
+                 int64_t layout, const ContentVersion* version) {
+  const int64_t C = g.C, blocks = (g.OC + B - 1) / B;
+  Prepared p{};
+  if (version) {
+    const PackedWeightKey key{*version, w, {C, g.OC, B, layout}};
+    p.kept = packed_weights(key, blocks * B * C, [&](float* dst) { pack_weights(w, g, B, dst); });
+    p.w = p.kept->data();
+  } else {
+    float* dst = weight_scratch().get(blocks * B * C);
+    pack_weights(w, g, B, dst);
+    p.w = dst;
+  }
+  float* scale = epilogue_scratch().get(2 * blocks * B);
+  float* shift = scale + blocks * B;
+  for (int64_t j = 0; j < blocks * B; ++j) {
+    scale[j] = j < g.OC && o.scale ? o.scale[j] : 1.f;
+    shift[j] = j < g.OC && o.shift ? o.shift[j] : 0.f;
+  }
+  p.scale = scale, p.shift = shift;
+  return p;
+}
+
 /// forward() and forward_rows(): x is NCHW (ld == 0, packed per panel) or
 /// one row of ld floats per column (read in place).
 void run(const float* x, int64_t ld, const float* w, const ConvOutput& o, const ConvGeometry& g,
@@ -220,24 +253,8 @@ void run(const float* x, int64_t ld, const float* w, const ConvOutput& o, const 
   const Kernel k = kernel_for(isa);
   const int64_t R = k.R, B = k.B, C = g.C;
   const int64_t blocks = (g.OC + B - 1) / B;
-  std::shared_ptr<const std::vector<float>> kept;  // the cached copy, held for this call
-  const float* wp = nullptr;
-  if (version) {
-    const PackedWeightKey key{*version, w, {C, g.OC, B, 0}};
-    kept = packed_weights(key, blocks * B * C, [&](float* dst) { pack_weights(w, g, B, dst); });
-    wp = kept->data();
-  } else {
-    float* dst = weight_scratch().get(blocks * B * C);
-    pack_weights(w, g, B, dst);
-    wp = dst;
-  }
-  // Per output channel: the scale (1 without one) and the shift (0 without one).
-  float* scale = epilogue_scratch().get(2 * blocks * B);
-  float* shift = scale + blocks * B;
-  for (int64_t j = 0; j < blocks * B; ++j) {
-    scale[j] = j < g.OC && o.scale ? o.scale[j] : 1.f;
-    shift[j] = j < g.OC && o.shift ? o.shift[j] : 0.f;
-  }
+  const Prepared prep = prepare(w, o, g, B, 0, version);
+  const float *wp = prep.w, *scale = prep.scale, *shift = prep.shift;
 
   const int64_t Q = g.N * g.P(), panels = (Q + R - 1) / R;
   const int64_t threads = in_parallel_region() ? 1 : num_threads();
@@ -324,23 +341,8 @@ void run_planes(const float* x, const float* w, const ConvOutput& o, const ConvG
                 float* out, const ContentVersion* version) {
   const int64_t C = g.C, P = g.P(), B = kPlaneJ;
   const int64_t blocks = (g.OC + B - 1) / B;
-  std::shared_ptr<const std::vector<float>> kept;
-  const float* wp = nullptr;
-  if (version) {
-    const PackedWeightKey key{*version, w, {C, g.OC, B, 1}};
-    kept = packed_weights(key, blocks * B * C, [&](float* dst) { pack_weights(w, g, B, dst); });
-    wp = kept->data();
-  } else {
-    float* dst = weight_scratch().get(blocks * B * C);
-    pack_weights(w, g, B, dst);
-    wp = dst;
-  }
-  float* scale = epilogue_scratch().get(2 * blocks * B);
-  float* shift = scale + blocks * B;
-  for (int64_t j = 0; j < blocks * B; ++j) {
-    scale[j] = j < g.OC && o.scale ? o.scale[j] : 1.f;
-    shift[j] = j < g.OC && o.shift ? o.shift[j] : 0.f;
-  }
+  const Prepared prep = prepare(w, o, g, B, 1, version);
+  const float *wp = prep.w, *scale = prep.scale, *shift = prep.shift;
   const int64_t tiles = (P + kPlaneTile - 1) / kPlaneTile;
   parallel_for(0, g.N * tiles, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
