@@ -115,7 +115,14 @@ float* pack_buffer(const ConvLayout& L) {
   const int64_t key[6] = {L.C, L.H, L.W, L.s, L.pad, L.group};
   for (Entry& e : entries)
     if (std::equal(key, key + 6, e.key)) return e.buf.data();
-  if (entries.size() >= 16) entries.erase(entries.begin());
+  // At most 16 layouts and 64 MiB per thread (large images): the oldest go.
+  constexpr size_t kMaxFloats = size_t{16} << 20;
+  size_t held = static_cast<size_t>(L.packed_floats());
+  for (const Entry& e : entries) held += e.buf.size();
+  while (!entries.empty() && (entries.size() >= 16 || held > kMaxFloats)) {
+    held -= entries.front().buf.size();
+    entries.erase(entries.begin());
+  }
   Entry& e = entries.emplace_back();
   std::copy(key, key + 6, e.key);
   e.buf.assign(static_cast<size_t>(L.packed_floats()), 0.f);
