@@ -214,7 +214,7 @@ cli::Json run_sparse_section(const SparseSettings& in) {
                  {"pairs", s.pairs},
                  {"iters", s.iters},
                  {"single", s.single},
-                 {"max_density", ops::kSparseMaxDensity},
+                 {"linear_max_density", ops::kSparseMaxDensity},
                  {"simd", ops::sparse::path_name(ops::sparse::active_path())},
                  {"models", cli::Json::array()}};
   for (const Subject& sub : subjects) {
