@@ -3,8 +3,10 @@
 // output and input channels pruned, every conv and linear geometry of
 // ResNet-20 B and MobileNetV1 on 28x28 inputs (the committed checkpoints),
 // batch 1 and > 1, the fused epilogue (scale, shift, residual, ReLU), 1 and 2
-// threads. Each value must be within 1e-5 relative to the sum of the
-// magnitudes of its terms.
+// threads, and odd geometries (strides 2 and 3, unpadded, 1x1 with padding).
+// Each value must be within 1e-5 relative to the sum of the magnitudes of its
+// terms. The packing row copies (sparse_pack.h) are checked on their own for
+// every length, step 1 and 2, nothing written outside the rows.
 //
 // The SIMD path comes from SPRUCE_SPARSE_PATH (portable, avx2, avx512; meson
 // runs one test per path). When the CPU lacks the path the test prints
