@@ -87,6 +87,28 @@ void grid_portable(const float* src, const int32_t* off, const float* val, int64
 #define SPRUCE_AVX512 __attribute__((target("avx512f,avx2,fma,popcnt")))
 #define SPRUCE_AVX2 __attribute__((target("avx2,fma,popcnt")))
 
+/// Where a grid tile starting at position q stores, for both SIMD paths: its
+/// blocks' entries of the map, the output and the epilogue. Identity (a null
+/// map): every position is an output at its own index, so out and the
+/// residual are taken from the tile's start instead.
+template <bool Identity>
+struct TileTarget {
+  const uint16_t* keep = nullptr;
+  const int32_t* at = nullptr;
+  float* out;
+  RowEpilogue e;
+
+  TileTarget(const GridMap& map, const RowEpilogue& epilogue, float* plane, int64_t q)
+      : out(plane), e(epilogue) {
+    if constexpr (Identity) {
+      out += q;
+      if (e.residual) e.residual += q;
+    } else {
+      keep = map.keep + q / 16, at = map.at + q / 16;
+    }
+  }
+};
+
 /// acc[i] = sum_j val[j] * src[off[j] + 16 i + lane] (the last vector masked
 /// by m when Tail).
 template <int NV, bool Tail>
@@ -142,10 +164,10 @@ SPRUCE_AVX512 void row_avx512(const float* src, const int32_t* off, const float*
 /// position is an output at its own index (out already at the tile's start).
 template <int NV, bool Tail, bool Identity>
 SPRUCE_AVX512 inline void grid_tile512(const float* src, const int32_t* off, const float* val,
-                                       int64_t nnz, __mmask16 m, const uint16_t* keep,
-                                       const int32_t* at, const RowEpilogue& e, float* out) {
+                                       int64_t nnz, __mmask16 m, const TileTarget<Identity>& t) {
   __m512 acc[NV];
   accumulate512<NV, Tail>(src, off, val, nnz, m, acc);
+  const RowEpilogue& e = t.e;
   const __m512 sc = _mm512_set1_ps(e.scale), sh = _mm512_set1_ps(e.shift);
 #pragma GCC unroll 8
   for (int i = 0; i < NV; ++i) {
@@ -153,15 +175,15 @@ SPRUCE_AVX512 inline void grid_tile512(const float* src, const int32_t* off, con
     __mmask16 lanes = (Tail && i == NV - 1) ? m : static_cast<__mmask16>(0xFFFF);
     int64_t o = 16 * i;
     if constexpr (!Identity) {
-      const __mmask16 k = keep[i];
-      lanes = static_cast<__mmask16>((1u << _mm_popcnt_u32(k)) - 1), o = at[i];
+      const __mmask16 k = t.keep[i];
+      lanes = static_cast<__mmask16>((1u << _mm_popcnt_u32(k)) - 1), o = t.at[i];
       if (k != 0xFFFF) r = _mm512_maskz_compress_ps(k, r);  // wide planes keep most blocks whole
     }
     if (e.residual) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(lanes, e.residual + o));
     // max(0, r): a NaN sum stays NaN, as in the portable path (max_ps returns
     // its second operand then).
     if (e.relu) r = _mm512_maskz_max_ps(0xFFFF, _mm512_setzero_ps(), r);
-    _mm512_mask_storeu_ps(out + o, lanes, r);
+    _mm512_mask_storeu_ps(t.out + o, lanes, r);
   }
 }
 
@@ -170,28 +192,20 @@ SPRUCE_AVX512 void grid_run512(const float* src, const int32_t* off, const float
                                int64_t q0, int64_t q1, const GridMap& map, const RowEpilogue& e,
                                float* out) {
   using Tile = void (*)(const float*, const int32_t*, const float*, int64_t, __mmask16,
-                        const uint16_t*, const int32_t*, const RowEpilogue&, float*);
+                        const TileTarget<Identity>&);
   static constexpr Tile kTails[8] = {
       grid_tile512<1, true, Identity>, grid_tile512<2, true, Identity>,
       grid_tile512<3, true, Identity>, grid_tile512<4, true, Identity>,
       grid_tile512<5, true, Identity>, grid_tile512<6, true, Identity>,
       grid_tile512<7, true, Identity>, grid_tile512<8, true, Identity>};
-  const auto keep = [&](int64_t q) { return Identity ? nullptr : map.keep + q / 16; };
-  const auto at = [&](int64_t q) { return Identity ? nullptr : map.at + q / 16; };
-  const auto dst = [&](int64_t q) { return Identity ? out + q : out; };
-  // Identity tiles index out and the residual from the tile's start.
-  const auto ep = [&](int64_t q) {
-    RowEpilogue t = e;
-    if (Identity && t.residual) t.residual += q;
-    return t;
-  };
   int64_t q = q0;
   for (; q + 128 <= q1; q += 128)
-    grid_tile512<8, false, Identity>(src + q, off, val, nnz, 0, keep(q), at(q), ep(q), dst(q));
+    grid_tile512<8, false, Identity>(src + q, off, val, nnz, 0,
+                                     TileTarget<Identity>(map, e, out, q));
   const int64_t rem = q1 - q;
   if (rem == 0) return;
   const __mmask16 m = static_cast<__mmask16>(rem % 16 ? (1u << (rem % 16)) - 1 : 0xFFFFu);
-  kTails[(rem + 15) / 16 - 1](src + q, off, val, nnz, m, keep(q), at(q), ep(q), dst(q));
+  kTails[(rem + 15) / 16 - 1](src + q, off, val, nnz, m, TileTarget<Identity>(map, e, out, q));
 }
 
 SPRUCE_AVX512 void grid_avx512(const float* src, const int32_t* off, const float* val, int64_t nnz,
@@ -269,10 +283,10 @@ constexpr std::array<std::array<int32_t, 8>, 256> kCompress8 = [] {
 /// The AVX2 grid tile: NV vectors of 8 positions, two per block of 16.
 template <int NV, bool Tail, bool Identity>
 SPRUCE_AVX2 inline void grid_tile256(const float* src, const int32_t* off, const float* val,
-                                     int64_t nnz, __m256i m, const uint16_t* keep,
-                                     const int32_t* at, const RowEpilogue& e, float* out) {
+                                     int64_t nnz, __m256i m, const TileTarget<Identity>& t) {
   __m256 acc[NV];
   accumulate256<NV, Tail>(src, off, val, nnz, m, acc);
+  const RowEpilogue& e = t.e;
   const __m256 sc = _mm256_set1_ps(e.scale), sh = _mm256_set1_ps(e.shift);
 #pragma GCC unroll 8
   for (int i = 0; i < NV; ++i) {
@@ -280,9 +294,9 @@ SPRUCE_AVX2 inline void grid_tile256(const float* src, const int32_t* off, const
     __m256i lanes = (Tail && i == NV - 1) ? m : _mm256_set1_epi32(-1);
     int64_t o = 8 * i;
     if constexpr (!Identity) {
-      const unsigned block = keep[i / 2];
+      const unsigned block = t.keep[i / 2];
       const unsigned k = i % 2 ? block >> 8 : block & 0xFFu;
-      o = at[i / 2] + (i % 2 ? _mm_popcnt_u32(block & 0xFFu) : 0);
+      o = t.at[i / 2] + (i % 2 ? _mm_popcnt_u32(block & 0xFFu) : 0);
       lanes = first_lanes(_mm_popcnt_u32(k));
       if (k != 0xFF)
         r = _mm256_permutevar8x32_ps(
@@ -290,7 +304,7 @@ SPRUCE_AVX2 inline void grid_tile256(const float* src, const int32_t* off, const
     }
     if (e.residual) r = _mm256_add_ps(r, _mm256_maskload_ps(e.residual + o, lanes));
     if (e.relu) r = _mm256_max_ps(_mm256_setzero_ps(), r);  // NaN stays NaN
-    _mm256_maskstore_ps(out + o, lanes, r);
+    _mm256_maskstore_ps(t.out + o, lanes, r);
   }
 }
 
@@ -299,29 +313,20 @@ SPRUCE_AVX2 void grid_run256(const float* src, const int32_t* off, const float* 
                              int64_t q0, int64_t q1, const GridMap& map, const RowEpilogue& e,
                              float* out) {
   using Tile = void (*)(const float*, const int32_t*, const float*, int64_t, __m256i,
-                        const uint16_t*, const int32_t*, const RowEpilogue&, float*);
+                        const TileTarget<Identity>&);
   static constexpr Tile kTails[8] = {
       grid_tile256<1, true, Identity>, grid_tile256<2, true, Identity>,
       grid_tile256<3, true, Identity>, grid_tile256<4, true, Identity>,
       grid_tile256<5, true, Identity>, grid_tile256<6, true, Identity>,
       grid_tile256<7, true, Identity>, grid_tile256<8, true, Identity>};
-  const auto keep = [&](int64_t q) { return Identity ? nullptr : map.keep + q / 16; };
-  const auto at = [&](int64_t q) { return Identity ? nullptr : map.at + q / 16; };
-  const auto dst = [&](int64_t q) { return Identity ? out + q : out; };
-  // Identity tiles index out and the residual from the tile's start.
-  const auto ep = [&](int64_t q) {
-    RowEpilogue t = e;
-    if (Identity && t.residual) t.residual += q;
-    return t;
-  };
   int64_t q = q0;
   for (; q + 64 <= q1; q += 64)
-    grid_tile256<8, false, Identity>(src + q, off, val, nnz, __m256i{}, keep(q), at(q), ep(q),
-                                     dst(q));
+    grid_tile256<8, false, Identity>(src + q, off, val, nnz, __m256i{},
+                                     TileTarget<Identity>(map, e, out, q));
   const int64_t rem = q1 - q;
   if (rem == 0) return;
   const __m256i m = first_lanes(static_cast<int>(rem % 8 ? rem % 8 : 8));
-  kTails[(rem + 7) / 8 - 1](src + q, off, val, nnz, m, keep(q), at(q), ep(q), dst(q));
+  kTails[(rem + 7) / 8 - 1](src + q, off, val, nnz, m, TileTarget<Identity>(map, e, out, q));
 }
 
 SPRUCE_AVX2 void grid_avx2(const float* src, const int32_t* off, const float* val, int64_t nnz,
