@@ -1,26 +1,30 @@
-// Winograd F(2x2, 3x3) forward and weight gradient (see conv2d_winograd.h).
+// Winograd F(4x4, 3x3) forward and weight gradient (see conv2d_winograd.h).
 //
-// With d a 4x4 input patch, g a 3x3 kernel and the matrices of Lavin and
-// Gray (2015),
-//   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],  G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
-//   A^T = [1 1 1 0; 0 1 -1 -1],
-// the 2x2 outputs of the patch are Y = A^T [(G g G^T) .* (B^T d B)] A. Summed
-// over input channels, the elementwise product becomes, for each of the 16
-// positions xi of the 4x4 transformed patch, a product of matrices:
-//   M[xi][t][oc] = sum_c U[xi][c][oc] V[xi][t][c]      (t: a 2x2 output tile)
+// With d a 6x6 input patch, g a 3x3 kernel and the matrices of Lavin and
+// Gray (2015) for F(4, 3) (interpolation points 0, +-1, +-2 and infinity),
+//   B^T = [4  0 -5  0 1 0;  0 -4 -4  1 1 0;  0  4 -4 -1 1 0;
+//          0 -2 -1  2 1 0;  0  2 -1 -2 1 0;  0  4  0 -5 0 1],
+//   G   = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1],
+//   A^T = [1 1 1 1 1 0;  0 1 -1 2 -2 0;  0 1 1 4 4 0;  0 1 -1 8 -8 1],
+// the 4x4 outputs of the patch are Y = A^T [(G g G^T) .* (B^T d B)] A. Summed
+// over input channels, the elementwise product becomes, for each of the 36
+// positions xi of the 6x6 transformed patch, a product of matrices:
+//   M[xi][t][oc] = sum_c U[xi][c][oc] V[xi][t][c]      (t: a 4x4 output tile)
 // One code for both vector widths: Vec is L = 16 float lanes on AVX-512 and
 // L = 8 on AVX2, and every buffer holds L channels per pixel vector. Per sample:
 //   1. x (NCHW) -> X, zero-padded, L channels per pixel vector (8x8 transposes);
-//   2. V = B^T d B for every tile, L channels a vector;
-//   3. the 16 products above, on up to Vec::kTiles tiles x Vec::kOut output
+//   2. V = B^T d B for every tile, L channels a vector (each 6-point transform
+//      of a column, then of a row, is input_1d);
+//   3. the 36 products above, on up to Vec::kTiles tiles x Vec::kOut output
 //      vectors in registers (per input channel kOut weight loads and, per
 //      tile, a broadcast and kOut FMAs);
-//   4. Y = A^T M A + shift, L output channels a vector, into two output rows
+//   4. Y = A^T M A + shift, L output channels a vector, into four output rows
 //      of [pixel][L], which go back to NCHW through lanes::untranspose (with
 //      the residual and ReLU of a fused conv).
-// Layouts (floats): X [CB][Hx][Wx][L], V [16][CB][TB][L], M [16][OB][TB][L],
-// U [16][OB][C][L], with CB = C / L, OB = OC / L, and V and M for a block of
-// TB tiles (whole tile rows, about 16 tiles: V and M stay in the L1 cache).
+// Layouts (floats): X [CB][Hx][Wx][L], V [36][CB][TB][L], M [36][OB][TB][L],
+// U [36][OB][C][L], with CB = C / L, OB = OC / L, and V and M for a block of
+// TB tiles (whole tile rows, about 16 tiles). Planes whose sides are not
+// multiples of 4 are padded with zeros to whole tiles (14x14: 16x16).
 // Every output element is summed in the same order whatever the width, so
 // the two builds agree up to the rounding of their FMAs (both fuse).
 #include "conv2d_winograd.h"
@@ -70,14 +74,54 @@ struct Vec {
 using VT = Vec::T;
 constexpr int64_t L = Vec::L;
 
+/// Tile geometry: each tile yields kM x kM outputs from a kA x kA input
+/// patch; kXi products per (input, output) channel pair and tile.
+constexpr int kM = 4, kA = kM + 2, kXi = kA * kA;
+
+/// c a + b, c a constant.
+inline VT axpy(float c, VT a, VT b) { return Vec::fmadd(Vec::set1(c), a, b); }
+
+/// r = B^T d for one column d of a patch (6 values; see the file comment).
+inline void input_1d(const VT d[kA], VT r[kA]) {
+  const VT t0 = axpy(-4.f, d[2], d[4]), t1 = axpy(-4.f, d[1], d[3]);
+  const VT t2 = Vec::sub(d[4], d[2]), t3 = Vec::add(Vec::sub(d[3], d[1]), Vec::sub(d[3], d[1]));
+  r[0] = axpy(4.f, d[0], axpy(-5.f, d[2], d[4]));
+  r[1] = Vec::add(t0, t1), r[2] = Vec::sub(t0, t1);
+  r[3] = Vec::add(t2, t3), r[4] = Vec::sub(t2, t3);
+  r[5] = axpy(4.f, d[1], axpy(-5.f, d[3], d[5]));
+}
+
+/// y = A^T m for one column m of a transformed product (6 values -> 4).
+inline void output_1d(const VT m[kA], VT y[kM]) {
+  const VT a = Vec::add(m[1], m[2]), b = Vec::sub(m[1], m[2]);
+  const VT c = Vec::add(m[3], m[4]), d = Vec::sub(m[3], m[4]);
+  y[0] = Vec::add(Vec::add(m[0], a), c);
+  y[1] = axpy(2.f, d, b);
+  y[2] = axpy(4.f, c, a);
+  y[3] = Vec::add(axpy(8.f, d, b), m[5]);
+}
+
+/// e = A D for one column D of an output-gradient tile (4 values -> 6), the
+/// adjoint of output_1d.
+inline void gradient_1d(const VT d[kM], VT e[kA]) {
+  const VT p = Vec::add(d[0], d[2]), q = Vec::add(d[1], d[3]);
+  const VT r = axpy(4.f, d[2], d[0]), s = axpy(8.f, d[3], Vec::add(d[1], d[1]));
+  e[0] = d[0];
+  e[1] = Vec::add(p, q), e[2] = Vec::sub(p, q);
+  e[3] = Vec::add(r, s), e[4] = Vec::sub(r, s);
+  e[5] = d[3];
+}
+
 struct Plan {
   int64_t C, H, W, OC, CB, OB, TH, TW, Hx, Wx;
   int64_t RB, TB;           // tile rows per block, tiles per block: V and M hold one block
   std::vector<int32_t> at;  // [H * W]: pixel l's vector in a padded buffer, in floats
   explicit Plan(const ConvGeometry& g)
       : C(g.C), H(g.H), W(g.W), OC(g.OC), CB(g.C / L), OB(g.OC / L) {
-    TH = (H + 1) / 2, TW = (W + 1) / 2;
-    Hx = 2 * TH + 2, Wx = 2 * TW + 2;  // one row / column of padding before, the rest after
+    TH = (H + kM - 1) / kM, TW = (W + kM - 1) / kM;
+    // One row / column of padding before, the rest after: the last tile's
+    // patch ends at kM T + 1.
+    Hx = kM * TH + 2, Wx = kM * TW + 2;
     RB = std::clamp<int64_t>(16 / TW, 1, TH), TB = RB * TW;
     at.resize(static_cast<size_t>(H * W));
     for (int64_t l = 0; l < H * W; ++l)
@@ -86,24 +130,30 @@ struct Plan {
 };
 
 /// U[xi][ob][c][L] = (G g G^T)[xi] of w[oc, c] times scale[oc] (null: 1);
-/// U holds 16 OC C floats.
+/// U holds kXi OC C floats.
 void transform_weights(const float* w, const float* scale, const Plan& pl, float* U) {
+  // G's rows applied to three values.
+  auto g6 = [](float a, float b, float c, float r[kA]) {
+    r[0] = a / 4;
+    r[1] = -(a + b + c) / 6, r[2] = -(a - b + c) / 6;
+    r[3] = a / 24 + b / 12 + c / 6, r[4] = a / 24 - b / 12 + c / 6;
+    r[5] = c;
+  };
   for (int64_t oc = 0; oc < pl.OC; ++oc)
     for (int64_t c = 0; c < pl.C; ++c) {
       const float* k = w + (oc * pl.C + c) * 9;
       const float a = scale ? scale[oc] : 1.f;
-      float gk[4][3];  // G g
+      float gk[kA][3];  // G g, a column at a time
       for (int j = 0; j < 3; ++j) {
-        gk[0][j] = k[j];
-        gk[1][j] = 0.5f * (k[j] + k[3 + j] + k[6 + j]);
-        gk[2][j] = 0.5f * (k[j] - k[3 + j] + k[6 + j]);
-        gk[3][j] = k[6 + j];
+        float col[kA];
+        g6(k[j], k[3 + j], k[6 + j], col);
+        for (int i = 0; i < kA; ++i) gk[i][j] = col[i];
       }
-      for (int i = 0; i < 4; ++i) {
-        const float u[4] = {gk[i][0], 0.5f * (gk[i][0] + gk[i][1] + gk[i][2]),
-                            0.5f * (gk[i][0] - gk[i][1] + gk[i][2]), gk[i][2]};
-        for (int j = 0; j < 4; ++j)
-          U[(((i * 4 + j) * pl.OB + oc / L) * pl.C + c) * L + oc % L] = u[j] * a;
+      for (int i = 0; i < kA; ++i) {  // (G g) G^T
+        float u[kA];
+        g6(gk[i][0], gk[i][1], gk[i][2], u);
+        for (int j = 0; j < kA; ++j)
+          U[(((i * kA + j) * pl.OB + oc / L) * pl.C + c) * L + oc % L] = u[j] * a;
       }
     }
 }
@@ -127,21 +177,21 @@ void transform_input(const float* X, const Plan& pl, int64_t ty0, int64_t ty1, f
   for (int64_t cb = 0; cb < pl.CB; ++cb)
     for (int64_t ty = ty0; ty < ty1; ++ty)
       for (int64_t tx = 0; tx < pl.TW; ++tx) {
-        const float* d = X + ((cb * pl.Hx + 2 * ty) * pl.Wx + 2 * tx) * L;
-        VT a[4][4];  // B^T d
-        for (int j = 0; j < 4; ++j) {
-          const VT d0 = Vec::load(d + j * L), d1 = Vec::load(d + (pl.Wx + j) * L);
-          const VT d2 = Vec::load(d + (2 * pl.Wx + j) * L);
-          const VT d3 = Vec::load(d + (3 * pl.Wx + j) * L);
-          a[0][j] = Vec::sub(d0, d2), a[1][j] = Vec::add(d1, d2);
-          a[2][j] = Vec::sub(d2, d1), a[3][j] = Vec::sub(d1, d3);
+        const float* d = X + ((cb * pl.Hx + kM * ty) * pl.Wx + kM * tx) * L;
+        VT a[kA][kA];  // B^T d, a column at a time
+#pragma GCC unroll 6
+        for (int j = 0; j < kA; ++j) {
+          VT col[kA], r[kA];
+          for (int k = 0; k < kA; ++k) col[k] = Vec::load(d + (k * pl.Wx + j) * L);
+          input_1d(col, r);
+          for (int i = 0; i < kA; ++i) a[i][j] = r[i];
         }
         float* v = V + (cb * pl.TB + (ty - ty0) * pl.TW + tx) * L;
-        for (int i = 0; i < 4; ++i) {  // (B^T d) B
-          Vec::store(v + (i * 4 + 0) * xi_stride, Vec::sub(a[i][0], a[i][2]));
-          Vec::store(v + (i * 4 + 1) * xi_stride, Vec::add(a[i][1], a[i][2]));
-          Vec::store(v + (i * 4 + 2) * xi_stride, Vec::sub(a[i][2], a[i][1]));
-          Vec::store(v + (i * 4 + 3) * xi_stride, Vec::sub(a[i][1], a[i][3]));
+#pragma GCC unroll 6
+        for (int i = 0; i < kA; ++i) {  // (B^T d) B
+          VT r[kA];
+          input_1d(a[i], r);
+          for (int j = 0; j < kA; ++j) Vec::store(v + (i * kA + j) * xi_stride, r[j]);
         }
       }
 }
@@ -182,11 +232,11 @@ constexpr std::array<MultiplyFn, sizeof...(NT)> multiply_table(std::integer_sequ
 /// kMultiply[nt - 1] multiplies nt tiles, 1 <= nt <= Vec::kTiles.
 constexpr auto kMultiply = multiply_table(std::make_integer_sequence<int, Vec::kTiles>());
 
-/// M = U V for the 16 positions, all output-channel blocks and the nt
+/// M = U V for the kXi positions, all output-channel blocks and the nt
 /// tiles of a block.
 void multiply(const float* U, const float* V, const Plan& pl, int64_t nt_all, float* M) {
   const int64_t cb_stride = pl.TB * L;
-  for (int64_t xi = 0; xi < 16; ++xi)
+  for (int64_t xi = 0; xi < kXi; ++xi)
     for (int64_t ob = 0; ob < pl.OB; ob += Vec::kOut) {  // OB is a multiple of kOut
       const float* u = U + (xi * pl.OB + ob) * pl.C * L;
       float* m = M + (xi * pl.OB + ob) * pl.TB * L;
@@ -203,35 +253,34 @@ void multiply(const float* U, const float* V, const Plan& pl, int64_t nt_all, fl
 }
 
 /// out[n] = A^T M A + shift for the tile rows [ty0, ty1), finished by o
-/// (residual, ReLU), in NCHW: one tile row at a time through two
+/// (residual, ReLU), in NCHW: one tile row at a time through kM
 /// [pixel][L] rows R.
 void transform_output(const float* M, const Plan& pl, const ConvOutput& o, int64_t n, int64_t ty0,
                       int64_t ty1, float* R, float* out) {
-  const int64_t P = pl.H * pl.W, xi_stride = pl.OB * pl.TB * L, rw = 2 * pl.TW * L;
+  const int64_t P = pl.H * pl.W, xi_stride = pl.OB * pl.TB * L, rw = kM * pl.TW * L;
   for (int64_t ob = 0; ob < pl.OB; ++ob) {
     const VT shift = o.shift ? Vec::load(o.shift + ob * L) : Vec::zero();
     for (int64_t ty = ty0; ty < ty1; ++ty) {
       for (int64_t tx = 0; tx < pl.TW; ++tx) {
         const float* m = M + (ob * pl.TB + (ty - ty0) * pl.TW + tx) * L;
-        VT s[2][4];  // A^T M
-        for (int j = 0; j < 4; ++j) {
-          const VT m0 = Vec::load(m + j * xi_stride);
-          const VT m1 = Vec::load(m + (4 + j) * xi_stride);
-          const VT m2 = Vec::load(m + (8 + j) * xi_stride);
-          const VT m3 = Vec::load(m + (12 + j) * xi_stride);
-          s[0][j] = Vec::add(Vec::add(m0, m1), m2);
-          s[1][j] = Vec::sub(Vec::sub(m1, m2), m3);
+        VT s[kM][kA];  // A^T M, a column at a time
+#pragma GCC unroll 6
+        for (int j = 0; j < kA; ++j) {
+          VT col[kA], y[kM];
+          for (int k = 0; k < kA; ++k) col[k] = Vec::load(m + (k * kA + j) * xi_stride);
+          output_1d(col, y);
+          for (int i = 0; i < kM; ++i) s[i][j] = y[i];
         }
-        for (int i = 0; i < 2; ++i) {  // (A^T M) A + shift
-          float* r = R + i * rw + 2 * tx * L;
-          const VT y0 = Vec::add(Vec::add(s[i][0], s[i][1]), s[i][2]);
-          const VT y1 = Vec::sub(Vec::sub(s[i][1], s[i][2]), s[i][3]);
-          Vec::store(r, Vec::add(y0, shift));
-          Vec::store(r + L, Vec::add(y1, shift));
+#pragma GCC unroll 4
+        for (int i = 0; i < kM; ++i) {  // (A^T M) A + shift
+          VT y[kM];
+          output_1d(s[i], y);
+          float* r = R + i * rw + kM * tx * L;
+          for (int j = 0; j < kM; ++j) Vec::store(r + j * L, Vec::add(y[j], shift));
         }
       }
-      for (int64_t i = 0; i < 2 && 2 * ty + i < pl.H; ++i) {
-        const int64_t at = (n * pl.OC + ob * L) * P + (2 * ty + i) * pl.W;
+      for (int64_t i = 0; i < kM && kM * ty + i < pl.H; ++i) {
+        const int64_t at = (n * pl.OC + ob * L) * P + (kM * ty + i) * pl.W;
         lanes::untranspose<false, L>(R + i * rw, pl.W, L, out + at, P, o,
                                      o.residual ? o.residual + at : nullptr);
       }
@@ -240,13 +289,13 @@ void transform_output(const float* M, const Plan& pl, const ConvOutput& o, int64
 }
 
 // Weight gradient. The forward is linear in g, Y = A^T [(G g G^T) .* V] A,
-// so its adjoint gives, per tile with output gradient D (2x2),
+// so its adjoint gives, per tile with output gradient D (kM x kM),
 //   dg = G^T [(A D A^T) .* V] G,
-// and summed over tiles and samples, for each of the 16 positions xi,
+// and summed over tiles and samples, for each of the kXi positions xi,
 //   S[xi][c][oc] = sum_t V[xi][t][c] Z[xi][t][oc],   Z = A D A^T,
 // a product whose long dimension (tiles x samples) is summed over; dW =
 // G^T S G once at the end. Layouts: D [OB][Hx][Wx][L] (the output gradient
-// as pixel vectors, zero past OH x OW), Z [16][OB][TB][L], S [16][OB][C][L].
+// as pixel vectors, zero past OH x OW), Z [kXi][OB][TB][L], S [kXi][OB][C][L].
 
 /// Z[xi][ob][t] = (A D A^T)[xi] for the tiles of the tile rows [ty0, ty1).
 void transform_gradient(const float* D, const Plan& pl, int64_t ty0, int64_t ty1, float* Z) {
@@ -254,21 +303,20 @@ void transform_gradient(const float* D, const Plan& pl, int64_t ty0, int64_t ty1
   for (int64_t ob = 0; ob < pl.OB; ++ob)
     for (int64_t ty = ty0; ty < ty1; ++ty)
       for (int64_t tx = 0; tx < pl.TW; ++tx) {
-        // The tile's outputs (2 ty + k, 2 tx + l) sit at D[1 + 2 ty + k][1 + 2 tx + l].
-        const float* d = D + ((ob * pl.Hx + 1 + 2 * ty) * pl.Wx + 1 + 2 * tx) * L;
-        const VT d00 = Vec::load(d), d01 = Vec::load(d + L);
-        const VT d10 = Vec::load(d + pl.Wx * L), d11 = Vec::load(d + (pl.Wx + 1) * L);
-        // A D: rows D0, D0 + D1, D0 - D1, -D1 (two columns each)
-        const VT e[4][2] = {{d00, d01},
-                            {Vec::add(d00, d10), Vec::add(d01, d11)},
-                            {Vec::sub(d00, d10), Vec::sub(d01, d11)},
-                            {Vec::sub(Vec::zero(), d10), Vec::sub(Vec::zero(), d11)}};
+        // The tile's outputs (kM ty + k, kM tx + l) sit at D[1 + kM ty + k][1 + kM tx + l].
+        const float* d = D + ((ob * pl.Hx + 1 + kM * ty) * pl.Wx + 1 + kM * tx) * L;
+        VT e[kA][kM];  // A D, a column at a time
+        for (int l = 0; l < kM; ++l) {
+          VT col[kM], r[kA];
+          for (int k = 0; k < kM; ++k) col[k] = Vec::load(d + (k * pl.Wx + l) * L);
+          gradient_1d(col, r);
+          for (int i = 0; i < kA; ++i) e[i][l] = r[i];
+        }
         float* z = Z + (ob * pl.TB + (ty - ty0) * pl.TW + tx) * L;
-        for (int i = 0; i < 4; ++i) {  // (A D) A^T: columns e0, e0 + e1, e0 - e1, -e1
-          Vec::store(z + (i * 4 + 0) * xi_stride, e[i][0]);
-          Vec::store(z + (i * 4 + 1) * xi_stride, Vec::add(e[i][0], e[i][1]));
-          Vec::store(z + (i * 4 + 2) * xi_stride, Vec::sub(e[i][0], e[i][1]));
-          Vec::store(z + (i * 4 + 3) * xi_stride, Vec::sub(Vec::zero(), e[i][1]));
+        for (int i = 0; i < kA; ++i) {  // (A D) A^T
+          VT r[kA];
+          gradient_1d(e[i], r);
+          for (int j = 0; j < kA; ++j) Vec::store(z + (i * kA + j) * xi_stride, r[j]);
         }
       }
 }
@@ -300,22 +348,29 @@ void accumulate_tiles(const float* v, const float* z, int64_t z_stride, int64_t 
 
 /// dw[oc][c] += G^T S[.][c][oc] G (3x3) for every channel pair.
 void add_weight_gradient(const float* S, const Plan& pl, float* dw) {
+  // G^T's rows applied to six values.
+  auto gt3 = [](const float m[kA], float r[3]) {
+    r[0] = m[0] / 4 - (m[1] + m[2]) / 6 + (m[3] + m[4]) / 24;
+    r[1] = (m[2] - m[1]) / 6 + (m[3] - m[4]) / 12;
+    r[2] = (m[3] + m[4]) / 6 - (m[1] + m[2]) / 6 + m[5];
+  };
   for (int64_t oc = 0; oc < pl.OC; ++oc)
     for (int64_t c = 0; c < pl.C; ++c) {
-      float m[4][4];
-      for (int xi = 0; xi < 16; ++xi)
-        m[xi / 4][xi % 4] = S[((xi * pl.OB + oc / L) * pl.C + c) * L + oc % L];
-      float r[3][4];  // G^T m: rows m0 + (m1 + m2) / 2, (m1 - m2) / 2, (m1 + m2) / 2 + m3
-      for (int j = 0; j < 4; ++j) {
-        r[0][j] = m[0][j] + 0.5f * (m[1][j] + m[2][j]);
-        r[1][j] = 0.5f * (m[1][j] - m[2][j]);
-        r[2][j] = 0.5f * (m[1][j] + m[2][j]) + m[3][j];
+      float m[kA][kA];
+      for (int xi = 0; xi < kXi; ++xi)
+        m[xi / kA][xi % kA] = S[((xi * pl.OB + oc / L) * pl.C + c) * L + oc % L];
+      float r[3][kA];  // G^T m, a column at a time
+      for (int j = 0; j < kA; ++j) {
+        float col[kA], y[3];
+        for (int i = 0; i < kA; ++i) col[i] = m[i][j];
+        gt3(col, y);
+        for (int i = 0; i < 3; ++i) r[i][j] = y[i];
       }
       float* k = dw + (oc * pl.C + c) * 9;
       for (int i = 0; i < 3; ++i) {  // (G^T m) G
-        k[i * 3 + 0] += r[i][0] + 0.5f * (r[i][1] + r[i][2]);
-        k[i * 3 + 1] += 0.5f * (r[i][1] - r[i][2]);
-        k[i * 3 + 2] += 0.5f * (r[i][1] + r[i][2]) + r[i][3];
+        float y[3];
+        gt3(r[i], y);
+        for (int j = 0; j < 3; ++j) k[i * 3 + j] += y[j];
       }
     }
 }
@@ -334,14 +389,14 @@ void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeom
              int64_t n_lo, int64_t n_hi, float* out) {
   const Plan pl(g);
   thread_local std::vector<float> ubuf;  // the calling thread's; the tasks only read it
-  float* U = lanes::zeroed_scratch(ubuf, 16 * pl.OC * pl.C);
+  float* U = lanes::zeroed_scratch(ubuf, kXi * pl.OC * pl.C);
   transform_weights(w, o.scale, pl, U);
   auto run = [&](int64_t lo, int64_t hi) {
     thread_local std::vector<float> xbuf, vbuf, mbuf, rbuf;
     float* X = lanes::zeroed_scratch(xbuf, pl.CB * pl.Hx * pl.Wx * L);  // border stays zero
-    float* V = lanes::zeroed_scratch(vbuf, 16 * pl.CB * pl.TB * L);
-    float* M = lanes::zeroed_scratch(mbuf, 16 * pl.OB * pl.TB * L);
-    float* R = lanes::zeroed_scratch(rbuf, 2 * 2 * pl.TW * L);
+    float* V = lanes::zeroed_scratch(vbuf, kXi * pl.CB * pl.TB * L);
+    float* M = lanes::zeroed_scratch(mbuf, kXi * pl.OB * pl.TB * L);
+    float* R = lanes::zeroed_scratch(rbuf, kM * kM * pl.TW * L);
     for (int64_t n = lo; n < hi; ++n) {
       fill(x + n * pl.C * pl.H * pl.W, pl.CB, pl, X);
       for (int64_t ty0 = 0; ty0 < pl.TH;
@@ -367,14 +422,14 @@ void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int6
   constexpr int64_t NO = Vec::kGradOut;  // OB is a multiple
   const int64_t tasks = in_parallel_region() ? 1 : pl.OB / NO;
   thread_local std::vector<float> sbuf;  // the calling thread's; tasks write disjoint blocks
-  float* S = lanes::zeroed_scratch(sbuf, 16 * pl.OB * pl.C * L);
+  float* S = lanes::zeroed_scratch(sbuf, kXi * pl.OB * pl.C * L);
   parallel_for(0, tasks, 1, [&](int64_t k0, int64_t k1) {
     const int64_t ob0 = tasks == 1 ? 0 : k0 * NO, ob1 = tasks == 1 ? pl.OB : k1 * NO;
     thread_local std::vector<float> xbuf, dbuf, vbuf, zbuf;
     float* X = lanes::zeroed_scratch(xbuf, pl.CB * pl.Hx * pl.Wx * L);
     float* D = lanes::zeroed_scratch(dbuf, pl.OB * pl.Hx * pl.Wx * L);
-    float* V = lanes::zeroed_scratch(vbuf, 16 * pl.CB * pl.TB * L);
-    float* Z = lanes::zeroed_scratch(zbuf, 16 * pl.OB * pl.TB * L);
+    float* V = lanes::zeroed_scratch(vbuf, kXi * pl.CB * pl.TB * L);
+    float* Z = lanes::zeroed_scratch(zbuf, kXi * pl.OB * pl.TB * L);
     for (int64_t n = n_lo; n < n_hi; ++n) {
       fill(x + n * pl.C * pl.H * pl.W, pl.CB, pl, X);
       fill(d_out + n * pl.OC * pl.H * pl.W, pl.OB, pl, D);
@@ -382,7 +437,7 @@ void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int6
         const int64_t ty1 = std::min(pl.TH, ty0 + pl.RB), nt = (ty1 - ty0) * pl.TW;
         transform_input(X, pl, ty0, ty1, V);
         transform_gradient(D, pl, ty0, ty1, Z);
-        for (int64_t xi = 0; xi < 16; ++xi)
+        for (int64_t xi = 0; xi < kXi; ++xi)
           for (int64_t ob = ob0; ob < ob1; ob += NO)
             for (int64_t c = 0; c < pl.C; c += Vec::kGradC)
               accumulate_tiles(V + (xi * pl.CB + c / L) * pl.TB * L + c % L,

@@ -1,14 +1,18 @@
-// Winograd F(2x2, 3x3) for the dense 3x3 stride-1 convs of ResNets, used by
+// Winograd F(4x4, 3x3) for the dense 3x3 stride-1 convs of ResNets, used by
 // core/ops/conv2d.cpp in place of the direct kernels in builds with AVX2 +
 // FMA (8 channels a vector) or AVX-512 (16): the forward, d_input (the forward of the adjoint conv,
 // again 3x3 pad 1) and d_weight (the adjoint of the transforms).
 //
 // The direct kernel already runs these convs at about the machine's sgemm
-// rate, so the only way to go faster is to do fewer multiply-adds: each 2x2
-// block of outputs is computed from a 4x4 input patch with 16 products per
-// (input, output) channel pair instead of 36, 2.25x fewer. The transforms
-// are additions, done a vector of channels at a time. The results differ from the
-// direct sum by rounding only (a few float ulps of the inputs' scale).
+// rate, so the only way to go faster is to do fewer multiply-adds: each 4x4
+// block of outputs is computed from a 6x6 input patch with 36 products per
+// (input, output) channel pair instead of 144, 4x fewer (F(2x2, 3x3), used
+// until 2026-12-05, saves 2.25x; with ResNet-20's 16-64 channels the
+// transforms, additions done a vector of channels at a time, cost about as
+// much as the products, and F(4x4) made the convs 1.1-1.3x faster). The
+// results differ from the direct sum by rounding only: its coefficients (up
+// to 8, and 1/24) make that a few times the direct sum's, ~1e-5 of the
+// outputs' scale.
 #pragma once
 
 #include <cstdint>

@@ -1,9 +1,10 @@
-// The Winograd F(2x2, 3x3) forward (core/ops/conv2d_winograd) against a
-// double-precision direct sum: exact on small integers (its transforms only
-// halve, so every intermediate is exact), within float rounding on random
-// data, with odd and even planes, several channel blocks, the fused epilogue
-// (scale, shift, residual, ReLU), 1 and 2 threads; the weight gradient by the
-// adjoint transforms; and which convs take it.
+// The Winograd F(4x4, 3x3) forward (core/ops/conv2d_winograd) against a
+// double-precision direct sum: on small integers every output rounds to the
+// exact sum (a wrong transform coefficient moves outputs by whole units),
+// within float rounding on random data (the transforms' coefficients, up to
+// 8 and 1/24, cost a few times the direct sum's rounding), with odd and even planes, several
+// channel blocks, the fused epilogue (scale, shift, residual, ReLU), 1 and 2 threads; the weight
+// gradient by the adjoint transforms; and which convs take it.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -47,7 +48,7 @@ std::vector<float> random_values(size_t n, Generator& gen, float lo, float hi) {
 
 }  // namespace
 
-TEST_CASE("Winograd conv is exact on small integers" * doctest::skip(kNoWinograd)) {
+TEST_CASE("Winograd conv rounds to the exact sum on small integers" * doctest::skip(kNoWinograd)) {
   Generator gen(3);
   const ops::ConvGeometry g = geometry(3, 32, 32, 7, 9);
   std::vector<float> x = random_values(static_cast<size_t>(g.N * g.C * g.H * g.W), gen, -4, 4);
@@ -56,7 +57,7 @@ TEST_CASE("Winograd conv is exact on small integers" * doctest::skip(kNoWinograd
   for (float& v : w) v = std::round(v);
   const std::vector<double> want = test::reference_conv(g, x.data(), w.data(), {});
   const std::vector<float> got = run(g, x, w, {});
-  for (size_t i = 0; i < got.size(); ++i) REQUIRE(double(got[i]) == want[i]);
+  for (size_t i = 0; i < got.size(); ++i) REQUIRE(std::round(double(got[i])) == want[i]);
 }
 
 TEST_CASE("Winograd conv matches the direct sum within float rounding" *
@@ -93,7 +94,7 @@ TEST_CASE("Winograd conv matches the direct sum within float rounding" *
         const std::vector<float> got = run(g, x, w, o);
         double diff = 0;
         for (size_t i = 0; i < got.size(); ++i) diff = std::max(diff, std::abs(got[i] - want[i]));
-        CHECK(diff / scale_max < 2e-6);
+        CHECK(diff / scale_max < 2e-5);
       }
     }
   }
@@ -151,7 +152,7 @@ TEST_CASE("Winograd weight gradient matches the direct sum, the same for 1 and 2
       for (size_t i = 0; i < dw.size(); ++i) diff = std::max(diff, std::abs(dw[i] - 0.5 - want[i]));
       INFO("N" << c.N << " C" << c.C << "->" << c.OC << " " << c.H << "x" << c.W << " threads "
                << threads);
-      CHECK(diff / scale_max < 2e-6);
+      CHECK(diff / scale_max < 2e-5);
       got.push_back(dw);
     }
     CHECK(got[0] == got[1]);

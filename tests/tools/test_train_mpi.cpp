@@ -64,9 +64,11 @@ std::vector<std::string> mpirun_args(int ranks, const std::vector<std::string>& 
   return all;
 }
 
-/// a's final.npz within 1e-5 of b's (|a - b| / |a|, 2-norms) for each conv
-/// and linear weight and running statistic, and over all arrays together
-/// (batch-norm biases alone are near zero sums of cancelling terms: their
+/// a's final.npz within 3e-5 of b's (|a - b| / |a|, 2-norms) for each conv
+/// and linear weight and running statistic (the Winograd F(4x4, 3x3)
+/// kernels sum a rank's half batch in another order and round a few times
+/// more than a direct sum: 1.4e-5 seen on the first conv), within 1e-5 over
+/// all arrays together (batch-norm biases alone are near zero sums of cancelling terms: their
 /// own relative error is large while their absolute one is ~1e-8); masks
 /// identical and masked weights zero in b.
 void check_close(const fs::path& a, const fs::path& b) {
@@ -99,7 +101,7 @@ void check_close(const fs::path& a, const fs::path& b) {
             nonzero += y.data()[k] == 0.f && w.data()[k] != 0.f;
       CHECK(nonzero == 0);
     } else if (x.dim() >= 2 || one[i].first.find("running_") != std::string::npos) {
-      CHECK(diff <= 1e-5 * scale);
+      CHECK(diff <= 3e-5 * scale);
     }
   }
   MESSAGE("all arrays: |a - b| / |a| = " << std::sqrt(all_diff / all_scale));

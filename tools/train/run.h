@@ -80,7 +80,7 @@ class Run {
   /// The command that continues this run (under mpirun with as many ranks).
   std::string resume_command() const;
   /// Batch-norm running statistics: each rank's own, replaced by their mean
-  /// (before evaluating and checkpointing; nothing with one rank).
+  /// (after every optimizer step; nothing with one rank).
   void average_running_statistics();
 
   const Settings& s_;

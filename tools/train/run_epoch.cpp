@@ -78,6 +78,11 @@ void Run::train_epoch() {
     sync_bn.reset();
     averager_->average(n, batch->whole_size);
     opt_->step();
+    // Every step, so the ranks' statistics are equal whenever a checkpoint
+    // is written (mid-epoch, on a stop, at the epoch's end) and a resumed run
+    // repeats the uninterrupted one bit for bit; averaging once an epoch is
+    // the same average in exact arithmetic, not in float.
+    average_running_statistics();
     stats_.loss_sum += comm_.size() > 1 ? sums[0] : static_cast<double>(l) * static_cast<double>(n);
     stats_.correct += static_cast<int64_t>(sums[1]);
     stats_.seen += batch->whole_size;
@@ -94,13 +99,11 @@ void Run::train_epoch() {
     bar.update(batch_in_epoch_, extra);
     if (s_.checkpoint_every > 0 && global_step_ % s_.checkpoint_every == 0 &&
         batch_in_epoch_ < steps_per_epoch_) {
-      average_running_statistics();
       save_checkpoint("last.ckpt");
     }
     // Ctrl-C: the step is done; save it and stop. At the epoch's last step,
     // end_epoch() evaluates and checkpoints first (main() stops after it).
     if (batch_in_epoch_ < steps_per_epoch_ && StopOnSignal::requested_on_any(world())) {
-      average_running_statistics();
       save_checkpoint("last.ckpt");
       stop_if_requested();
     }
@@ -114,7 +117,6 @@ void Run::train_epoch() {
 }
 
 void Run::end_epoch() {
-  average_running_statistics();
   const auto result =
       cli::evaluate(*model_, test_set_, cli::eval_transforms(s_.data, spec_.config.in_channels),
                     256, s_.eval_limit);
