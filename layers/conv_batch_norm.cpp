@@ -4,6 +4,7 @@
 #include "../core/autograd.h"
 #include "../core/ops/batch_norm.h"
 #include "../core/ops/conv2d.h"
+#include "../core/ops/conv2d_pair.h"
 #include "../core/ops/conv2d_separable.h"
 #include "../core/ops/elementwise.h"
 
@@ -44,6 +45,26 @@ Tensor separable_conv_batch_norm(Conv2d& dw, BatchNorm2d& bn1, Conv2d& pw, Batch
   return ops::separable_conv2d_fused(
       x, dw.masked_weight(), {.scale = a1.scale, .shift = a1.shift, .relu = true}, dw.options(),
       pw.masked_weight(), {.scale = a2.scale, .shift = a2.shift, .relu = true});
+}
+
+Tensor conv_pair_batch_norm(Conv2d& c1, BatchNorm2d& bn1, Conv2d& c2, BatchNorm2d& bn2,
+                            const Tensor& x, const Tensor& residual) {
+  const ops::Conv2dOptions same{.stride = 1, .padding = 1};
+  auto same_geometry = [&](const Conv2d& c) {
+    const ops::Conv2dOptions& o = c.options();
+    return o.stride == same.stride && o.padding == same.padding && o.groups == 1;
+  };
+  if (bn1.is_training() || bn2.is_training() || grad_mode_enabled() || !same_geometry(c1) ||
+      !same_geometry(c2) || c1.runs_sparse(x.shape()) ||
+      c2.runs_sparse(c1.output_shape(x.shape()))) {
+    const Tensor mid = conv_batch_norm(c1, bn1, x, {.relu = true});
+    return conv_batch_norm(c2, bn2, mid, {.residual = residual, .relu = true});
+  }
+  const ops::ChannelAffine a1 = folded_affine(c1, bn1), a2 = folded_affine(c2, bn2);
+  return ops::conv2d_pair_fused(
+      x, c1.masked_weight(), {.scale = a1.scale, .shift = a1.shift, .relu = true},
+      c2.masked_weight(),
+      {.scale = a2.scale, .shift = a2.shift, .residual = residual, .relu = true});
 }
 
 }  // namespace spruce

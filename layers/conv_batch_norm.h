@@ -1,6 +1,7 @@
 // conv -> batch norm (-> + residual) (-> ReLU): the tail shared by ResNet's
-// and MobileNet's blocks, with a one-pass path for inference; and
-// MobileNet's depthwise-separable pair of them, fused for inference.
+// and MobileNet's blocks, with a one-pass path for inference; and the pairs
+// of them fused for inference: MobileNet's depthwise-separable pair and
+// ResNet's basic block.
 #pragma once
 
 #include "../core/tensor.h"
@@ -34,5 +35,14 @@ Tensor conv_batch_norm(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, const Con
 /// as the two conv_batch_norm calls it stands for otherwise.
 Tensor separable_conv_batch_norm(Conv2d& dw, BatchNorm2d& bn1, Conv2d& pw, BatchNorm2d& bn2,
                                  const Tensor& x);
+
+/// ResNet's basic block body: relu(bn2(c2(relu(bn1(c1(x))))) + residual),
+/// c1 and c2 3x3 convs (residual undefined: none). In inference (both batch
+/// norms in eval mode, no graph recorded, neither conv on the sparse
+/// kernels, both stride 1 with padding 1) one ops::conv2d_pair_fused call
+/// runs the pair a sample at a time; the result is the same as the two
+/// conv_batch_norm calls it stands for otherwise.
+Tensor conv_pair_batch_norm(Conv2d& c1, BatchNorm2d& bn1, Conv2d& c2, BatchNorm2d& bn2,
+                            const Tensor& x, const Tensor& residual);
 
 }  // namespace spruce

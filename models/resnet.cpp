@@ -48,12 +48,12 @@ BasicBlock::BasicBlock(int64_t in_planes, int64_t planes, int64_t stride, char s
 }
 
 Tensor BasicBlock::forward(const Tensor& x) {
-  const Tensor out =
-      conv_batch_norm(*conv1_, *bn1_, x, {.relu = true});  // [N, planes, H_out, W_out]
   const Tensor residual = shortcut_conv_     ? conv_batch_norm(*shortcut_conv_, *shortcut_bn_, x)
                           : pad_to_channels_ ? ops::shortcut_pad(x, pad_to_channels_)
                                              : x;
-  return conv_batch_norm(*conv2_, *bn2_, out, {.residual = residual, .relu = true});
+  // relu(bn2(conv2(relu(bn1(conv1(x))))) + residual), [N, planes, H_out, W_out];
+  // in inference the two convs run as one fused pair where they can.
+  return conv_pair_batch_norm(*conv1_, *bn1_, *conv2_, *bn2_, x, residual);
 }
 
 ResNet::ResNet(const ResNetOptions& options, Generator& gen) : options_(options) {

@@ -57,6 +57,9 @@ struct Vec {
   static T add(T a, T b) { return _mm512_add_ps(a, b); }
   static T sub(T a, T b) { return _mm512_sub_ps(a, b); }
   static T fmadd(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  // The masked form: _mm512_max_ps's undefined pass-through makes GCC 12
+  // warn "may be used uninitialized" where it is inlined. Same instruction.
+  static T max(T a, T b) { return _mm512_mask_max_ps(a, 0xFFFF, a, b); }
 };
 #else
 struct Vec {
@@ -69,6 +72,7 @@ struct Vec {
   static T add(T a, T b) { return _mm256_add_ps(a, b); }
   static T sub(T a, T b) { return _mm256_sub_ps(a, b); }
   static T fmadd(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
+  static T max(T a, T b) { return _mm256_max_ps(a, b); }
 };
 #endif
 using VT = Vec::T;
@@ -252,6 +256,24 @@ void multiply(const float* U, const float* V, const Plan& pl, int64_t nt_all, fl
     }
 }
 
+/// y = A^T M A + shift for the tile of M at m (positions xi_stride floats apart).
+inline void output_tile(const float* m, int64_t xi_stride, VT shift, VT y[kM][kM]) {
+  VT s[kM][kA];  // A^T M, a column at a time
+#pragma GCC unroll 6
+  for (int j = 0; j < kA; ++j) {
+    VT col[kA], r[kM];
+    for (int k = 0; k < kA; ++k) col[k] = Vec::load(m + (k * kA + j) * xi_stride);
+    output_1d(col, r);
+    for (int i = 0; i < kM; ++i) s[i][j] = r[i];
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < kM; ++i) {  // (A^T M) A + shift
+    VT r[kM];
+    output_1d(s[i], r);
+    for (int j = 0; j < kM; ++j) y[i][j] = Vec::add(r[j], shift);
+  }
+}
+
 /// out[n] = A^T M A + shift for the tile rows [ty0, ty1), finished by o
 /// (residual, ReLU), in NCHW: one tile row at a time through kM
 /// [pixel][L] rows R.
@@ -262,22 +284,10 @@ void transform_output(const float* M, const Plan& pl, const ConvOutput& o, int64
     const VT shift = o.shift ? Vec::load(o.shift + ob * L) : Vec::zero();
     for (int64_t ty = ty0; ty < ty1; ++ty) {
       for (int64_t tx = 0; tx < pl.TW; ++tx) {
-        const float* m = M + (ob * pl.TB + (ty - ty0) * pl.TW + tx) * L;
-        VT s[kM][kA];  // A^T M, a column at a time
-#pragma GCC unroll 6
-        for (int j = 0; j < kA; ++j) {
-          VT col[kA], y[kM];
-          for (int k = 0; k < kA; ++k) col[k] = Vec::load(m + (k * kA + j) * xi_stride);
-          output_1d(col, y);
-          for (int i = 0; i < kM; ++i) s[i][j] = y[i];
-        }
-#pragma GCC unroll 4
-        for (int i = 0; i < kM; ++i) {  // (A^T M) A + shift
-          VT y[kM];
-          output_1d(s[i], y);
-          float* r = R + i * rw + kM * tx * L;
-          for (int j = 0; j < kM; ++j) Vec::store(r + j * L, Vec::add(y[j], shift));
-        }
+        VT y[kM][kM];
+        output_tile(M + (ob * pl.TB + (ty - ty0) * pl.TW + tx) * L, xi_stride, shift, y);
+        for (int i = 0; i < kM; ++i)
+          for (int j = 0; j < kM; ++j) Vec::store(R + i * rw + (kM * tx + j) * L, y[i][j]);
       }
       for (int64_t i = 0; i < kM && kM * ty + i < pl.H; ++i) {
         const int64_t at = (n * pl.OC + ob * L) * P + (kM * ty + i) * pl.W;
@@ -285,6 +295,30 @@ void transform_output(const float* M, const Plan& pl, const ConvOutput& o, int64
                                      o.residual ? o.residual + at : nullptr);
       }
     }
+  }
+}
+
+/// The same outputs (o without a residual) stored as the next conv's input:
+/// into the interior of X, a padded pixel-vector buffer laid out as fill()
+/// writes it for an H x W plane of OC channels. Outputs of the tiles' padding
+/// (past H or W) are dropped, so X's border stays zero.
+void transform_output_to_lanes(const float* M, const Plan& pl, const ConvOutput& o, int64_t ty0,
+                               int64_t ty1, float* X) {
+  const int64_t xi_stride = pl.OB * pl.TB * L;
+  for (int64_t ob = 0; ob < pl.OB; ++ob) {
+    const VT shift = o.shift ? Vec::load(o.shift + ob * L) : Vec::zero();
+    for (int64_t ty = ty0; ty < ty1; ++ty)
+      for (int64_t tx = 0; tx < pl.TW; ++tx) {
+        VT y[kM][kM];
+        output_tile(M + (ob * pl.TB + (ty - ty0) * pl.TW + tx) * L, xi_stride, shift, y);
+        const int64_t rows = std::min<int64_t>(kM, pl.H - kM * ty);
+        const int64_t cols = std::min<int64_t>(kM, pl.W - kM * tx);
+        for (int64_t i = 0; i < rows; ++i) {
+          float* x = X + ((ob * pl.Hx + 1 + kM * ty + i) * pl.Wx + 1 + kM * tx) * L;
+          for (int64_t j = 0; j < cols; ++j)
+            Vec::store(x + j * L, o.relu ? Vec::max(y[i][j], Vec::zero()) : y[i][j]);
+        }
+      }
   }
 }
 
@@ -414,6 +448,40 @@ void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeom
     parallel_for(n_lo, n_hi, 1, run);
 }
 
+void forward_pair(const float* x, const float* w1, const ConvOutput& o1, const ConvGeometry& g1,
+                  const float* w2, const ConvOutput& o2, const ConvGeometry& g2, float* out) {
+  const Plan p1(g1), p2(g2);
+  thread_local std::vector<float> ubuf1, ubuf2;  // the calling thread's; the tasks only read them
+  float* U1 = lanes::zeroed_scratch(ubuf1, kXi * p1.OC * p1.C);
+  float* U2 = lanes::zeroed_scratch(ubuf2, kXi * p2.OC * p2.C);
+  transform_weights(w1, o1.scale, p1, U1);
+  transform_weights(w2, o2.scale, p2, U2);
+  parallel_for(0, g1.N, 1, [&](int64_t lo, int64_t hi) {
+    thread_local std::vector<float> xbuf, x2buf, vbuf, mbuf, rbuf;
+    // Both convs' planes are H x W, so the plans differ only in channels.
+    float* X = lanes::zeroed_scratch(xbuf, p1.CB * p1.Hx * p1.Wx * L);
+    float* X2 = lanes::zeroed_scratch(x2buf, p2.CB * p2.Hx * p2.Wx * L);  // border stays zero
+    float* V = lanes::zeroed_scratch(vbuf, kXi * std::max(p1.CB, p2.CB) * p1.TB * L);
+    float* M = lanes::zeroed_scratch(mbuf, kXi * std::max(p1.OB, p2.OB) * p1.TB * L);
+    float* R = lanes::zeroed_scratch(rbuf, kM * kM * p2.TW * L);
+    for (int64_t n = lo; n < hi; ++n) {
+      fill(x + n * p1.C * p1.H * p1.W, p1.CB, p1, X);
+      for (int64_t ty0 = 0; ty0 < p1.TH; ty0 += p1.RB) {
+        const int64_t ty1 = std::min(p1.TH, ty0 + p1.RB);
+        transform_input(X, p1, ty0, ty1, V);
+        multiply(U1, V, p1, (ty1 - ty0) * p1.TW, M);
+        transform_output_to_lanes(M, p1, o1, ty0, ty1, X2);
+      }
+      for (int64_t ty0 = 0; ty0 < p2.TH; ty0 += p2.RB) {
+        const int64_t ty1 = std::min(p2.TH, ty0 + p2.RB);
+        transform_input(X2, p2, ty0, ty1, V);
+        multiply(U2, V, p2, (ty1 - ty0) * p2.TW, M);
+        transform_output(M, p2, o2, n, ty0, ty1, R, out);
+      }
+    }
+  });
+}
+
 void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int64_t n_lo,
                  int64_t n_hi, float* dw) {
   const Plan pl(g);
@@ -457,6 +525,9 @@ void forward(const float*, const float*, const ConvOutput&, const ConvGeometry&,
              float*) {}
 
 void weight_grad(const float*, const float*, const ConvGeometry&, int64_t, int64_t, float*) {}
+
+void forward_pair(const float*, const float*, const ConvOutput&, const ConvGeometry&, const float*,
+                  const ConvOutput&, const ConvGeometry&, float*) {}
 
 #endif
 

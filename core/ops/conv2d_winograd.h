@@ -37,6 +37,16 @@ bool supports(const ConvGeometry& g);
 void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
              int64_t n_lo, int64_t n_hi, float* out);
 
+/// Two convs in a row, out = conv2(conv1(x)) with their own transforms
+/// (o1 without a residual; o2's residual indexed as out): ResNet's basic
+/// block in inference. Each sample runs through both convs in turn, and
+/// conv1's output goes to conv2 as the padded pixel vectors conv2 reads,
+/// never written as NCHW and transposed back; the results are bit for bit
+/// those of the two forward() calls. g1 and g2 must both be supported, with
+/// the same N, H, W and g2.C == g1.OC. Splits the samples over the threads.
+void forward_pair(const float* x, const float* w1, const ConvOutput& o1, const ConvGeometry& g1,
+                  const float* w2, const ConvOutput& o2, const ConvGeometry& g2, float* out);
+
 /// dw += the sum over the samples [n_lo, n_hi) of d_out[n] correlated with
 /// x[n] (the weight gradient of forward(); conv geometry g as for
 /// forward(), which must support it), by the adjoint of the same
