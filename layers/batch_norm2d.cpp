@@ -27,15 +27,17 @@ BatchNorm2d::BatchNorm2d(int64_t num_features, const BatchNorm2dOptions& options
       register_buffer("num_batches_tracked", Tensor::zeros({}), IfMissing::kKeep);
 }
 
-Tensor BatchNorm2d::forward(const Tensor& x) {
+Tensor BatchNorm2d::forward(const Tensor& x) { return forward_fused(x, {}); }
+
+Tensor BatchNorm2d::forward_fused(const Tensor& x, const ops::BatchNormTail& tail) {
   ops::BatchNormOptions o;
   o.training = is_training();
   o.momentum = options_.momentum;
   o.eps = options_.eps;
   if (o.training) num_batches_tracked_.data()[0] += 1.f;
   return options_.affine
-             ? ops::batch_norm(x, weight_, bias_, running_mean_, running_var_, o)
-             : ops::batch_norm(x, unit_scale_, zero_shift_, running_mean_, running_var_, o);
+             ? ops::batch_norm(x, weight_, bias_, running_mean_, running_var_, o, tail)
+             : ops::batch_norm(x, unit_scale_, zero_shift_, running_mean_, running_var_, o, tail);
 }
 
 }  // namespace spruce

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "../core/ops/batch_norm.h"
 #include "module.h"
 
 namespace spruce {
@@ -29,6 +30,9 @@ class BatchNorm2d : public Module {
   explicit BatchNorm2d(int64_t num_features, const BatchNorm2dOptions& options = {});
 
   Tensor forward(const Tensor& x) override;
+  /// act(forward(x) + tail.residual) as one batch-norm op (ops::BatchNormTail):
+  /// the same values and gradients, fewer passes over the activations.
+  Tensor forward_fused(const Tensor& x, const ops::BatchNormTail& tail);
 
   /// Undefined when not affine (likewise bias()).
   Tensor weight() const { return weight_; }

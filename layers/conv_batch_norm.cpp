@@ -25,9 +25,7 @@ ops::ChannelAffine folded_affine(const Conv2d& conv, const BatchNorm2d& bn) {
 
 Tensor conv_batch_norm(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, const ConvBnTail& tail) {
   if (bn.is_training() || grad_mode_enabled()) {
-    Tensor out = bn.forward(conv.forward(x));
-    if (tail.residual.defined()) out = ops::add(out, tail.residual);
-    return tail.relu ? ops::relu(out) : out;
+    return bn.forward_fused(conv.forward(x), {.residual = tail.residual, .relu = tail.relu});
   }
   const ops::ChannelAffine a = folded_affine(conv, bn);
   return conv.forward_fused(

@@ -22,9 +22,9 @@ struct ConvBnTail {
 /// With bn in eval mode and no graph being recorded (NoGradGuard), the batch
 /// norm's running statistics are folded into a per-channel scale and shift
 /// (read afresh at every call) and one ops::conv2d_fused call writes each
-/// output value once. Otherwise the layers run one after the other
-/// (conv.forward, bn.forward, ops::add, ops::relu): training and gradients
-/// are exactly those of the plain composition.
+/// output value once. Otherwise conv.forward, then bn.forward_fused with the
+/// residual and ReLU as its tail: values and gradients are bit for bit those
+/// of the plain composition (bn.forward, ops::add, ops::relu).
 Tensor conv_batch_norm(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, const ConvBnTail& tail = {});
 
 /// MobileNet's depthwise-separable pair: relu(bn2(pw(relu(bn1(dw(x)))))),

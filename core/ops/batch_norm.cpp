@@ -1,5 +1,5 @@
-// Batch norm forward and backward, one channel at a time, and its fusion
-// with a following ReLU.
+// Batch norm forward and backward, one channel at a time, fused with what
+// follows it in a block: + residual, then ReLU.
 //
 // x is viewed as [N, C, S] (S = H * W, or 1 for [N, C]); channel c holds
 // M = N * S values. With x_hat = (x - mean) * invstd and upstream gradient g:
@@ -12,40 +12,53 @@
 // functions of x. Channels are independent, so both directions run in
 // parallel over channel ranges, and each channel is summed in one fixed order
 // (sample by sample, then along the plane): the result does not depend on
-// the thread count. Sums accumulate in double. The backward keeps only mean
-// and invstd per channel and recomputes x_hat from x (already an input of the
-// node): no activation-sized buffer is saved.
+// the thread count. Sums accumulate in double; the moments are shifted by a
+// value of the channel, one pass. The backward keeps only mean and invstd
+// per channel and recomputes x_hat from x (already an input of the node): no
+// activation-sized buffer is saved.
+//
+// The passes are bound by memory, not arithmetic (ResNet-20's activations
+// are megabytes): the code saves passes and streams. A thread takes its
+// channels in blocks of ~kGrain values (one channel of a large plane) and
+// runs both passes of a direction on a block before the next (moments then
+// output, sums then d x), so the second pass rereads the block from L2.
 //
 // Memory order: with big planes (S >= kLongPlane) a thread walks one channel
 // at a time, plane by plane. With small ones (MobileNet's 2x2 and 4x4) a
 // plane is too short for a loop of its own: a thread walks sample by sample
-// over its whole channel range, one contiguous row of width * S floats, with
-// per-channel constants expanded to per-position arrays and per-position
-// partial sums that are folded into channel sums at the end. Each channel's
-// sum still runs in one fixed order (over samples, then positions), which
-// the thread count does not change.
+// over its block, one contiguous row of width * S floats, with per-channel
+// constants expanded to per-position arrays and per-position partial sums
+// that are folded into channel sums at the end. Each channel's sum still
+// runs in one fixed order (over samples, then positions), which neither the
+// thread count nor the blocks change.
 //
-// BN + ReLU: relu() of a batch_norm output asks relu_of_batch_norm to fuse
-// the two backwards. The fused node differentiates z = relu(bn(x)) directly
-// from x and the ReLU mask (z > 0): the BN output y is no longer kept alive
-// by the graph (one activation less per pair) and the separate ReLU backward
-// pass, with its gradient buffer, disappears.
+// Tails: batch_norm(x, ..., {.residual = r, .relu = true}) writes relu(y + r)
+// in the output pass (add and relu as separate ops cost a pass each way and
+// two gradient buffers), and relu() of a plain batch_norm output asks
+// relu_of_batch_norm to fuse the backwards the same way. The node then
+// differentiates from x and the ReLU mask: the sums pass hands g' (g masked)
+// to the residual's gradient on the way, and d x reads g' back from there.
+// Without a residual, on long planes, the mask is recomputed from x exactly
+// as the forward computed the output, so the backward does not read the
+// output at all. Values and gradients are bit for bit the plain ops'.
 //
-// One file over ~500 lines on purpose: the forward, the backward and the fused
-// BN + ReLU backward share the per-channel walks and vector-lane sums below,
-// kept in one translation unit so that they inline into every loop.
+// One file over ~500 lines on purpose: the forward, the backward and the
+// fused tails share the per-channel walks and vector-lane sums below, kept
+// in one translation unit so that they inline into every loop.
 #include "batch_norm.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../autograd.h"
 #include "../error.h"
 #include "../parallel.h"
 #include "batch_norm_sync.h"
+#include "elementwise.h"
 #include "grad_buffer.h"
 
 namespace spruce::ops {
@@ -56,6 +69,19 @@ constexpr int64_t kLongPlane = 64;   // planes at least this long are walked per
 /// Channels per parallel chunk so that a chunk holds about kGrain elements.
 int64_t channel_grain(int64_t per_channel) {
   return std::max<int64_t>(1, kGrain / std::max<int64_t>(per_channel, 1));
+}
+
+/// parallel_for over the channels, each thread's range walked in blocks of
+/// channel_grain channels (one channel of a large plane): both passes over a
+/// block (moments then output, sums then d x) run before the next block, so
+/// the second pass finds the block's planes still in L2 instead of sweeping
+/// the whole tensor again.
+template <class F>
+void channel_blocks(int64_t C, int64_t M, const F& body) {
+  const int64_t block = channel_grain(M);
+  parallel_for(0, C, block, [&](int64_t c0, int64_t c1) {
+    for (int64_t b = c0; b < c1; b += block) body(b, std::min(c1, b + block));
+  });
 }
 
 void check_channel_vector(const char* what, const Tensor& t, int64_t C) {
@@ -80,40 +106,56 @@ void fold(const std::vector<double>& per_position, int64_t S, std::vector<double
 }
 
 // Four doubles as one value (GCC/Clang vector extension): g++ does not
-// vectorise the float-to-double sums below on its own.
+// vectorise the float-to-double sums below on its own. One AVX2 register, or
+// two SSE2 ones; wider types (eight doubles) are spilled to the stack on
+// AVX2 builds, and the passes are bound by memory anyway.
 using Vec4d = double __attribute__((vector_size(32)));
 using Vec4f = float __attribute__((vector_size(16)));
 
-inline Vec4d load4(const float* p) {
-  Vec4f v;
+/// A float or a vector of floats from p (no alignment needed).
+template <class V>
+inline V load(const float* p) {
+  V v;
   std::memcpy(&v, p, sizeof v);
-  return __builtin_convertvector(v, Vec4d);
+  return v;
 }
+
+inline Vec4d load4(const float* p) { return __builtin_convertvector(load<Vec4f>(p), Vec4d); }
 
 inline double lanes_sum(Vec4d v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 
-/// s1 += sum (p[i] - shift), s2 += sum (p[i] - shift)^2 over n values, in
-/// two vectors of four double lanes; the order is fixed, so the result is
-/// deterministic.
-void add_shifted_moments(const float* __restrict p, int64_t n, double shift, double& s1,
-                         double& s2) {
-  Vec4d a0 = {}, a1 = {}, b0 = {}, b1 = {};
-  const Vec4d sh = {shift, shift, shift, shift};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const Vec4d d0 = load4(p + i) - sh, d1 = load4(p + i + 4) - sh;
-    a0 += d0, a1 += d1;
-    b0 += d0 * d0, b1 += d1 * d1;
+/// Two running sums (s, t) over the values of one channel, plane after
+/// plane, in a fixed order: each plane's first multiple of 8 values in 8
+/// double lanes (two vectors), then one scalar per value left. The lanes
+/// live across the channel's planes and are folded once at the end, so a
+/// 14x14 plane costs 24 vector steps and four scalars, not a reduction of its
+/// own. Same order whatever the thread count. (Four accumulators fit the
+/// sixteen AVX2 registers; more were spilled to the stack.)
+struct LaneSums {
+  Vec4d s0{}, s1{}, t0{}, t1{};
+  double s_tail = 0, t_tail = 0;
+
+  /// Adds term4(j) = {s, t} for the values j..j+3 and term1(j) for single
+  /// values over one plane of n values.
+  template <class Term4, class Term1>
+  void add_plane(int64_t n, Term4 term4, Term1 term1) {
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+      const auto [a0, b0] = term4(j);
+      const auto [a1, b1] = term4(j + 4);
+      s0 += a0, s1 += a1, t0 += b0, t1 += b1;
+    }
+    for (; j < n; ++j) {
+      const auto [a, b] = term1(j);
+      s_tail += a, t_tail += b;
+    }
   }
-  double ta = 0, tb = 0;
-  for (; i < n; ++i) {
-    const double d = static_cast<double>(p[i]) - shift;
-    ta += d;
-    tb += d * d;
+
+  void fold_into(double& s, double& t) const {
+    s += lanes_sum(s0 + s1) + s_tail;
+    t += lanes_sum(t0 + t1) + t_tail;
   }
-  s1 += lanes_sum(a0 + a1) + ta;
-  s2 += lanes_sum(b0 + b1) + tb;
-}
+};
 
 /// shift[c], s1[c], s2[c] for the channels [c0, c1) (arrays indexed from
 /// c0): shift = the channel's first value, s1 = sum (x - shift), s2 = sum
@@ -124,9 +166,25 @@ void shifted_moments(const float* px, int64_t N, int64_t C, int64_t S, int64_t c
   const size_t width = static_cast<size_t>(c1 - c0);
   for (int64_t c = c0; c < c1; ++c) shift[c - c0] = px[c * S];
   if (S >= kLongPlane) {
-    for (int64_t c = c0; c < c1; ++c)
-      for (int64_t n = 0; n < N; ++n)
-        add_shifted_moments(px + (n * C + c) * S, S, shift[c - c0], s1[c - c0], s2[c - c0]);
+    for (int64_t c = c0; c < c1; ++c) {
+      const double sh = shift[c - c0];
+      const Vec4d shv = Vec4d{} + sh;
+      LaneSums acc;
+      for (int64_t n = 0; n < N; ++n) {
+        const float* __restrict p = px + (n * C + c) * S;
+        acc.add_plane(
+            S,
+            [&](int64_t j) {
+              const Vec4d d = load4(p + j) - shv;
+              return std::pair{d, d * d};
+            },
+            [&](int64_t j) {
+              const double d = static_cast<double>(p[j]) - sh;
+              return std::pair{d, d * d};
+            });
+      }
+      acc.fold_into(s1[c - c0], s2[c - c0]);
+    }
     return;
   }
   const std::vector<double> sh = expand(std::vector<double>(shift, shift + width), S);
@@ -149,63 +207,85 @@ void shifted_moments(const float* px, int64_t N, int64_t C, int64_t S, int64_t c
   for (size_t i = 0; i < width; ++i) s1[i] += f1[i], s2[i] += f2[i];
 }
 
-/// The upstream gradient as batch norm sees it: g, or g where z > 0 when a
-/// ReLU is fused (Masked). A select, so the loops vectorise.
-template <bool Masked>
-inline float grad_in(const float* __restrict g, const float* __restrict z, int64_t j) {
-  if constexpr (Masked) return z[j] > 0.f ? g[j] : 0.f;
-  return g[j];
+/// What the backward's sums pass does with g' besides summing it: nothing,
+/// or write it as the residual's gradient (assigned into a fresh one, added
+/// into one that another consumer already wrote).
+enum class ResidualGrad { kNone, kAssign, kAdd };
+
+/// Where the ReLU mask of a fused node comes from: no ReLU; the node's
+/// output (z > 0); or the input, recomputed as the forward computed the
+/// output, (x - m) a + b > 0 with its float constants, so the backward does
+/// not read z at all (batch norm + ReLU without a residual, long planes: the
+/// small-plane loops read z).
+enum class Mask { kNone, kOutput, kInput };
+
+/// The forward's float constants of one channel, y = (x - m) a + b.
+struct Affine {
+  float a = 1, m = 0, b = 0;
+};
+
+/// g' at j: g, or g where the ReLU passed (see Mask), for one value (V =
+/// float) or a vector of them. A select, so the loops vectorise.
+template <Mask K, class V>
+inline V grad_at(const float* __restrict g, const float* __restrict z, const float* __restrict x,
+                 int64_t j, Affine f) {
+  const V gj = load<V>(g + j);
+  if constexpr (K == Mask::kOutput) return load<V>(z + j) > 0.f ? gj : V{};
+  if constexpr (K == Mask::kInput) return (load<V>(x + j) - f.m) * f.a + f.b > 0.f ? gj : V{};
+  return gj;
 }
 
-/// Four consecutive g' values (see grad_in) as doubles.
-template <bool Masked>
-inline Vec4d grad4(const float* __restrict g, const float* __restrict z, int64_t j) {
-  Vec4f v;
-  std::memcpy(&v, g + j, sizeof v);
-  if constexpr (Masked) {
-    Vec4f m;
-    std::memcpy(&m, z + j, sizeof m);
-    v = m > 0.f ? v : Vec4f{};
+/// Stores g' into the residual's gradient as R says (scalar or vector).
+template <ResidualGrad R, class V>
+inline void store_residual(float* __restrict r, int64_t j, V v) {
+  if constexpr (R == ResidualGrad::kAssign) {
+    std::memcpy(r + j, &v, sizeof v);
+  } else if constexpr (R == ResidualGrad::kAdd) {
+    V old = load<V>(r + j);
+    old += v;
+    std::memcpy(r + j, &old, sizeof old);
   }
-  return __builtin_convertvector(v, Vec4d);
 }
 
-/// sg += sum g'[i], sgx += sum g'[i] * (x[i] - mean) over n values (same lanes).
-template <bool Masked>
-void add_grad_moments(const float* __restrict g, const float* __restrict x,
-                      const float* __restrict z, int64_t n, double mean, double& sg, double& sgx) {
-  Vec4d a0 = {}, a1 = {}, b0 = {}, b1 = {};
-  const Vec4d mu = {mean, mean, mean, mean};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const Vec4d g0 = grad4<Masked>(g, z, i), g1 = grad4<Masked>(g, z, i + 4);
-    a0 += g0, a1 += g1;
-    b0 += g0 * (load4(x + i) - mu), b1 += g1 * (load4(x + i + 4) - mu);
-  }
-  double ta = 0, tb = 0;
-  for (; i < n; ++i) {
-    const double gk = grad_in<Masked>(g, z, i);
-    ta += gk;
-    tb += gk * (static_cast<double>(x[i]) - mean);
-  }
-  sg += lanes_sum(a0 + a1) + ta;
-  sgx += lanes_sum(b0 + b1) + tb;
-}
-
-/// Per-channel sums of g' and g' (x - mean) for the channels [c0, c1).
-template <bool Masked>
-void grad_sums(const float* g, const float* x, const float* z, const std::vector<double>& mean,
-               int64_t N, int64_t C, int64_t S, int64_t c0, int64_t c1, std::vector<double>& sg,
+/// Per-channel sums of g' and g' (x - mean) for the channels [c0, c1), g'
+/// written to dr as R says on the way. fwd: the forward's constants [C].
+template <Mask K, ResidualGrad R>
+void grad_sums(const float* g, const float* x, const float* z, float* dr,
+               const std::vector<double>& mean, const std::vector<Affine>& fwd, int64_t N,
+               int64_t C, int64_t S, int64_t c0, int64_t c1, std::vector<double>& sg,
                std::vector<double>& sgx) {
   if (S >= kLongPlane) {
-    for (int64_t c = c0; c < c1; ++c)
+    for (int64_t c = c0; c < c1; ++c) {
+      const double mu = mean[static_cast<size_t>(c)];
+      const Vec4d muv = Vec4d{} + mu;
+      const Affine f = fwd[static_cast<size_t>(c)];
+      LaneSums acc;
       for (int64_t n = 0; n < N; ++n) {
         const int64_t off = (n * C + c) * S;
-        add_grad_moments<Masked>(g + off, x + off, Masked ? z + off : nullptr, S,
-                                 mean[static_cast<size_t>(c)], sg[c - c0], sgx[c - c0]);
+        const float* __restrict gi = g + off;
+        const float* __restrict xi = x + off;
+        const float* __restrict zi = K == Mask::kOutput ? z + off : nullptr;
+        float* __restrict ri = R != ResidualGrad::kNone ? dr + off : nullptr;
+        acc.add_plane(
+            S,
+            [&](int64_t j) {
+              const Vec4f gf = grad_at<K, Vec4f>(gi, zi, xi, j, f);
+              store_residual<R>(ri, j, gf);
+              const Vec4d gd = __builtin_convertvector(gf, Vec4d);
+              return std::pair{gd, gd * (load4(xi + j) - muv)};
+            },
+            [&](int64_t j) {
+              const float gf = grad_at<K, float>(gi, zi, xi, j, f);
+              store_residual<R>(ri, j, gf);
+              const double gd = gf;
+              return std::pair{gd, gd * (static_cast<double>(xi[j]) - mu)};
+            });
       }
+      acc.fold_into(sg[c - c0], sgx[c - c0]);
+    }
     return;
   }
+  constexpr Mask KS = K == Mask::kInput ? Mask::kOutput : K;  // small planes read z
   const std::vector<double> mu =
       expand(std::vector<double>(mean.begin() + c0, mean.begin() + c1), S);
   const int64_t L = (c1 - c0) * S;
@@ -217,21 +297,26 @@ void grad_sums(const float* g, const float* x, const float* z, const std::vector
     const int64_t off = (n * C + c0) * S;
     const float* __restrict gr = g + off;
     const float* __restrict xr = x + off;
-    const float* __restrict zr = Masked ? z + off : nullptr;
+    const float* __restrict zr = KS == Mask::kOutput ? z + off : nullptr;
+    float* __restrict rr = R != ResidualGrad::kNone ? dr + off : nullptr;
     int64_t j = 0;
     for (; j + 4 <= L; j += 4) {
       Vec4d va, vb, vm;
       std::memcpy(&va, pa + j, sizeof va);
       std::memcpy(&vb, pb + j, sizeof vb);
       std::memcpy(&vm, pm + j, sizeof vm);
-      const Vec4d gj = grad4<Masked>(gr, zr, j);
+      const Vec4f gf = grad_at<KS, Vec4f>(gr, zr, xr, j, {});
+      store_residual<R>(rr, j, gf);
+      const Vec4d gj = __builtin_convertvector(gf, Vec4d);
       va += gj;
       vb += gj * (load4(xr + j) - vm);
       std::memcpy(pa + j, &va, sizeof va);
       std::memcpy(pb + j, &vb, sizeof vb);
     }
     for (; j < L; ++j) {
-      const double gj = grad_in<Masked>(gr, zr, j);
+      const float gf = grad_at<KS, float>(gr, zr, xr, j, {});
+      store_residual<R>(rr, j, gf);
+      const double gj = gf;
       pa[j] += gj;
       pb[j] += gj * (static_cast<double>(xr[j]) - pm[j]);
     }
@@ -240,82 +325,122 @@ void grad_sums(const float* g, const float* x, const float* z, const std::vector
   fold(b, S, sgx);
 }
 
-/// dx (+)= A g' + B (x - mean) + K per channel, for the channels [c0, c1).
-template <bool Masked>
-void grad_input(const float* g, const float* x, const float* z, int64_t N, int64_t C, int64_t S,
-                int64_t c0, const std::vector<float>& A, const std::vector<float>& B,
-                const std::vector<float>& K, const std::vector<float>& mu, bool fresh, float* dx) {
-  // One row: len floats from offset off with constants a, b, k, m (scalars
-  // per channel, or per-position arrays for small planes: stride 1 or 0).
-  auto row = [&](int64_t off, int64_t len, const float* a, const float* b, const float* k,
-                 const float* m, int64_t step) {
+/// dr (+)= g' over the channels [c0, c1): the residual's gradient when no
+/// sums pass runs to write it on the way (eval mode without d weight, d bias).
+/// K is kNone or kOutput (a residual node never recomputes its mask).
+template <Mask K>
+void residual_grad(const float* g, const float* z, int64_t N, int64_t C, int64_t S, int64_t c0,
+                   int64_t c1, bool fresh, float* dr) {
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t off = (n * C + c0) * S, len = (c1 - c0) * S;
     const float* __restrict gi = g + off;
-    const float* __restrict xi = x + off;
-    const float* __restrict zi = Masked ? z + off : nullptr;
-    float* __restrict di = dx + off;
-    if (step == 0) {
-      const float av = *a, bv = *b, kv = *k, mv = *m;
-      if (fresh)
-        for (int64_t j = 0; j < len; ++j)
-          di[j] = av * grad_in<Masked>(gi, zi, j) + bv * (xi[j] - mv) + kv;
-      else
-        for (int64_t j = 0; j < len; ++j)
-          di[j] += av * grad_in<Masked>(gi, zi, j) + bv * (xi[j] - mv) + kv;
-      return;
-    }
-    const float* __restrict av = a;
-    const float* __restrict bv = b;
-    const float* __restrict kv = k;
-    const float* __restrict mv = m;
+    const float* __restrict zi = K == Mask::kOutput ? z + off : nullptr;
+    float* __restrict ri = dr + off;
     if (fresh)
-      for (int64_t j = 0; j < len; ++j)
-        di[j] = av[j] * grad_in<Masked>(gi, zi, j) + bv[j] * (xi[j] - mv[j]) + kv[j];
+      for (int64_t j = 0; j < len; ++j) ri[j] = grad_at<K, float>(gi, zi, nullptr, j, {});
     else
-      for (int64_t j = 0; j < len; ++j)
-        di[j] += av[j] * grad_in<Masked>(gi, zi, j) + bv[j] * (xi[j] - mv[j]) + kv[j];
-  };
-  const int64_t width = static_cast<int64_t>(A.size());
-  if (S >= kLongPlane) {
-    for (int64_t i = 0; i < width; ++i)
-      for (int64_t n = 0; n < N; ++n) row((n * C + c0 + i) * S, S, &A[i], &B[i], &K[i], &mu[i], 0);
-    return;
+      for (int64_t j = 0; j < len; ++j) ri[j] += grad_at<K, float>(gi, zi, nullptr, j, {});
   }
-  const auto Ae = expand(A, S), Be = expand(B, S), Ke = expand(K, S), Me = expand(mu, S);
-  for (int64_t n = 0; n < N; ++n)
-    row((n * C + c0) * S, width * S, Ae.data(), Be.data(), Ke.data(), Me.data(), 1);
 }
 
-/// The backward of one batch_norm call, and what it keeps: sizes and the
-/// per-channel statistics that call used (batch or running). A named type,
-/// so that relu_of_batch_norm can recognise a batch_norm node and reuse it.
+/// dx (+)= A g' + B (x - mean) + K per channel, for the channels [c0, c1).
+template <Mask KM>
+void grad_input(const float* g, const float* x, const float* z, const std::vector<Affine>& fwd,
+                int64_t N, int64_t C, int64_t S, int64_t c0, const std::vector<float>& A,
+                const std::vector<float>& B, const std::vector<float>& K,
+                const std::vector<float>& mu, bool fresh, float* dx) {
+  const int64_t width = static_cast<int64_t>(A.size());
+  if (S >= kLongPlane) {
+    for (int64_t i = 0; i < width; ++i) {
+      const float av = A[i], bv = B[i], kv = K[i], mv = mu[i];
+      const Affine f = fwd[static_cast<size_t>(c0 + i)];
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t off = (n * C + c0 + i) * S;
+        const float* __restrict gi = g + off;
+        const float* __restrict xi = x + off;
+        const float* __restrict zi = KM == Mask::kOutput ? z + off : nullptr;
+        float* __restrict di = dx + off;
+        if (fresh)
+          for (int64_t j = 0; j < S; ++j)
+            di[j] = av * grad_at<KM, float>(gi, zi, xi, j, f) + bv * (xi[j] - mv) + kv;
+        else
+          for (int64_t j = 0; j < S; ++j)
+            di[j] += av * grad_at<KM, float>(gi, zi, xi, j, f) + bv * (xi[j] - mv) + kv;
+      }
+    }
+    return;
+  }
+  // Small planes: rows of width * S values with per-position constants.
+  constexpr Mask KS = KM == Mask::kInput ? Mask::kOutput : KM;  // small planes read z
+  const auto Ae = expand(A, S), Be = expand(B, S), Ke = expand(K, S), Me = expand(mu, S);
+  const float* __restrict av = Ae.data();
+  const float* __restrict bv = Be.data();
+  const float* __restrict kv = Ke.data();
+  const float* __restrict mv = Me.data();
+  const int64_t len = width * S;
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t off = (n * C + c0) * S;
+    const float* __restrict gi = g + off;
+    const float* __restrict xi = x + off;
+    const float* __restrict zi = KS == Mask::kOutput ? z + off : nullptr;
+    float* __restrict di = dx + off;
+    if (fresh)
+      for (int64_t j = 0; j < len; ++j)
+        di[j] = av[j] * grad_at<KS, float>(gi, zi, xi, j, {}) + bv[j] * (xi[j] - mv[j]) + kv[j];
+    else
+      for (int64_t j = 0; j < len; ++j)
+        di[j] += av[j] * grad_at<KS, float>(gi, zi, xi, j, {}) + bv[j] * (xi[j] - mv[j]) + kv[j];
+  }
+}
+
+/// The backward of one batch_norm call, and what it keeps: sizes, the
+/// per-channel statistics that call used (batch or running) and the tail
+/// fused into it. A named type, so that relu_of_batch_norm can recognise a
+/// batch_norm node and reuse it.
 struct BatchNormBackward {
   int64_t N = 0, C = 0, S = 0, M = 0;
   bool training = true;
+  bool relu = false;                 // the node's output went through a ReLU: g' = g where out > 0
+  bool residual = false;             // inputs[3] was added to the batch norm's output
   std::vector<double> mean, invstd;  // [C]
+  std::vector<Affine> fwd;           // [C] the forward's float constants (Mask::kInput)
   int64_t M_stat = 0;    // values behind the statistics: M, or all ranks' when synchronized
   BatchNormSync sync{};  // comm == nullptr: not synchronized
 
-  void operator()(const Tensor&, const Tensor& d_out, std::vector<Tensor>& in) const {
-    run(d_out, nullptr, in);
+  void operator()(const Tensor& out, const Tensor& d_out, std::vector<Tensor>& in) const {
+    if (!relu)
+      run<Mask::kNone>(d_out, nullptr, in);
+    else if (residual)
+      run<Mask::kOutput>(d_out, out.data(), in);
+    else
+      run<Mask::kInput>(d_out, out.data(), in);
   }
 
-  /// Adds the gradients of x, weight and bias for upstream gradient d_out,
-  /// masked by z > 0 when z is given (the output of a fused ReLU).
+  /// Adds the gradients of x, weight, bias (and the residual) for upstream
+  /// gradient d_out, masked as K says (z: the fused ReLU's output).
+  template <Mask KM>
   void run(const Tensor& d_out, const float* z, std::vector<Tensor>& in) const {
-    bool fresh = false;
+    bool fresh = false, dr_fresh = false;
     float* dx = in[0].requires_grad() ? grad_for_write(in[0], fresh) : nullptr;
     float* dw = in[1].requires_grad() ? in[1].grad_or_zeros().data() : nullptr;
     float* db = in[2].requires_grad() ? in[2].grad_or_zeros().data() : nullptr;
+    float* dr = residual && in[3].requires_grad() ? grad_for_write(in[3], dr_fresh) : nullptr;
     const float* px = in[0].data();
     const float* pw = in[1].defined() ? in[1].data() : nullptr;
     const float* g = d_out.data();
     // The sums are needed for d weight, d bias and the train-mode d x.
     const bool need_sums = dw || db || (dx && training);
+    // The residual's gradient is g' itself: the sums pass writes it on the
+    // way, and once it is a fresh buffer d x reads g' back from it (one
+    // stream instead of g and the mask).
+    const bool dx_from_dr = dr && dr_fresh && need_sums;
     auto sums = [&](int64_t c0, int64_t c1, std::vector<double>& sg, std::vector<double>& sgx) {
-      if (z)
-        grad_sums<true>(g, px, z, mean, N, C, S, c0, c1, sg, sgx);
+      if (!dr)
+        grad_sums<KM, ResidualGrad::kNone>(g, px, z, dr, mean, fwd, N, C, S, c0, c1, sg, sgx);
+      else if (dr_fresh)
+        grad_sums<KM, ResidualGrad::kAssign>(g, px, z, dr, mean, fwd, N, C, S, c0, c1, sg, sgx);
       else
-        grad_sums<false>(g, px, z, mean, N, C, S, c0, c1, sg, sgx);
+        grad_sums<KM, ResidualGrad::kAdd>(g, px, z, dr, mean, fwd, N, C, S, c0, c1, sg, sgx);
     };
     // Synchronized: this rank's sums of every channel first, then d x's
     // sums over all ranks (an allreduce between the two passes). d weight
@@ -335,7 +460,7 @@ struct BatchNormBackward {
       global_sgx = local_sgx;
       sync_grad_sums(sync, global_sg, global_sgx);
     }
-    parallel_for(0, C, channel_grain(M), [&](int64_t c0, int64_t c1) {
+    channel_blocks(C, M, [&](int64_t c0, int64_t c1) {
       const size_t width = static_cast<size_t>(c1 - c0);
       std::vector<double> sg(width, 0.0), sgx(width, 0.0);  // sum g', sum g' (x - mean)
       if (synced) {
@@ -343,6 +468,8 @@ struct BatchNormBackward {
         std::copy_n(local_sgx.begin() + c0, width, sgx.begin());
       } else if (need_sums) {
         sums(c0, c1, sg, sgx);
+      } else if (dr) {
+        residual_grad<KM>(g, z, N, C, S, c0, c1, dr_fresh, dr);
       }
       // d x = A g' + B (x - mean) + K: the formula above with per-channel
       // constants A = gamma invstd, B = -A invstd^2 sum(g' (x - mean)) / M,
@@ -364,26 +491,55 @@ struct BatchNormBackward {
         mu[i] = static_cast<float>(mean[static_cast<size_t>(c)]);
       }
       if (!dx) return;
-      if (z)
-        grad_input<true>(g, px, z, N, C, S, c0, A, B, K, mu, fresh, dx);
+      if (dx_from_dr)
+        grad_input<Mask::kNone>(dr, px, nullptr, fwd, N, C, S, c0, A, B, K, mu, fresh, dx);
       else
-        grad_input<false>(g, px, z, N, C, S, c0, A, B, K, mu, fresh, dx);
+        grad_input<KM>(g, px, z, fwd, N, C, S, c0, A, B, K, mu, fresh, dx);
     });
   }
 };
 
-/// The node of relu(batch_norm(...)): the batch norm's backward with the
-/// ReLU mask taken from the fused node's own output.
-struct BatchNormReluBackward {
-  BatchNormBackward bn;
-  void operator()(const Tensor& out, const Tensor& d_out, std::vector<Tensor>& in) const {
-    bn.run(d_out, out.data(), in);
+/// y = act((x - m) a + b (+ r)) over len values: a, m, b scalars (Step 0)
+/// or per-position arrays (Step 1); act = ReLU when Relu.
+template <bool Res, bool Relu, int Step>
+inline void affine_row(const float* __restrict xi, const float* __restrict ri, float* __restrict yo,
+                       int64_t len, const float* __restrict a, const float* __restrict m,
+                       const float* __restrict b) {
+  for (int64_t j = 0; j < len; ++j) {
+    float v = (xi[j] - m[Step * j]) * a[Step * j] + b[Step * j];
+    if constexpr (Res) v = v + ri[j];
+    if constexpr (Relu) v = v > 0.f ? v : 0.f;
+    yo[j] = v;
   }
-};
+}
+
+/// The output pass of batch_norm for the channels [c0, c1) with per-channel
+/// constants A = gamma invstd, mean and beta.
+template <bool Res, bool Relu>
+void affine_out(const float* px, const float* pr, float* po, int64_t N, int64_t C, int64_t S,
+                int64_t c0, const std::vector<float>& A, const std::vector<float>& mu,
+                const std::vector<float>& Bf) {
+  const int64_t width = static_cast<int64_t>(A.size());
+  if (S >= kLongPlane) {
+    for (int64_t i = 0; i < width; ++i)
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t off = (n * C + c0 + i) * S;
+        affine_row<Res, Relu, 0>(px + off, Res ? pr + off : nullptr, po + off, S, &A[i], &mu[i],
+                                 &Bf[i]);
+      }
+    return;
+  }
+  const auto Ae = expand(A, S), Me = expand(mu, S), Be = expand(Bf, S);
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t off = (n * C + c0) * S;
+    affine_row<Res, Relu, 1>(px + off, Res ? pr + off : nullptr, po + off, width * S, Ae.data(),
+                             Me.data(), Be.data());
+  }
+}
 }  // namespace
 
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
-                  Tensor& running_var, const BatchNormOptions& options) {
+                  Tensor& running_var, const BatchNormOptions& options, const BatchNormTail& tail) {
   if (x.dim() < 2)
     throw UsageError("batch_norm: input " + shape_str(x.shape()) +
                      ", expected [N, C, H, W] or [N, C]");
@@ -403,14 +559,26 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
                      shape_str(x.shape()));
   if (!options.training && !running_mean.defined())
     throw UsageError("batch_norm: eval mode needs running_mean and running_var");
+  const Tensor& res = tail.residual;
+  if (res.defined() && res.shape() != x.shape())
+    throw UsageError("batch_norm: residual " + shape_str(res.shape()) + " for input " +
+                     shape_str(x.shape()) + ", expected the same shape");
+  if (res.defined() && res.same(x)) {
+    // x's gradient and the residual's would be one buffer, written by one
+    // pass: run the plain composition instead.
+    const Tensor y = add(batch_norm(x, weight, bias, running_mean, running_var, options), res);
+    return tail.relu ? relu(y) : y;
+  }
 
   // Per-channel statistics used by this call (batch or running), kept for the backward.
   BatchNormBackward saved;
   saved.N = N, saved.C = C, saved.S = S, saved.M = M, saved.M_stat = M,
-  saved.training = options.training;
+  saved.training = options.training, saved.relu = tail.relu, saved.residual = res.defined();
   saved.mean.resize(static_cast<size_t>(C));
   saved.invstd.resize(static_cast<size_t>(C));
+  saved.fwd.resize(static_cast<size_t>(C));
   const float* px = x.data();
+  const float* pr = res.defined() ? res.data() : nullptr;
   const float* pw = weight.defined() ? weight.data() : nullptr;
   const float* pb = bias.defined() ? bias.data() : nullptr;
   float* rm = running_mean.defined() ? running_mean.data() : nullptr;
@@ -436,7 +604,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
     saved.sync = *sync;
   }
 
-  parallel_for(0, C, channel_grain(M), [&](int64_t c0, int64_t c1) {
+  channel_blocks(C, M, [&](int64_t c0, int64_t c1) {
     const size_t width = static_cast<size_t>(c1 - c0);
     std::vector<double> s1(width, 0.0), s2(width, 0.0), shift(width);
     if (training && !sync) shifted_moments(px, N, C, S, c0, c1, shift.data(), s1.data(), s2.data());
@@ -471,32 +639,23 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
       A[i] = static_cast<float>((pw ? pw[c] : 1.0) * is);
       mu[i] = static_cast<float>(m);
       Bf[i] = pb ? pb[c] : 0.f;
+      saved.fwd[static_cast<size_t>(c)] = {A[i], mu[i], Bf[i]};
     }
-    if (S >= kLongPlane) {
-      for (int64_t c = c0; c < c1; ++c) {
-        const size_t i = static_cast<size_t>(c - c0);
-        const float a = A[i], m = mu[i], b = Bf[i];
-        for (int64_t n = 0; n < N; ++n) {
-          const float* __restrict xi = px + (n * C + c) * S;
-          float* __restrict yo = po + (n * C + c) * S;
-          for (int64_t s = 0; s < S; ++s) yo[s] = (xi[s] - m) * a + b;
-        }
-      }
-    } else {
-      const auto Ae = expand(A, S), Me = expand(mu, S), Be = expand(Bf, S);
-      const int64_t L = static_cast<int64_t>(Ae.size());
-      const float* __restrict av = Ae.data();
-      const float* __restrict mv = Me.data();
-      const float* __restrict bv = Be.data();
-      for (int64_t n = 0; n < N; ++n) {
-        const float* __restrict xr = px + (n * C + c0) * S;
-        float* __restrict yr = po + (n * C + c0) * S;
-        for (int64_t j = 0; j < L; ++j) yr[j] = (xr[j] - mv[j]) * av[j] + bv[j];
-      }
-    }
+    if (pr && tail.relu)
+      affine_out<true, true>(px, pr, po, N, C, S, c0, A, mu, Bf);
+    else if (pr)
+      affine_out<true, false>(px, pr, po, N, C, S, c0, A, mu, Bf);
+    else if (tail.relu)
+      affine_out<false, true>(px, pr, po, N, C, S, c0, A, mu, Bf);
+    else
+      affine_out<false, false>(px, pr, po, N, C, S, c0, A, mu, Bf);
   });
 
-  record(out, "batch_norm", {x, weight, bias}, std::move(saved));
+  static const char* const names[2][2] = {{"batch_norm", "batch_norm_relu"},
+                                          {"batch_norm_add", "batch_norm_add_relu"}};
+  std::vector<Tensor> inputs{x, weight, bias};
+  if (res.defined()) inputs.push_back(res);
+  record(out, names[res.defined()][tail.relu], std::move(inputs), std::move(saved));
   return out;
 }
 
@@ -529,7 +688,7 @@ Tensor relu_of_batch_norm(const Tensor& y) {
   if (!y.defined() || !grad_mode_enabled() || !y.grad_fn()) return Tensor();
   const std::shared_ptr<Node>& node = y.grad_fn();
   const BatchNormBackward* bn = node->backward.target<BatchNormBackward>();
-  if (!bn) return Tensor();
+  if (!bn || bn->relu) return Tensor();
   Tensor z = Tensor::empty(y.shape());
   const float* py = y.data();
   float* pz = z.data();
@@ -538,7 +697,10 @@ Tensor relu_of_batch_norm(const Tensor& y) {
     float* __restrict o = pz;
     for (int64_t i = lo; i < hi; ++i) o[i] = a[i] > 0.f ? a[i] : 0.f;
   });
-  record(z, "batch_norm_relu", node->inputs, BatchNormReluBackward{*bn});
+  BatchNormBackward fused = *bn;
+  fused.relu = true;
+  record(z, bn->residual ? "batch_norm_add_relu" : "batch_norm_relu", node->inputs,
+         std::move(fused));
   return z;
 }
 

@@ -16,6 +16,13 @@ struct BatchNormOptions {
   float eps = 1e-5f;      // added to the variance before the square root
 };
 
+/// What follows the batch norm in the same call (ResNet's block tails):
+/// batch_norm(x, ..., {.residual = r, .relu = true}) = relu(bn(x) + r).
+struct BatchNormTail {
+  Tensor residual{};  // added to the output: x's shape, or undefined for none
+  bool relu = false;  // ReLU last
+};
+
 /// x [N, C, H, W] (or [N, C]) -> same shape.
 /// weight/bias [C] (gamma, beta; either may be undefined, meaning 1 and 0);
 /// running_mean / running_var [C] buffers.
@@ -26,8 +33,15 @@ struct BatchNormOptions {
 /// Eval: the same formula with running_mean/running_var, which are not touched.
 /// Gradients flow to x, weight and bias: through the batch statistics in
 /// training mode, through the affine map in eval mode.
+/// With a tail the output is act(y + residual) (act = ReLU or the identity),
+/// bit for bit ops::relu(ops::add(y, residual)), written in one pass and
+/// recorded as one node: its backward masks the gradient by the output,
+/// hands it to the residual and to the batch norm's backward without the
+/// separate passes and buffers of add and relu (gradients to the residual
+/// too).
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
-                  Tensor& running_var, const BatchNormOptions& options);
+                  Tensor& running_var, const BatchNormOptions& options,
+                  const BatchNormTail& tail = {});
 
 /// The per-channel affine map of eval-mode batch_norm, y = scale * x + shift:
 /// scale = gamma / sqrt(running_var + eps) and shift = beta - running_mean *
@@ -43,7 +57,8 @@ ChannelAffine batch_norm_eval_affine(const Tensor& weight, const Tensor& bias,
                                      const Tensor& running_mean, const Tensor& running_var,
                                      float eps);
 
-/// relu(y) for a y that batch_norm produced with a graph node: the same
+/// relu(y) for a y that batch_norm produced with a graph node and no ReLU
+/// in its tail: the same
 /// values, recorded as one fused node that differentiates relu(batch_norm(x))
 /// straight from batch_norm's inputs and the ReLU mask, so y need not be kept
 /// for the backward. Returns an undefined tensor when y is not such an output

@@ -1,7 +1,8 @@
 // conv_batch_norm: the fused inference path (eval mode, no graph) against
 // the plain layer chain, for a conv with a bias (folded into the shift),
 // a non-affine batch norm, a residual and a pruned weight; and in training
-// mode or with gradients on, exactly the plain chain.
+// mode or with gradients on, exactly the plain chain (values and gradients,
+// with the residual and ReLU fused into the batch norm's tail).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -78,4 +79,32 @@ TEST_CASE("conv_batch_norm in training mode or with a graph is the layer chain, 
   CHECK(std::equal(e.data(), e.data() + e.numel(), f.data()));
   ops::sum(e).backward();
   CHECK(conv.weight().grad().defined());
+}
+
+TEST_CASE(
+    "conv_batch_norm's training tail (+ residual, ReLU) gives the chain's gradients, bit for bit") {
+  Generator gen(23), twin_gen(23);
+  Conv2d conv(4, 8, 3, {.padding = 1}, Bias::kNo, gen);
+  Conv2d twin_conv(4, 8, 3, {.padding = 1}, Bias::kNo, twin_gen);
+  BatchNorm2d bn(8), twin_bn(8);
+  set_running_stats(bn, gen);  // weight and bias too
+  set_running_stats(twin_bn, twin_gen);
+  const Tensor x = testing::randn({3, 4, 9, 9}, 24);  // 81-pixel planes
+  Tensor r = testing::randn({3, 8, 9, 9}, 25), twin_r = r.clone();
+  const Tensor seed = testing::randn({3, 8, 9, 9}, 26);
+  r.set_requires_grad(true);
+  twin_r.set_requires_grad(true);
+  const Tensor got = conv_batch_norm(conv, bn, x, {.residual = r, .relu = true});
+  const Tensor want = chain(twin_conv, twin_bn, x, twin_r, true);
+  CHECK(std::equal(got.data(), got.data() + got.numel(), want.data()));
+  got.backward(seed);
+  want.backward(seed);
+  auto same = [](const Tensor& a, const Tensor& b) {
+    return a.defined() && b.defined() && std::equal(a.data(), a.data() + a.numel(), b.data());
+  };
+  CHECK(same(conv.weight().grad(), twin_conv.weight().grad()));
+  CHECK(same(bn.weight().grad(), twin_bn.weight().grad()));
+  CHECK(same(bn.bias().grad(), twin_bn.bias().grad()));
+  CHECK(same(r.grad(), twin_r.grad()));
+  CHECK(bn.num_batches_tracked().item() == 1.f);
 }
