@@ -327,19 +327,20 @@ void grad_sums(const float* g, const float* x, const float* z, float* dr,
 
 /// dr (+)= g' over the channels [c0, c1): the residual's gradient when no
 /// sums pass runs to write it on the way (eval mode without d weight, d bias).
-/// K is kNone or kOutput (a residual node never recomputes its mask).
+/// Reads the mask from z (a residual node never recomputes it from x).
 template <Mask K>
 void residual_grad(const float* g, const float* z, int64_t N, int64_t C, int64_t S, int64_t c0,
                    int64_t c1, bool fresh, float* dr) {
+  constexpr Mask KR = K == Mask::kInput ? Mask::kOutput : K;
   for (int64_t n = 0; n < N; ++n) {
     const int64_t off = (n * C + c0) * S, len = (c1 - c0) * S;
     const float* __restrict gi = g + off;
-    const float* __restrict zi = K == Mask::kOutput ? z + off : nullptr;
+    const float* __restrict zi = KR == Mask::kOutput ? z + off : nullptr;
     float* __restrict ri = dr + off;
     if (fresh)
-      for (int64_t j = 0; j < len; ++j) ri[j] = grad_at<K, float>(gi, zi, nullptr, j, {});
+      for (int64_t j = 0; j < len; ++j) ri[j] = grad_at<KR, float>(gi, zi, nullptr, j, {});
     else
-      for (int64_t j = 0; j < len; ++j) ri[j] += grad_at<K, float>(gi, zi, nullptr, j, {});
+      for (int64_t j = 0; j < len; ++j) ri[j] += grad_at<KR, float>(gi, zi, nullptr, j, {});
   }
 }
 
