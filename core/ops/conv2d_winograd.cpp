@@ -27,6 +27,10 @@
 // multiples of 4 are padded with zeros to whole tiles (14x14: 16x16).
 // Every output element is summed in the same order whatever the width, so
 // the two builds agree up to the rounding of their FMAs (both fuse).
+//
+// One file over ~500 lines on purpose: the forward, the basic-block pair and
+// the weight gradient share the Plan, the layouts and the 1-D transforms,
+// kept in one translation unit so that they inline into every tile loop.
 #include "conv2d_winograd.h"
 
 #include <algorithm>
