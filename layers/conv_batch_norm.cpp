@@ -47,10 +47,9 @@ Tensor separable_conv_batch_norm(Conv2d& dw, BatchNorm2d& bn1, Conv2d& pw, Batch
 
 Tensor conv_pair_batch_norm(Conv2d& c1, BatchNorm2d& bn1, Conv2d& c2, BatchNorm2d& bn2,
                             const Tensor& x, const Tensor& residual) {
-  const ops::Conv2dOptions same{.stride = 1, .padding = 1};
-  auto same_geometry = [&](const Conv2d& c) {
+  auto same_geometry = [](const Conv2d& c) {  // the pair's: stride 1, padding 1, one group
     const ops::Conv2dOptions& o = c.options();
-    return o.stride == same.stride && o.padding == same.padding && o.groups == 1;
+    return o.stride == 1 && o.padding == 1 && o.groups == 1;
   };
   if (bn1.is_training() || bn2.is_training() || grad_mode_enabled() || !same_geometry(c1) ||
       !same_geometry(c2) || c1.runs_sparse(x.shape()) ||
