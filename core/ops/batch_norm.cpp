@@ -12,8 +12,9 @@
 // functions of x. Channels are independent, so both directions run in
 // parallel over channel ranges, and each channel is summed in one fixed order
 // (sample by sample, then along the plane): the result does not depend on
-// the thread count. Sums accumulate in double; the moments are shifted by a
-// value of the channel, one pass. The backward keeps only mean and invstd
+// the thread count. Sums run in float vector lanes over short runs (a plane)
+// and accumulate in double; the moments are shifted by a value of the
+// channel, one pass. The backward keeps only mean and invstd
 // per channel and recomputes x_hat from x (already an input of the node): no
 // activation-sized buffer is saved.
 //
@@ -100,17 +101,14 @@ std::vector<T> expand(const std::vector<T>& per_channel, int64_t S) {
 }
 
 /// Folds per-position sums of a small-plane row into per-channel sums.
-void fold(const std::vector<double>& per_position, int64_t S, std::vector<double>& per_channel) {
+void fold(const std::vector<double>& per_position, int64_t S, double* per_channel) {
   for (size_t i = 0; i < per_position.size(); ++i)
     per_channel[i / static_cast<size_t>(S)] += per_position[i];
 }
 
-// Four doubles as one value (GCC/Clang vector extension): g++ does not
-// vectorise the float-to-double sums below on its own. One AVX2 register, or
-// two SSE2 ones; wider types (eight doubles) are spilled to the stack on
-// AVX2 builds, and the passes are bound by memory anyway.
-using Vec4d = double __attribute__((vector_size(32)));
-using Vec4f = float __attribute__((vector_size(16)));
+// Eight floats as one value (GCC/Clang vector extension): one AVX2 register,
+// half an AVX-512 one, two SSE2 ones.
+using Vec8f = float __attribute__((vector_size(32)));
 
 /// A float or a vector of floats from p (no alignment needed).
 template <class V>
@@ -120,41 +118,98 @@ inline V load(const float* p) {
   return v;
 }
 
-inline Vec4d load4(const float* p) { return __builtin_convertvector(load<Vec4f>(p), Vec4d); }
+inline double lanes_sum(Vec8f v) {
+  double s = 0;
+  for (int i = 0; i < 8; ++i) s += v[i];
+  return s;
+}
 
-inline double lanes_sum(Vec4d v) { return (v[0] + v[1]) + (v[2] + v[3]); }
+// The sums below add floats in float vector lanes over a short run (one
+// plane, or kFoldEvery samples of a small-plane row) and fold each run into
+// double: a run of a few hundred values costs a float rounding of about
+// 1e-6 relative, and the channel's total over the whole batch is exact to
+// double's. Summing every value in double instead (convert, then add at half
+// the width) made these passes bound by arithmetic, twice as slow as the
+// passes around them (measured on AVX2).
 
 /// Two running sums (s, t) over the values of one channel, plane after
-/// plane, in a fixed order: each plane's first multiple of 8 values in 8
-/// double lanes (two vectors), then one scalar per value left. The lanes
-/// live across the channel's planes and are folded once at the end, so a
-/// 14x14 plane costs 24 vector steps and four scalars, not a reduction of its
-/// own. Same order whatever the thread count. (Four accumulators fit the
-/// sixteen AVX2 registers; more were spilled to the stack.)
+/// plane, in a fixed order: each plane's first multiple of 8 values in two
+/// pairs of float lanes, folded into double at the end of the plane, then one
+/// double per value left. Same order whatever the thread count.
 struct LaneSums {
-  Vec4d s0{}, s1{}, t0{}, t1{};
-  double s_tail = 0, t_tail = 0;
+  double s = 0, t = 0;
 
-  /// Adds term4(j) = {s, t} for the values j..j+3 and term1(j) for single
+  /// Adds term8(j) = {s, t} for the values j..j+7 and term1(j) for single
   /// values over one plane of n values.
-  template <class Term4, class Term1>
-  void add_plane(int64_t n, Term4 term4, Term1 term1) {
+  template <class Term8, class Term1>
+  void add_plane(int64_t n, Term8 term8, Term1 term1) {
+    Vec8f s0{}, s1{}, t0{}, t1{};
     int64_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-      const auto [a0, b0] = term4(j);
-      const auto [a1, b1] = term4(j + 4);
+    for (; j + 16 <= n; j += 16) {
+      const auto [a0, b0] = term8(j);
+      const auto [a1, b1] = term8(j + 8);
       s0 += a0, s1 += a1, t0 += b0, t1 += b1;
     }
+    if (j + 8 <= n) {
+      const auto [a, b] = term8(j);
+      s0 += a, t0 += b;
+      j += 8;
+    }
+    double ps = lanes_sum(s0 + s1), pt = lanes_sum(t0 + t1);
     for (; j < n; ++j) {
       const auto [a, b] = term1(j);
-      s_tail += a, t_tail += b;
+      ps += a, pt += b;
     }
+    s += ps, t += pt;
+  }
+};
+
+/// Per-position sums (s, t) over the samples of small-plane rows (positions
+/// [0, L) of each row): float partials over kFoldEvery rows at a time, folded
+/// into double. Each position is summed over the rows in order.
+class PositionSums {
+ public:
+  static constexpr int kFoldEvery = 16;
+
+  explicit PositionSums(int64_t L)
+      : s_(static_cast<size_t>(L)), t_(s_.size()), fs_(s_.size()), ft_(s_.size()) {}
+
+  /// Adds one row: term8(j) = {s, t} for positions j..j+7, term1(j) for one.
+  template <class Term8, class Term1>
+  void add_row(Term8 term8, Term1 term1) {
+    const int64_t L = static_cast<int64_t>(s_.size());
+    float* __restrict ps = fs_.data();
+    float* __restrict pt = ft_.data();
+    int64_t j = 0;
+    for (; j + 8 <= L; j += 8) {
+      const auto [a, b] = term8(j);
+      const Vec8f va = load<Vec8f>(ps + j) + a, vb = load<Vec8f>(pt + j) + b;
+      std::memcpy(ps + j, &va, sizeof va);
+      std::memcpy(pt + j, &vb, sizeof vb);
+    }
+    for (; j < L; ++j) {
+      const auto [a, b] = term1(j);
+      ps[j] += a, pt[j] += b;
+    }
+    if (++rows_ == kFoldEvery) flush();
   }
 
-  void fold_into(double& s, double& t) const {
-    s += lanes_sum(s0 + s1) + s_tail;
-    t += lanes_sum(t0 + t1) + t_tail;
+  /// Adds the sums of each channel (S positions each) to s_out[c], t_out[c].
+  void fold_into(int64_t S, double* s_out, double* t_out) {
+    flush();
+    fold(s_, S, s_out);
+    fold(t_, S, t_out);
   }
+
+ private:
+  void flush() {
+    for (size_t j = 0; j < s_.size(); ++j) s_[j] += fs_[j], t_[j] += ft_[j], fs_[j] = ft_[j] = 0;
+    rows_ = 0;
+  }
+
+  std::vector<double> s_, t_;
+  std::vector<float> fs_, ft_;
+  int rows_ = 0;
 };
 
 /// shift[c], s1[c], s2[c] for the channels [c0, c1) (arrays indexed from
@@ -167,15 +222,14 @@ void shifted_moments(const float* px, int64_t N, int64_t C, int64_t S, int64_t c
   for (int64_t c = c0; c < c1; ++c) shift[c - c0] = px[c * S];
   if (S >= kLongPlane) {
     for (int64_t c = c0; c < c1; ++c) {
-      const double sh = shift[c - c0];
-      const Vec4d shv = Vec4d{} + sh;
+      const float sh = px[c * S];
       LaneSums acc;
       for (int64_t n = 0; n < N; ++n) {
         const float* __restrict p = px + (n * C + c) * S;
         acc.add_plane(
             S,
             [&](int64_t j) {
-              const Vec4d d = load4(p + j) - shv;
+              const Vec8f d = load<Vec8f>(p + j) - sh;
               return std::pair{d, d * d};
             },
             [&](int64_t j) {
@@ -183,28 +237,28 @@ void shifted_moments(const float* px, int64_t N, int64_t C, int64_t S, int64_t c
               return std::pair{d, d * d};
             });
       }
-      acc.fold_into(s1[c - c0], s2[c - c0]);
+      s1[c - c0] += acc.s, s2[c - c0] += acc.t;
     }
     return;
   }
-  const std::vector<double> sh = expand(std::vector<double>(shift, shift + width), S);
-  const int64_t L = static_cast<int64_t>(sh.size());
-  std::vector<double> a(sh.size(), 0.0), b(sh.size(), 0.0);
-  double* __restrict pa = a.data();
-  double* __restrict pb = b.data();
-  const double* __restrict ps = sh.data();
+  std::vector<float> shift_f(width);
+  for (size_t i = 0; i < width; ++i) shift_f[i] = static_cast<float>(shift[i]);
+  const std::vector<float> she = expand(shift_f, S);
+  const float* __restrict ps = she.data();
+  PositionSums acc(static_cast<int64_t>(she.size()));
   for (int64_t n = 0; n < N; ++n) {
     const float* __restrict xr = px + (n * C + c0) * S;
-    for (int64_t j = 0; j < L; ++j) {
-      const double d = static_cast<double>(xr[j]) - ps[j];
-      pa[j] += d;
-      pb[j] += d * d;
-    }
+    acc.add_row(
+        [&](int64_t j) {
+          const Vec8f d = load<Vec8f>(xr + j) - load<Vec8f>(ps + j);
+          return std::pair{d, d * d};
+        },
+        [&](int64_t j) {
+          const float d = xr[j] - ps[j];
+          return std::pair{d, d * d};
+        });
   }
-  std::vector<double> f1(width, 0.0), f2(width, 0.0);
-  fold(a, S, f1);
-  fold(b, S, f2);
-  for (size_t i = 0; i < width; ++i) s1[i] += f1[i], s2[i] += f2[i];
+  acc.fold_into(S, s1, s2);
 }
 
 /// What the backward's sums pass does with g' besides summing it: nothing,
@@ -257,7 +311,7 @@ void grad_sums(const float* g, const float* x, const float* z, float* dr,
   if (S >= kLongPlane) {
     for (int64_t c = c0; c < c1; ++c) {
       const double mu = mean[static_cast<size_t>(c)];
-      const Vec4d muv = Vec4d{} + mu;
+      const float muf = static_cast<float>(mu);
       const Affine f = fwd[static_cast<size_t>(c)];
       LaneSums acc;
       for (int64_t n = 0; n < N; ++n) {
@@ -269,10 +323,9 @@ void grad_sums(const float* g, const float* x, const float* z, float* dr,
         acc.add_plane(
             S,
             [&](int64_t j) {
-              const Vec4f gf = grad_at<K, Vec4f>(gi, zi, xi, j, f);
+              const Vec8f gf = grad_at<K, Vec8f>(gi, zi, xi, j, f);
               store_residual<R>(ri, j, gf);
-              const Vec4d gd = __builtin_convertvector(gf, Vec4d);
-              return std::pair{gd, gd * (load4(xi + j) - muv)};
+              return std::pair{gf, gf * (load<Vec8f>(xi + j) - muf)};
             },
             [&](int64_t j) {
               const float gf = grad_at<K, float>(gi, zi, xi, j, f);
@@ -281,48 +334,37 @@ void grad_sums(const float* g, const float* x, const float* z, float* dr,
               return std::pair{gd, gd * (static_cast<double>(xi[j]) - mu)};
             });
       }
-      acc.fold_into(sg[c - c0], sgx[c - c0]);
+      sg[static_cast<size_t>(c - c0)] += acc.s;
+      sgx[static_cast<size_t>(c - c0)] += acc.t;
     }
     return;
   }
   constexpr Mask KS = K == Mask::kInput ? Mask::kOutput : K;  // small planes read z
-  const std::vector<double> mu =
-      expand(std::vector<double>(mean.begin() + c0, mean.begin() + c1), S);
-  const int64_t L = (c1 - c0) * S;
-  std::vector<double> a(static_cast<size_t>(L), 0.0), b(static_cast<size_t>(L), 0.0);
-  double* __restrict pa = a.data();
-  double* __restrict pb = b.data();
-  const double* __restrict pm = mu.data();
+  std::vector<float> mean_f(static_cast<size_t>(c1 - c0));
+  for (int64_t c = c0; c < c1; ++c)
+    mean_f[static_cast<size_t>(c - c0)] = static_cast<float>(mean[static_cast<size_t>(c)]);
+  const std::vector<float> mu = expand(mean_f, S);
+  const float* __restrict pm = mu.data();
+  PositionSums acc(static_cast<int64_t>(mu.size()));
   for (int64_t n = 0; n < N; ++n) {
     const int64_t off = (n * C + c0) * S;
     const float* __restrict gr = g + off;
     const float* __restrict xr = x + off;
     const float* __restrict zr = KS == Mask::kOutput ? z + off : nullptr;
     float* __restrict rr = R != ResidualGrad::kNone ? dr + off : nullptr;
-    int64_t j = 0;
-    for (; j + 4 <= L; j += 4) {
-      Vec4d va, vb, vm;
-      std::memcpy(&va, pa + j, sizeof va);
-      std::memcpy(&vb, pb + j, sizeof vb);
-      std::memcpy(&vm, pm + j, sizeof vm);
-      const Vec4f gf = grad_at<KS, Vec4f>(gr, zr, xr, j, {});
-      store_residual<R>(rr, j, gf);
-      const Vec4d gj = __builtin_convertvector(gf, Vec4d);
-      va += gj;
-      vb += gj * (load4(xr + j) - vm);
-      std::memcpy(pa + j, &va, sizeof va);
-      std::memcpy(pb + j, &vb, sizeof vb);
-    }
-    for (; j < L; ++j) {
-      const float gf = grad_at<KS, float>(gr, zr, xr, j, {});
-      store_residual<R>(rr, j, gf);
-      const double gj = gf;
-      pa[j] += gj;
-      pb[j] += gj * (static_cast<double>(xr[j]) - pm[j]);
-    }
+    acc.add_row(
+        [&](int64_t j) {
+          const Vec8f gf = grad_at<KS, Vec8f>(gr, zr, xr, j, {});
+          store_residual<R>(rr, j, gf);
+          return std::pair{gf, gf * (load<Vec8f>(xr + j) - load<Vec8f>(pm + j))};
+        },
+        [&](int64_t j) {
+          const float gf = grad_at<KS, float>(gr, zr, xr, j, {});
+          store_residual<R>(rr, j, gf);
+          return std::pair{gf, gf * (xr[j] - pm[j])};
+        });
   }
-  fold(a, S, sg);
-  fold(b, S, sgx);
+  acc.fold_into(S, sg.data(), sgx.data());
 }
 
 /// dr (+)= g' over the channels [c0, c1): the residual's gradient when no
