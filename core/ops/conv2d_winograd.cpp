@@ -23,7 +23,8 @@
 //      the residual and ReLU of a fused conv).
 // Layouts (floats): X [CB][Hx][Wx][L], V [36][CB][TB][L], M [36][OB][TB][L],
 // U [36][OB][C][L], with CB = C / L, OB = OC / L, and V and M for a block of
-// TB tiles (whole tile rows, about 16 tiles). Planes whose sides are not
+// TB tiles (whole tile rows, about 16 tiles), their 36 positions padded
+// apart (Plan::VX, MX). Planes whose sides are not
 // multiples of 4 are padded with zeros to whole tiles (14x14: 16x16).
 // Every output element is summed in the same order whatever the width, so
 // the two builds agree up to the rounding of their FMAs (both fuse).
@@ -120,9 +121,16 @@ inline void gradient_1d(const VT d[kM], VT e[kA]) {
   e[5] = d[3];
 }
 
+/// n floats rounded up to an odd number of 64-byte lines. The kXi values of
+/// one tile lie this far apart in V, M and Z; with a power of two (2 KiB at
+/// 14x14) a tile's 36 stores all fell into two of L1's sets (12 ways each)
+/// and missed: the transforms of that plane ran at half speed.
+constexpr int64_t odd_lines(int64_t n) { return (((n + 15) / 16) | 1) * 16; }
+
 struct Plan {
   int64_t C, H, W, OC, CB, OB, TH, TW, Hx, Wx;
   int64_t RB, TB;           // tile rows per block, tiles per block: V and M hold one block
+  int64_t VX, MX;           // floats between positions xi in V, in M and Z (odd_lines)
   std::vector<int32_t> at;  // [H * W]: pixel l's vector in a padded buffer, in floats
   explicit Plan(const ConvGeometry& g)
       : C(g.C), H(g.H), W(g.W), OC(g.OC), CB(g.C / L), OB(g.OC / L) {
@@ -131,6 +139,7 @@ struct Plan {
     // patch ends at kM T + 1.
     Hx = kM * TH + 2, Wx = kM * TW + 2;
     RB = std::clamp<int64_t>(16 / TW, 1, TH), TB = RB * TW;
+    VX = odd_lines(CB * TB * L), MX = odd_lines(OB * TB * L);
     at.resize(static_cast<size_t>(H * W));
     for (int64_t l = 0; l < H * W; ++l)
       at[static_cast<size_t>(l)] = static_cast<int32_t>(((1 + l / W) * Wx + 1 + l % W) * L);
@@ -181,7 +190,7 @@ void fill(const float* x, int64_t blocks, const Plan& pl, float* X) {
 /// V[xi][cb][t] = (B^T d B)[xi] for the tiles t of the tile rows [ty0,
 /// ty1) (t counted from the block's first tile) and every channel block cb.
 void transform_input(const float* X, const Plan& pl, int64_t ty0, int64_t ty1, float* V) {
-  const int64_t xi_stride = pl.CB * pl.TB * L;
+  const int64_t xi_stride = pl.VX;
   for (int64_t cb = 0; cb < pl.CB; ++cb)
     for (int64_t ty = ty0; ty < ty1; ++ty)
       for (int64_t tx = 0; tx < pl.TW; ++tx) {
@@ -247,8 +256,8 @@ void multiply(const float* U, const float* V, const Plan& pl, int64_t nt_all, fl
   for (int64_t xi = 0; xi < kXi; ++xi)
     for (int64_t ob = 0; ob < pl.OB; ob += Vec::kOut) {  // OB is a multiple of kOut
       const float* u = U + (xi * pl.OB + ob) * pl.C * L;
-      float* m = M + (xi * pl.OB + ob) * pl.TB * L;
-      const float* v = V + xi * pl.CB * pl.TB * L;
+      float* m = M + xi * pl.MX + ob * pl.TB * L;
+      const float* v = V + xi * pl.VX;
       // Chunks of equal size (14 tiles: 5 + 5 + 4, not 6 + 6 + 2): a short
       // chunk would reload every weight for few products.
       const int64_t chunks = (nt_all + Vec::kTiles - 1) / Vec::kTiles;
@@ -283,7 +292,7 @@ inline void output_tile(const float* m, int64_t xi_stride, VT shift, VT y[kM][kM
 /// [pixel][L] rows R.
 void transform_output(const float* M, const Plan& pl, const ConvOutput& o, int64_t n, int64_t ty0,
                       int64_t ty1, float* R, float* out) {
-  const int64_t P = pl.H * pl.W, xi_stride = pl.OB * pl.TB * L, rw = kM * pl.TW * L;
+  const int64_t P = pl.H * pl.W, xi_stride = pl.MX, rw = kM * pl.TW * L;
   for (int64_t ob = 0; ob < pl.OB; ++ob) {
     const VT shift = o.shift ? Vec::load(o.shift + ob * L) : Vec::zero();
     for (int64_t ty = ty0; ty < ty1; ++ty) {
@@ -308,7 +317,7 @@ void transform_output(const float* M, const Plan& pl, const ConvOutput& o, int64
 /// (past H or W) are dropped, so X's border stays zero.
 void transform_output_to_lanes(const float* M, const Plan& pl, const ConvOutput& o, int64_t ty0,
                                int64_t ty1, float* X) {
-  const int64_t xi_stride = pl.OB * pl.TB * L;
+  const int64_t xi_stride = pl.MX;
   for (int64_t ob = 0; ob < pl.OB; ++ob) {
     const VT shift = o.shift ? Vec::load(o.shift + ob * L) : Vec::zero();
     for (int64_t ty = ty0; ty < ty1; ++ty)
@@ -337,7 +346,7 @@ void transform_output_to_lanes(const float* M, const Plan& pl, const ConvOutput&
 
 /// Z[xi][ob][t] = (A D A^T)[xi] for the tiles of the tile rows [ty0, ty1).
 void transform_gradient(const float* D, const Plan& pl, int64_t ty0, int64_t ty1, float* Z) {
-  const int64_t xi_stride = pl.OB * pl.TB * L;
+  const int64_t xi_stride = pl.MX;
   for (int64_t ob = 0; ob < pl.OB; ++ob)
     for (int64_t ty = ty0; ty < ty1; ++ty)
       for (int64_t tx = 0; tx < pl.TW; ++tx) {
@@ -432,8 +441,8 @@ void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeom
   auto run = [&](int64_t lo, int64_t hi) {
     thread_local std::vector<float> xbuf, vbuf, mbuf, rbuf;
     float* X = lanes::zeroed_scratch(xbuf, pl.CB * pl.Hx * pl.Wx * L);  // border stays zero
-    float* V = lanes::zeroed_scratch(vbuf, kXi * pl.CB * pl.TB * L);
-    float* M = lanes::zeroed_scratch(mbuf, kXi * pl.OB * pl.TB * L);
+    float* V = lanes::zeroed_scratch(vbuf, kXi * pl.VX);
+    float* M = lanes::zeroed_scratch(mbuf, kXi * pl.MX);
     float* R = lanes::zeroed_scratch(rbuf, kM * kM * pl.TW * L);
     for (int64_t n = lo; n < hi; ++n) {
       fill(x + n * pl.C * pl.H * pl.W, pl.CB, pl, X);
@@ -465,8 +474,8 @@ void forward_pair(const float* x, const float* w1, const ConvOutput& o1, const C
     // Both convs' planes are H x W, so the plans differ only in channels.
     float* X = lanes::zeroed_scratch(xbuf, p1.CB * p1.Hx * p1.Wx * L);
     float* X2 = lanes::zeroed_scratch(x2buf, p2.CB * p2.Hx * p2.Wx * L);  // border stays zero
-    float* V = lanes::zeroed_scratch(vbuf, kXi * std::max(p1.CB, p2.CB) * p1.TB * L);
-    float* M = lanes::zeroed_scratch(mbuf, kXi * std::max(p1.OB, p2.OB) * p1.TB * L);
+    float* V = lanes::zeroed_scratch(vbuf, kXi * std::max(p1.VX, p2.VX));
+    float* M = lanes::zeroed_scratch(mbuf, kXi * std::max(p1.MX, p2.MX));
     float* R = lanes::zeroed_scratch(rbuf, kM * kM * p2.TW * L);
     for (int64_t n = lo; n < hi; ++n) {
       fill(x + n * p1.C * p1.H * p1.W, p1.CB, p1, X);
@@ -500,8 +509,8 @@ void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int6
     thread_local std::vector<float> xbuf, dbuf, vbuf, zbuf;
     float* X = lanes::zeroed_scratch(xbuf, pl.CB * pl.Hx * pl.Wx * L);
     float* D = lanes::zeroed_scratch(dbuf, pl.OB * pl.Hx * pl.Wx * L);
-    float* V = lanes::zeroed_scratch(vbuf, kXi * pl.CB * pl.TB * L);
-    float* Z = lanes::zeroed_scratch(zbuf, kXi * pl.OB * pl.TB * L);
+    float* V = lanes::zeroed_scratch(vbuf, kXi * pl.VX);
+    float* Z = lanes::zeroed_scratch(zbuf, kXi * pl.MX);
     for (int64_t n = n_lo; n < n_hi; ++n) {
       fill(x + n * pl.C * pl.H * pl.W, pl.CB, pl, X);
       fill(d_out + n * pl.OC * pl.H * pl.W, pl.OB, pl, D);
@@ -512,8 +521,8 @@ void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int6
         for (int64_t xi = 0; xi < kXi; ++xi)
           for (int64_t ob = ob0; ob < ob1; ob += NO)
             for (int64_t c = 0; c < pl.C; c += Vec::kGradC)
-              accumulate_tiles(V + (xi * pl.CB + c / L) * pl.TB * L + c % L,
-                               Z + (xi * pl.OB + ob) * pl.TB * L, pl.TB * L, nt,
+              accumulate_tiles(V + xi * pl.VX + (c / L) * pl.TB * L + c % L,
+                               Z + xi * pl.MX + ob * pl.TB * L, pl.TB * L, nt,
                                S + ((xi * pl.OB + ob) * pl.C + c) * L, pl.C * L);
       }
     }
