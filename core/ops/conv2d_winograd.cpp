@@ -139,12 +139,30 @@ struct Plan {
     // patch ends at kM T + 1.
     Hx = kM * TH + 2, Wx = kM * TW + 2;
     RB = std::clamp<int64_t>(16 / TW, 1, TH), TB = RB * TW;
-    VX = odd_lines(CB * TB * L), MX = odd_lines(OB * TB * L);
+    strides();
     at.resize(static_cast<size_t>(H * W));
     for (int64_t l = 0; l < H * W; ++l)
       at[static_cast<size_t>(l)] = static_cast<int32_t>(((1 + l / W) * Wx + 1 + l % W) * L);
   }
+
+  /// Blocks of the tiles of ns whole planes (needs RB == TH): sample k's
+  /// tiles are the block's tiles k TH TW to (k + 1) TH TW - 1.
+  void group_samples(int64_t ns) {
+    TB = ns * TH * TW;
+    strides();
+  }
+
+ private:
+  void strides() { VX = odd_lines(CB * TB * L), MX = odd_lines(OB * TB * L); }
 };
+
+/// Samples whose tiles share one block: several when a whole plane is one
+/// block of few tiles (7x7 and 8x8: 4 tiles, 4 samples), in sample order.
+/// With one sample a block, each product call would load and store its
+/// accumulators for a handful of tiles.
+int64_t samples_per_block(const Plan& pl) {
+  return pl.RB == pl.TH ? std::max<int64_t>(1, 16 / (pl.TH * pl.TW)) : 1;
+}
 
 /// U[xi][ob][c][L] = (G g G^T)[xi] of w[oc, c] times scale[oc] (null: 1);
 /// U holds kXi OC C floats.
@@ -434,7 +452,9 @@ bool supports(const ConvGeometry& g) {
 
 void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
              int64_t n_lo, int64_t n_hi, float* out) {
-  const Plan pl(g);
+  Plan pl(g);
+  const int64_t ns = samples_per_block(pl);
+  pl.group_samples(ns);
   thread_local std::vector<float> ubuf;  // the calling thread's; the tasks only read it
   float* U = lanes::zeroed_scratch(ubuf, kXi * pl.OC * pl.C);
   transform_weights(w, o.scale, pl, U);
@@ -444,14 +464,18 @@ void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeom
     float* V = lanes::zeroed_scratch(vbuf, kXi * pl.VX);
     float* M = lanes::zeroed_scratch(mbuf, kXi * pl.MX);
     float* R = lanes::zeroed_scratch(rbuf, kM * kM * pl.TW * L);
-    for (int64_t n = lo; n < hi; ++n) {
-      fill(x + n * pl.C * pl.H * pl.W, pl.CB, pl, X);
-      for (int64_t ty0 = 0; ty0 < pl.TH;
-           ty0 += pl.RB) {  // blocks of tile rows: V and M stay in cache
-        const int64_t ty1 = std::min(pl.TH, ty0 + pl.RB);
-        transform_input(X, pl, ty0, ty1, V);
-        multiply(U, V, pl, (ty1 - ty0) * pl.TW, M);
-        transform_output(M, pl, o, n, ty0, ty1, R, out);
+    for (int64_t n0 = lo; n0 < hi; n0 += ns) {
+      const int64_t n1 = std::min(hi, n0 + ns);
+      // Blocks of tile rows (of ns samples): V and M stay in cache.
+      for (int64_t ty0 = 0; ty0 < pl.TH; ty0 += pl.RB) {
+        const int64_t ty1 = std::min(pl.TH, ty0 + pl.RB), row_tiles = (ty1 - ty0) * pl.TW;
+        for (int64_t n = n0; n < n1; ++n) {
+          if (ty0 == 0) fill(x + n * pl.C * pl.H * pl.W, pl.CB, pl, X);  // see weight_grad
+          transform_input(X, pl, ty0, ty1, V + (n - n0) * row_tiles * L);
+        }
+        multiply(U, V, pl, (n1 - n0) * row_tiles, M);
+        for (int64_t n = n0; n < n1; ++n)
+          transform_output(M + (n - n0) * row_tiles * L, pl, o, n, ty0, ty1, R, out);
       }
     }
   };
@@ -497,7 +521,9 @@ void forward_pair(const float* x, const float* w1, const ConvOutput& o1, const C
 
 void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int64_t n_lo,
                  int64_t n_hi, float* dw) {
-  const Plan pl(g);
+  Plan pl(g);
+  const int64_t ns = samples_per_block(pl);  // tiles in sample order: the sums' order stays
+  pl.group_samples(ns);
   // Tasks own output-channel blocks; each sums its part of S over all the
   // samples in order, so the split over threads never changes a bit.
   constexpr int64_t NO = Vec::kGradOut;  // OB is a multiple
@@ -511,13 +537,20 @@ void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int6
     float* D = lanes::zeroed_scratch(dbuf, pl.OB * pl.Hx * pl.Wx * L);
     float* V = lanes::zeroed_scratch(vbuf, kXi * pl.VX);
     float* Z = lanes::zeroed_scratch(zbuf, kXi * pl.MX);
-    for (int64_t n = n_lo; n < n_hi; ++n) {
-      fill(x + n * pl.C * pl.H * pl.W, pl.CB, pl, X);
-      fill(d_out + n * pl.OC * pl.H * pl.W, pl.OB, pl, D);
+    for (int64_t n0 = n_lo; n0 < n_hi; n0 += ns) {
+      const int64_t n1 = std::min(n_hi, n0 + ns);
       for (int64_t ty0 = 0; ty0 < pl.TH; ty0 += pl.RB) {
-        const int64_t ty1 = std::min(pl.TH, ty0 + pl.RB), nt = (ty1 - ty0) * pl.TW;
-        transform_input(X, pl, ty0, ty1, V);
-        transform_gradient(D, pl, ty0, ty1, Z);
+        const int64_t ty1 = std::min(pl.TH, ty0 + pl.RB), row_tiles = (ty1 - ty0) * pl.TW;
+        for (int64_t n = n0; n < n1; ++n) {
+          if (ty0 == 0) {  // ns > 1 has one block of rows; ns == 1 keeps X and D for the next
+            fill(x + n * pl.C * pl.H * pl.W, pl.CB, pl, X);
+            fill(d_out + n * pl.OC * pl.H * pl.W, pl.OB, pl, D);
+          }
+          const int64_t t0 = (n - n0) * row_tiles;  // the sample's first tile in the block
+          transform_input(X, pl, ty0, ty1, V + t0 * L);
+          transform_gradient(D, pl, ty0, ty1, Z + t0 * L);
+        }
+        const int64_t nt = (n1 - n0) * row_tiles;
         for (int64_t xi = 0; xi < kXi; ++xi)
           for (int64_t ob = ob0; ob < ob1; ob += NO)
             for (int64_t c = 0; c < pl.C; c += Vec::kGradC)

@@ -70,6 +70,7 @@ TEST_CASE("Winograd conv matches the direct sum within float rounding" *
       {3, 32, 48, 7, 7},    // odd plane: the last tile row and column half used
       {2, 64, 16, 5, 8},    // four input blocks, non-square
       {4, 16, 32, 2, 2},    // one tile
+      {6, 16, 32, 7, 7},    // small plane: 4 samples' tiles a block, then 2
       {2, 48, 64, 16, 3},
   };
   Generator gen(11);
@@ -131,8 +132,11 @@ TEST_CASE("Winograd weight gradient matches the direct sum, the same for 1 and 2
   struct Case {
     int64_t N, C, OC, H, W;
   };
-  const Case cases[] = {
-      {2, 16, 16, 28, 28}, {3, 32, 48, 7, 7}, {2, 16, 32, 5, 8}, {4, 32, 16, 2, 3}};
+  const Case cases[] = {{2, 16, 16, 28, 28},
+                        {3, 32, 48, 7, 7},
+                        {2, 16, 32, 5, 8},
+                        {4, 32, 16, 2, 3},
+                        {6, 16, 32, 7, 7}};  // 7x7: blocks of 4 samples' tiles, then 2
   Generator gen(13);
   const int saved = num_threads();
   for (const Case& c : cases) {
