@@ -145,9 +145,11 @@ struct Plan {
       at[static_cast<size_t>(l)] = static_cast<int32_t>(((1 + l / W) * Wx + 1 + l % W) * L);
   }
 
-  /// Blocks of the tiles of ns whole planes (needs RB == TH): sample k's
-  /// tiles are the block's tiles k TH TW to (k + 1) TH TW - 1.
+  /// Blocks of the tiles of ns whole planes (ns > 1 needs RB == TH): sample
+  /// k's tiles are the block's tiles k TH TW to (k + 1) TH TW - 1. ns == 1
+  /// keeps blocks of RB tile rows.
   void group_samples(int64_t ns) {
+    if (ns == 1) return;
     TB = ns * TH * TW;
     strides();
   }
