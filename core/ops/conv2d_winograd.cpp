@@ -23,8 +23,9 @@
 //      the residual and ReLU of a fused conv).
 // Layouts (floats): X [CB][Hx][Wx][L], V [36][CB][TB][L], M [36][OB][TB][L],
 // U [36][OB][C][L], with CB = C / L, OB = OC / L, and V and M for a block of
-// TB tiles (whole tile rows, about 16 tiles), their 36 positions padded
-// apart (Plan::VX, MX). Planes whose sides are not
+// TB tiles (whole tile rows, about 16 tiles; on 7x7 and 8x8 planes the
+// tiles of 4 samples), their 36 positions padded apart (Plan::VX, MX).
+// Planes whose sides are not
 // multiples of 4 are padded with zeros to whole tiles (14x14: 16x16).
 // Every output element is summed in the same order whatever the width, so
 // the two builds agree up to the rounding of their FMAs (both fuse).
