@@ -43,6 +43,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/parallel.h"
 #include "models/registry.h"
 #include "tools/bench_kernels.h"
@@ -156,13 +157,27 @@ int main(int argc, char** argv) {
   // one model configuration in this fresh process (see spawn_child).
   if (argc == 9 && std::string(argv[1]) == "--child") {
     return cli::run_tool("spruce-bench", [&] {
+      auto number = [&](int i, const char* name) {
+        const std::string text = argv[i];
+        size_t used = 0;
+        int64_t v = 0;
+        try {
+          v = std::stoll(text, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used == 0 || used != text.size())
+          throw UsageError(std::string("--child: ") + name + " '" + text +
+                           "', expected an integer");
+        return v;
+      };
       bench::ChildSpec c{argv[2],
                          argv[3],
-                         std::stoll(argv[4]),
-                         std::stoll(argv[5]),
-                         std::stoll(argv[6]),
-                         std::stoll(argv[7]),
-                         std::stoll(argv[8])};
+                         number(4, "BATCH"),
+                         number(5, "THREADS"),
+                         number(6, "ITERS"),
+                         number(7, "INFER_ITERS"),
+                         number(8, "WARMUP")};
       return bench::run_child(c);
     });
   }

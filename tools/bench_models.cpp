@@ -91,6 +91,10 @@ ModelRow bench_model(const ChildSpec& spec, int64_t runs) {
 
 /// Runs one configuration and prints "RESULT key=value ..." for the parent.
 int run_child(const ChildSpec& c) {
+  // The parent passes validated flags; a hand-typed --child line is checked
+  // too (no iterations would leave nothing to take a median of).
+  if (c.batch < 1 || c.threads < 1 || c.iters < 1 || c.infer_iters < 1 || c.warmup < 0)
+    throw UsageError("--child: expected BATCH, THREADS, ITERS, INFER_ITERS >= 1 and WARMUP >= 0");
   set_num_threads(static_cast<int>(c.threads));
   const Shape chw = parse_shape(c.shape);
   auto model = make_model(c.model, chw[0]);

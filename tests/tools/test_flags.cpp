@@ -75,6 +75,11 @@ TEST_CASE("every tool: bad flags are one line with status 2; --help and --versio
   expect_usage_error(kEval, {"--model", "nope"}, {"--model", "'nope'", "resnet20"});
   expect_usage_error(kBench, {"--models", "nope"}, {"--models", "'nope'", "resnet20"});
   expect_usage_error(kPrune, {"--sparsity", "1"}, {"--sparsity", "1 is out of range"});
+  // The bench's hidden per-configuration mode: no iterations to take a median of, or not a number.
+  expect_usage_error(kBench, {"--child", "resnet20", "1x28x28", "8", "1", "0", "1", "0"},
+                     {"--child", "ITERS"});
+  expect_usage_error(kBench, {"--child", "resnet20", "1x28x28", "8", "1", "x", "1", "0"},
+                     {"--child: ITERS 'x', expected an integer"});
   // Every default is in the help text.
   const RunResult help = run(kTrain, {"--help"});
   CHECK(contains(help.out, "--epochs INT"));
