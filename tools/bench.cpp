@@ -43,7 +43,6 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
 #include "core/parallel.h"
 #include "models/registry.h"
 #include "tools/bench_kernels.h"
@@ -158,18 +157,7 @@ int main(int argc, char** argv) {
   if (argc == 9 && std::string(argv[1]) == "--child") {
     return cli::run_tool("spruce-bench", [&] {
       auto number = [&](int i, const char* name) {
-        const std::string text = argv[i];
-        size_t used = 0;
-        int64_t v = 0;
-        try {
-          v = std::stoll(text, &used);
-        } catch (const std::exception&) {
-          used = 0;
-        }
-        if (used == 0 || used != text.size())
-          throw UsageError(std::string("--child: ") + name + " '" + text +
-                           "', expected an integer");
-        return v;
+        return cli::to_int(std::string("child ") + name, argv[i]);
       };
       bench::ChildSpec c{argv[2],
                          argv[3],

@@ -79,7 +79,7 @@ TEST_CASE("every tool: bad flags are one line with status 2; --help and --versio
   expect_usage_error(kBench, {"--child", "resnet20", "1x28x28", "8", "1", "0", "1", "0"},
                      {"--child", "ITERS"});
   expect_usage_error(kBench, {"--child", "resnet20", "1x28x28", "8", "1", "x", "1", "0"},
-                     {"--child: ITERS 'x', expected an integer"});
+                     {"--child ITERS: expected an integer, got 'x'"});
   // Every default is in the help text.
   const RunResult help = run(kTrain, {"--help"});
   CHECK(contains(help.out, "--epochs INT"));

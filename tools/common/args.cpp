@@ -52,6 +52,19 @@ std::string fmt_double(double d) {
 }
 }  // namespace
 
+int64_t to_int(const std::string& flag, const std::string& v) {
+  size_t used = 0;
+  long long x = 0;
+  try {
+    x = std::stoll(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != v.size() || v.empty())
+    throw UsageError("--" + flag + ": expected an integer, got '" + v + "'");
+  return x;
+}
+
 Args::Args(std::string program, std::string summary)
     : program_(std::move(program)), summary_(std::move(summary)) {}
 
@@ -85,15 +98,7 @@ void Args::add_int(const std::string& name, int64_t* target, const std::string& 
                    int64_t max) {
   add({name, help, std::to_string(*target), "INT",
        [=](const std::string& v) {
-         size_t used = 0;
-         long long x = 0;
-         try {
-           x = std::stoll(v, &used);
-         } catch (const std::exception&) {
-           used = 0;
-         }
-         if (used != v.size() || v.empty())
-           throw UsageError("--" + name + ": expected an integer, got '" + v + "'");
+         const int64_t x = to_int(name, v);
          if (x < min || x > max)
            throw UsageError("--" + name + ": " + v + " is out of range, expected " +
                             (max == INT64_MAX ? ">= " + std::to_string(min)

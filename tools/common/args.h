@@ -20,6 +20,10 @@
 
 namespace spruce::cli {
 
+/// v as an integer, or UsageError "--flag: expected an integer, got 'v'"
+/// (the whole text must be the number).
+int64_t to_int(const std::string& flag, const std::string& v);
+
 class Args {
  public:
   Args(std::string program, std::string summary);
