@@ -156,16 +156,14 @@ int main(int argc, char** argv) {
   // one model configuration in this fresh process (see spawn_child).
   if (argc == 9 && std::string(argv[1]) == "--child") {
     return cli::run_tool("spruce-bench", [&] {
-      auto number = [&](int i, const char* name) {
-        return cli::to_int(std::string("child ") + name, argv[i]);
-      };
+      auto number = [&](int i, const char* flag) { return cli::to_int(flag, argv[i]); };
       bench::ChildSpec c{argv[2],
                          argv[3],
-                         number(4, "BATCH"),
-                         number(5, "THREADS"),
-                         number(6, "ITERS"),
-                         number(7, "INFER_ITERS"),
-                         number(8, "WARMUP")};
+                         number(4, "child BATCH"),
+                         number(5, "child THREADS"),
+                         number(6, "child ITERS"),
+                         number(7, "child INFER_ITERS"),
+                         number(8, "child WARMUP")};
       return bench::run_child(c);
     });
   }
