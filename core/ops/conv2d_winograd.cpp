@@ -146,26 +146,24 @@ struct Plan {
       at[static_cast<size_t>(l)] = static_cast<int32_t>(((1 + l / W) * Wx + 1 + l % W) * L);
   }
 
-  /// Blocks of the tiles of ns whole planes (ns > 1 needs RB == TH): sample
-  /// k's tiles are the block's tiles k TH TW to (k + 1) TH TW - 1. ns == 1
-  /// keeps blocks of RB tile rows.
-  void group_samples(int64_t ns) {
-    if (ns == 1) return;
-    TB = ns * TH * TW;
+  /// Blocks of several samples' tiles where a whole plane is one block of
+  /// few tiles (7x7 and 8x8: 4 tiles, 4 samples), in sample order: sample
+  /// k's tiles are the block's tiles k TH TW to (k + 1) TH TW - 1. With one
+  /// sample a block, each product call would load and store its
+  /// accumulators for a handful of tiles. Other planes keep blocks of RB
+  /// tile rows of one sample.
+  void group_samples() {
+    if (RB != TH || TH * TW > 8) return;
+    TB = 16 / (TH * TW) * TH * TW;
     strides();
   }
+
+  /// Samples a block holds (group_samples).
+  int64_t block_samples() const { return TB / (RB * TW); }
 
  private:
   void strides() { VX = odd_lines(CB * TB * L), MX = odd_lines(OB * TB * L); }
 };
-
-/// Samples whose tiles share one block: several when a whole plane is one
-/// block of few tiles (7x7 and 8x8: 4 tiles, 4 samples), in sample order.
-/// With one sample a block, each product call would load and store its
-/// accumulators for a handful of tiles.
-int64_t samples_per_block(const Plan& pl) {
-  return pl.RB == pl.TH ? std::max<int64_t>(1, 16 / (pl.TH * pl.TW)) : 1;
-}
 
 /// U[xi][ob][c][L] = (G g G^T)[xi] of w[oc, c] times scale[oc] (null: 1);
 /// U holds kXi OC C floats.
@@ -460,8 +458,8 @@ bool supports(const ConvGeometry& g) {
 void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeometry& g,
              int64_t n_lo, int64_t n_hi, float* out) {
   Plan pl(g);
-  const int64_t ns = samples_per_block(pl);
-  pl.group_samples(ns);
+  pl.group_samples();
+  const int64_t ns = pl.block_samples();
   thread_local std::vector<float> ubuf;  // the calling thread's; the tasks only read it
   float* U = lanes::zeroed_scratch(ubuf, kXi * pl.OC * pl.C);
   transform_weights(w, o.scale, pl, U);
@@ -529,8 +527,8 @@ void forward_pair(const float* x, const float* w1, const ConvOutput& o1, const C
 void weight_grad(const float* d_out, const float* x, const ConvGeometry& g, int64_t n_lo,
                  int64_t n_hi, float* dw) {
   Plan pl(g);
-  const int64_t ns = samples_per_block(pl);  // tiles in sample order: the sums' order stays
-  pl.group_samples(ns);
+  pl.group_samples();  // tiles in sample order: the sums' order stays
+  const int64_t ns = pl.block_samples();
   // Tasks own output-channel blocks; each sums its part of S over all the
   // samples in order, so the split over threads never changes a bit.
   constexpr int64_t NO = Vec::kGradOut;  // OB is a multiple

@@ -10,7 +10,8 @@
 // until 2026-12-05, saves 2.25x; with ResNet-20's 16-64 channels the
 // transforms, additions done a vector of channels at a time, cost about as
 // much as the products, and F(4x4) made the convs up to 1.4x faster; 14x14
-// planes, padded to 16x16, gained nothing). The
+// planes, padded to 16x16, gained nothing then: their tile positions shared
+// two L1 sets, fixed later by Plan::VX / MX in conv2d_winograd.cpp). The
 // results differ from the direct sum by rounding only: its coefficients (up
 // to 8, and 1/24) make that a few times the direct sum's, ~1e-5 of the
 // outputs' scale.
