@@ -223,9 +223,7 @@ void backward(const BackwardPlan& bp, int64_t n_lo, int64_t n_hi, float* dx, flo
       for (int64_t gr = 0; gr < g.groups; ++gr)  // dcol_g [Kc, cols] = W_g^T @ dout_g
         sgemm(true, false, Kc, cols, OCg, 1.f, w + gr * OCg * Kc, Kc, gout + gr * OCg * cols, cols,
               0.f, dcol + gr * Kc * cols, cols);
-      // col2im adds: a fresh dx is zeroed first, chunk by chunk.
-      if (bp.dx_fresh) std::fill(dx + n0 * g.C * HW, dx + (n0 + m) * g.C * HW, 0.f);
-      col2im_chunk(dcol, g, n0, m, dx);
+      col2im_chunk(dcol, g, n0, m, bp.dx_fresh, dx);
     }
   }
 }

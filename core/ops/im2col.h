@@ -10,6 +10,14 @@
 // the whole chunk shares one large GEMM N dimension (nc * P) instead of nc
 // small per-sample GEMMs.
 //
+// A 3x3 stride-2 conv with padding 1 on an even plane (ResNet's downsampling
+// convs) reads every other pixel: tap (kh, kw) only ever sees the input rows
+// of one parity and the columns of one parity. Both functions then split each
+// input plane into its four phase planes (rows and columns even/odd, each
+// OH x OW) once, and a tap becomes a shifted copy of one phase plane, the
+// contiguous row copies of a stride-1 conv, instead of a strided gather per
+// output pixel (see phase_lowering).
+//
 // Header-only. im2col_chunk / col2im_chunk serve the GEMM path
 // (conv2d_gemm.cpp); ConvGeometry and ConvOutput are the vocabulary that
 // every conv kernel shares.
@@ -19,6 +27,7 @@
 #include <cstdint>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include "../parallel.h"
 
@@ -110,11 +119,91 @@ inline void same_width_strip(const float* plane, const ConvGeometry& g, int64_t 
   }
 }
 
+/// Whether g lowers through phase planes (see the top of this file): 3x3,
+/// stride 2, padding 1, even H and W, so OH = H / 2 and OW = W / 2.
+inline bool phase_lowering(const ConvGeometry& g) {
+  return g.stride == 2 && g.KH == 3 && g.KW == 3 && g.padding == 1 && g.H % 2 == 0 &&
+         g.W % 2 == 0 && g.H > 0 && g.W > 0;
+}
+
+namespace phase {
+
+/// The stride-1 "same" geometry of one OH x OW phase plane: a tap's shift of
+/// -1 or 0 pixels is same_width_strip's kernel offset 0 or 1 (padding 1).
+inline ConvGeometry plane_geometry(const ConvGeometry& g) {
+  ConvGeometry p;
+  p.H = p.OH = g.OH, p.W = p.OW = g.OW, p.KH = p.KW = 3, p.padding = 1;
+  return p;
+}
+/// Tap k (0..2) along one axis reads input 2 o - 1 + k: parity 1 shifted by
+/// -1 for k = 0, parity 0 for k = 1, parity 1 for k = 2.
+inline int64_t parity(int64_t k) { return k == 1 ? 0 : 1; }
+inline int64_t offset(int64_t k) { return k == 0 ? 0 : 1; }  // as a same_width_strip tap
+/// The phase plane a tap reads, of the four [2 * row parity + column parity].
+inline int64_t of_tap(int64_t kh, int64_t kw) { return 2 * parity(kh) + parity(kw); }
+
+/// ph[2 py + px][a, b] = plane[2 a + py, 2 b + px] for an even H x W plane.
+inline void split(const float* plane, int64_t H, int64_t W, float* ph) {
+  const int64_t oh = H / 2, ow = W / 2, P = oh * ow;
+  for (int64_t a = 0; a < oh; ++a)
+    for (int64_t py = 0; py < 2; ++py) {
+      const float* __restrict r = plane + (2 * a + py) * W;
+      float* __restrict e = ph + (2 * py) * P + a * ow;
+      float* __restrict o = ph + (2 * py + 1) * P + a * ow;
+      for (int64_t b = 0; b < ow; ++b) e[b] = r[2 * b], o[b] = r[2 * b + 1];
+    }
+}
+
+/// plane (+)= the interleaved phase planes: split's transpose.
+inline void merge(const float* ph, int64_t H, int64_t W, bool assign, float* plane) {
+  const int64_t oh = H / 2, ow = W / 2, P = oh * ow;
+  for (int64_t a = 0; a < oh; ++a)
+    for (int64_t py = 0; py < 2; ++py) {
+      float* __restrict r = plane + (2 * a + py) * W;
+      const float* __restrict e = ph + (2 * py) * P + a * ow;
+      const float* __restrict o = ph + (2 * py + 1) * P + a * ow;
+      if (assign)
+        for (int64_t b = 0; b < ow; ++b) r[2 * b] = e[b], r[2 * b + 1] = o[b];
+      else
+        for (int64_t b = 0; b < ow; ++b) r[2 * b] += e[b], r[2 * b + 1] += o[b];
+    }
+}
+
+/// dst (a phase plane, geometry p) += the strip src of tap offsets (kh, kw):
+/// same_width_strip's transpose.
+inline void add_strip(const float* src, const ConvGeometry& p, int64_t kh, int64_t kw, float* dst) {
+  const int64_t W = p.W, sh = kh - 1, sw = kw - 1;  // -1 or 0
+  const int64_t lo = -sw;                           // the first column with a source pixel
+  for (int64_t oh = -sh; oh < p.OH; ++oh) {
+    const float* __restrict s = src + oh * W;
+    float* __restrict d = dst + (oh + sh) * W + sw;
+    for (int64_t ow = lo; ow < W; ++ow) d[ow] += s[ow];
+  }
+}
+
+}  // namespace phase
+
 /// Writes col [C * KH * KW, nc * P] for samples [n0, n0 + nc) of x [N, C, H, W].
 inline void im2col_chunk(const float* x, const ConvGeometry& g, int64_t n0, int64_t nc,
                          float* col) {
   const int64_t P = g.P(), cols = nc * P, HW = g.H * g.W;
   const int64_t rows = g.C * g.KH * g.KW;
+  if (phase_lowering(g)) {  // one task = one (sample, channel) plane's nine rows
+    const ConvGeometry pg = phase::plane_geometry(g);
+    parallel_for(0, nc * g.C, std::max<int64_t>(1, 4096 / (9 * P)), [&](int64_t lo, int64_t hi) {
+      thread_local std::vector<float> buf;
+      buf.resize(static_cast<size_t>(4 * P));
+      for (int64_t t = lo; t < hi; ++t) {
+        const int64_t n = t / g.C, c = t % g.C;
+        phase::split(x + ((n0 + n) * g.C + c) * HW, g.H, g.W, buf.data());
+        for (int64_t kh = 0; kh < 3; ++kh)
+          for (int64_t kw = 0; kw < 3; ++kw)
+            same_width_strip(buf.data() + phase::of_tap(kh, kw) * P, pg, phase::offset(kh),
+                             phase::offset(kw), col + ((c * 3 + kh) * 3 + kw) * cols + n * P);
+      }
+    });
+    return;
+  }
   // One task = one (row, sample) strip of P values; ~4K values per task at least.
   parallel_for(0, rows * nc, std::max<int64_t>(1, 4096 / P), [&](int64_t lo, int64_t hi) {
     for (int64_t t = lo; t < hi; ++t) {
@@ -150,16 +239,37 @@ inline void im2col_chunk(const float* x, const ConvGeometry& g, int64_t n0, int6
 }
 
 /// Adds col [C * KH * KW, nc * P] back into dx [N, C, H, W] for samples
-/// [n0, n0 + nc): the transpose of im2col_chunk. One task owns one (n, c)
-/// plane, so the sums run in a fixed order whatever the thread count.
+/// [n0, n0 + nc), the transpose of im2col_chunk; with assign, the planes of
+/// those samples are overwritten instead (zeroed by the task that sums them,
+/// while they are in its cache). One task owns one (n, c) plane, so the sums
+/// run in a fixed order whatever the thread count.
 inline void col2im_chunk(const float* col, const ConvGeometry& g, int64_t n0, int64_t nc,
-                         float* dx) {
+                         bool assign, float* dx) {
   const int64_t P = g.P(), cols = nc * P, HW = g.H * g.W;
   const int64_t taps = g.KH * g.KW;
-  parallel_for(0, nc * g.C, std::max<int64_t>(1, 4096 / (taps * P)), [&](int64_t lo, int64_t hi) {
+  const int64_t grain = std::max<int64_t>(1, 4096 / (taps * P));
+  if (phase_lowering(g)) {  // the taps summed into phase planes, merged into dx once
+    const ConvGeometry pg = phase::plane_geometry(g);
+    parallel_for(0, nc * g.C, grain, [&](int64_t lo, int64_t hi) {
+      thread_local std::vector<float> buf;
+      buf.resize(static_cast<size_t>(4 * P));
+      for (int64_t t = lo; t < hi; ++t) {
+        const int64_t n = t / g.C, c = t % g.C;
+        std::fill(buf.begin(), buf.end(), 0.f);
+        for (int64_t kh = 0; kh < 3; ++kh)
+          for (int64_t kw = 0; kw < 3; ++kw)
+            phase::add_strip(col + ((c * 3 + kh) * 3 + kw) * cols + n * P, pg, phase::offset(kh),
+                             phase::offset(kw), buf.data() + phase::of_tap(kh, kw) * P);
+        phase::merge(buf.data(), g.H, g.W, assign, dx + ((n0 + n) * g.C + c) * HW);
+      }
+    });
+    return;
+  }
+  parallel_for(0, nc * g.C, grain, [&](int64_t lo, int64_t hi) {
     for (int64_t t = lo; t < hi; ++t) {
       const int64_t n = t / g.C, c = t % g.C;
       float* plane = dx + ((n0 + n) * g.C + c) * HW;
+      if (assign) std::fill(plane, plane + HW, 0.f);
       for (int64_t kh = 0; kh < g.KH; ++kh) {
         for (int64_t kw = 0; kw < g.KW; ++kw) {
           const float* src = col + ((c * g.KH + kh) * g.KW + kw) * cols + n * P;

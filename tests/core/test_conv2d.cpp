@@ -16,10 +16,12 @@
 //             portable (other depthwise convs, portable builds)
 //   d_input   Winograd of the adjoint conv (AVX-512) | direct (AVX2, stride 1)
 //             | sgemm on the adjoint conv (stride 1, square, not direct) |
-//             sgemm + col2im (the rest) | depthwise tiles | depthwise portable;
+//             sgemm + col2im (the rest; 3x3 stride 2 pad 1 on even planes
+//             through phase planes) | depthwise tiles | depthwise portable;
 //             each written into a fresh gradient or added to one (checked by
 //             conv(x) + conv(x), whose second backward adds to the first's)
-//   d_weight  Winograd | direct | sgemm | depthwise; one range of samples, or
+//   d_weight  Winograd | direct | sgemm (im2col through phase planes as for
+//             d_input) | depthwise; one range of samples, or
 //             per-range partial sums added in order (N divisible by the
 //             thread count or N >= 4 threads; tests run with 2 threads)
 //   bias      present or absent
@@ -188,6 +190,8 @@ TEST_CASE("conv2d forward and backward match the naive reference") {
       {3, 4, 6, 7, 5, 3, 3, 1, 1, 1},
       {3, 4, 6, 7, 5, 3, 3, 2, 1, 1},
       {3, 4, 6, 7, 5, 3, 3, 2, 0, 1},
+      {3, 4, 6, 8, 6, 3, 3, 2, 1, 1},  // 3x3 stride 2 pad 1 on an even plane: phase planes
+      {3, 4, 6, 2, 2, 3, 3, 2, 1, 2},
       {3, 4, 6, 7, 5, 1, 1, 1, 0, 1},
       {3, 4, 6, 7, 5, 1, 1, 2, 0, 1},
       {3, 4, 6, 7, 5, 1, 1, 1, 1, 1},
@@ -228,6 +232,7 @@ TEST_CASE("conv2d forward and backward match the naive reference") {
       {11, 2, 3, 32, 32, 3, 3, 1, 1, 1},
       {11, 3, 4, 32, 32, 1, 1, 1, 0, 1},
       {11, 3, 3, 32, 32, 3, 3, 2, 1, 3},
+      {11, 3, 5, 28, 28, 3, 3, 2, 1, 1},
       // direct channel-block kernel: several blocks of 16 output channels
       // with a partial last one, rows longer and shorter than a 6-pixel
       // tile, strides 1/2/3, non-square kernels, one sample (pixel chunks)
@@ -253,6 +258,7 @@ TEST_CASE("conv2d gradient checks on every code path") {
   // sgemm where direct is named and the portable depthwise kernel for tiles.
   check_gradients({2, 3, 4, 5, 6, 3, 3, 1, 1, 1});           // direct / direct / direct
   check_gradients({2, 3, 4, 7, 6, 3, 3, 2, 1, 1});           // direct / col2im / sgemm
+  check_gradients({2, 3, 4, 8, 6, 3, 3, 2, 1, 1});           // even plane: phase col2im / im2col
   check_gradients({2, 3, 4, 5, 6, 1, 1, 1, 0, 1});           // 1x1 small plane: sgemm throughout
   check_gradients({2, 3, 4, 9, 9, 1, 1, 1, 0, 1});           // 1x1 on 81 pixels: direct / sgemm
   check_gradients({2, 4, 6, 5, 6, 3, 3, 1, 1, 2});           // groups 2: sgemm / adjoint sgemm
