@@ -1,16 +1,15 @@
 // Pointwise conv micro-kernels (see conv2d_pointwise.h).
 //
 // Work: the N * P columns are cut into panels of R; a task packs a chunk of
-// up to kChunkPanels panels ([panel][C][R], up to 1.5 MB: it stays in L2) and runs, for each block
-// of B output channels (its packed weights [C][B], up to 128 KB, also from L2), the micro-kernel on
-// every panel of the chunk. With few columns (batch 1, small planes) tasks also split the
-// output-channel blocks, each packing the chunk it needs; tasks are ordered
-// block group first, so each thread reads only its own share of the
-// weights (at batch 1 streaming them is most of the work).
-// Large planes at stride 1 (AVX-512, 96 pixels or more: MobileNetV1's
-// 28x28, 16x16, 14x14 blocks) run on the planes kernel instead: tasks are
-// (sample, tile of 48 pixels), 8 output channels x 48 pixels in registers,
-// the input read in place from NCHW and the output stored as NCHW rows.
+// up to kChunkColumns columns ([panel][C][R], up to 1.5 MB: it stays in L2) and runs, for each
+// block of B output channels (its packed weights [C][B], up to 128 KB, also from L2), the
+// micro-kernel on every panel of the chunk. With few columns (batch 1, small planes) tasks also
+// split the output-channel blocks, each packing the chunk it needs; tasks are ordered block group
+// first, so each thread reads only its own share of the weights (at batch 1 streaming them is most
+// of the work). Large planes at stride 1 (AVX-512, 96 pixels or more: MobileNetV1's 28x28, 16x16,
+// 14x14 blocks) run on the planes kernel instead: tasks are (sample, tile of 48 pixels), 8 output
+// channels x 48 pixels in registers, the input read in place from NCHW and the output stored as
+// NCHW rows.
 #include "conv2d_pointwise.h"
 
 #include <algorithm>
@@ -27,10 +26,11 @@ namespace spruce::ops::pointwise {
 #ifdef SPRUCE_DIRECT_CONV
 namespace {
 
-// Up to 48 panels a task (1.5 MB at C = 1024, in L2): each block of packed
-// weights is read once a chunk, and with 12 MobileNetV1's 2x2 and 4x4
-// blocks (weights of 1-4 MB) spent ~15 % of their time more streaming them.
-constexpr int64_t kChunkPanels = 48;
+// Up to 384 columns a task (48 panels of 8, 32 of 12: 1.5 MB at C = 1024,
+// in L2): each block of packed weights is read once a chunk, and with 96
+// columns MobileNetV1's 2x2 and 4x4 blocks (weights of 1-4 MB) spent ~15 %
+// of their time more streaming them.
+constexpr int64_t kChunkColumns = 384;
 constexpr int64_t kAhead = 32 * 16;  // weight prefetch distance (AVX-512): 16 input channels
 
 /// T[i][0:B] = scale[0:B] * (sum_c xp[c][i] * wp[c][0:B]) + shift[0:B]
@@ -42,19 +42,21 @@ constexpr int64_t kAhead = 32 * 16;  // weight prefetch distance (AVX-512): 16 i
 /// (xp[i * ld + c]: a column's channels contiguous, as the fused
 /// depthwise-separable pair leaves them); same sums in the same order.
 #ifdef __AVX512F__
-template <bool Rows>
+// R = 12: 24 accumulators, 12 broadcasts and 2 weight loads feed 24 FMAs
+// (R = 8: 16 FMAs for 10 loads, ~8 % slower alone, up to 20 % in the 4x4
+// and 7x7 layers); R = 8 for few columns (batch 1), which 12 would pad more.
+template <int R, bool Rows>
 __attribute__((noinline)) void block_avx512(const float* xp, int64_t ld, const float* wp, int64_t C,
                                             const float* scale, const float* shift, float* T) {
-  constexpr int R = 8;
   __m512 a[R], b[R];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int i = 0; i < R; ++i) a[i] = _mm512_setzero_ps(), b[i] = _mm512_setzero_ps();
   for (int64_t c = 0; c < C; ++c, xp += Rows ? 1 : R, wp += 32) {
     // The weights stream from L2 (a block is C x 128 bytes): fetch ahead.
     _mm_prefetch(reinterpret_cast<const char*>(wp + kAhead), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(wp + kAhead + 16), _MM_HINT_T0);
     const __m512 w0 = _mm512_loadu_ps(wp), w1 = _mm512_loadu_ps(wp + 16);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int i = 0; i < R; ++i) {
       const __m512 v = _mm512_set1_ps(xp[Rows ? i * ld : i]);
       a[i] = _mm512_fmadd_ps(v, w0, a[i]);
@@ -63,7 +65,7 @@ __attribute__((noinline)) void block_avx512(const float* xp, int64_t ld, const f
   }
   const __m512 s0 = _mm512_loadu_ps(scale), s1 = _mm512_loadu_ps(scale + 16);
   const __m512 h0 = _mm512_loadu_ps(shift), h1 = _mm512_loadu_ps(shift + 16);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {
     _mm512_storeu_ps(T + 32 * i, _mm512_fmadd_ps(a[i], s0, h0));
     _mm512_storeu_ps(T + 32 * i + 16, _mm512_fmadd_ps(b[i], s1, h1));
@@ -104,11 +106,17 @@ struct Kernel {
   Block panels, rows;  // columns from packed panels, from rows
 };
 
-Kernel kernel_for(Isa isa) {
+/// The kernel for `columns` columns: on AVX-512 the wide one unless its
+/// panels would pad the columns by 10 % more than the narrow one's.
+Kernel kernel_for(Isa isa, int64_t columns) {
 #ifdef __AVX512F__
-  if (isa == Isa::kAvx512) return {8, 32, block_avx512<false>, block_avx512<true>};
+  if (isa == Isa::kAvx512) {
+    const int64_t wide = (columns + 11) / 12 * 12, narrow = (columns + 7) / 8 * 8;
+    if (10 * wide <= 11 * narrow) return {12, 32, block_avx512<12, false>, block_avx512<12, true>};
+    return {8, 32, block_avx512<8, false>, block_avx512<8, true>};
+  }
 #endif
-  (void)isa;
+  (void)isa, (void)columns;
   return {6, 16, block_avx2<false>, block_avx2<true>};
 }
 
@@ -154,6 +162,11 @@ void pack_columns(const float* x, const ConvGeometry& g, int64_t R, int64_t q0, 
       if (len == 8 && R == 8) {
         for (int64_t c = 0; c < C; ++c)
           _mm256_storeu_ps(panel + c * R, _mm256_loadu_ps(src + c * P));
+#ifdef __AVX512F__
+      } else if (len == 12 && R == 12) {
+        for (int64_t c = 0; c < C; ++c)
+          _mm512_mask_storeu_ps(panel + c * R, 0x0FFF, _mm512_maskz_loadu_ps(0x0FFF, src + c * P));
+#endif
       } else {
         for (int64_t c = 0; c < C; ++c)
           for (int64_t i = 0; i < len; ++i) panel[c * R + j + i] = src[c * P + i];
@@ -250,7 +263,7 @@ Prepared prepare(const float* w, const ConvOutput& o, const ConvGeometry& g, int
 /// one row of ld floats per column (read in place).
 void run(const float* x, int64_t ld, const float* w, const ConvOutput& o, const ConvGeometry& g,
          float* out, Isa isa, const ContentVersion* version) {
-  const Kernel k = kernel_for(isa);
+  const Kernel k = kernel_for(isa, g.N * g.P());
   const int64_t R = k.R, B = k.B, C = g.C;
   const int64_t blocks = (g.OC + B - 1) / B;
   const Prepared prep = prepare(w, o, g, B, 0, version);
@@ -258,18 +271,22 @@ void run(const float* x, int64_t ld, const float* w, const ConvOutput& o, const 
 
   const int64_t Q = g.N * g.P(), panels = (Q + R - 1) / R;
   const int64_t threads = in_parallel_region() ? 1 : num_threads();
-  // Chunks of panels, smaller when there are too few to keep every thread busy.
-  const int64_t per_chunk = std::clamp<int64_t>(panels / (2 * threads), 1, kChunkPanels);
-  const int64_t chunks = (panels + per_chunk - 1) / per_chunk;
+  // Chunks of panels, smaller when there are too few to keep every thread
+  // busy: whole rounds over the threads, of sizes that differ by one at most
+  // (43 panels on 2 threads: 6 chunks of 7-8, not 4 of 10 and one of 3).
+  const int64_t most = std::clamp<int64_t>(panels / (2 * threads), 1, kChunkColumns / R);
+  int64_t chunks = (panels + most - 1) / most;
+  if (chunks > 1) chunks = std::min(panels, (chunks + threads - 1) / threads * threads);
+  const int64_t per_chunk = (panels + chunks - 1) / chunks;  // the largest
   // Few chunks (batch 1): the output-channel blocks are split too.
   const int64_t groups = std::clamp<int64_t>((2 * threads + chunks - 1) / chunks, 1, blocks);
   const int64_t per_group = (blocks + groups - 1) / groups;
   parallel_for(0, chunks * groups, 1, [&](int64_t t0, int64_t t1) {
     float* xp = ld ? nullptr : panel_scratch().get(per_chunk * C * R);
-    alignas(64) float T[8 * 32];
+    alignas(64) float T[16 * 32];  // R x B of the widest kernel
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t gr = t / chunks, ch = t % chunks;  // a thread keeps to few weight blocks
-      const int64_t p0 = ch * per_chunk, np = std::min(per_chunk, panels - p0);
+      const int64_t p0 = ch * panels / chunks, np = (ch + 1) * panels / chunks - p0;
       if (!ld) pack_columns(x, g, R, p0 * R, np, xp);
       for (int64_t ob = gr * per_group; ob < std::min(blocks, (gr + 1) * per_group); ++ob)
         for (int64_t kp = 0; kp < np; ++kp) {
@@ -365,7 +382,9 @@ void run_planes(const float* x, const float* w, const ConvOutput& o, const ConvG
 
 }  // namespace
 
-int64_t rows_padding(Isa isa) { return kernel_for(isa).R; }
+int64_t rows_padding(Isa isa) {
+  return isa == Isa::kAvx512 ? 12 : kernel_for(isa, 0).R;  // the widest panel
+}
 
 bool planes_kernel(const ConvGeometry& g, Isa isa) {
 #ifdef __AVX512F__

@@ -16,7 +16,8 @@
 // broadcasts, R * B / lanes FMAs), applies scale and shift as it stores the
 // block, and the block goes back to NCHW through the channel-lane
 // transposes of conv2d_lanes.h, which add the residual and apply the ReLU.
-//   AVX-512: R = 8 columns x B = 32 channels (16 zmm accumulators)
+//   AVX-512: R = 12 columns x B = 32 channels (24 zmm accumulators), or R = 8
+//            (16) when 12 would pad few columns (batch 1) much more
 //   AVX2:    R = 6 columns x B = 16 channels (12 ymm accumulators)
 // On planes of 96 pixels or more at stride 1, the AVX-512 kernel turns the
 // product around (planes_kernel()): 3 vectors of 16 pixels x 8 output
@@ -55,15 +56,15 @@ void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeom
 /// forward() on columns given as rows: x[q * ld + c] is input channel c of
 /// column q = n * OH * OW + output pixel (ld >= C), read in place instead of
 /// packed (the fused depthwise-separable pair writes its depthwise output
-/// so). The kernel reads whole panels: x must hold rows up to the next
-/// multiple of rows_padding(isa) past the last column (their values only
-/// reach outputs that are dropped). Same sums, same order: bit for bit
+/// so). The kernel reads whole panels: x must hold rows_padding(isa) rows
+/// past the last column (their values only reach outputs that are
+/// dropped). Same sums, same order: bit for bit
 /// forward() on the same values.
 void forward_rows(const float* x, int64_t ld, const float* w, const ConvOutput& o,
                   const ConvGeometry& g, float* out, Isa isa = best_isa(),
                   const ContentVersion* version = nullptr);
 
-/// The columns of a panel of `isa`'s micro-kernel (0 without one).
+/// The columns of the widest panel of `isa`'s micro-kernels (0 without one).
 int64_t rows_padding(Isa isa);
 
 /// Whether forward() runs g on the planes kernel of `isa` (AVX-512, stride
