@@ -143,6 +143,7 @@ Pool& pool() {
 
 int g_threads = 0;                            // 0 = not yet initialised
 thread_local bool t_inside_parallel = false;  // nested calls run serially
+thread_local int t_limit = 0;                 // a ThreadLimit's n; 0 = none
 
 void ensure_init() {
   if (g_threads == 0) set_num_threads(default_num_threads());
@@ -167,8 +168,15 @@ void set_num_threads(int n) {
 
 int num_threads() {
   ensure_init();
-  return g_threads;
+  return t_limit > 0 ? std::min(g_threads, t_limit) : g_threads;
 }
+
+ThreadLimit::ThreadLimit(int n) : previous_(t_limit) {
+  n = std::max(1, n);
+  t_limit = previous_ > 0 ? std::min(previous_, n) : n;
+}
+
+ThreadLimit::~ThreadLimit() { t_limit = previous_; }
 
 bool in_parallel_region() { return t_inside_parallel; }
 

@@ -9,7 +9,8 @@
 // between GEMMs while our loops ran and took about a third of a training
 // step's CPU time from them. Work is split statically by index range, so
 // results do not depend on scheduling: same seed + same thread count = same
-// bits.
+// bits. A ThreadLimit lets one caller run a job on fewer threads than the
+// pool has (a batch-1 forward that a second core only slows down).
 #pragma once
 
 #include <cstdint>
@@ -20,6 +21,8 @@ namespace spruce {
 /// Sets the thread count of parallel_for and ops::sgemm (>= 1); OpenBLAS is
 /// set to one thread of its own.
 void set_num_threads(int n);
+/// The thread count in effect on the calling thread: set_num_threads()'s,
+/// or less under a ThreadLimit.
 int num_threads();
 /// Default from SPRUCE_NUM_THREADS, else the number of cores.
 int default_num_threads();
@@ -37,6 +40,21 @@ bool in_parallel_region();
 /// Puts OpenBLAS back to one thread if something changed it (cheap when it
 /// is already there). ops::sgemm calls this before every product.
 void ensure_single_threaded_blas();
+
+/// For its lifetime the calling thread works as if set_num_threads(n) had
+/// been called (num_threads() and parallel_for use at most n threads; 1: all
+/// its loops run serially on it), without resizing the pool that other
+/// callers share. Restores the previous limit when it ends; nests.
+class ThreadLimit {
+ public:
+  explicit ThreadLimit(int n);
+  ~ThreadLimit();
+  ThreadLimit(const ThreadLimit&) = delete;
+  ThreadLimit& operator=(const ThreadLimit&) = delete;
+
+ private:
+  int previous_;
+};
 
 /// Lends OpenBLAS every thread for its lifetime, for code that calls long
 /// BLAS-3 or LAPACK routines from one thread while the pool is idle (the

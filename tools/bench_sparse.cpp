@@ -11,7 +11,9 @@
 // latency, dense kernels (ops::SparseMode::kDense) against the default
 // (kAuto: sparse where a layer's density is at most its geometry's crossover), in
 // alternated pairs (dense then sparse, `pairs` times); figures are medians,
-// and the speed-up is the median of the per-pair ratios. Weights are
+// and the speed-up is the median of the per-pair ratios. Batch 1 is timed
+// twice: on --threads threads, and on the count each side's InferenceThreads
+// picks ("auto": what a server running the model through it sees). Weights are
 // compressed at the first inference call (untimed warm-up), as a model is when
 // it enters inference. MMACs: multiply-adds per image the dense model runs and
 // those that remain on the sparse path at --batch (the sparse kernels count only
@@ -41,6 +43,7 @@
 #include "core/ops/sparse_conv2d.h"
 #include "core/ops/sparse_spmm.h"
 #include "core/random.h"
+#include "layers/inference_threads.h"
 #include "models/registry.h"
 #include "pruning/flop_cost.h"
 #include "pruning/magnitude_pruner.h"
@@ -207,9 +210,13 @@ cli::Json run_sparse_section(const SparseSettings& in) {
       "##   medians of %lld alternated pairs; speed-up = median of pair ratios)\n",
       ops::kSparseMaxDensity, ops::sparse::path_name(ops::sparse::active_path()),
       static_cast<long long>(s.pairs));
-  std::printf("%-12s %6s %8s %8s %-9s %-9s %6s %7s %-10s %-10s %6s %9s %9s %6s\n", "model",
-              "sparse", "MMACs", "remain", "dense", "sparse", "x", "GFLOP/s", "dense b1",
-              "sparse b1", "x b1", "ckpt KiB", "compact", "%");
+  std::printf(
+      "##   b1: one image on --threads threads; b1 auto: on the count layers/inference_threads.h\n"
+      "##   picks for each model (threads used after the ms)\n");
+  std::printf("%-12s %6s %8s %8s %-9s %-9s %6s %7s %-10s %-10s %6s %-12s %-12s %6s %9s %9s %6s\n",
+              "model", "sparse", "MMACs", "remain", "dense", "sparse", "x", "GFLOP/s", "dense b1",
+              "sparse b1", "x b1", "dense auto", "sparse auto", "x auto", "ckpt KiB", "compact",
+              "%");
   cli::Json j = {{"batch_size", s.batch},
                  {"pairs", s.pairs},
                  {"iters", s.iters},
@@ -257,6 +264,21 @@ cli::Json run_sparse_section(const SparseSettings& in) {
           paired(s.pairs, [&] { return per_call(s.iters, [&] { model->forward(xb); }); });
       const Paired t1 =
           paired(s.pairs, [&] { return median_call(s.single, [&] { model->forward(x1); }); });
+      // Each kernel choice is its own model for the thread count: decided
+      // first (untimed), then timed like t1.
+      InferenceThreads dense_threads, sparse_threads;
+      auto auto_threads = [&]() -> InferenceThreads& {
+        return ops::sparse_mode() == ops::SparseMode::kDense ? dense_threads : sparse_threads;
+      };
+      for (ops::SparseMode mode : {ops::SparseMode::kDense, ops::SparseMode::kAuto}) {
+        ops::set_sparse_mode(mode);
+        while (auto_threads().chosen(x1.shape()) == 0) auto_threads().forward(*model, x1);
+      }
+      const Paired ta = paired(s.pairs, [&] {
+        return median_call(s.single, [&] { auto_threads().forward(*model, x1); });
+      });
+      const int dense_auto = dense_threads.chosen(x1.shape());
+      const int sparse_auto = sparse_threads.chosen(x1.shape());
       const double bsz = static_cast<double>(s.batch);
       const double dense_ips = bsz / tb.dense, sparse_ips = bsz / tb.sparse;
 
@@ -270,11 +292,12 @@ cli::Json run_sparse_section(const SparseSettings& in) {
       const double compact_kib = static_cast<double>(file_bytes(compact_path)) / 1024;
 
       std::printf(
-          "%-12s %5.0f%% %8.2f %8.2f %9.0f %9.0f %6.2f %7.1f %7.3f ms %7.3f ms %6.2f %9.0f %9.0f "
-          "%5.1f%%\n",
+          "%-12s %5.0f%% %8.2f %8.2f %9.0f %9.0f %6.2f %7.1f %7.3f ms %7.3f ms %6.2f %7.3f ms %d "
+          "%7.3f ms %d %6.2f %9.0f %9.0f %5.1f%%\n",
           sub.label, sparsity * 100, dense_macs / 1e6, remain_macs / 1e6, dense_ips, sparse_ips,
           tb.ratio, 2.0 * remain_macs * sparse_ips / 1e9, t1.dense * 1e3, t1.sparse * 1e3, t1.ratio,
-          dense_kib, compact_kib, 100 * compact_kib / dense_kib);
+          ta.dense * 1e3, dense_auto, ta.sparse * 1e3, sparse_auto, ta.ratio, dense_kib,
+          compact_kib, 100 * compact_kib / dense_kib);
       std::fflush(stdout);
       j["models"].push_back({{"model", sub.label},
                              {"sparsity", sparsity},
@@ -287,6 +310,11 @@ cli::Json run_sparse_section(const SparseSettings& in) {
                              {"dense_b1_ms", t1.dense * 1e3},
                              {"sparse_b1_ms", t1.sparse * 1e3},
                              {"speedup_b1", t1.ratio},
+                             {"dense_b1_auto_ms", ta.dense * 1e3},
+                             {"dense_b1_auto_threads", dense_auto},
+                             {"sparse_b1_auto_ms", ta.sparse * 1e3},
+                             {"sparse_b1_auto_threads", sparse_auto},
+                             {"speedup_b1_auto", ta.ratio},
                              {"ckpt_bytes", file_bytes(dense_path)},
                              {"dense_model_ckpt_bytes", static_cast<int64_t>(unpruned_kib * 1024)},
                              {"compact_bytes", file_bytes(compact_path)}});

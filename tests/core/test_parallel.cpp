@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "core/parallel.h"
@@ -49,4 +50,42 @@ TEST_CASE("an exception in a worker reaches the caller") {
   std::atomic<int64_t> total{0};
   parallel_for(0, 100, 1, [&](int64_t lo, int64_t hi) { total += hi - lo; });
   CHECK(total == 100);
+}
+
+TEST_CASE("a ThreadLimit makes its thread work as if on that many threads, and ends") {
+  set_num_threads(3);
+  const std::thread::id caller = std::this_thread::get_id();
+  auto threads_used = [&] {
+    std::vector<std::thread::id> ids(3);
+    std::atomic<int> chunks{0};
+    parallel_for(0, 3, 1, [&](int64_t lo, int64_t) {
+      ids[static_cast<size_t>(lo)] = std::this_thread::get_id();
+      ++chunks;
+    });
+    return chunks.load();
+  };
+  CHECK(threads_used() == 3);
+  {
+    const ThreadLimit one(1);
+    CHECK(num_threads() == 1);
+    bool all_on_caller = true;
+    parallel_for(0, 1000, 1, [&](int64_t, int64_t) {
+      all_on_caller = all_on_caller && std::this_thread::get_id() == caller;
+    });
+    CHECK(all_on_caller);
+    CHECK(threads_used() == 1);
+    {
+      const ThreadLimit two(2);  // nested: never above the outer limit
+      CHECK(num_threads() == 1);
+    }
+    CHECK(num_threads() == 1);
+  }
+  CHECK(num_threads() == 3);
+  {
+    const ThreadLimit two(2);
+    CHECK(num_threads() == 2);
+    CHECK(threads_used() == 2);
+  }
+  CHECK(num_threads() == 3);
+  set_num_threads(2);
 }

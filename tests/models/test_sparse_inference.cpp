@@ -2,8 +2,9 @@
 // random masks, in eval mode under NoGradGuard, on the sparse kernels
 // (ops::SparseMode::kSparse, and kAuto at 90 %) against the dense ones
 // (kDense); masks, weights and whole state dicts changed between two calls
-// must never leave stale compressed weights in use; and a compact (bitmask)
-// checkpoint written and read back gives bit-identical logits.
+// must never leave stale compressed weights in use; a compact (bitmask)
+// checkpoint written and read back gives bit-identical logits; and one
+// thread gives the bits two give (layers/inference_threads.h relies on it).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -15,6 +16,7 @@
 #include "core/io/checkpoint.h"
 #include "core/io/sparse_checkpoint.h"
 #include "core/ops/sparse_weights.h"
+#include "core/parallel.h"
 #include "core/random.h"
 #include "models/registry.h"
 #include "tests/test_util.h"
@@ -75,6 +77,27 @@ TEST_CASE("sparse and dense inference agree on ResNet-20 B and MobileNetV1") {
         const Tensor sparse = logits(*m, x, ops::SparseMode::kSparse);
         CHECK_MESSAGE(rel_diff(sparse, dense) < 1e-4, name << " density " << density << " N " << N);
       }
+}
+
+TEST_CASE(
+    "inference gives the same bits on one thread as on two (InferenceThreads may pick either)") {
+  set_num_threads(2);
+  Generator gen(2);
+  for (const char* name : {"resnet20", "mobilenet_v1"})
+    for (double density : {0.1, 1.0})
+      for (int64_t N : {int64_t{1}, int64_t{3}})
+        for (ops::SparseMode mode : {ops::SparseMode::kAuto, ops::SparseMode::kDense}) {
+          auto m = model(name);
+          if (density < 1) mask_all(*m, density, gen);
+          m->eval();
+          const Tensor x = Tensor::randn({N, 1, 28, 28}, gen);
+          const Tensor two = logits(*m, x, mode);
+          const ThreadLimit one_thread(1);
+          const Tensor one = logits(*m, x, mode);
+          REQUIRE(one.shape() == two.shape());
+          CHECK_MESSAGE(std::memcmp(one.data(), two.data(), sizeof(float) * one.numel()) == 0,
+                        name << " density " << density << " N " << N);
+        }
 }
 
 TEST_CASE("masks, weights and loads changed between two calls are never stale") {

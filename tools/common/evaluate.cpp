@@ -5,7 +5,9 @@
 
 #include "core/autograd.h"
 #include "core/ops/loss.h"
+#include "core/parallel.h"
 #include "data/data_loader.h"
+#include "layers/inference_threads.h"
 
 namespace spruce::cli {
 
@@ -37,8 +39,11 @@ EvalResult evaluate(Module& model, std::shared_ptr<const data::Dataset> dataset,
   double loss_sum = 0;
   int64_t correct = 0;
   const auto start = std::chrono::steady_clock::now();
+  InferenceThreads threads;  // small batches (batch 1) may run faster on one thread
+  Shape full_batch;          // the first batch's shape: every batch's but maybe the last
   while (auto batch = loader.next()) {
-    Tensor logits = model(batch->images);
+    if (full_batch.empty()) full_batch = batch->images.shape();
+    Tensor logits = threads.forward(model, batch->images);
     const auto n = static_cast<int64_t>(batch->labels.size());
     loss_sum += static_cast<double>(ops::cross_entropy(logits, batch->labels).item()) *
                 static_cast<double>(n);
@@ -55,6 +60,10 @@ EvalResult evaluate(Module& model, std::shared_ptr<const data::Dataset> dataset,
     result.samples += n;
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!full_batch.empty()) {  // still trying after the last batch: it ran on the pool's count
+    const int chosen = threads.chosen(full_batch);
+    result.threads = chosen > 0 ? chosen : num_threads();
+  }
   if (result.samples > 0) {
     result.loss = loss_sum / static_cast<double>(result.samples);
     result.accuracy = static_cast<double>(correct) / static_cast<double>(result.samples);

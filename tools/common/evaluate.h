@@ -18,6 +18,7 @@ struct EvalResult {
   double accuracy = 0;  // top-1 in [0, 1]
   int64_t samples = 0;
   double seconds = 0;  // wall time of the evaluation loop (batches, forward, scoring)
+  int threads = 0;     // threads the full batches ran on (layers/inference_threads.h; 0: no batch)
   std::vector<std::vector<int64_t>> confusion;  // [true class][predicted class]
   /// Accuracy of one class (0 when the class has no samples).
   double class_accuracy(size_t c) const;
