@@ -32,6 +32,10 @@ for i in (1,2,3):
         add(name+' sparse/dense', r['speedup'])
         add(name+' b1 x', r['speedup_b1'])
         add(name+' b1 sparse ms', r['sparse_b1_ms']); add(name+' b1 dense ms', r['dense_b1_ms'])
+        if 'speedup_b1_auto' in r:  # logs from bf9524d on: batch 1 on the threads each side picks
+            add(name+' b1 auto x', r['speedup_b1_auto'])
+            add(name+' b1 auto sparse ms', r['sparse_b1_auto_ms']); add(name+' b1 auto dense ms', r['dense_b1_auto_ms'])
+            add(name+' b1 auto threads sparse', r['sparse_b1_auto_threads']); add(name+' b1 auto threads dense', r['dense_b1_auto_threads'])
         add(name+' remain MMACs', r['remaining_macs']/1e6)
         add(name+' GFLOP/s', 2*r['remaining_macs']*r['sparse_img_s']/1e9)
         add(name+' compact %', 100*r['compact_bytes']/r['dense_model_ckpt_bytes'])
