@@ -50,7 +50,8 @@ class ThreadTrial {
 /// Runs a module's inference forwards, each shape on the thread count its
 /// ThreadTrial chose (the pool's own count until decided, then possibly
 /// one, by ThreadLimit). Keep one per module and sparse mode: a shape's
-/// choice belongs to the model that was timed.
+/// choice belongs to the model that was timed. One caller at a time (like
+/// the module it runs).
 class InferenceThreads {
  public:
   /// module.forward(x) on the shape's thread count; the caller puts the
