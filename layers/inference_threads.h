@@ -5,8 +5,9 @@
 // does so little work per layer that handing it to the pool costs more than
 // the second core gives: each layer's activations move between the cores'
 // caches and the pool threads wake up two dozen times a forward (ResNet-20 B at
-// 90 %, batch 1: 0.34 ms on one thread, 0.39 ms on two; its dense form 0.88 and
-// 0.69 ms). Which way a model and shape go depends on the model, its sparsity
+// 90 %, batch 1, `spruce-bench --sections sparse --quick --threads 1` and
+// `--threads 2` on 2026-12-05: 0.34 ms on one thread, 0.39 ms on two; its
+// dense form 0.88 and 0.69 ms). Which way a model and shape go depends on the model, its sparsity
 // and the machine, so it is measured, not guessed. Every kernel gives the same
 // bits on any thread count in inference (tests/layers/test_inference_threads.cpp),
 // so the choice changes the time only.

@@ -98,6 +98,9 @@ __attribute__((noinline)) void block_avx2(const float* xp, int64_t ld, const flo
   }
 }
 
+/// The largest register block of any kernel (R x B floats): AVX-512's 12 x 32.
+constexpr int64_t kMaxBlock = 12 * 32;
+
 /// The register block of one ISA: R columns x B output channels.
 struct Kernel {
   int64_t R, B;
@@ -283,7 +286,7 @@ void run(const float* x, int64_t ld, const float* w, const ConvOutput& o, const 
   const int64_t per_group = (blocks + groups - 1) / groups;
   parallel_for(0, chunks * groups, 1, [&](int64_t t0, int64_t t1) {
     float* xp = ld ? nullptr : panel_scratch().get(per_chunk * C * R);
-    alignas(64) float T[16 * 32];  // R x B of the widest kernel
+    alignas(64) float T[kMaxBlock];
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t gr = t / chunks, ch = t % chunks;  // a thread keeps to few weight blocks
       const int64_t p0 = ch * panels / chunks, np = (ch + 1) * panels / chunks - p0;

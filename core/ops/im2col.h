@@ -27,9 +27,9 @@
 #include <cstdint>
 #include <cstring>
 #include <utility>
-#include <vector>
 
 #include "../parallel.h"
+#include "scratch.h"
 
 namespace spruce::ops {
 
@@ -154,6 +154,12 @@ inline void split(const float* plane, int64_t H, int64_t W, float* ph) {
     }
 }
 
+/// The calling thread's four phase planes of P floats each.
+inline float* planes(int64_t P) {
+  thread_local Scratch s;
+  return s.get(4 * P);
+}
+
 /// plane (+)= the interleaved phase planes: split's transpose.
 inline void merge(const float* ph, int64_t H, int64_t W, bool assign, float* plane) {
   const int64_t oh = H / 2, ow = W / 2, P = oh * ow;
@@ -191,14 +197,13 @@ inline void im2col_chunk(const float* x, const ConvGeometry& g, int64_t n0, int6
   if (phase_lowering(g)) {  // one task = one (sample, channel) plane's nine rows
     const ConvGeometry pg = phase::plane_geometry(g);
     parallel_for(0, nc * g.C, std::max<int64_t>(1, 4096 / (9 * P)), [&](int64_t lo, int64_t hi) {
-      thread_local std::vector<float> buf;
-      buf.resize(static_cast<size_t>(4 * P));
+      float* ph = phase::planes(P);
       for (int64_t t = lo; t < hi; ++t) {
         const int64_t n = t / g.C, c = t % g.C;
-        phase::split(x + ((n0 + n) * g.C + c) * HW, g.H, g.W, buf.data());
+        phase::split(x + ((n0 + n) * g.C + c) * HW, g.H, g.W, ph);
         for (int64_t kh = 0; kh < 3; ++kh)
           for (int64_t kw = 0; kw < 3; ++kw)
-            same_width_strip(buf.data() + phase::of_tap(kh, kw) * P, pg, phase::offset(kh),
+            same_width_strip(ph + phase::of_tap(kh, kw) * P, pg, phase::offset(kh),
                              phase::offset(kw), col + ((c * 3 + kh) * 3 + kw) * cols + n * P);
       }
     });
@@ -251,16 +256,15 @@ inline void col2im_chunk(const float* col, const ConvGeometry& g, int64_t n0, in
   if (phase_lowering(g)) {  // the taps summed into phase planes, merged into dx once
     const ConvGeometry pg = phase::plane_geometry(g);
     parallel_for(0, nc * g.C, grain, [&](int64_t lo, int64_t hi) {
-      thread_local std::vector<float> buf;
-      buf.resize(static_cast<size_t>(4 * P));
+      float* ph = phase::planes(P);
       for (int64_t t = lo; t < hi; ++t) {
         const int64_t n = t / g.C, c = t % g.C;
-        std::fill(buf.begin(), buf.end(), 0.f);
+        std::fill(ph, ph + 4 * P, 0.f);
         for (int64_t kh = 0; kh < 3; ++kh)
           for (int64_t kw = 0; kw < 3; ++kw)
             phase::add_strip(col + ((c * 3 + kh) * 3 + kw) * cols + n * P, pg, phase::offset(kh),
-                             phase::offset(kw), buf.data() + phase::of_tap(kh, kw) * P);
-        phase::merge(buf.data(), g.H, g.W, assign, dx + ((n0 + n) * g.C + c) * HW);
+                             phase::offset(kw), ph + phase::of_tap(kh, kw) * P);
+        phase::merge(ph, g.H, g.W, assign, dx + ((n0 + n) * g.C + c) * HW);
       }
     });
     return;
