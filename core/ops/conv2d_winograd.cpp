@@ -18,8 +18,9 @@
 //   3. the 36 products above, on up to Vec::kTiles tiles x Vec::kOut output
 //      vectors in registers (per input channel kOut weight loads and, per
 //      tile, a broadcast and kOut FMAs);
-//   4. Y = A^T M A + shift, L output channels a vector, into four output rows
-//      of [pixel][L], which go back to NCHW through lanes::untranspose (with
+//   4. Y = A^T M A + shift, L output channels a vector, into the block's
+//      output rows as [pixel][L] (contiguous as in an NCHW plane), which go
+//      back to NCHW through one lanes::untranspose per channel block (with
 //      the residual and ReLU of a fused conv).
 // Layouts (floats): X [CB][Hx][Wx][L], V [36][CB][TB][L], M [36][OB][TB][L],
 // U [36][OB][C][L], with CB = C / L, OB = OC / L, and V and M for a block of
@@ -62,6 +63,7 @@ struct Vec {
   static T set1(float v) { return _mm512_set1_ps(v); }
   static T add(T a, T b) { return _mm512_add_ps(a, b); }
   static T sub(T a, T b) { return _mm512_sub_ps(a, b); }
+  static T mul(T a, T b) { return _mm512_mul_ps(a, b); }
   static T fmadd(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
   // The masked form: _mm512_max_ps's undefined pass-through makes GCC 12
   // warn "may be used uninitialized" where it is inlined. Same instruction.
@@ -77,6 +79,7 @@ struct Vec {
   static T set1(float v) { return _mm256_set1_ps(v); }
   static T add(T a, T b) { return _mm256_add_ps(a, b); }
   static T sub(T a, T b) { return _mm256_sub_ps(a, b); }
+  static T mul(T a, T b) { return _mm256_mul_ps(a, b); }
   static T fmadd(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
   static T max(T a, T b) { return _mm256_max_ps(a, b); }
 };
@@ -310,27 +313,35 @@ inline void output_tile(const float* m, int64_t xi_stride, VT shift, VT y[kM][kM
   }
 }
 
+/// Floats of the row buffer R that transform_output needs for plan pl.
+int64_t output_rows_size(const Plan& pl) { return kM * pl.RB * pl.W * L; }
+
 /// out[n] = A^T M A + shift for the tile rows [ty0, ty1), finished by o
-/// (residual, ReLU), in NCHW: one tile row at a time through kM
-/// [pixel][L] rows R.
+/// (residual, ReLU), in NCHW: per output-channel block, the block's output
+/// rows go into R as [pixel][L] (the tiles' padding past H and W dropped),
+/// contiguous as in an NCHW plane, and back through one lanes::untranspose.
+/// A call per output row would leave most rows a partial group of 8 pixels
+/// for the masked tail (28 = 3 x 8 + 4).
 void transform_output(const float* M, const Plan& pl, const ConvOutput& o, int64_t n, int64_t ty0,
                       int64_t ty1, float* R, float* out) {
-  const int64_t P = pl.H * pl.W, xi_stride = pl.MX, rw = kM * pl.TW * L;
+  const int64_t P = pl.H * pl.W, xi_stride = pl.MX, y0 = kM * ty0;
+  const int64_t pixels = (std::min(pl.H, kM * ty1) - y0) * pl.W;
   for (int64_t ob = 0; ob < pl.OB; ++ob) {
     const VT shift = o.shift ? Vec::load(o.shift + ob * L) : Vec::zero();
     for (int64_t ty = ty0; ty < ty1; ++ty) {
+      const int64_t rows = std::min<int64_t>(kM, pl.H - kM * ty);
       for (int64_t tx = 0; tx < pl.TW; ++tx) {
         VT y[kM][kM];
         output_tile(M + (ob * pl.TB + (ty - ty0) * pl.TW + tx) * L, xi_stride, shift, y);
-        for (int i = 0; i < kM; ++i)
-          for (int j = 0; j < kM; ++j) Vec::store(R + i * rw + (kM * tx + j) * L, y[i][j]);
-      }
-      for (int64_t i = 0; i < kM && kM * ty + i < pl.H; ++i) {
-        const int64_t at = (n * pl.OC + ob * L) * P + (kM * ty + i) * pl.W;
-        lanes::untranspose<false, L>(R + i * rw, pl.W, L, out + at, P, o,
-                                     o.residual ? o.residual + at : nullptr);
+        const int64_t cols = std::min<int64_t>(kM, pl.W - kM * tx);
+        float* r = R + ((kM * ty - y0) * pl.W + kM * tx) * L;
+        for (int64_t i = 0; i < rows; ++i)
+          for (int64_t j = 0; j < cols; ++j) Vec::store(r + (i * pl.W + j) * L, y[i][j]);
       }
     }
+    const int64_t at = (n * pl.OC + ob * L) * P + y0 * pl.W;
+    lanes::untranspose<false, L>(R, pixels, L, out + at, P, o,
+                                 o.residual ? o.residual + at : nullptr);
   }
 }
 
@@ -416,31 +427,39 @@ void accumulate_tiles(const float* v, const float* z, int64_t z_stride, int64_t 
     for (int o = 0; o < NO; ++o) Vec::store(s + o * s_stride + cc * L, acc[o][cc]);
 }
 
-/// dw[oc][c] += G^T S[.][c][oc] G (3x3) for every channel pair.
+/// r = G^T m for one column m of S (6 values -> 3), L channel pairs a vector.
+inline void weight_1d(const VT m[kA], VT r[3]) {
+  const VT a = Vec::add(m[1], m[2]), b = Vec::sub(m[2], m[1]);
+  const VT c = Vec::add(m[3], m[4]), d = Vec::sub(m[3], m[4]);
+  r[0] = axpy(1.f / 24, c, axpy(-1.f / 6, a, Vec::mul(Vec::set1(0.25f), m[0])));
+  r[1] = axpy(1.f / 12, d, Vec::mul(Vec::set1(1.f / 6), b));
+  r[2] = axpy(1.f / 6, Vec::sub(c, a), m[5]);
+}
+
+/// dw[oc][c] += G^T S[.][c][oc] G (3x3) for every channel pair: the
+/// transform on L output channels at once (S holds them in its lanes), then
+/// each lane's nine values added to its own kernel.
 void add_weight_gradient(const float* S, const Plan& pl, float* dw) {
-  // G^T's rows applied to six values.
-  auto gt3 = [](const float m[kA], float r[3]) {
-    r[0] = m[0] / 4 - (m[1] + m[2]) / 6 + (m[3] + m[4]) / 24;
-    r[1] = (m[2] - m[1]) / 6 + (m[3] - m[4]) / 12;
-    r[2] = (m[3] + m[4]) / 6 - (m[1] + m[2]) / 6 + m[5];
-  };
-  for (int64_t oc = 0; oc < pl.OC; ++oc)
+  for (int64_t ob = 0; ob < pl.OB; ++ob)
     for (int64_t c = 0; c < pl.C; ++c) {
-      float m[kA][kA];
-      for (int xi = 0; xi < kXi; ++xi)
-        m[xi / kA][xi % kA] = S[((xi * pl.OB + oc / L) * pl.C + c) * L + oc % L];
-      float r[3][kA];  // G^T m, a column at a time
+      const float* s = S + (ob * pl.C + c) * L;
+      const int64_t xi_stride = pl.OB * pl.C * L;
+      VT r[3][kA];  // G^T m, a column at a time
       for (int j = 0; j < kA; ++j) {
-        float col[kA], y[3];
-        for (int i = 0; i < kA; ++i) col[i] = m[i][j];
-        gt3(col, y);
+        VT col[kA], y[3];
+        for (int i = 0; i < kA; ++i) col[i] = Vec::load(s + (i * kA + j) * xi_stride);
+        weight_1d(col, y);
         for (int i = 0; i < 3; ++i) r[i][j] = y[i];
       }
-      float* k = dw + (oc * pl.C + c) * 9;
-      for (int i = 0; i < 3; ++i) {  // (G^T m) G
-        float y[3];
-        gt3(r[i], y);
-        for (int j = 0; j < 3; ++j) k[i * 3 + j] += y[j];
+      alignas(64) float k[9][L];  // (G^T m) G, kernel position-major
+      for (int i = 0; i < 3; ++i) {
+        VT y[3];
+        weight_1d(r[i], y);
+        for (int j = 0; j < 3; ++j) Vec::store(k[i * 3 + j], y[j]);
+      }
+      for (int64_t lane = 0; lane < L; ++lane) {
+        float* d = dw + ((ob * L + lane) * pl.C + c) * 9;
+        for (int q = 0; q < 9; ++q) d[q] += k[q][lane];
       }
     }
 }
@@ -468,7 +487,7 @@ void forward(const float* x, const float* w, const ConvOutput& o, const ConvGeom
     float* X = lanes::zeroed_scratch(xbuf, pl.CB * pl.Hx * pl.Wx * L);  // border stays zero
     float* V = lanes::zeroed_scratch(vbuf, kXi * pl.VX);
     float* M = lanes::zeroed_scratch(mbuf, kXi * pl.MX);
-    float* R = lanes::zeroed_scratch(rbuf, kM * kM * pl.TW * L);
+    float* R = lanes::zeroed_scratch(rbuf, output_rows_size(pl));
     for (int64_t n0 = lo; n0 < hi; n0 += ns) {
       const int64_t n1 = std::min(hi, n0 + ns);
       // Blocks of tile rows (of ns samples): V and M stay in cache.
@@ -505,7 +524,7 @@ void forward_pair(const float* x, const float* w1, const ConvOutput& o1, const C
     float* X2 = lanes::zeroed_scratch(x2buf, p2.CB * p2.Hx * p2.Wx * L);  // border stays zero
     float* V = lanes::zeroed_scratch(vbuf, kXi * std::max(p1.VX, p2.VX));
     float* M = lanes::zeroed_scratch(mbuf, kXi * std::max(p1.MX, p2.MX));
-    float* R = lanes::zeroed_scratch(rbuf, kM * kM * p2.TW * L);
+    float* R = lanes::zeroed_scratch(rbuf, output_rows_size(p2));
     for (int64_t n = lo; n < hi; ++n) {
       fill(x + n * p1.C * p1.H * p1.W, p1.CB, p1, X);
       for (int64_t ty0 = 0; ty0 < p1.TH; ty0 += p1.RB) {
