@@ -67,7 +67,9 @@ Tensor Module::register_parameter(std::string name, Tensor value, Prunable pruna
   check_new_name(name);
   if (!value.defined()) throw UsageError("parameter '" + name + "' is undefined");
   value.set_requires_grad(true);
-  params_.push_back({std::move(name), value, prunable, Tensor()});
+  Param p;
+  p.name = std::move(name), p.value = value, p.prunable = prunable;
+  params_.push_back(std::move(p));
   return value;
 }
 
