@@ -440,10 +440,10 @@ inline void weight_1d(const VT m[kA], VT r[3]) {
 /// transform on L output channels at once (S holds them in its lanes), then
 /// each lane's nine values added to its own kernel.
 void add_weight_gradient(const float* S, const Plan& pl, float* dw) {
+  const int64_t xi_stride = pl.OB * pl.C * L;
   for (int64_t ob = 0; ob < pl.OB; ++ob)
     for (int64_t c = 0; c < pl.C; ++c) {
       const float* s = S + (ob * pl.C + c) * L;
-      const int64_t xi_stride = pl.OB * pl.C * L;
       VT r[3][kA];  // G^T m, a column at a time
       for (int j = 0; j < kA; ++j) {
         VT col[kA], y[3];
