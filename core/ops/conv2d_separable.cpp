@@ -104,7 +104,12 @@ Tensor separable_conv2d_fused(const Tensor& x, const Tensor& dw_weight,
   const pointwise::Isa isa = pointwise::best_isa();
   const bool rows = depthwise::tiles::supports(gd) && !pointwise::planes_kernel(gp, isa);
   const int64_t pad = pointwise::rows_padding(isa);
-  const int64_t mid_size = rows ? (chunk * gp.P() + pad) * gp.C : chunk * per_sample;
+  // Rows a multiple of 256 bytes apart put a panel's 12 rows in one or two L1
+  // sets (the 1x1 kernel reads them side by side); one cache line more per row
+  // spreads them. The register block alone on rows 2 KB apart ran ~25 % slower
+  // than on rows 2 KB + 64 B apart; MobileNetV1 inference gains ~1 %.
+  const int64_t ld = gp.C % 64 == 0 ? gp.C + 16 : gp.C;
+  const int64_t mid_size = rows ? (chunk * gp.P() + pad) * ld : chunk * per_sample;
   parallel_for(0, chunks, 1, [&](int64_t lo, int64_t hi) {
     float* mid = chunk_scratch().get(mid_size);
     for (int64_t c = lo; c < hi; ++c) {
@@ -114,10 +119,10 @@ Tensor separable_conv2d_fused(const Tensor& x, const Tensor& dw_weight,
       ConvOutput o = op;
       if (o.residual) o.residual += n0 * out_sample;
       if (rows) {
-        depthwise::tiles::forward_rows(px + n0 * in_sample, pdw, od, d, mid, gp.C);
+        depthwise::tiles::forward_rows(px + n0 * in_sample, pdw, od, d, mid, ld);
         // The last panel's rows past the chunk: read, their outputs dropped.
-        std::fill(mid + n * gp.P() * gp.C, mid + (n * gp.P() + pad) * gp.C, 0.f);
-        pointwise::forward_rows(mid, gp.C, ppw, o, p, py + n0 * out_sample, isa, &version);
+        std::fill(mid + n * gp.P() * ld, mid + (n * gp.P() + pad) * ld, 0.f);
+        pointwise::forward_rows(mid, ld, ppw, o, p, py + n0 * out_sample, isa, &version);
       } else {
         depthwise::forward(px + n0 * in_sample, pdw, od, d, mid);
         pointwise::forward(mid, ppw, o, p, py + n0 * out_sample, isa, &version);
