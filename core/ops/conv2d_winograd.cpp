@@ -44,6 +44,7 @@
 
 #include "../parallel.h"
 #include "conv2d_lanes.h"
+#include "scratch.h"
 
 namespace spruce::ops::winograd {
 
@@ -192,24 +193,30 @@ void transform_weights(const float* w, const float* scale, const Plan& pl, float
   };
   const int64_t C = pl.C;
   parallel_for(0, pl.OB * C, 16, [&](int64_t lo, int64_t hi) {
-    for (int64_t t = lo; t < hi; ++t) {
-      const int64_t ob = t / C, c = t % C;
-      alignas(64) float taps[9][L];  // taps[k][lane] = w[ob L + lane, c, k]
-      for (int64_t lane = 0; lane < L; ++lane)
-        for (int k = 0; k < 9; ++k) taps[k][lane] = w[((ob * L + lane) * C + c) * 9 + k];
+    thread_local Scratch scratch;
+    for (int64_t t0 = lo; t0 < hi;) {  // the (block, channel) pairs of one block at a time
+      const int64_t ob = t0 / C, c0 = t0 % C, c1 = std::min(C, c0 + hi - t0);
+      // taps[(c - c0) 9 + k][lane] = w[ob L + lane, c, k]: the block's filters transposed
+      float* taps = scratch.get((c1 - c0) * 9 * L);
+      lanes::planes_to_lanes<L / 8>(w + (ob * L * C + c0) * 9, C * 9, L, (c1 - c0) * 9,
+                                    [&](int64_t l) { return taps + l * L; });
       const VT a = scale ? Vec::load(scale + ob * L) : Vec::set1(1.f);
-      VT gk[kA][3];  // G g, a column at a time
-      for (int j = 0; j < 3; ++j) {
-        VT col[kA];
-        g6(Vec::load(taps[j]), Vec::load(taps[3 + j]), Vec::load(taps[6 + j]), col);
-        for (int i = 0; i < kA; ++i) gk[i][j] = col[i];
+      for (int64_t c = c0; c < c1; ++c) {
+        const float* k = taps + (c - c0) * 9 * L;
+        VT gk[kA][3];  // G g, a column at a time
+        for (int j = 0; j < 3; ++j) {
+          VT col[kA];
+          g6(Vec::load(k + j * L), Vec::load(k + (3 + j) * L), Vec::load(k + (6 + j) * L), col);
+          for (int i = 0; i < kA; ++i) gk[i][j] = col[i];
+        }
+        for (int i = 0; i < kA; ++i) {  // (G g) G^T
+          VT u[kA];
+          g6(gk[i][0], gk[i][1], gk[i][2], u);
+          for (int j = 0; j < kA; ++j)
+            Vec::store(U + (((i * kA + j) * pl.OB + ob) * C + c) * L, Vec::mul(u[j], a));
+        }
       }
-      for (int i = 0; i < kA; ++i) {  // (G g) G^T
-        VT u[kA];
-        g6(gk[i][0], gk[i][1], gk[i][2], u);
-        for (int j = 0; j < kA; ++j)
-          Vec::store(U + (((i * kA + j) * pl.OB + ob) * C + c) * L, Vec::mul(u[j], a));
-      }
+      t0 += c1 - c0;
     }
   });
 }
