@@ -1,7 +1,8 @@
-// Copy bandwidth of the machine: two threads, each reading one buffer and writing another with AVX-512
-// (normal or non-temporal stores), 20 passes; reports bytes read + written per second.
+// Copy bandwidth of the machine: two threads, each reading one buffer and writing another with
+// AVX-512 (normal or non-temporal stores), 20 passes; reports bytes read + written per second.
 //   g++ -O2 -march=native -pthread copy_bandwidth.cpp -o copy_bandwidth
-//   ./copy_bandwidth TOTAL_BYTES NT     # TOTAL_BYTES over both threads' sources and destinations; NT 0 or 1
+//   ./copy_bandwidth TOTAL_BYTES NT     # TOTAL_BYTES over both threads' sources and destinations;
+//   NT 0 or 1
 #include <immintrin.h>
 
 #include <chrono>
@@ -37,6 +38,7 @@ int main(int argc, char** argv) {
   std::thread a(body, 0), b(body, 1);
   a.join(), b.join();
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("%s stores, %zu MB in all: %.1f GB/s read + written\n", nt ? "non-temporal" : "normal",
-              4 * n * sizeof(float) >> 20, 2.0 * 2 * n * sizeof(float) * passes / s / 1e9);
+  std::printf("%s stores, %zu MB in all: %.1f GB/s read + written\n",
+              nt ? "non-temporal" : "normal", 4 * n * sizeof(float) >> 20,
+              2.0 * 2 * n * sizeof(float) * passes / s / 1e9);
 }
