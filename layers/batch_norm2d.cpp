@@ -29,11 +29,13 @@ BatchNorm2d::BatchNorm2d(int64_t num_features, const BatchNorm2dOptions& options
 
 Tensor BatchNorm2d::forward(const Tensor& x) { return forward_fused(x, {}); }
 
-Tensor BatchNorm2d::forward_fused(const Tensor& x, const ops::BatchNormTail& tail) {
+Tensor BatchNorm2d::forward_fused(const Tensor& x, const ops::BatchNormTail& tail,
+                                  const ops::ChannelSums* sums) {
   ops::BatchNormOptions o;
   o.training = is_training();
   o.momentum = options_.momentum;
   o.eps = options_.eps;
+  o.sums = sums;
   if (o.training) num_batches_tracked_.data()[0] += 1.f;
   return options_.affine
              ? ops::batch_norm(x, weight_, bias_, running_mean_, running_var_, o, tail)

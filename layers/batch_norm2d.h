@@ -31,8 +31,11 @@ class BatchNorm2d : public Module {
 
   Tensor forward(const Tensor& x) override;
   /// act(forward(x) + tail.residual) as one batch-norm op (ops::BatchNormTail):
-  /// the same values and gradients, fewer passes over the activations.
-  Tensor forward_fused(const Tensor& x, const ops::BatchNormTail& tail);
+  /// the same values and gradients, fewer passes over the activations. In
+  /// training, `sums` (filled by the conv that wrote x, Conv2d::forward_with_sums)
+  /// stands in for the pass that computes the batch statistics.
+  Tensor forward_fused(const Tensor& x, const ops::BatchNormTail& tail,
+                       const ops::ChannelSums* sums = nullptr);
 
   /// Undefined when not affine (likewise bias()).
   Tensor weight() const { return weight_; }

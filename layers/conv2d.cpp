@@ -53,6 +53,14 @@ Tensor Conv2d::forward(const Tensor& x) {
   return ops::conv2d(x, masked_weight(), bias_, options_);
 }
 
+Tensor Conv2d::forward_with_sums(const Tensor& x, ops::ChannelSums* sums) {
+  if (!is_training() && !grad_mode_enabled() && runs_sparse(x.shape())) {
+    sums->filled = false;
+    return forward(x);
+  }
+  return ops::conv2d(x, masked_weight(), bias_, options_, sums);
+}
+
 Tensor Conv2d::forward_fused(const Tensor& x, const ops::ConvEpilogue& epilogue) {
   if (!grad_mode_enabled() && runs_sparse(x.shape()))
     return ops::sparse_conv2d_fused(x, weight_, mask("weight"), sparse_, epilogue, options_);

@@ -24,9 +24,16 @@ ops::ChannelAffine folded_affine(const Conv2d& conv, const BatchNorm2d& bn) {
 }  // namespace
 
 Tensor conv_batch_norm(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, const ConvBnTail& tail) {
-  if (bn.is_training() || grad_mode_enabled()) {
-    return bn.forward_fused(conv.forward(x), {.residual = tail.residual, .relu = tail.relu});
+  if (bn.is_training()) {  // the conv takes the batch statistics' sums as it writes
+    // Centered on 0, not on the running mean: a training forward then
+    // depends on its inputs and parameters only, bit for bit.
+    ops::ChannelSums sums;
+    sums.center.assign(static_cast<size_t>(bn.running_mean().numel()), 0.f);
+    const Tensor y = conv.forward_with_sums(x, &sums);
+    return bn.forward_fused(y, {.residual = tail.residual, .relu = tail.relu}, &sums);
   }
+  if (grad_mode_enabled())
+    return bn.forward_fused(conv.forward(x), {.residual = tail.residual, .relu = tail.relu});
   const ops::ChannelAffine a = folded_affine(conv, bn);
   return conv.forward_fused(
       x, {.scale = a.scale, .shift = a.shift, .residual = tail.residual, .relu = tail.relu});

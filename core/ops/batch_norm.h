@@ -7,6 +7,7 @@
 #pragma once
 
 #include "../tensor.h"
+#include "channel_sums.h"
 
 namespace spruce::ops {
 
@@ -14,6 +15,11 @@ struct BatchNormOptions {
   bool training = true;
   float momentum = 0.1f;  // running = (1 - momentum) running + momentum batch
   float eps = 1e-5f;      // added to the variance before the square root
+  /// Training: the input's per-channel sums, taken by the conv that wrote it
+  /// (channel_sums.h), used instead of a pass over the input when filled and
+  /// of x's size; a channel block whose sums lie far from their center (the
+  /// mean more than 2 standard deviations away) is summed again as without.
+  const ChannelSums* sums = nullptr;
 };
 
 /// What follows the batch norm in the same call (ResNet's block tails):

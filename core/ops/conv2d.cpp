@@ -230,9 +230,25 @@ Tensor forward(const Tensor& x, const Tensor& weight, const ConvGeometry& g, con
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
               const Conv2dOptions& options) {
+  return conv2d(x, weight, bias, options, nullptr);
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
+              const Conv2dOptions& options, ChannelSums* sums) {
   const ConvGeometry g = check_shapes(x, weight, bias, options);
   const bool depthwise = depthwise::applies(g);
-  Tensor out = forward(x, weight, g, {.shift = bias.defined() ? bias.data() : nullptr});
+  ConvOutput o{.shift = bias.defined() ? bias.data() : nullptr};
+  if (sums) {
+    // Only the Winograd kernel takes the sums (dense_forward tries it first).
+    sums->filled = !depthwise && winograd::supports(g) && g.N * g.P() > 0 &&
+                   static_cast<int64_t>(sums->center.size()) == g.OC;
+    if (sums->filled) {
+      sums->s1.assign(static_cast<size_t>(g.N * g.OC), 0.0);
+      sums->s2.assign(static_cast<size_t>(g.N * g.OC), 0.0);
+      o.sums = sums;
+    }
+  }
+  Tensor out = forward(x, weight, g, o);
 
   std::vector<Tensor> inputs{x, weight};
   if (bias.defined()) inputs.push_back(bias);

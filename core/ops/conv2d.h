@@ -4,6 +4,7 @@
 
 #include "../error.h"
 #include "../tensor.h"
+#include "channel_sums.h"
 
 namespace spruce::ops {
 
@@ -22,6 +23,14 @@ struct Conv2dOptions {
 /// Throws UsageError on inconsistent shapes or options.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
               const Conv2dOptions& options = {});
+
+/// conv2d() that also takes the per-channel sums of its output for a batch
+/// norm that follows (channel_sums.h: sums->center is the caller's, C_out
+/// values) when its kernel can (Winograd, 3x3 stride-1 convs): then
+/// sums->filled is true and s1, s2 hold N C_out values each; otherwise
+/// sums->filled is false. Same output, same graph as conv2d().
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
+              const Conv2dOptions& options, ChannelSums* sums);
 
 /// What conv2d_fused does to each output value before writing it:
 ///   out[n, o, :, :] = act(scale[o] * conv[n, o, :, :] + shift[o] + residual[n, o, :, :])

@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "../parallel.h"
+#include "channel_sums.h"
 #include "conv2d_lanes.h"
 #include "scratch.h"
 
@@ -333,13 +334,40 @@ inline void output_tile(const float* m, int64_t xi_stride, VT shift, VT y[kM][kM
   }
 }
 
+/// s1[l] += sum over the `pixels` vectors of R of (R[p][l] - center[l]), s2[l]
+/// += the same squared: one block of a sample's output rows, for the sums a
+/// batch norm takes instead of a pass of its own (channel_sums.h). Float
+/// lanes over the block (at most a few hundred pixels), then double.
+void add_sums(const float* R, int64_t pixels, const float* center, double* s1, double* s2) {
+  const VT c = Vec::load(center);
+  VT a[4], b[4];  // four chains each: the adds' latency
+  for (int k = 0; k < 4; ++k) a[k] = b[k] = Vec::zero();
+  int64_t p = 0;
+  for (; p + 4 <= pixels; p += 4)
+    for (int k = 0; k < 4; ++k) {
+      const VT d = Vec::sub(Vec::load(R + (p + k) * L), c);
+      a[k] = Vec::add(a[k], d);
+      b[k] = Vec::fmadd(d, d, b[k]);
+    }
+  for (; p < pixels; ++p) {
+    const VT d = Vec::sub(Vec::load(R + p * L), c);
+    a[0] = Vec::add(a[0], d);
+    b[0] = Vec::fmadd(d, d, b[0]);
+  }
+  alignas(64) float t1[L], t2[L];
+  Vec::store(t1, Vec::add(Vec::add(a[0], a[1]), Vec::add(a[2], a[3])));
+  Vec::store(t2, Vec::add(Vec::add(b[0], b[1]), Vec::add(b[2], b[3])));
+  for (int64_t l = 0; l < L; ++l) s1[l] += t1[l], s2[l] += t2[l];
+}
+
 /// Floats of the row buffer R that transform_output needs for plan pl.
 int64_t output_rows_size(const Plan& pl) { return kM * pl.RB * pl.W * L; }
 
 /// out[n] = A^T M A + shift for the tile rows [ty0, ty1), finished by o
 /// (residual, ReLU), in NCHW: per output-channel block, the block's output
 /// rows go into R as [pixel][L] (the tiles' padding past H and W dropped),
-/// contiguous as in an NCHW plane, and back through one lanes::untranspose.
+/// contiguous as in an NCHW plane, and back through one lanes::untranspose;
+/// o.sums, when set, gets the block's sums on the way (add_sums).
 /// A call per output row would leave most rows a partial group of 8 pixels
 /// for the masked tail (28 = 3 x 8 + 4).
 void transform_output(const float* M, const Plan& pl, const ConvOutput& o, int64_t n, int64_t ty0,
@@ -358,6 +386,11 @@ void transform_output(const float* M, const Plan& pl, const ConvOutput& o, int64
         for (int64_t i = 0; i < rows; ++i)
           for (int64_t j = 0; j < cols; ++j) Vec::store(r + (i * pl.W + j) * L, y[i][j]);
       }
+    }
+    if (o.sums) {
+      const int64_t c0 = n * pl.OC + ob * L;
+      add_sums(R, pixels, o.sums->center.data() + ob * L, o.sums->s1.data() + c0,
+               o.sums->s2.data() + c0);
     }
     const int64_t at = (n * pl.OC + ob * L) * P + y0 * pl.W;
     lanes::untranspose<false, L>(R, pixels, L, out + at, P, o,

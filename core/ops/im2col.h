@@ -47,6 +47,8 @@ struct ConvGeometry {
   int64_t Kc() const { return Cg() * KH * KW; }  // GEMM K: col rows per group
 };
 
+struct ChannelSums;  // channel_sums.h
+
 /// What a conv forward does to each output value as it writes it:
 ///   out[n, o, p] = act(scale[o] * conv[n, o, p] + shift[o] + residual[n, o, p])
 /// with act = max(., 0) when relu, else the identity; a null scale is 1, a
@@ -57,6 +59,10 @@ struct ConvOutput {
   const float* shift = nullptr;
   const float* residual = nullptr;
   bool relu = false;
+  /// Where the Winograd kernel adds each sample's per-channel sums of the
+  /// output (channel_sums.h); null for none. Only for a plain conv (no
+  /// scale, residual or ReLU); other kernels never see it.
+  ChannelSums* sums = nullptr;
 
   /// Whether anything beyond the shift (a bias) is applied.
   bool fused() const { return scale || residual || relu; }

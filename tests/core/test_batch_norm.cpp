@@ -8,6 +8,8 @@
 //                          time, 8 double lanes, then scalars (9x9, 11x11) or
 //                          none (8x8, 12x12, 28x28))
 //   mode                   training (batch statistics) or eval (running)
+//   batch statistics       from a pass over x, or from a conv's sums of x
+//                          (BatchNormOptions::sums): tests/core/test_channel_sums.cpp
 //   fused ReLU             relu(batch_norm(x)) records one node whose backward
 //                          masks by the output (relu_of_batch_norm) or not
 //   tail                   batch_norm(x, ..., {.residual, .relu}): ReLU only,

@@ -2,13 +2,16 @@
 // the plain layer chain, for a conv with a bias (folded into the shift),
 // a non-affine batch norm, a residual and a pruned weight; and in training
 // mode or with gradients on, exactly the plain chain (values and gradients,
-// with the residual and ReLU fused into the batch norm's tail).
+// with the residual and ReLU fused into the batch norm's tail), except that
+// a Winograd conv hands the batch norm its output's sums (the chain's values
+// and gradients within float rounding).
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
 
 #include "core/autograd.h"
+#include "core/ops/conv2d_winograd.h"
 #include "core/ops/elementwise.h"
 #include "layers/conv_batch_norm.h"
 #include "tests/layers/layer_checks.h"
@@ -107,4 +110,47 @@ TEST_CASE(
   CHECK(same(bn.bias().grad(), twin_bn.bias().grad()));
   CHECK(same(r.grad(), twin_r.grad()));
   CHECK(bn.num_batches_tracked().item() == 1.f);
+}
+
+TEST_CASE("conv_batch_norm in training on a Winograd conv: the chain within float rounding" *
+          doctest::skip(!ops::winograd::supports({.N = 4,
+                                                  .C = 16,
+                                                  .H = 8,
+                                                  .W = 8,
+                                                  .OC = 16,
+                                                  .KH = 3,
+                                                  .KW = 3,
+                                                  .stride = 1,
+                                                  .padding = 1,
+                                                  .OH = 8,
+                                                  .OW = 8}))) {
+  // The batch statistics come from the sums the conv takes as it writes its
+  // output (core/ops/channel_sums.h), not from a pass of the batch norm's own.
+  Generator gen(31), twin_gen(31);
+  Conv2d conv(16, 16, 3, {.padding = 1}, Bias::kYes, gen);
+  Conv2d twin_conv(16, 16, 3, {.padding = 1}, Bias::kYes, twin_gen);
+  BatchNorm2d bn(16), twin_bn(16);
+  set_running_stats(bn, gen);
+  set_running_stats(twin_bn, twin_gen);
+  const Tensor x = testing::randn({4, 16, 8, 8}, 32);
+  Tensor r = testing::randn({4, 16, 8, 8}, 33), twin_r = r.clone();
+  r.set_requires_grad(true);
+  twin_r.set_requires_grad(true);
+  const Tensor got = conv_batch_norm(conv, bn, x, {.residual = r, .relu = true});
+  const Tensor want = chain(twin_conv, twin_bn, x, twin_r, true);
+  CHECK(testing::max_abs_diff(got, want) < 1e-5f);
+  CHECK(testing::max_abs_diff(bn.running_mean(), twin_bn.running_mean()) < 1e-6f);
+  CHECK(testing::max_abs_diff(bn.running_var(), twin_bn.running_var()) < 1e-5f);
+  const Tensor seed = testing::randn({4, 16, 8, 8}, 34);
+  got.backward(seed);
+  want.backward(seed);
+  auto close = [](const Tensor& a, const Tensor& b) {  // relative to b's largest value
+    float scale = 0.f;
+    for (int64_t i = 0; i < b.numel(); ++i) scale = std::max(scale, std::abs(b.at(i)));
+    return testing::max_abs_diff(a, b) <= 1e-5f * scale;
+  };
+  CHECK(close(conv.weight().grad(), twin_conv.weight().grad()));
+  // (The conv's bias gradient is 0 up to rounding: the batch norm removes the mean.)
+  CHECK(close(bn.weight().grad(), twin_bn.weight().grad()));
+  CHECK(close(r.grad(), twin_r.grad()));
 }
