@@ -24,7 +24,10 @@ struct ConvBnTail {
 /// (read afresh at every call) and one ops::conv2d_fused call writes each
 /// output value once. Otherwise conv.forward, then bn.forward_fused with the
 /// residual and ReLU as its tail: values and gradients are bit for bit those
-/// of the plain composition (bn.forward, ops::add, ops::relu).
+/// of the plain composition (bn.forward, ops::add, ops::relu), except that in
+/// training a Winograd conv (3x3, stride 1) hands the batch norm its output's
+/// per-channel sums (core/ops/channel_sums.h) for the batch statistics, which
+/// then agree with the composition's within float rounding.
 Tensor conv_batch_norm(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, const ConvBnTail& tail = {});
 
 /// MobileNet's depthwise-separable pair: relu(bn2(pw(relu(bn1(dw(x)))))),
