@@ -10,8 +10,8 @@
 //   batch_norm      sums used (the statistics, running statistics, output and
 //                   gradients of the pass it replaces, within float rounding)
 //                   or a channel block summed again: its mean more than 2
-//                   standard deviations from the center (checked with a center
-//                   1000 deviations off, where the sums alone lose the variance)
+//                   standard deviations from the center (checked with centers
+//                   1000 away, ~400 deviations, where the sums alone lose the variance)
 //                   or sums of the wrong size
 #include <doctest/doctest.h>
 
@@ -134,8 +134,9 @@ TEST_CASE("convs off the Winograd kernel leave the sums unfilled") {
 TEST_CASE("batch_norm on a conv's sums: the statistics and gradients of its own pass" *
           doctest::skip(kNoWinograd)) {
   const int64_t N = 4, OC = 32, H = 14;
-  // Centers at 0 (what conv_batch_norm uses), near the means, and 1000
-  // deviations off (the channel blocks are summed again).
+  // Centers at 0 (what conv_batch_norm uses; the biases put some channel
+  // means beyond 2 deviations of it), near the means, and 1000 off (~400
+  // deviations: those channel blocks are summed again).
   for (const float off : {0.f, 1.f, 1000.f}) {
     CAPTURE(off);
     std::vector<float> center(OC);
