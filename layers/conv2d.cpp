@@ -46,17 +46,13 @@ bool Conv2d::runs_sparse(const Shape& input) {
       ops::sparse_conv_max_density(kernel_size_, options_.stride, out[2] * out[3], out[0]));
 }
 
-Tensor Conv2d::forward(const Tensor& x) {
-  if (!is_training() && !grad_mode_enabled() && runs_sparse(x.shape()))
-    return ops::sparse_conv2d_fused(x, weight_, mask("weight"), sparse_, {.shift = bias_},
-                                    options_);
-  return ops::conv2d(x, masked_weight(), bias_, options_);
-}
+Tensor Conv2d::forward(const Tensor& x) { return forward_with_sums(x, nullptr); }
 
 Tensor Conv2d::forward_with_sums(const Tensor& x, ops::ChannelSums* sums) {
   if (!is_training() && !grad_mode_enabled() && runs_sparse(x.shape())) {
-    sums->filled = false;
-    return forward(x);
+    if (sums) sums->filled = false;
+    return ops::sparse_conv2d_fused(x, weight_, mask("weight"), sparse_, {.shift = bias_},
+                                    options_);
   }
   return ops::conv2d(x, masked_weight(), bias_, options_, sums);
 }

@@ -34,9 +34,10 @@ class Conv2d : public Module {
   /// recorded): ops::conv2d_fused of x and the masked weight with `epilogue`,
   /// on the sparse kernels when the weight is sparse enough (see above).
   Tensor forward_fused(const Tensor& x, const ops::ConvEpilogue& epilogue);
-  /// Training with a batch norm next: forward() that also takes the output's
-  /// per-channel sums where its kernel can (ops::conv2d with sums,
-  /// core/ops/channel_sums.h), for BatchNorm2d::forward_fused.
+  /// forward() that also takes the output's per-channel sums where its
+  /// kernel can (ops::conv2d with sums, core/ops/channel_sums.h), for a
+  /// batch norm in training next (BatchNorm2d::forward_fused); sums may be
+  /// null (forward() itself).
   Tensor forward_with_sums(const Tensor& x, ops::ChannelSums* sums);
   /// Whether inference on an input of this shape currently runs this layer
   /// on the sparse kernels (density against the geometry's crossover,

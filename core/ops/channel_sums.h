@@ -1,7 +1,7 @@
 // Per-channel sums of a conv's output, taken while the conv writes it, for a
 // batch norm in training that follows: its statistics then need no pass of
-// their own over the output (a read of every activation from memory, ~3 % of
-// a ResNet-20 training step).
+// their own over the output (a read of every activation from memory: 3.4 %
+// of an AVX2 ResNet-20 training step's perf samples, core/README.md).
 #pragma once
 
 #include <cstdint>

@@ -14,6 +14,7 @@
 #include "core/ops/conv2d_winograd.h"
 #include "core/ops/elementwise.h"
 #include "layers/conv_batch_norm.h"
+#include "tests/core/conv_reference.h"
 #include "tests/layers/layer_checks.h"
 
 using namespace spruce;
@@ -113,17 +114,8 @@ TEST_CASE(
 }
 
 TEST_CASE("conv_batch_norm in training on a Winograd conv: the chain within float rounding" *
-          doctest::skip(!ops::winograd::supports({.N = 4,
-                                                  .C = 16,
-                                                  .H = 8,
-                                                  .W = 8,
-                                                  .OC = 16,
-                                                  .KH = 3,
-                                                  .KW = 3,
-                                                  .stride = 1,
-                                                  .padding = 1,
-                                                  .OH = 8,
-                                                  .OW = 8}))) {
+          doctest::skip(!ops::winograd::supports(test::conv_geometry(4, 16, 16, 8, 8, 3, 3, 1,
+                                                                     1)))) {
   // The batch statistics come from the sums the conv takes as it writes its
   // output (core/ops/channel_sums.h), not from a pass of the batch norm's own.
   Generator gen(31), twin_gen(31);
