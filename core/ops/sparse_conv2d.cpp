@@ -143,27 +143,46 @@ const float* pack(const ConvLayout& L, const float* x, int64_t n0, int64_t nb) {
   }
   float* buf = pack_buffer(L);
   const int64_t s = L.s;
-  const sparse::RowCopy copy = sparse::row_copy();
-  for (int64_t c = 0; c < L.C; ++c) {
-    const float* plane = x + (n0 * L.C + c) * P;
-    // Input rows ih with padded row y = ih + pad in row phase a land in the
-    // phase plane's rows y / s; likewise columns in column phase b.
+  // Where each phase's pixels come from and go, the same for every channel
+  // (worked out once: the divisions cost as much as a small plane's copy).
+  struct PhaseCopy {
+    int64_t src, dst, count, rows;
+  };
+  PhaseCopy phases[4];
+  int n_phases = 0;
+  if (s <= 2)
     for (int64_t a = 0; a < s && a < L.KH; ++a) {  // a phase no tap reads (1x1 stride 2) is skipped
+      // Input rows ih with padded row y = ih + pad in row phase a land in the
+      // phase plane's rows y / s; likewise columns in column phase b.
       const int64_t ih0 = ((a - L.pad) % s + s) % s;
       if (ih0 >= L.H) continue;
-      const int64_t rows = (L.H - ih0 + s - 1) / s;
       for (int64_t b = 0; b < s && b < L.KW; ++b) {
         const int64_t iw0 = ((b - L.pad) % s + s) % s;
         if (iw0 >= L.W) continue;
-        float* dst =
-            buf + ((c * s + a) * s + b) * L.PS + (ih0 + L.pad) / s * L.Wq + (iw0 + L.pad) / s;
-        if (s <= 2) {
-          copy(plane + ih0 * L.W + iw0, s * L.W, s, (L.W - iw0 + s - 1) / s, rows, dst, L.Wq);
-          continue;
-        }
-        for (int64_t r = 0; r < rows; ++r)  // stride 3 and up: rare, plain loops
+        phases[n_phases++] = {ih0 * L.W + iw0,
+                              (a * s + b) * L.PS + (ih0 + L.pad) / s * L.Wq + (iw0 + L.pad) / s,
+                              (L.W - iw0 + s - 1) / s, (L.H - ih0 + s - 1) / s};
+      }
+    }
+  const sparse::RowCopy copy = sparse::row_copy();
+  for (int64_t c = 0; c < L.C; ++c) {
+    const float* plane = x + (n0 * L.C + c) * P;
+    float* planes = buf + c * s * s * L.PS;
+    if (s <= 2) {
+      for (int i = 0; i < n_phases; ++i) {
+        const PhaseCopy& ph = phases[i];
+        copy(plane + ph.src, s * L.W, s, ph.count, ph.rows, planes + ph.dst, L.Wq);
+      }
+      continue;
+    }
+    for (int64_t a = 0; a < s && a < L.KH; ++a) {  // stride 3 and up: rare, plain loops
+      const int64_t ih0 = ((a - L.pad) % s + s) % s;
+      for (int64_t b = 0; b < s && b < L.KW; ++b) {
+        const int64_t iw0 = ((b - L.pad) % s + s) % s;
+        float* dst = planes + (a * s + b) * L.PS + (ih0 + L.pad) / s * L.Wq + (iw0 + L.pad) / s;
+        for (int64_t ih = ih0, r = 0; ih < L.H; ih += s, ++r)
           for (int64_t iw = iw0, j = 0; iw < L.W; iw += s, ++j)
-            dst[r * L.Wq + j] = plane[(ih0 + r * s) * L.W + iw];
+            dst[r * L.Wq + j] = plane[ih * L.W + iw];
       }
     }
   }
