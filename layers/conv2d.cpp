@@ -63,4 +63,12 @@ Tensor Conv2d::forward_fused(const Tensor& x, const ops::ConvEpilogue& epilogue)
   return ops::conv2d_fused(x, masked_weight(), epilogue, options_);
 }
 
+Tensor Conv2d::forward_sparse_pair(const Tensor& x, const ops::ConvEpilogue& epilogue, Conv2d& then,
+                                   const ops::ConvEpilogue& then_epilogue) {
+  if (grad_mode_enabled() || !runs_sparse(x.shape()) || !then.runs_sparse(output_shape(x.shape())))
+    throw UsageError("Conv2d::forward_sparse_pair: both convs must run on the sparse kernels");
+  return ops::sparse_conv2d_pair_fused(x, weight_, mask("weight"), sparse_, epilogue, then.weight_,
+                                       then.mask("weight"), then.sparse_, then_epilogue);
+}
+
 }  // namespace spruce

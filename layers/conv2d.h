@@ -34,6 +34,13 @@ class Conv2d : public Module {
   /// recorded): ops::conv2d_fused of x and the masked weight with `epilogue`,
   /// on the sparse kernels when the weight is sparse enough (see above).
   Tensor forward_fused(const Tensor& x, const ops::ConvEpilogue& epilogue);
+  /// Inference only: then.forward_fused(forward_fused(x, epilogue),
+  /// then_epilogue) for two 3x3 convs of stride 1 and padding 1 that both
+  /// run on the sparse kernels here (ResNet's basic block), through
+  /// ops::sparse_conv2d_pair_fused: the middle activation stays in the
+  /// thread's cache. Throws UsageError unless both run sparse.
+  Tensor forward_sparse_pair(const Tensor& x, const ops::ConvEpilogue& epilogue, Conv2d& then,
+                             const ops::ConvEpilogue& then_epilogue);
   /// forward() that also takes the output's per-channel sums where its
   /// kernel can (ops::conv2d with sums, core/ops/channel_sums.h), for a
   /// batch norm in training next (BatchNorm2d::forward_fused); sums may be

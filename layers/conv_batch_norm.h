@@ -41,10 +41,11 @@ Tensor separable_conv_batch_norm(Conv2d& dw, BatchNorm2d& bn1, Conv2d& pw, Batch
 
 /// ResNet's basic block body: relu(bn2(c2(relu(bn1(c1(x))))) + residual),
 /// c1 and c2 3x3 convs (residual undefined: none). In inference (both batch
-/// norms in eval mode, no graph recorded, neither conv on the sparse
-/// kernels, both stride 1 with padding 1) one ops::conv2d_pair_fused call
-/// runs the pair a sample at a time; the result is the same as the two
-/// conv_batch_norm calls it stands for otherwise.
+/// norms in eval mode, no graph recorded, both stride 1 with padding 1) one
+/// ops::conv2d_pair_fused call (neither conv on the sparse kernels) or one
+/// ops::sparse_conv2d_pair_fused call (both on them) runs the pair a sample
+/// at a time; the result is the same as the two conv_batch_norm calls it
+/// stands for otherwise.
 Tensor conv_pair_batch_norm(Conv2d& c1, BatchNorm2d& bn1, Conv2d& c2, BatchNorm2d& bn2,
                             const Tensor& x, const Tensor& residual);
 

@@ -21,6 +21,19 @@ Tensor sparse_conv2d_fused(const Tensor& x, const Tensor& weight, const Tensor& 
                            SparseWeightCache& cache, const ConvEpilogue& epilogue,
                            const Conv2dOptions& options = {});
 
+/// sparse_conv2d_fused(sparse_conv2d_fused(x, w1, m1, c1, e1, o), w2, m2, c2,
+/// e2, o) with o = {stride 1, padding 1} and 3x3 weights (ResNet's basic
+/// block); e1 takes no residual. With at least as many samples as threads,
+/// each thread takes a sample through both convs in turn, and the middle
+/// activation stays in its cache as the padded planes the second conv reads,
+/// instead of going to memory as NCHW and being read back and re-packed;
+/// fewer samples run the two calls. The same sums in the same order: bit for
+/// bit the two calls. Throws as sparse_conv2d_fused does, and UsageError for
+/// other kernel sizes or a residual in e1.
+Tensor sparse_conv2d_pair_fused(const Tensor& x, const Tensor& w1, const Tensor& m1,
+                                SparseWeightCache& c1, const ConvEpilogue& e1, const Tensor& w2,
+                                const Tensor& m2, SparseWeightCache& c2, const ConvEpilogue& e2);
+
 /// The crossover of a conv with groups 1: it runs sparse in inference when
 /// its density (nonzeros / weights) is at most this. It depends on what the
 /// kernels do for the geometry and batch (the crossover table of

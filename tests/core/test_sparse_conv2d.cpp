@@ -191,6 +191,66 @@ TEST_CASE("sparse conv: whole channels pruned, many sample groups, odd sizes") {
   }
 }
 
+TEST_CASE("fused sparse pair: bit for bit the two calls, and the double reference") {
+  path_under_test();
+  NoGradGuard no_grad;
+  Generator gen(13);
+  struct Case {
+    int64_t C, C1, C2, H, W;
+  };
+  // ResNet-20's three stages on 28x28, and odd sizes (a non-square plane).
+  for (const Case& c : {Case{16, 16, 16, 28, 28}, Case{32, 32, 32, 14, 14}, Case{64, 64, 64, 7, 7},
+                        Case{5, 7, 6, 9, 11}})
+    for (int threads : {2, 1})
+      for (double density : {0.0, 0.01, 0.1, 0.5, 1.0})
+        for (int64_t N : {int64_t{1}, int64_t{3}}) {
+          if (c.C == 16 && threads == 1 && density != 0.1) continue;  // the slowest reference
+          set_num_threads(threads);
+          const Shape ws1{c.C1, c.C, 3, 3}, ws2{c.C2, c.C1, 3, 3};
+          Tensor x = Tensor::randn({N, c.C, c.H, c.W}, gen);
+          Tensor w1 = Tensor::randn(ws1, gen), w2 = Tensor::randn(ws2, gen);
+          Tensor m1 = random_mask(ws1, density, gen), m2 = random_mask(ws2, density, gen);
+          for (int64_t i = 0; i < c.C * 9; ++i) m1.data()[i] = 0.f;  // middle channel 0 pruned
+          Tensor s1 = Tensor::rand({c.C1}, gen, 0.5f, 2.f), b1 = Tensor::randn({c.C1}, gen);
+          Tensor s2 = Tensor::rand({c.C2}, gen, 0.5f, 2.f), b2 = Tensor::randn({c.C2}, gen);
+          Tensor res = Tensor::randn({N, c.C2, c.H, c.W}, gen);
+          const ops::Conv2dOptions o{.stride = 1, .padding = 1};
+          const std::string what = "C " + std::to_string(c.C) + " H " + std::to_string(c.H) +
+                                   " density " + std::to_string(density) + " N " +
+                                   std::to_string(N) + " threads " + std::to_string(threads);
+          for (const bool with_res : {true, false}) {
+            CAPTURE(with_res);
+            const ops::ConvEpilogue e1{.scale = s1, .shift = b1, .relu = true};
+            const ops::ConvEpilogue e2{
+                .scale = s2, .shift = b2, .residual = with_res ? res : Tensor(), .relu = with_res};
+            ops::SparseWeightCache c1, c2, c1_alone, c2_alone;
+            const Tensor pair = ops::sparse_conv2d_pair_fused(x, w1, m1, c1, e1, w2, m2, c2, e2);
+            const Tensor mid = ops::sparse_conv2d_fused(x, w1, m1, c1_alone, e1, o);
+            const Tensor two = ops::sparse_conv2d_fused(mid, w2, m2, c2_alone, e2, o);
+            REQUIRE(pair.shape() == two.shape());
+            int64_t differ = 0;
+            for (int64_t i = 0; i < pair.numel(); ++i) differ += pair.at(i) != two.at(i);
+            CHECK_MESSAGE(differ == 0, what << ": " << differ << " values differ from two calls");
+            check_conv(pair, mid, w2, m2, s2, b2, with_res ? res : Tensor(), with_res, 1, 1,
+                       what + " pair");
+            // A second call with the caches warm (the middle buffer reused).
+            const Tensor again = ops::sparse_conv2d_pair_fused(x, w1, m1, c1, e1, w2, m2, c2, e2);
+            int64_t changed = 0;
+            for (int64_t i = 0; i < pair.numel(); ++i) changed += again.at(i) != pair.at(i);
+            CHECK_MESSAGE(changed == 0, what << ": the second call differs");
+          }
+        }
+  set_num_threads(2);
+  Tensor x = Tensor::randn({2, 4, 6, 6}, gen), w3 = Tensor::randn({4, 4, 3, 3}, gen);
+  Tensor w1x1 = Tensor::randn({4, 4, 1, 1}, gen), ones = Tensor::ones({4, 4, 3, 3});
+  ops::SparseWeightCache a, b;
+  CHECK_THROWS_AS(
+      ops::sparse_conv2d_pair_fused(x, w1x1, Tensor::ones({4, 4, 1, 1}), a, {}, w3, ones, b, {}),
+      UsageError);
+  CHECK_THROWS_AS(ops::sparse_conv2d_pair_fused(x, w3, ones, a, {.residual = x}, w3, ones, b, {}),
+                  UsageError);
+}
+
 TEST_CASE("sparse linear equals the double reference") {
   path_under_test();
   NoGradGuard no_grad;
