@@ -13,7 +13,9 @@
 // alternated pairs (dense then sparse, `pairs` times); figures are medians,
 // and the speed-up is the median of the per-pair ratios. Batch 1 is timed
 // twice: on --threads threads, and on the count each side's InferenceThreads
-// picks ("auto": what a server running the model through it sees). Weights are
+// picks ("auto": what a server running the model through it sees), and so is
+// the batch ("b auto": by the plan it picks, whole or in chunks, as spruce-eval
+// runs it). Weights are
 // compressed at the first inference call (untimed warm-up), as a model is when
 // it enters inference. MMACs: multiply-adds per image the dense model runs and
 // those that remain on the sparse path at --batch (the sparse kernels count only
@@ -212,11 +214,14 @@ cli::Json run_sparse_section(const SparseSettings& in) {
       static_cast<long long>(s.pairs));
   std::printf(
       "##   b1: one image on --threads threads; b1 auto: on the count layers/inference_threads.h\n"
-      "##   picks for each model (threads used after the ms)\n");
-  std::printf("%-12s %6s %8s %8s %-9s %-9s %6s %7s %-10s %-10s %6s %-12s %-12s %6s %9s %9s %6s\n",
-              "model", "sparse", "MMACs", "remain", "dense", "sparse", "x", "GFLOP/s", "dense b1",
-              "sparse b1", "x b1", "dense auto", "sparse auto", "x auto", "ckpt KiB", "compact",
-              "%");
+      "##   picks for each model (threads used after the ms); batch auto: the batch by the plan\n"
+      "##   it picks (images/s, then the samples per forward: 0 = the whole batch at once)\n");
+  std::printf(
+      "%-12s %6s %8s %8s %-9s %-9s %6s %7s %-10s %-10s %6s %-12s %-12s %6s %9s %9s %6s %-13s "
+      "%-13s %6s\n",
+      "model", "sparse", "MMACs", "remain", "dense", "sparse", "x", "GFLOP/s", "dense b1",
+      "sparse b1", "x b1", "dense auto", "sparse auto", "x auto", "ckpt KiB", "compact", "%",
+      "dense b auto", "sparse b auto", "x b auto");
   cli::Json j = {{"batch_size", s.batch},
                  {"pairs", s.pairs},
                  {"iters", s.iters},
@@ -272,15 +277,23 @@ cli::Json run_sparse_section(const SparseSettings& in) {
       };
       for (ops::SparseMode mode : {ops::SparseMode::kDense, ops::SparseMode::kAuto}) {
         ops::set_sparse_mode(mode);
-        while (auto_threads().chosen(x1.shape()) == 0) auto_threads().forward(*model, x1);
+        for (const Tensor* x : {&x1, &xb})
+          while (auto_threads().chosen(x->shape()).threads == 0) auto_threads().forward(*model, *x);
       }
       const Paired ta = paired(s.pairs, [&] {
         return median_call(s.single, [&] { auto_threads().forward(*model, x1); });
       });
-      const int dense_auto = dense_threads.chosen(x1.shape());
-      const int sparse_auto = sparse_threads.chosen(x1.shape());
+      // The batch as the tools run it: by the plan InferenceThreads chose
+      // (whole, or in chunks of a few samples a thread).
+      const Paired tba = paired(
+          s.pairs, [&] { return per_call(s.iters, [&] { auto_threads().forward(*model, xb); }); });
+      const int dense_auto = dense_threads.chosen(x1.shape()).threads;
+      const int sparse_auto = sparse_threads.chosen(x1.shape()).threads;
+      const int64_t dense_chunk = dense_threads.chosen(xb.shape()).chunk;
+      const int64_t sparse_chunk = sparse_threads.chosen(xb.shape()).chunk;
       const double bsz = static_cast<double>(s.batch);
       const double dense_ips = bsz / tb.dense, sparse_ips = bsz / tb.sparse;
+      const double dense_auto_ips = bsz / tba.dense, sparse_auto_ips = bsz / tba.sparse;
 
       io::Checkpoint ckpt;
       cli::put_model(ckpt, loaded.spec, *model);
@@ -293,11 +306,13 @@ cli::Json run_sparse_section(const SparseSettings& in) {
 
       std::printf(
           "%-12s %5.0f%% %8.2f %8.2f %9.0f %9.0f %6.2f %7.1f %7.3f ms %7.3f ms %6.2f %7.3f ms %d "
-          "%7.3f ms %d %6.2f %9.0f %9.0f %5.1f%%\n",
+          "%7.3f ms %d %6.2f %9.0f %9.0f %5.1f%% %9.0f %3lld %9.0f %3lld %6.2f\n",
           sub.label, sparsity * 100, dense_macs / 1e6, remain_macs / 1e6, dense_ips, sparse_ips,
           tb.ratio, 2.0 * remain_macs * sparse_ips / 1e9, t1.dense * 1e3, t1.sparse * 1e3, t1.ratio,
           ta.dense * 1e3, dense_auto, ta.sparse * 1e3, sparse_auto, ta.ratio, dense_kib,
-          compact_kib, 100 * compact_kib / dense_kib);
+          compact_kib, 100 * compact_kib / dense_kib, dense_auto_ips,
+          static_cast<long long>(dense_chunk), sparse_auto_ips,
+          static_cast<long long>(sparse_chunk), tba.ratio);
       std::fflush(stdout);
       j["models"].push_back({{"model", sub.label},
                              {"sparsity", sparsity},
@@ -315,6 +330,11 @@ cli::Json run_sparse_section(const SparseSettings& in) {
                              {"sparse_b1_auto_ms", ta.sparse * 1e3},
                              {"sparse_b1_auto_threads", sparse_auto},
                              {"speedup_b1_auto", ta.ratio},
+                             {"dense_auto_img_s", dense_auto_ips},
+                             {"dense_auto_chunk", dense_chunk},
+                             {"sparse_auto_img_s", sparse_auto_ips},
+                             {"sparse_auto_chunk", sparse_chunk},
+                             {"speedup_auto", tba.ratio},
                              {"ckpt_bytes", file_bytes(dense_path)},
                              {"dense_model_ckpt_bytes", static_cast<int64_t>(unpruned_kib * 1024)},
                              {"compact_bytes", file_bytes(compact_path)}});

@@ -66,10 +66,12 @@ int main(int argc, char** argv) {
     const auto result =
         cli::evaluate(*loaded.module, dataset,
                       cli::eval_transforms(data, dataset->image_shape().channels), batch, limit);
-    std::printf("time    %lld images in %.2f s, %.0f images/s, %d thread%s\n",
+    const std::string chunks =
+        result.chunk > 0 ? ", batches in chunks of " + std::to_string(result.chunk) : "";
+    std::printf("time    %lld images in %.2f s, %.0f images/s, %d thread%s%s\n",
                 static_cast<long long>(result.samples), result.seconds,
                 result.seconds > 0 ? static_cast<double>(result.samples) / result.seconds : 0.0,
-                result.threads, result.threads == 1 ? "" : "s");
+                result.threads, result.threads == 1 ? "" : "s", chunks.c_str());
     std::printf("\nloss %.4f   top-1 %.2f%%\n\n", result.loss, 100 * result.accuracy);
     cli::print_class_table(result, dataset->class_names());
     std::printf("\n");

@@ -7,8 +7,11 @@
 //                            (n >= m) or by row blocks (m > n), each block
 //                            in transposed and plain operand layouts (the
 //                            forward and the two backward products differ)
-//   linear                   with a bias (added before the product, beta 1)
-//                            or without (beta 0)
+//   linear                   weights of up to 2^16 floats on its own dot
+//                            products ("one call", "split by rows": 24 x 100,
+//                            lanes and a tail), larger ones on sgemm ("split
+//                            by columns": 900 x 100), with a bias (for sgemm
+//                            added before the product, beta 1) or without
 #include <doctest/doctest.h>
 
 #include <string>
@@ -39,6 +42,18 @@ TEST_CASE("matmul and linear known values") {
   CHECK(y.at(1) == 3.f);
   CHECK_THROWS_AS(ops::matmul(a, a), UsageError);
   CHECK_THROWS_AS(ops::linear(x, w, Tensor::zeros({3})), UsageError);
+}
+
+TEST_CASE("a small linear layer gives a sample the same bits in any batch") {
+  Generator g(6);
+  const Tensor x = Tensor::randn({13, 100}, g), w = Tensor::randn({10, 100}, g);
+  const Tensor bias = Tensor::randn({10}, g);
+  const Tensor all = ops::linear(x, w, bias);
+  for (int64_t n = 0; n < 13; n += 4) {
+    const Tensor one =
+        ops::linear(Tensor::from_data({1, 100}, x.span().subspan(100 * n, 100)), w, bias);
+    for (int64_t o = 0; o < 10; ++o) CHECK(one.at(o) == all.at(n * 10 + o));
+  }
 }
 
 TEST_CASE("matmul and linear gradients for every input") {

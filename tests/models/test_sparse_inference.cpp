@@ -4,7 +4,8 @@
 // (kDense); masks, weights and whole state dicts changed between two calls
 // must never leave stale compressed weights in use; a compact (bitmask)
 // checkpoint written and read back gives bit-identical logits; and one
-// thread gives the bits two give (layers/inference_threads.h relies on it).
+// thread gives the bits two give, a batch in chunks the bits of the whole
+// batch (layers/inference_threads.h relies on both).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -18,6 +19,7 @@
 #include "core/ops/sparse_weights.h"
 #include "core/parallel.h"
 #include "core/random.h"
+#include "layers/inference_threads.h"
 #include "models/registry.h"
 #include "tests/test_util.h"
 
@@ -98,6 +100,33 @@ TEST_CASE(
           CHECK_MESSAGE(std::memcmp(one.data(), two.data(), sizeof(float) * one.numel()) == 0,
                         name << " density " << density << " N " << N);
         }
+}
+
+// Batches of two or more: a single sample takes the direct convs, not
+// Winograd, and rounds differently (PlanTrial's chunks are far larger).
+TEST_CASE(
+    "a sample's logits do not depend on its batch (InferenceThreads may run a batch in chunks)") {
+  set_num_threads(2);
+  Generator gen(5);
+  for (const char* name : {"resnet20", "mobilenet_v1"})
+    for (double density : {0.1, 1.0})
+      for (ops::SparseMode mode : {ops::SparseMode::kAuto, ops::SparseMode::kDense}) {
+        auto m = model(name);
+        if (density < 1) mask_all(*m, density, gen);
+        m->eval();
+        const Tensor x = Tensor::randn({37, 1, 28, 28}, gen);
+        const Tensor whole = logits(*m, x, mode);
+        ops::set_sparse_mode(mode);
+        NoGradGuard no_grad;
+        for (int64_t chunk : {3, 8, 16}) {  // parts of 3 or 2, 8 or 7, 13 or 12 samples
+          const Tensor parts = forward_in_chunks(*m, x, chunk);
+          REQUIRE(parts.shape() == whole.shape());
+          CHECK_MESSAGE(std::memcmp(parts.data(), whole.data(), sizeof(float) * parts.numel()) == 0,
+                        std::string(name) << " density " << density << " mode "
+                                          << static_cast<int>(mode) << " chunk " << chunk);
+        }
+        ops::set_sparse_mode(ops::SparseMode::kAuto);
+      }
 }
 
 TEST_CASE("masks, weights and loads changed between two calls are never stale") {

@@ -39,7 +39,7 @@ EvalResult evaluate(Module& model, std::shared_ptr<const data::Dataset> dataset,
   double loss_sum = 0;
   int64_t correct = 0;
   const auto start = std::chrono::steady_clock::now();
-  InferenceThreads threads;  // small batches (batch 1) may run faster on one thread
+  InferenceThreads threads;  // batch 1 may run faster on one thread, large ones in chunks
   Shape full_batch;          // the first batch's shape: every batch's but maybe the last
   while (auto batch = loader.next()) {
     if (full_batch.empty()) full_batch = batch->images.shape();
@@ -61,8 +61,9 @@ EvalResult evaluate(Module& model, std::shared_ptr<const data::Dataset> dataset,
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!full_batch.empty()) {  // still trying after the last batch: it ran on the pool's count
-    const int chosen = threads.chosen(full_batch);
-    result.threads = chosen > 0 ? chosen : num_threads();
+    const InferencePlan chosen = threads.chosen(full_batch);
+    result.threads = chosen.threads > 0 ? chosen.threads : num_threads();
+    result.chunk = chosen.chunk;
   }
   if (result.samples > 0) {
     result.loss = loss_sum / static_cast<double>(result.samples);

@@ -19,6 +19,7 @@ struct EvalResult {
   int64_t samples = 0;
   double seconds = 0;  // wall time of the evaluation loop (batches, forward, scoring)
   int threads = 0;     // threads the full batches ran on (layers/inference_threads.h; 0: no batch)
+  int64_t chunk = 0;   // samples per forward of the full batches (0: each batch whole)
   std::vector<std::vector<int64_t>> confusion;  // [true class][predicted class]
   /// Accuracy of one class (0 when the class has no samples).
   double class_accuracy(size_t c) const;
