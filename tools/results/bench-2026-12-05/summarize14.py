@@ -36,6 +36,11 @@ for i in (1,2,3):
             add(name+' b1 auto x', r['speedup_b1_auto'])
             add(name+' b1 auto sparse ms', r['sparse_b1_auto_ms']); add(name+' b1 auto dense ms', r['dense_b1_auto_ms'])
             add(name+' b1 auto threads sparse', r['sparse_b1_auto_threads']); add(name+' b1 auto threads dense', r['dense_b1_auto_threads'])
+        if 'speedup_auto' in r:  # logs from c57f47f on: the batch by InferenceThreads' plan too
+            add(name+' b auto sparse/ORT', r['sparse_auto_img_s']/base)
+            add(name+' b auto dense/ORT', r['dense_auto_img_s']/base)
+            add(name+' b auto sparse/dense', r['speedup_auto'])
+            add(name+' b auto chunk sparse', r['sparse_auto_chunk']); add(name+' b auto chunk dense', r['dense_auto_chunk'])
         add(name+' remain MMACs', r['remaining_macs']/1e6)
         add(name+' GFLOP/s', 2*r['remaining_macs']*r['sparse_img_s']/1e9)
         add(name+' compact %', 100*r['compact_bytes']/r['dense_model_ckpt_bytes'])
