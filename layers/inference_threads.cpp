@@ -7,12 +7,17 @@
 #include <string>
 
 #include "../core/error.h"
+#include "../core/ops/conv2d.h"
 #include "../core/parallel.h"
 
 namespace spruce {
 
-PlanTrial::PlanTrial(int threads, int64_t batch)
-    : whole_{std::max(1, threads), 0}, candidate_(whole_), chosen_(whole_), batch_(batch) {}
+PlanTrial::PlanTrial(int threads, int64_t batch, bool may_split)
+    : whole_{std::max(1, threads), 0},
+      candidate_(whole_),
+      chosen_(whole_),
+      batch_(batch),
+      decided_(!may_split) {}
 
 InferencePlan PlanTrial::next() const {
   if (decided_) return chosen_;
@@ -77,7 +82,10 @@ Tensor forward_in_chunks(Module& module, const Tensor& x, int64_t chunk) {
 Tensor InferenceThreads::forward(Module& module, const Tensor& x) {
   auto it = trials_.find(x.shape());
   if (it == trials_.end())
-    it = trials_.emplace(x.shape(), PlanTrial(num_threads(), x.dim() > 0 ? x.size(0) : 1)).first;
+    it = trials_
+             .emplace(x.shape(), PlanTrial(num_threads(), x.dim() > 0 ? x.size(0) : 1,
+                                           ops::inference_split_invariant()))
+             .first;
   PlanTrial& trial = it->second;
   const InferencePlan plan = trial.next();
   const ThreadLimit limit(plan.threads);

@@ -25,7 +25,10 @@
 // machine, so it is measured, not guessed. Every kernel gives the same bits on
 // any thread count in inference, and a sample's outputs do not depend on the
 // other samples of its batch (tests/layers/test_inference_threads.cpp,
-// tests/models/test_sparse_inference.cpp), so the choice changes the time only.
+// tests/models/test_sparse_inference.cpp), so the choice changes the time
+// only. That holds where ops::inference_split_invariant() says so (builds
+// with spruce's own conv kernels); a portable build always runs the pool's
+// thread count on the whole batch.
 #pragma once
 
 #include <map>
@@ -45,8 +48,9 @@ struct InferencePlan {
 
 /// The decision for one shape, fed with the time each call took. Call 0 runs
 /// on every thread, whole; if it takes at least kLargeCall (or the pool has
-/// one thread), the candidate is the chunked plan (when the batch holds two
-/// chunks or more; else call 0 decides), otherwise one thread. After one
+/// one thread), the candidate is the chunked plan (when chunks are allowed and
+/// the batch holds two chunks or more; else call 0 decides), otherwise one
+/// thread. After one
 /// untimed call of the candidate (its scratch buffers and caches warm up),
 /// kPairs alternated pairs (every thread whole, then the candidate) are timed
 /// and the faster side by the median of the pairs' ratios is kept for good;
@@ -57,7 +61,9 @@ class PlanTrial {
   static constexpr int kPairs = 5;
   static constexpr int64_t kChunkPerThread = 16;  // samples
 
-  PlanTrial(int threads, int64_t batch);
+  /// may_split: whether the plan may differ from every thread on the whole
+  /// batch (ops::inference_split_invariant()); if not, decided at once.
+  PlanTrial(int threads, int64_t batch, bool may_split = true);
   bool decided() const { return decided_; }
   /// How to run the next call: the choice once decided.
   InferencePlan next() const;

@@ -31,6 +31,7 @@
 #include "conv2d_depthwise.h"
 #include "conv2d_direct.h"
 #include "conv2d_gemm.h"
+#include "conv2d_lanes.h"  // SPRUCE_DIRECT_CONV: the channel-lane kernels are built
 #include "conv2d_pointwise.h"
 #include "conv2d_winograd.h"
 #include "grad_buffer.h"
@@ -296,6 +297,14 @@ Tensor conv2d_fused(const Tensor& x, const Tensor& weight, const ConvEpilogue& e
   return forward(
       x, weight, g,
       {.scale = ptr(scale), .shift = ptr(shift), .residual = ptr(residual), .relu = epilogue.relu});
+}
+
+bool inference_split_invariant() {
+#ifdef SPRUCE_DIRECT_CONV
+  return true;
+#else
+  return false;
+#endif
 }
 
 }  // namespace spruce::ops

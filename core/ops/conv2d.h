@@ -54,4 +54,13 @@ struct ConvEpilogue {
 Tensor conv2d_fused(const Tensor& x, const Tensor& weight, const ConvEpilogue& epilogue,
                     const Conv2dOptions& options = {});
 
+/// Whether an inference forward gives each sample the same bits however its
+/// work is split: on any thread count, and in any batch of two or more. True
+/// in builds with spruce's own conv kernels (AVX2 + FMA), whose sums run in a
+/// fixed order per sample; false in a portable build, whose convs are im2col
+/// + OpenBLAS products split over the threads, and OpenBLAS picks its kernels
+/// by the matrices' sizes (layers/inference_threads.h changes a forward's
+/// thread count or batch only when this holds).
+bool inference_split_invariant();
+
 }  // namespace spruce::ops

@@ -10,9 +10,11 @@
 
 #include "core/autograd.h"
 #include "core/error.h"
+#include "core/ops/conv2d.h"
 #include "core/parallel.h"
 #include "core/random.h"
 #include "layers/conv2d.h"
+#include "layers/flatten.h"
 #include "layers/inference_threads.h"
 #include "layers/relu.h"
 #include "layers/sequential.h"
@@ -57,6 +59,11 @@ TEST_CASE("PlanTrial decides at the first call when there is nothing to try") {
     t.record(1e-4);
     CHECK(t.decided());
     CHECK(t.chosen() == InferencePlan{1, 0});
+  }
+  SUBCASE("nothing may change the split (a portable build): decided before any call") {
+    PlanTrial t(2, 1000, false);
+    CHECK(t.decided());
+    CHECK(t.chosen() == kWhole2);
   }
   SUBCASE("a large first call on a batch of less than two chunks") {
     PlanTrial t(2, 2 * PlanTrial::kChunkPerThread * 2 - 1);
@@ -131,10 +138,13 @@ TEST_CASE("PlanTrial tries chunks on large calls of two chunks or more and keeps
 }
 
 TEST_CASE("forward_in_chunks gives the whole forward's bits in near-equal parts") {
+  // Per-sample layers whose bits cannot depend on the batch in any build (the
+  // convs' are checked on whole models in tests/models/test_sparse_inference.cpp);
+  // Flatten gives the parts an output shape of their own.
   Generator gen(4);
   Sequential net;
-  net.emplace_back<Conv2d>(2, 8, 3, ops::Conv2dOptions{.padding = 1}, Bias::kYes, gen);
   net.emplace_back<ReLU>();
+  net.emplace_back<Flatten>();
   net.eval();
   NoGradGuard no_grad;
   const Tensor x = Tensor::randn({7, 2, 6, 6}, gen);
@@ -161,7 +171,10 @@ TEST_CASE("InferenceThreads gives the module's own outputs on every call, per sh
   const Tensor y1 = net.forward(x1), y3 = net.forward(x3);
   // A one-thread limit: the large batch tries chunks whatever its calls take.
   const Tensor x40 = Tensor::randn({40, 2, 6, 6}, gen);
-  const Tensor y40 = net.forward(x40);
+  const Tensor y40 = [&] {       // its reference on one thread too: a portable build's convs
+    const ThreadLimit limit(1);  // may round differently on one thread than on two
+    return net.forward(x40);
+  }();
   InferenceThreads threads, one_thread;
   for (int call = 0; call < 2 * PlanTrial::kPairs + 4; ++call) {
     const Tensor a = threads.forward(net, x1), b = threads.forward(net, x3);
@@ -178,5 +191,7 @@ TEST_CASE("InferenceThreads gives the module's own outputs on every call, per sh
   CHECK(threads.chosen(x3.shape()).threads >= 1);
   CHECK(threads.chosen({5, 2, 6, 6}).threads == 0);
   CHECK(one_thread.chosen(x40.shape()).threads == 1);
+  if (!ops::inference_split_invariant())  // a portable build: every thread, whole batch
+    CHECK(threads.chosen(x1.shape()) == InferencePlan{2, 0});
   CHECK(num_threads() == 2);  // no limit left behind
 }
