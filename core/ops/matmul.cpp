@@ -1,5 +1,5 @@
 // matmul and linear on ops::sgemm (row-major, split over spruce's threads);
-// small linear layers without a graph on dot products of our own.
+// small linear layers on dot products of our own (a sample then gets the same bits in any batch).
 #include "matmul.h"
 
 #include "../autograd.h"
