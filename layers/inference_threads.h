@@ -48,9 +48,8 @@ struct InferencePlan {
 
 /// The decision for one shape, fed with the time each call took. Call 0 runs
 /// on every thread, whole; if it takes at least kLargeCall (or the pool has
-/// one thread), the candidate is the chunked plan (when chunks are allowed and
-/// the batch holds two chunks or more; else call 0 decides), otherwise one
-/// thread. After one
+/// one thread), the candidate is the chunked plan (when the batch holds two
+/// chunks or more; else call 0 decides), otherwise one thread. After one
 /// untimed call of the candidate (its scratch buffers and caches warm up),
 /// kPairs alternated pairs (every thread whole, then the candidate) are timed
 /// and the faster side by the median of the pairs' ratios is kept for good;
