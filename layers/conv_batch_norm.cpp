@@ -58,22 +58,21 @@ Tensor conv_pair_batch_norm(Conv2d& c1, BatchNorm2d& bn1, Conv2d& c2, BatchNorm2
     const ops::Conv2dOptions& o = c.options();
     return o.stride == 1 && o.padding == 1 && o.groups == 1;
   };
-  if (bn1.is_training() || bn2.is_training() || grad_mode_enabled() || !same_geometry(c1) ||
-      !same_geometry(c2) || c1.kernel_size() != 3 || c2.kernel_size() != 3) {
+  auto two_layers = [&] {
     const Tensor mid = conv_batch_norm(c1, bn1, x, {.relu = true});
     return conv_batch_norm(c2, bn2, mid, {.residual = residual, .relu = true});
-  }
+  };
+  if (bn1.is_training() || bn2.is_training() || grad_mode_enabled() || !same_geometry(c1) ||
+      !same_geometry(c2) || c1.kernel_size() != 3 || c2.kernel_size() != 3)
+    return two_layers();
   const bool sparse1 = c1.runs_sparse(x.shape()),
              sparse2 = c2.runs_sparse(c1.output_shape(x.shape()));
+  if (sparse1 != sparse2) return two_layers();  // one of each
   const ops::ChannelAffine a1 = folded_affine(c1, bn1), a2 = folded_affine(c2, bn2);
-  if (sparse1 && sparse2)
+  if (sparse1)
     return c1.forward_sparse_pair(
         x, {.scale = a1.scale, .shift = a1.shift, .relu = true}, c2,
         {.scale = a2.scale, .shift = a2.shift, .residual = residual, .relu = true});
-  if (sparse1 || sparse2) {  // one of each: the two layers
-    const Tensor mid = conv_batch_norm(c1, bn1, x, {.relu = true});
-    return conv_batch_norm(c2, bn2, mid, {.residual = residual, .relu = true});
-  }
   return ops::conv2d_pair_fused(
       x, c1.masked_weight(), {.scale = a1.scale, .shift = a1.shift, .relu = true},
       c2.masked_weight(),

@@ -26,7 +26,8 @@ constexpr int64_t kRowsLinearMaxWeights = 1 << 16;
 void linear_rows(const float* x, const float* weight, const float* bias, int64_t N, int64_t In,
                  int64_t Out, float* out) {
   constexpr int64_t L = 16;
-  parallel_for(0, N, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, In * Out / 64)),
+  constexpr int64_t kMinChunkMacs = 1 << 18;  // less is not worth a hand-off to the pool
+  parallel_for(0, N, std::max<int64_t>(1, kMinChunkMacs / std::max<int64_t>(1, In * Out)),
                [&](int64_t n0, int64_t n1) {
                  for (int64_t n = n0; n < n1; ++n)
                    for (int64_t o = 0; o < Out; ++o) {

@@ -66,6 +66,9 @@ float* grown(std::vector<float>& buf, int64_t n) {
   return buf.data();
 }
 
+/// The tensor's data, or null when it is undefined (an epilogue's optional parts).
+const float* data_or_null(const Tensor& t) { return t.defined() ? t.data() : nullptr; }
+
 /// dst[i] = act(g[i] + res[i]) for i < n (res may be null).
 inline void finish_run(const float* __restrict g, const float* __restrict res, bool relu, int64_t n,
                        float* __restrict dst) {
@@ -330,9 +333,7 @@ Tensor sparse_conv2d_fused(const Tensor& x, const Tensor& weight, const Tensor& 
   if (out.numel() == 0) return out;
   const float* xd = x.data();
   float* od = out.data();
-  const float* sc = scale.defined() ? scale.data() : nullptr;
-  const float* sh = shift.defined() ? shift.data() : nullptr;
-  const float* res = residual.defined() ? residual.data() : nullptr;
+  const float *sc = data_or_null(scale), *sh = data_or_null(shift), *res = data_or_null(residual);
   const sparse::RowKernel row_kernel = sparse::row_kernel();
   const sparse::GridMap map = L.in_place ? sparse::GridMap{}  // 1x1: the grid is the plane
                                          : sparse::GridMap{d.keep.data(), d.at.data()};
@@ -411,10 +412,9 @@ Tensor sparse_conv2d_pair_fused(const Tensor& x, const Tensor& w1, const Tensor&
   count_macs((r1.nnz() + r2.nnz()) * L1.N * P);
   Tensor out = Tensor::empty({L2.N, L2.OC, L2.OH, L2.OW});
   if (out.numel() == 0) return out;
-  auto data = [](const Tensor& t) { return t.defined() ? t.data() : nullptr; };
   const float* xd = x.data();
   float* od = out.data();
-  const float* res = data(e2.residual);
+  const float* res = data_or_null(e2.residual);
   parallel_for(0, L1.N, 1, [&](int64_t n0, int64_t n1) {
     // The middle activation as the padded planes conv 2 reads (zero where
     // no pixel lands). Its grid position q is padded pixel q + Wq + 1, so
@@ -424,8 +424,8 @@ Tensor sparse_conv2d_pair_fused(const Tensor& x, const Tensor& w1, const Tensor&
     float* mid = middle_buffer(L2);
     for (int64_t n = n0; n < n1; ++n) {
       run_grid(L1, pack(L1, xd, n, 1), r1, d1.offset.data(),
-               {mid + Wq + 1, L2.PS, sparse::GridMap{}, data(e1.scale), data(e1.shift), nullptr,
-                e1.relu},
+               {mid + Wq + 1, L2.PS, sparse::GridMap{}, data_or_null(e1.scale),
+                data_or_null(e1.shift), nullptr, e1.relu},
                0, L1.OC);
       for (int64_t c = 0; c < L2.C; ++c) {
         float* plane = mid + c * L2.PS;
@@ -433,8 +433,8 @@ Tensor sparse_conv2d_pair_fused(const Tensor& x, const Tensor& w1, const Tensor&
       }
       const int64_t at = n * L2.OC * P;
       run_grid(L2, mid, r2, d2.offset.data(),
-               {od + at, P, sparse::GridMap{d2.keep.data(), d2.at.data()}, data(e2.scale),
-                data(e2.shift), res ? res + at : nullptr, e2.relu},
+               {od + at, P, sparse::GridMap{d2.keep.data(), d2.at.data()}, data_or_null(e2.scale),
+                data_or_null(e2.shift), res ? res + at : nullptr, e2.relu},
                0, L2.OC);
     }
   });

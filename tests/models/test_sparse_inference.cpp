@@ -65,6 +65,24 @@ std::unique_ptr<Module> model(const std::string& name) {
   return models::build_model(name, c);
 }
 
+/// A model in eval mode with random masks of the given density (none at 1).
+std::unique_ptr<Module> eval_model(const std::string& name, double density, Generator& gen) {
+  auto m = model(name);
+  if (density < 1) mask_all(*m, density, gen);
+  m->eval();
+  return m;
+}
+
+/// The same logits however the work was split: bit for bit where
+/// ops::inference_split_invariant() holds, within rounding otherwise.
+void check_split_invariant(const Tensor& a, const Tensor& b, const std::string& what) {
+  REQUIRE(a.shape() == b.shape());
+  if (ops::inference_split_invariant())
+    CHECK_MESSAGE(std::memcmp(a.data(), b.data(), sizeof(float) * a.numel()) == 0, what);
+  else  // a portable build: see "a sample's logits do not depend on its batch"
+    CHECK_MESSAGE(rel_diff(a, b) < 1e-5, what);
+}
+
 }  // namespace
 
 TEST_CASE("sparse and dense inference agree on ResNet-20 B and MobileNetV1") {
@@ -90,21 +108,14 @@ TEST_CASE(
     for (double density : {0.1, 1.0})
       for (int64_t N : {int64_t{1}, int64_t{3}})
         for (ops::SparseMode mode : {ops::SparseMode::kAuto, ops::SparseMode::kDense}) {
-          auto m = model(name);
-          if (density < 1) mask_all(*m, density, gen);
-          m->eval();
+          auto m = eval_model(name, density, gen);
           const Tensor x = Tensor::randn({N, 1, 28, 28}, gen);
           const Tensor two = logits(*m, x, mode);
           const ThreadLimit one_thread(1);
           const Tensor one = logits(*m, x, mode);
-          REQUIRE(one.shape() == two.shape());
-          const std::string what =
-              std::string(name) + " density " + std::to_string(density) + " N " + std::to_string(N);
-          if (ops::inference_split_invariant())
-            CHECK_MESSAGE(std::memcmp(one.data(), two.data(), sizeof(float) * one.numel()) == 0,
-                          what);
-          else  // a portable build: see the next case
-            CHECK_MESSAGE(rel_diff(one, two) < 1e-5, what);
+          check_split_invariant(one, two,
+                                std::string(name) + " density " + std::to_string(density) + " N " +
+                                    std::to_string(N));
         }
 }
 
@@ -120,24 +131,16 @@ TEST_CASE(
   for (const char* name : {"resnet20", "mobilenet_v1"})
     for (double density : {0.1, 1.0})
       for (ops::SparseMode mode : {ops::SparseMode::kAuto, ops::SparseMode::kDense}) {
-        auto m = model(name);
-        if (density < 1) mask_all(*m, density, gen);
-        m->eval();
+        auto m = eval_model(name, density, gen);
         const Tensor x = Tensor::randn({37, 1, 28, 28}, gen);
         const Tensor whole = logits(*m, x, mode);
         ops::set_sparse_mode(mode);
         NoGradGuard no_grad;
         for (int64_t chunk : {3, 8, 16}) {  // parts of 3 or 2, 8 or 7, 13 or 12 samples
-          const Tensor parts = forward_in_chunks(*m, x, chunk);
-          REQUIRE(parts.shape() == whole.shape());
-          const std::string what = std::string(name) + " density " + std::to_string(density) +
-                                   " mode " + std::to_string(static_cast<int>(mode)) + " chunk " +
-                                   std::to_string(chunk);
-          if (ops::inference_split_invariant())
-            CHECK_MESSAGE(
-                std::memcmp(parts.data(), whole.data(), sizeof(float) * parts.numel()) == 0, what);
-          else
-            CHECK_MESSAGE(rel_diff(parts, whole) < 1e-5, what);
+          check_split_invariant(forward_in_chunks(*m, x, chunk), whole,
+                                std::string(name) + " density " + std::to_string(density) +
+                                    " mode " + std::to_string(static_cast<int>(mode)) + " chunk " +
+                                    std::to_string(chunk));
         }
         ops::set_sparse_mode(ops::SparseMode::kAuto);
       }
